@@ -1,0 +1,35 @@
+# phonebridge — build, run and test. `make help` lists the targets.
+
+GO      ?= go
+BIN     := bin/phonebridge
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: help build run test bench fmt vet clean
+
+help:
+	@echo "make build   build $(BIN)"
+	@echo "make run     build, then run the daemon on example.yaml"
+	@echo "make test    install test dependencies, then gofmt, vet and every test with -race"
+	@echo "make bench   run the benchmarks (figures go in docs/BENCHMARKS.md)"
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/phonebridge
+
+run: build
+	./$(BIN) run -c example.yaml
+
+test:
+	./scripts/test.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 50000x ./bench/
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin state

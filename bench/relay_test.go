@@ -1,0 +1,198 @@
+// Package bench measures the real daemon: messages go from one websocket
+// API client through phonebridge (durable store and all) to another. Run:
+//
+//	go test -run '^$' -bench . -benchtime 50000x ./bench/
+//
+// Figures are recorded in docs/BENCHMARKS.md.
+package bench
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+)
+
+// rig is a running daemon with a sender on "in" and a receiver on "out".
+type rig struct {
+	d     *daemontest.Daemon
+	pair  daemontest.APIPair
+	snd   *daemontest.Client
+	rcv   *daemontest.Client
+	chats []string
+}
+
+func newRig(b *testing.B, chats int) *rig {
+	b.Helper()
+	bin := daemontest.Binary(b)
+	pair := daemontest.WriteAPIPair(b, b.TempDir(), chats, "log:\n  level: warn\n")
+	d := daemontest.Start(b, bin, "run", "-c", pair.Path)
+	rcv, err := daemontest.Dial(pair.OutAddr, daemontest.Token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range pair.Chats {
+		if err := rcv.Subscribe(c, -1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	snd, err := daemontest.Dial(pair.InAddr, daemontest.Token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &rig{d: d, pair: pair, snd: snd, rcv: rcv, chats: pair.Chats}
+	b.Cleanup(func() {
+		snd.Close()
+		rcv.Close()
+		d.Stop(10 * time.Second)
+	})
+	return r
+}
+
+func (r *rig) send(b *testing.B, i int, text string) {
+	ev := daemontest.WireEvent{ID: "b" + strconv.Itoa(i), Kind: "message", Chat: r.chats[i%len(r.chats)], Text: text,
+		Sender: &daemontest.WireSender{ID: "bench", Name: "Bench"}}
+	if err := r.snd.Send(strconv.Itoa(i), ev); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRelayThroughput pushes b.N messages as fast as the daemon acks
+// them (at most 1024 unacknowledged) and reports sustained msgs/s, the
+// daemon's CPU time per message and its peak RSS.
+func BenchmarkRelayThroughput(b *testing.B) {
+	for _, chats := range []int{1, 16} {
+		b.Run(fmt.Sprintf("chats=%d", chats), func(b *testing.B) {
+			r := newRig(b, chats)
+			received := make(chan struct{})
+			go func() {
+				for i := 0; i < b.N; i++ {
+					select {
+					case <-r.rcv.Events:
+					case <-r.rcv.Closed:
+						return
+					}
+				}
+				close(received)
+			}()
+			cpu0 := cpuTime(b, r.d.Pid())
+			b.ResetTimer()
+			start := time.Now()
+			inflight := 0
+			for i := 0; i < b.N; i++ {
+				for inflight >= 1024 {
+					ack(b, r)
+					inflight--
+				}
+				r.send(b, i, "throughput "+strconv.Itoa(i))
+				inflight++
+			}
+			for ; inflight > 0; inflight-- {
+				ack(b, r)
+			}
+			select {
+			case <-received:
+			case <-time.After(120 * time.Second):
+				b.Fatalf("not every message arrived\n%s", r.d.Logs())
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cpu := cpuTime(b, r.d.Pid()) - cpu0
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
+			b.ReportMetric(peakRSS(b, r.d.Pid()), "peak-rss-MB")
+		})
+	}
+}
+
+// BenchmarkRelayLatency sends b.N messages at a steady 1,000 msgs/s and
+// reports the time from the sender writing a message to the receiver
+// reading it: p50, p99 and max.
+func BenchmarkRelayLatency(b *testing.B) {
+	r := newRig(b, 1)
+	const interval = time.Millisecond
+	lat := make([]time.Duration, 0, b.N)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(lat) < b.N {
+			select {
+			case f := <-r.rcv.Events:
+				sent, _ := strconv.ParseInt(strings.TrimPrefix(f.Event.Text, "t"), 10, 64)
+				lat = append(lat, time.Since(time.Unix(0, sent)))
+			case <-r.rcv.Closed:
+				return
+			}
+		}
+	}()
+	go func() {
+		for range r.snd.Acks {
+		}
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		r.send(b, i, "t"+strconv.FormatInt(time.Now().UnixNano(), 10))
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("received %d of %d", len(lat), b.N)
+	}
+	b.StopTimer()
+	rate := float64(b.N) / time.Since(start).Seconds()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(rate, "msgs/s")
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+}
+
+func ack(b *testing.B, r *rig) {
+	select {
+	case f := <-r.snd.Acks:
+		if f.Type != "ack" {
+			b.Fatalf("refused: %+v", f)
+		}
+	case <-time.After(30 * time.Second):
+		b.Fatalf("no ack in 30s\n%s", r.d.Logs())
+	}
+}
+
+// cpuTime is the process's user+system CPU time, from /proc.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks
+}
+
+// peakRSS is the process's peak resident set (VmHWM) in MB.
+func peakRSS(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

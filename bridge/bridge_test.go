@@ -1,0 +1,483 @@
+package bridge_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/bridge/bridgetest"
+	"github.com/phonebridge/phonebridge/config"
+)
+
+var all = bridgetest.AllCaps
+
+func msg(conn, chat, id, text string) bridge.Event {
+	return bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{Connector: conn, ID: chat}, ID: id, Sender: bridge.Sender{ID: "u-" + conn, Name: "Ann"}, Text: text}
+}
+
+func act(kind bridge.Kind, conn, chat, id, target string) bridge.Event {
+	return bridge.Event{Kind: kind, Chat: bridge.ChatRef{Connector: conn, ID: chat}, ID: id, Sender: bridge.Sender{ID: "u-" + conn, Name: "Ann"}, Target: target}
+}
+
+func texts(out []bridge.Outgoing) []string {
+	var s []string
+	for _, o := range out {
+		s = append(s, o.Text)
+	}
+	return s
+}
+
+func TestFanOutReachesEveryOtherEndpointNeverTheOrigin(t *testing.T) {
+	a, b, c := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all), bridgetest.NewFake("c", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y", "c/z")}, a, b, c)
+	h.Inject(msg("a", "x", "1", "hello"))
+	for _, f := range []*bridgetest.Fake{b, c} {
+		got := f.WaitSent(t, 1)
+		if got[0].Text != "hello" || got[0].Origin.Connector != "a" || got[0].Origin.ID != "x" {
+			t.Errorf("%s got %+v", f.Name(), got[0])
+		}
+	}
+	if got := b.Sent()[0].Chat; got.Connector != "b" || got.ID != "y" {
+		t.Errorf("destination chat = %+v, want b/y", got)
+	}
+	h.Inject(msg("b", "y", "2", "back"))
+	a.WaitSent(t, 1)
+	c.WaitSent(t, 2)
+	if n := len(b.Sent()); n != 1 {
+		t.Errorf("origin b was sent its own message back: %v", texts(b.Sent()))
+	}
+}
+
+func TestDirections(t *testing.T) {
+	a, b, c := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all), bridgetest.NewFake("c", all)
+	route := config.Route{Name: "r", Endpoints: []config.Endpoint{
+		{Connector: "a", Chat: "x", Direction: config.Both},
+		{Connector: "b", Chat: "y", Direction: config.In},  // only feeds the route
+		{Connector: "c", Chat: "z", Direction: config.Out}, // only receives
+	}}
+	h := bridgetest.New(t, []config.Route{route}, a, b, c)
+	h.Inject(msg("b", "y", "1", "from in"))
+	a.WaitSent(t, 1)
+	c.WaitSent(t, 1)
+	h.Inject(msg("a", "x", "2", "from both"))
+	c.WaitSent(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Inject(ctx, msg("c", "z", "3", "from out")); !errors.Is(err, bridge.ErrNoRoute) {
+		t.Errorf("event from an out-only endpoint: err = %v, want ErrNoRoute", err)
+	}
+	h.Inject(msg("a", "x", "4", "marker"))
+	c.WaitSent(t, 3)
+	if n := len(b.Sent()); n != 0 {
+		t.Errorf("in-only endpoint b received %v", texts(b.Sent()))
+	}
+	if got := texts(a.Sent()); len(got) != 1 || got[0] != "from in" {
+		t.Errorf("a received %v, want only [from in]", got)
+	}
+}
+
+func TestSharedEndpointDoesNotLoopOrDoubleDeliver(t *testing.T) {
+	a, b, c := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all), bridgetest.NewFake("c", all)
+	h := bridgetest.New(t, []config.Route{
+		bridgetest.Route("one", "a/x", "b/y"),
+		bridgetest.Route("two", "b/y", "c/z"),
+		bridgetest.Route("three", "a/x", "b/y", "c/z"), // overlaps both
+	}, a, b, c)
+	h.Inject(msg("a", "x", "1", "hi"))
+	b.WaitSent(t, 1)
+	c.WaitSent(t, 1)
+
+	// b's platform echoes the copy the bridge made there: it must not
+	// come back into any route.
+	echo := b.Sent()[0]
+	h.Inject(bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{Connector: "b", ID: "y"}, ID: "b-1", Text: echo.Text})
+
+	h.Inject(msg("a", "x", "2", "marker"))
+	b.WaitSent(t, 2)
+	c.WaitSent(t, 2)
+	if got := texts(b.Sent()); strings.Join(got, ",") != "hi,marker" {
+		t.Errorf("b got %v", got)
+	}
+	if got := texts(c.Sent()); strings.Join(got, ",") != "hi,marker" {
+		t.Errorf("c got %v (echo relayed or doubled)", got)
+	}
+	if n := len(a.Sent()); n != 0 {
+		t.Errorf("origin a got %v", texts(a.Sent()))
+	}
+}
+
+func TestDuplicateInboundIsRelayedOnce(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(msg("a", "x", "same", "once"))
+	h.Inject(msg("a", "x", "same", "once"))
+	h.Restart()
+	h.Inject(msg("a", "x", "same", "once"))
+	h.Inject(msg("a", "x", "other", "marker"))
+	got := b.WaitSent(t, 2)
+	if strings.Join(texts(got), ",") != "once,marker" {
+		t.Errorf("got %v, want once,marker", texts(got))
+	}
+}
+
+func TestPerChatOrderWithTransientFailures(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	var calls atomic.Int64
+	b.FailWith(func(out *bridge.Outgoing) error {
+		if calls.Add(1)%7 == 0 {
+			return fmt.Errorf("flaky server")
+		}
+		return nil
+	})
+	const n = 200
+	for i := 0; i < n; i++ {
+		h.Inject(msg("a", "x", fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	got := b.WaitSent(t, n)
+	for i, o := range got {
+		if o.Text != fmt.Sprint(i) {
+			t.Fatalf("position %d has %q: order broken: %v", i, o.Text, texts(got))
+		}
+	}
+	if len(got) != n {
+		t.Errorf("got %d events, want %d", len(got), n)
+	}
+}
+
+func TestSlowChatDoesNotHoldOthers(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{
+		bridgetest.Route("slow", "a/x1", "b/slow"),
+		bridgetest.Route("fast", "a/x2", "b/fast"),
+	}, a, b)
+	release := make(chan struct{})
+	b.FailWith(func(out *bridge.Outgoing) error {
+		if out.Chat.ID == "slow" {
+			<-release
+		}
+		return nil
+	})
+	h.Inject(msg("a", "x1", "s1", "stuck"))
+	for i := 0; i < 5; i++ {
+		h.Inject(msg("a", "x2", fmt.Sprint("f", i), fmt.Sprint("fast", i)))
+	}
+	got := b.WaitSent(t, 5)
+	for _, o := range got {
+		if o.Chat.ID != "fast" {
+			t.Errorf("unexpected delivery %+v", o)
+		}
+	}
+	close(release)
+	b.WaitSent(t, 6)
+}
+
+func TestIDsRewrittenForReplyEditDeleteReaction(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(msg("a", "x", "A1", "first"))
+	b.WaitSent(t, 1) // b-1 is the copy of A1
+
+	reply := msg("a", "x", "A2", "answer")
+	reply.ReplyTo = "A1"
+	h.Inject(reply)
+	edit := act(bridge.KindEdit, "a", "x", "A3", "A1")
+	edit.Text = "first (fixed)"
+	h.Inject(edit)
+	react := act(bridge.KindReaction, "a", "x", "A4", "A1")
+	react.Emoji = "👍"
+	h.Inject(react)
+	unreact := act(bridge.KindReactionRemove, "a", "x", "A5", "A1")
+	unreact.Emoji = "👍"
+	h.Inject(unreact)
+	h.Inject(act(bridge.KindDelete, "a", "x", "A6", "A2"))
+
+	got := b.WaitSent(t, 6)
+	check := func(i int, kind bridge.Kind, field, want string) {
+		t.Helper()
+		o := got[i]
+		var have string
+		switch field {
+		case "reply":
+			have = o.ReplyTo
+		case "target":
+			have = o.Target
+		case "reaction":
+			have = o.TargetReaction
+		}
+		if o.Kind != kind || have != want {
+			t.Errorf("event %d: kind %s %s=%q, want %s %q", i, o.Kind, field, have, kind, want)
+		}
+	}
+	check(1, bridge.KindMessage, "reply", "b-1")
+	check(2, bridge.KindEdit, "target", "b-1")
+	check(3, bridge.KindReaction, "target", "b-1")
+	check(4, bridge.KindReactionRemove, "target", "b-1")
+	check(4, bridge.KindReactionRemove, "reaction", "b-4") // the reaction's own copy
+	check(5, bridge.KindDelete, "target", "b-2")
+
+	// The other way: b's users act on the copies; a sees its own ids.
+	breact := act(bridge.KindReaction, "b", "y", "B1", "b-1")
+	breact.Emoji = "❤"
+	h.Inject(breact)
+	// Removing a reaction by deleting it (as Matrix redacts) is a removal.
+	h.Inject(act(bridge.KindDelete, "b", "y", "B2", "B1"))
+	back := a.WaitSent(t, 2)
+	if back[0].Kind != bridge.KindReaction || back[0].Target != "A1" {
+		t.Errorf("reaction from b: %+v, want target A1", back[0])
+	}
+	if back[1].Kind != bridge.KindReactionRemove || back[1].Target != "A1" || back[1].TargetReaction != "a-1" || back[1].Emoji != "❤" {
+		t.Errorf("delete of a reaction: %+v, want reaction_remove of ❤ on A1 (reaction a-1)", back[1])
+	}
+}
+
+func TestMapSurvivesRestart(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(msg("a", "x", "A1", "before restart"))
+	b.WaitSent(t, 1)
+	// Wait for the delivery's bookkeeping to commit before restarting.
+	h.Inject(msg("a", "x", "A2", "marker"))
+	b.WaitSent(t, 2)
+	h.Restart()
+	edit := act(bridge.KindEdit, "a", "x", "A3", "A1")
+	edit.Text = "after restart"
+	h.Inject(edit)
+	got := b.WaitSent(t, 3)
+	if got[2].Kind != bridge.KindEdit || got[2].Target != "b-1" {
+		t.Errorf("edit after restart: %+v, want target b-1", got[2])
+	}
+	// And a reply from b to the copy reaches a as a reply to A1.
+	r := msg("b", "y", "B1", "re")
+	r.ReplyTo = "b-1"
+	h.Inject(r)
+	if got := a.WaitSent(t, 1); got[0].ReplyTo != "A1" {
+		t.Errorf("reply from b after restart: reply_to %q, want A1", got[0].ReplyTo)
+	}
+}
+
+func TestOutboxSurvivesRestartAndKeepsOrder(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	b.FailWith(func(*bridge.Outgoing) error { return errors.New("down") })
+	for i := 0; i < 10; i++ {
+		h.Inject(msg("a", "x", fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	h.Restart()
+	b.FailWith(nil)
+	b.Resume("")
+	got := b.WaitSent(t, 10)
+	if strings.Join(texts(got), ",") != "0,1,2,3,4,5,6,7,8,9" {
+		t.Errorf("after restart got %v", texts(got))
+	}
+}
+
+func TestPermanentFailureIsSkippedAndRecorded(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	b.FailWith(func(out *bridge.Outgoing) error {
+		if out.Text == "too big" {
+			return bridge.Permanentf("event too large")
+		}
+		return nil
+	})
+	h.Inject(msg("a", "x", "1", "one"))
+	h.Inject(msg("a", "x", "2", "too big"))
+	h.Inject(msg("a", "x", "3", "three"))
+	got := b.WaitSent(t, 2)
+	if strings.Join(texts(got), ",") != "one,three" {
+		t.Errorf("got %v", texts(got))
+	}
+	var failed int
+	var reason string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		err := h.Store.DB().QueryRow(`SELECT COUNT(*), COALESCE(MAX(last_error), '') FROM outbox WHERE failed = 1`).Scan(&failed, &reason)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if failed == 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if failed != 1 || !strings.Contains(reason, "too large") {
+		t.Errorf("failed rows = %d (%q), want 1 recorded with its reason", failed, reason)
+	}
+}
+
+func TestTransientFailureRetriedWithBackoff(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	var attempts []time.Time
+	b.FailWith(func(*bridge.Outgoing) error {
+		attempts = append(attempts, time.Now())
+		if len(attempts) <= 4 {
+			return errors.New("homeserver restarting")
+		}
+		return nil
+	})
+	h.Inject(msg("a", "x", "1", "eventually"))
+	b.WaitSent(t, 1)
+	if len(attempts) != 5 {
+		t.Fatalf("attempts = %d, want 5", len(attempts))
+	}
+	// retry_min is 10ms, doubling to a 100ms cap, jittered to [d/2, d].
+	wantMin := []time.Duration{5, 10, 20, 40}
+	for i := 1; i < len(attempts); i++ {
+		gap := attempts[i].Sub(attempts[i-1])
+		if gap < wantMin[i-1]*time.Millisecond {
+			t.Errorf("retry %d came after %v, before its backoff of at least %v", i, gap, wantMin[i-1]*time.Millisecond)
+		}
+	}
+}
+
+func TestRetryAfterIsObeyedAndResumeCutsBackoffShort(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	var n atomic.Int64
+	b.FailWith(func(*bridge.Outgoing) error {
+		if n.Add(1) == 1 {
+			return bridge.RetryAfter(time.Hour, errors.New("M_LIMIT_EXCEEDED"))
+		}
+		return nil
+	})
+	h.Inject(msg("a", "x", "1", "limited"))
+	time.Sleep(50 * time.Millisecond)
+	if len(b.Sent()) != 0 {
+		t.Fatal("sent before the requested wait")
+	}
+	b.Resume("y")
+	b.WaitSent(t, 1)
+}
+
+func TestFallbacksForMissingCapabilities(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	plain := bridgetest.NewFake("plain", bridge.Capabilities{})
+	a.SetMedia("pic1", "PNGDATA")
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "plain/p")}, a, plain)
+
+	first := msg("a", "x", "A1", "original text")
+	first.HTML = "<b>original</b> text"
+	h.Inject(first)
+	reply := msg("a", "x", "A2", "yes")
+	reply.ReplyTo = "A1"
+	h.Inject(reply)
+	edit := act(bridge.KindEdit, "a", "x", "A3", "A1")
+	edit.Text = "fixed"
+	h.Inject(edit)
+	react := act(bridge.KindReaction, "a", "x", "A4", "A1")
+	react.Emoji = "👍"
+	h.Inject(react)
+	h.Inject(act(bridge.KindDelete, "a", "x", "A5", "A1"))
+	media := msg("a", "x", "A6", "")
+	media.Media = []bridge.Media{{MIME: "image/png", Name: "cat.png", Size: 2048, Ref: "pic1"}}
+	h.Inject(media)
+
+	got := plain.WaitSent(t, 6)
+	want := []string{
+		"original text",
+		"> Ann: original text\nyes",
+		"> Ann: original text\n✎ fixed",
+		"Ann reacted 👍 to “fixed”",
+		"Ann deleted a message",
+		"[image: cat.png, 2.0 KB]",
+	}
+	for i, w := range want {
+		if got[i].Text != w {
+			t.Errorf("event %d: %q, want %q", i, got[i].Text, w)
+		}
+		if got[i].HTML != "" || got[i].ReplyTo != "" || got[i].Target != "" || len(got[i].Media) != 0 {
+			t.Errorf("event %d carries what plain cannot show: %+v", i, got[i])
+		}
+		if got[i].Kind != bridge.KindMessage {
+			t.Errorf("event %d kind %s, want message", i, got[i].Kind)
+		}
+	}
+	if !got[3].Notice || !got[4].Notice {
+		t.Error("reaction and delete fallbacks should be notices")
+	}
+}
+
+func TestFallbackDropsWhenConfigured(t *testing.T) {
+	a, plain := bridgetest.NewFake("a", all), bridgetest.NewFake("plain", bridge.Capabilities{})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "plain/p")}, a, plain)
+	h.Config.Relay = config.Relay{Edits: "drop", Reactions: "drop", Deletes: "drop"}
+	h.Restart()
+	h.Inject(msg("a", "x", "A1", "hello"))
+	e := act(bridge.KindEdit, "a", "x", "A2", "A1")
+	e.Text = "x"
+	h.Inject(e)
+	r := act(bridge.KindReaction, "a", "x", "A3", "A1")
+	r.Emoji = "👍"
+	h.Inject(r)
+	h.Inject(act(bridge.KindDelete, "a", "x", "A4", "A1"))
+	h.Inject(msg("a", "x", "A5", "marker"))
+	got := plain.WaitSent(t, 2)
+	if strings.Join(texts(got), ",") != "hello,marker" {
+		t.Errorf("got %v, want hello,marker", texts(got))
+	}
+}
+
+func TestMediaOpenedThroughOrigin(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	a.SetMedia("r1", "bytes of the photo")
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	m := msg("a", "x", "A1", "")
+	m.Media = []bridge.Media{{MIME: "image/jpeg", Name: "p.jpg", Caption: "look", Ref: "r1"}}
+	h.Inject(m)
+	got := b.WaitSent(t, 1)
+	if got[0].Media[0].Caption != "look" || b.MediaBytes("b-1") != "bytes of the photo" {
+		t.Errorf("media not carried: %+v, bytes %q", got[0].Media, b.MediaBytes("b-1"))
+	}
+}
+
+func TestSplitMessageDeletedPartByPart(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	short := bridgetest.NewFake("short", bridge.Capabilities{Deletes: true, Replies: true, MaxTextLength: 10})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "short/s")}, a, short)
+	h.Inject(msg("a", "x", "A1", "aaaa bbbb cccc dddd"))
+	parts := short.WaitSent(t, 2)
+	if parts[0].Text != "aaaa bbbb" || parts[1].Text != "cccc dddd" || parts[0].Key == parts[1].Key {
+		t.Errorf("split into %q (key %s), %q (key %s)", parts[0].Text, parts[0].Key, parts[1].Text, parts[1].Key)
+	}
+	h.Inject(act(bridge.KindDelete, "a", "x", "A2", "A1"))
+	got := short.WaitSent(t, 4)
+	if got[2].Target != "short-1" || got[3].Target != "short-2" {
+		t.Errorf("deletes target %q, %q; want short-1, short-2", got[2].Target, got[3].Target)
+	}
+}
+
+func TestEphemeralTypingIsRelayedNotStored(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(bridge.Event{Kind: bridge.KindTyping, Chat: bridge.ChatRef{Connector: "a", ID: "x"}, Sender: bridge.Sender{Name: "Ann"}})
+	got := b.WaitSent(t, 1)
+	if got[0].Kind != bridge.KindTyping {
+		t.Errorf("got %+v", got[0])
+	}
+	var n int
+	if err := h.Store.DB().QueryRow(`SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("typing stored in the outbox: %d rows, %v", n, err)
+	}
+}
+
+func TestInvalidAndUnroutedEventsAreRefused(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	ctx := context.Background()
+	if err := a.Inject(ctx, msg("a", "nowhere", "1", "hi")); !errors.Is(err, bridge.ErrNoRoute) {
+		t.Errorf("unrouted: %v", err)
+	}
+	if err := a.Inject(ctx, act(bridge.KindEdit, "a", "x", "2", "")); err == nil || !strings.Contains(err.Error(), "target") {
+		t.Errorf("edit without target: %v", err)
+	}
+	if err := a.Inject(ctx, bridge.Event{Kind: "shout", Chat: bridge.ChatRef{ID: "x"}}); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}

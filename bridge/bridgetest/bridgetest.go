@@ -1,0 +1,307 @@
+// Package bridgetest has a fake connector and a harness for testing the
+// core and anything built on it without a real platform.
+package bridgetest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
+)
+
+// AllCaps is every capability, no length limit.
+var AllCaps = bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, HTML: true, Typing: true, Read: true}
+
+// Fake is a connector that records what it is sent and injects events.
+// Native ids it creates are "NAME-1", "NAME-2", ...
+type Fake struct {
+	name string
+	caps bridge.Capabilities
+
+	mu     sync.Mutex
+	sink   bridge.Sink
+	sent   []bridge.Outgoing
+	keys   map[string]string // idempotency: key → native id
+	next   int
+	fail   func(out *bridge.Outgoing) error
+	block  chan struct{}
+	notify chan struct{}
+	media  map[string]string
+}
+
+// NewFake returns a fake connector called name with caps.
+func NewFake(name string, caps bridge.Capabilities) *Fake {
+	return &Fake{name: name, caps: caps, keys: map[string]string{}, notify: make(chan struct{}, 1), media: map[string]string{}}
+}
+
+// Name is the connector's name.
+func (f *Fake) Name() string { return f.name }
+
+// FailWith makes Send return fn's error (nil lets it through).
+func (f *Fake) FailWith(fn func(out *bridge.Outgoing) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = fn
+}
+
+// Block makes Send wait until the returned func is called.
+func (f *Fake) Block() (release func()) {
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.block = ch
+	f.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.block = nil
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Start implements bridge.Connector.
+func (f *Fake) Start(ctx context.Context, sink bridge.Sink) error {
+	f.mu.Lock()
+	f.sink = sink
+	f.mu.Unlock()
+	sink.SetState(bridge.StateConnected, "fake")
+	return nil
+}
+
+// Stop implements bridge.Connector.
+func (f *Fake) Stop(ctx context.Context) error { return nil }
+
+// Capabilities implements bridge.Connector.
+func (f *Fake) Capabilities() bridge.Capabilities { return f.caps }
+
+// Send implements bridge.Connector: it honours the idempotency key, as a
+// Matrix homeserver honours a txnId.
+func (f *Fake) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	f.mu.Lock()
+	block, fail := f.block, f.fail
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	if fail != nil {
+		if err := fail(out); err != nil {
+			return "", err
+		}
+	}
+	// Read the media as a real destination would.
+	text := ""
+	for _, m := range out.Media {
+		if m.Open == nil {
+			return "", bridge.Permanentf("media %q has no Open", m.Name)
+		}
+		rc, err := m.Open(ctx)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return "", err
+		}
+		text += string(b)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if id, ok := f.keys[out.Key]; ok && out.Key != "" {
+		return id, nil
+	}
+	f.next++
+	id := fmt.Sprintf("%s-%d", f.name, f.next)
+	if out.Key != "" {
+		f.keys[out.Key] = id
+	}
+	f.sent = append(f.sent, *out)
+	if text != "" {
+		f.media[id] = text
+	}
+	select {
+	case f.notify <- struct{}{}:
+	default:
+	}
+	return id, nil
+}
+
+// MediaBytes is what Send read from the media of the message it gave id.
+func (f *Fake) MediaBytes(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.media[id]
+}
+
+// Sent returns everything sent so far, in order (idempotent repeats once).
+func (f *Fake) Sent() []bridge.Outgoing {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]bridge.Outgoing(nil), f.sent...)
+}
+
+// WaitSent waits until at least n events were sent and returns them all.
+func (f *Fake) WaitSent(t testing.TB, n int) []bridge.Outgoing {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if s := f.Sent(); len(s) >= n {
+			return s
+		}
+		select {
+		case <-f.notify:
+		case <-deadline:
+			t.Fatalf("%s: waited 10s for %d sent events, have %d: %+v", f.name, n, len(f.Sent()), f.Sent())
+		}
+	}
+}
+
+// Inject submits ev as if the platform had delivered it, and waits for
+// the core to accept it.
+func (f *Fake) Inject(ctx context.Context, ev bridge.Event) error {
+	f.mu.Lock()
+	sink := f.sink
+	f.mu.Unlock()
+	if sink == nil {
+		return fmt.Errorf("%s is not started", f.name)
+	}
+	return bridge.Accept(ctx, sink, &ev)
+}
+
+// Resume calls the sink's Resume, as a connector does on reconnecting.
+func (f *Fake) Resume(chat string) {
+	f.mu.Lock()
+	sink := f.sink
+	f.mu.Unlock()
+	sink.Resume(chat)
+}
+
+// SetMedia makes OpenMedia return content for ref.
+func (f *Fake) SetMedia(ref, content string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.media["ref:"+ref] = content
+}
+
+// OpenMedia implements bridge.MediaOpener.
+func (f *Fake) OpenMedia(ctx context.Context, m bridge.Media) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.media["ref:"+m.Ref]
+	if !ok {
+		return nil, bridge.Permanentf("no media %q", m.Ref)
+	}
+	return io.NopCloser(strings.NewReader(c)), nil
+}
+
+// Harness runs a bridge over fakes on a store in a temp dir.
+type Harness struct {
+	t      testing.TB
+	Path   string
+	Store  *bridge.Store
+	Bridge *bridge.Bridge
+	Fakes  map[string]*Fake
+	Config *config.Config
+}
+
+// Route is shorthand for a route joining chats given as "connector/chat".
+func Route(name string, endpoints ...string) config.Route {
+	r := config.Route{Name: name}
+	for _, e := range endpoints {
+		var c, chat string
+		for i := 0; i < len(e); i++ {
+			if e[i] == '/' {
+				c, chat = e[:i], e[i+1:]
+				break
+			}
+		}
+		r.Endpoints = append(r.Endpoints, config.Endpoint{Connector: c, Chat: chat, Direction: config.Both})
+	}
+	return r
+}
+
+// New starts a bridge with fakes joined by routes. Retries are fast
+// (10 ms to 100 ms) so failure tests run quickly.
+func New(t testing.TB, routes []config.Route, fakes ...*Fake) *Harness {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Routes = routes
+	cfg.Delivery.RetryMin = 10 * time.Millisecond
+	cfg.Delivery.RetryMax = 100 * time.Millisecond
+	cfg.Delivery.SendTimeout = 5 * time.Second
+	h := &Harness{t: t, Path: filepath.Join(t.TempDir(), "bridge.db"), Fakes: map[string]*Fake{}, Config: &cfg}
+	for _, f := range fakes {
+		h.Fakes[f.name] = f
+	}
+	h.start()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *Harness) start() {
+	h.t.Helper()
+	store, err := bridge.OpenStore(h.Path, "normal")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	conns := map[string]bridge.Connector{}
+	for n, f := range h.Fakes {
+		conns[n] = f
+	}
+	h.Store = store
+	h.Bridge = bridge.New(store, conns, h.Config, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := h.Bridge.Start(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *Harness) stop() {
+	if h.Bridge == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.Bridge.Stop(ctx); err != nil {
+		h.t.Errorf("stop bridge: %v", err)
+	}
+	if err := h.Store.Close(); err != nil {
+		h.t.Errorf("close store: %v", err)
+	}
+	h.Bridge = nil
+}
+
+// Restart stops the bridge and starts a new one on the same database, as
+// a daemon restart does.
+func (h *Harness) Restart() {
+	h.t.Helper()
+	h.stop()
+	h.start()
+}
+
+// Inject submits ev from the fake connector named by ev.Chat.Connector.
+func (h *Harness) Inject(ev bridge.Event) {
+	h.t.Helper()
+	f, ok := h.Fakes[ev.Chat.Connector]
+	if !ok {
+		h.t.Fatalf("no fake connector %q", ev.Chat.Connector)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.Inject(ctx, ev); err != nil {
+		h.t.Fatalf("inject %+v: %v", ev, err)
+	}
+}

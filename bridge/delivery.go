@@ -1,0 +1,580 @@
+package bridge
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/phonebridge/phonebridge/config"
+)
+
+// deliverer runs one queue per destination chat. A queue's worker exists
+// only while the chat has undelivered events: it reads them from the outbox
+// in order, sends them one at a time, and exits when the chat is drained.
+// Chats never wait for each other; within a chat a failing event holds the
+// ones behind it, which is what keeps per-chat order.
+type deliverer struct {
+	store      *Store
+	log        *slog.Logger
+	delivery   config.Delivery
+	relay      config.Relay
+	connectors func(name string) (Connector, bool)
+
+	// stop ends workers between sends; in-flight sends finish under
+	// their own timeout.
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	mu     sync.Mutex
+	queues map[Endpoint]*queue
+	wg     sync.WaitGroup
+	closed bool
+}
+
+type queue struct {
+	dest Endpoint
+	wake chan struct{} // capacity 1: "look at the outbox again"
+	// Guarded by deliverer.mu.
+	running bool
+	resume  bool // skip the current backoff (Sink.Resume)
+
+	// Only the worker touches these, and only one worker runs at a time.
+	after int64 // last outbox id handed on; survives worker restarts
+
+	// created holds ids this queue made whose bookkeeping is not yet
+	// committed, so an edit right behind its message still finds it.
+	cacheMu sync.Mutex
+	created map[int64][]string
+}
+
+const batchSize = 128
+
+func newDeliverer(store *Store, log *slog.Logger, d config.Delivery, r config.Relay, conns func(string) (Connector, bool)) *deliverer {
+	return &deliverer{
+		store:      store,
+		log:        log,
+		delivery:   d,
+		relay:      r,
+		connectors: conns,
+		stop:       make(chan struct{}),
+		queues:     map[Endpoint]*queue{},
+	}
+}
+
+// kick makes sure dest's queue is being worked.
+func (d *deliverer) kick(dest Endpoint) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	q := d.queues[dest]
+	if q == nil {
+		q = &queue{dest: dest, wake: make(chan struct{}, 1), created: map[int64][]string{}}
+		d.queues[dest] = q
+	}
+	if !q.running {
+		q.running = true
+		d.wg.Add(1)
+		go d.work(q)
+		return
+	}
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// resume cuts short the backoff of connector's queues (one chat, or all
+// when chat is "").
+func (d *deliverer) resume(connector, chat string) {
+	d.mu.Lock()
+	var woken []*queue
+	for dest, q := range d.queues {
+		if dest.Connector == connector && (chat == "" || dest.Chat == chat) && q.running {
+			q.resume = true
+			woken = append(woken, q)
+		}
+	}
+	d.mu.Unlock()
+	for _, q := range woken {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// shutdown stops workers after their current send and waits for them.
+func (d *deliverer) shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.stopOnce.Do(func() { close(d.stop) })
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("deliveries still in flight at shutdown: %w", ctx.Err())
+	}
+}
+
+func (d *deliverer) stopping() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (d *deliverer) work(q *queue) {
+	defer d.wg.Done()
+	for !d.stopping() {
+		rows, err := pending(context.Background(), d.store.DB(), q.dest, q.after, batchSize)
+		if err != nil {
+			d.log.Error("cannot read the outbox; will retry", "destination", q.dest.String(), "err", err)
+			if !d.sleep(q, d.delivery.RetryMin) {
+				break
+			}
+			continue
+		}
+		if len(rows) == 0 {
+			d.mu.Lock()
+			select {
+			case <-q.wake:
+				d.mu.Unlock()
+				continue
+			default:
+			}
+			q.running = false
+			q.resume = false
+			d.mu.Unlock()
+			return
+		}
+		for i := range rows {
+			if !d.deliverRow(q, &rows[i]) {
+				break
+			}
+			q.after = rows[i].id
+		}
+	}
+	d.mu.Lock()
+	q.running = false
+	d.mu.Unlock()
+}
+
+// sleep waits for wait, a Resume, or shutdown; false on shutdown.
+func (d *deliverer) sleep(q *queue, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return false
+		case <-t.C:
+			return true
+		case <-q.wake:
+			// New events for this chat do not shorten a backoff; a Resume does.
+			d.mu.Lock()
+			r := q.resume
+			q.resume = false
+			d.mu.Unlock()
+			if r {
+				return true
+			}
+		}
+	}
+}
+
+// deliverRow sends one outbox row, retrying transient errors with backoff;
+// false when the deliverer is stopping and the row is left for next time.
+func (d *deliverer) deliverRow(q *queue, r *pendingRow) bool {
+	var sent []createdCopy // parts already sent, kept across retries
+	for {
+		if d.stopping() {
+			return false
+		}
+		if wait := time.Until(r.nextAt); wait > 0 {
+			if !d.sleep(q, wait) {
+				return false
+			}
+		}
+		copies, err := d.attempt(q, r, sent)
+		if err == nil {
+			d.finish(q, r, copies)
+			if r.attempts > 0 {
+				d.log.Info("delivery resumed", "destination", q.dest.String(), "attempts", r.attempts+1)
+			}
+			return true
+		}
+		var partial partialError
+		if errors.As(err, &partial) {
+			sent = partial.sent
+			err = partial.err
+		}
+		age := time.Since(r.createdAt)
+		switch {
+		case IsPermanent(err):
+			d.fail(r, q.dest, err.Error())
+			d.log.Error("delivery failed permanently; event skipped", "destination", q.dest.String(), "kind", r.ev.Event.Kind, "err", err)
+			return true
+		case d.delivery.GiveUpAfter > 0 && age > d.delivery.GiveUpAfter:
+			d.fail(r, q.dest, fmt.Sprintf("gave up after %s of retries: %v", d.delivery.GiveUpAfter, err))
+			d.log.Error("delivery gave up; event skipped", "destination", q.dest.String(), "retried_for", age.Round(time.Second), "err", err)
+			return true
+		}
+		r.attempts++
+		wait := d.backoff(r.attempts)
+		if ra, ok := retryAfterOf(err); ok {
+			wait = ra
+		}
+		r.nextAt = time.Now().Add(wait)
+		d.retryLater(r, err.Error())
+		level := slog.LevelDebug
+		if r.attempts == 1 {
+			level = slog.LevelWarn
+		}
+		d.log.Log(context.Background(), level, "delivery delayed; will retry", "destination", q.dest.String(), "attempt", r.attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
+	}
+}
+
+// backoff is exponential from retry_min to retry_max with jitter, so many
+// chats failing at once do not retry in lockstep.
+func (d *deliverer) backoff(attempt int) time.Duration {
+	wait := d.delivery.RetryMin
+	for i := 1; i < attempt && wait < d.delivery.RetryMax; i++ {
+		wait *= 2
+	}
+	if wait > d.delivery.RetryMax {
+		wait = d.delivery.RetryMax
+	}
+	return wait/2 + rand.N(wait/2+1)
+}
+
+func (d *deliverer) finish(q *queue, r *pendingRow, copies []createdCopy) {
+	q.cacheMu.Lock()
+	for _, c := range copies {
+		if c.part >= 0 && c.native != "" && c.msg != 0 {
+			q.created[c.msg] = append(q.created[c.msg], c.native)
+		}
+	}
+	q.cacheMu.Unlock()
+	dest := q.dest
+	d.store.WriteAsync(func(tx *sql.Tx) error {
+		return delivered(tx, r.id, dest, copies)
+	}, func(err error) {
+		q.cacheMu.Lock()
+		for _, c := range copies {
+			if c.part >= 0 {
+				delete(q.created, c.msg)
+			}
+		}
+		q.cacheMu.Unlock()
+		if err != nil {
+			// The send happened; only our record of it is missing, so a
+			// restart may send it again (with the same key).
+			d.log.Error("cannot record a delivery; it may be repeated after a restart", "destination", dest.String(), "err", err)
+		}
+	})
+}
+
+func (d *deliverer) fail(r *pendingRow, dest Endpoint, reason string) {
+	d.store.WriteAsync(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE outbox SET failed = 1, last_error = ? WHERE id = ?`, reason, r.id)
+		return err
+	}, func(err error) {
+		if err != nil {
+			d.log.Error("cannot record a failed delivery", "destination", dest.String(), "err", err)
+		}
+	})
+}
+
+func (d *deliverer) retryLater(r *pendingRow, reason string) {
+	attempts, next := r.attempts, r.nextAt.UnixMilli()
+	d.store.WriteAsync(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`, attempts, next, reason, r.id)
+		return err
+	}, func(error) {})
+}
+
+// partialError is a failure after some parts of a split message were sent.
+type partialError struct {
+	sent []createdCopy
+	err  error
+}
+
+func (e partialError) Error() string { return e.err.Error() }
+
+// step is one Send a delivery makes, and what its native id stands for.
+type step struct {
+	out  Outgoing
+	msg  int64 // logical message the created id is a copy of; 0 records none
+	part int   // >= 0 a part of msg; partSide an id that is not msg itself
+}
+
+// attempt plans and sends one row; parts already in sent are skipped.
+func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]createdCopy, error) {
+	conn, ok := d.connectors(q.dest.Connector)
+	if !ok {
+		return nil, Permanentf("connector %q is not configured", q.dest.Connector)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.delivery.SendTimeout)
+	defer cancel()
+	steps, err := d.plan(ctx, q, conn, r)
+	if err != nil {
+		return nil, err
+	}
+	copies := sent
+	for i := len(sent); i < len(steps); i++ {
+		s := steps[i]
+		native, err := conn.Send(ctx, &s.out)
+		if err != nil {
+			if ctx.Err() != nil && !IsPermanent(err) {
+				err = fmt.Errorf("no answer within %s (delivery.send_timeout): %w", d.delivery.SendTimeout, err)
+			}
+			if len(copies) > 0 {
+				return nil, partialError{sent: copies, err: err}
+			}
+			return nil, err
+		}
+		copies = append(copies, createdCopy{native: native, msg: s.msg, part: s.part})
+	}
+	return copies, nil
+}
+
+// lookup returns msg's native ids on the queue's chat, part order.
+func (d *deliverer) lookup(ctx context.Context, q *queue, msg int64) ([]string, error) {
+	if msg == 0 {
+		return nil, nil
+	}
+	q.cacheMu.Lock()
+	ids, ok := q.created[msg]
+	q.cacheMu.Unlock()
+	if ok {
+		return ids, nil
+	}
+	return nativeOn(ctx, d.store.DB(), msg, q.dest)
+}
+
+// plan turns a stored inbound event into the sends its destination needs:
+// ids rewritten to the destination's, and fallbacks where it lacks a
+// capability. No steps means there is nothing to do there.
+func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendingRow) ([]step, error) {
+	st := r.ev
+	ev := st.Event
+	if !ev.Kind.Valid() || !ev.Kind.Durable() {
+		return nil, Permanentf("outbox entry %d is unreadable (kind %q); it was written by another version or damaged", r.id, ev.Kind)
+	}
+	caps := conn.Capabilities()
+	db := d.store.DB()
+
+	// Targets that were unknown when the event arrived may be known now.
+	var err error
+	if st.TargetMsg == 0 && ev.Target != "" {
+		if st.TargetMsg, err = messageOf(db, ev.Chat.Connector, ev.Chat.ID, ev.Target); err != nil {
+			return nil, err
+		}
+	}
+	if st.ReplyMsg == 0 && ev.ReplyTo != "" {
+		if st.ReplyMsg, err = messageOf(db, ev.Chat.Connector, ev.Chat.ID, ev.ReplyTo); err != nil {
+			return nil, err
+		}
+	}
+
+	out := Outgoing{Event: ev, Key: deliveryKey(r.id, 0)}
+	out.Origin = ev.Chat
+	out.Chat = ChatRef{Connector: q.dest.Connector, ID: q.dest.Chat}
+	out.ReplyTo, out.Target, out.TargetReaction = "", "", ""
+	if !caps.HTML {
+		out.HTML = ""
+	}
+
+	switch ev.Kind {
+	case KindMessage:
+		if err := d.reply(ctx, q, &out, &st, st.ReplyMsg, caps); err != nil {
+			return nil, err
+		}
+		d.media(&out, caps)
+		return d.split(r.id, out, st.Msg, 0, caps), nil
+
+	case KindEdit:
+		ids, err := d.lookup(ctx, q, st.TargetMsg)
+		if err != nil {
+			return nil, err
+		}
+		fits := caps.MaxTextLength == 0 || len([]rune(out.Text)) <= caps.MaxTextLength
+		if caps.Edits && len(ids) > 0 && fits {
+			out.Target = ids[0]
+			return []step{{out: out, msg: st.Msg, part: partSide}}, nil
+		}
+		if d.relay.Edits == "drop" {
+			return nil, nil
+		}
+		asEditCopy(&out)
+		if err := d.reply(ctx, q, &out, &st, st.TargetMsg, caps); err != nil {
+			return nil, err
+		}
+		return d.split(r.id, out, st.Msg, partSide, caps), nil
+
+	case KindDelete:
+		ids, err := d.lookup(ctx, q, st.TargetMsg)
+		if err != nil || len(ids) == 0 {
+			return nil, err // nothing of it is there to delete
+		}
+		if caps.Deletes {
+			steps := make([]step, len(ids))
+			for i, id := range ids {
+				o := out
+				o.Target = id
+				o.Key = deliveryKey(r.id, i)
+				steps[i] = step{out: o, msg: st.Msg, part: partSide}
+			}
+			return steps, nil
+		}
+		if d.relay.Deletes == "drop" {
+			return nil, nil
+		}
+		asNotice(&out, deleteNotice(&ev))
+		if caps.Replies {
+			out.ReplyTo = ids[0]
+		}
+		return []step{{out: out, msg: st.Msg, part: partSide}}, nil
+
+	case KindReaction:
+		ids, err := d.lookup(ctx, q, st.TargetMsg)
+		if err != nil {
+			return nil, err
+		}
+		if caps.Reactions && len(ids) > 0 {
+			out.Target = ids[0]
+			return []step{{out: out, msg: st.Msg, part: 0}}, nil
+		}
+		if d.relay.Reactions == "drop" || st.TargetMsg == 0 {
+			return nil, nil
+		}
+		qt, err := quoteOf(ctx, db, &st, st.TargetMsg)
+		if err != nil {
+			return nil, err
+		}
+		replied := caps.Replies && len(ids) > 0
+		if replied {
+			qt = nil // the reply shows what was reacted to
+		}
+		asNotice(&out, reactionNotice(&ev, qt))
+		if replied {
+			out.ReplyTo = ids[0]
+		}
+		// Recorded as the reaction's copy so removing the reaction can
+		// delete this notice.
+		return []step{{out: out, msg: st.Msg, part: 0}}, nil
+
+	case KindReactionRemove:
+		ids, err := d.lookup(ctx, q, st.TargetMsg)
+		if err != nil {
+			return nil, err
+		}
+		reactions, err := d.lookup(ctx, q, st.ReactionMsg)
+		if err != nil {
+			return nil, err
+		}
+		if caps.Reactions && len(ids) > 0 {
+			out.Target = ids[0]
+			if len(reactions) > 0 {
+				out.TargetReaction = reactions[0]
+			}
+			return []step{{out: out, msg: st.Msg, part: partSide}}, nil
+		}
+		if caps.Deletes && len(reactions) > 0 {
+			// The reaction went there as a notice: take the notice back.
+			out.Kind = KindDelete
+			out.Target = reactions[0]
+			out.Emoji = ""
+			return []step{{out: out, msg: st.ReactionMsg, part: partSide}}, nil
+		}
+		return nil, nil
+	}
+	return nil, Permanentf("outbox entry %d has kind %q, which is never stored", r.id, ev.Kind)
+}
+
+// reply points out at the destination's copy of msg, or quotes msg where
+// the destination cannot reply or has no copy.
+func (d *deliverer) reply(ctx context.Context, q *queue, out *Outgoing, st *stored, msg int64, caps Capabilities) error {
+	if msg == 0 {
+		return nil
+	}
+	ids, err := d.lookup(ctx, q, msg)
+	if err != nil {
+		return err
+	}
+	if caps.Replies && len(ids) > 0 {
+		out.ReplyTo = ids[0]
+		return nil
+	}
+	qt, err := quoteOf(ctx, d.store.DB(), st, msg)
+	if err != nil || qt == nil {
+		return err
+	}
+	withQuote(out, qt)
+	return nil
+}
+
+// media lets the destination open attachments through their origin, or
+// replaces them with placeholders where it carries no media.
+func (d *deliverer) media(out *Outgoing, caps Capabilities) {
+	if len(out.Media) == 0 {
+		return
+	}
+	if !caps.Media {
+		mediaPlaceholders(out)
+		return
+	}
+	origin, _ := d.connectors(out.Origin.Connector)
+	opener, _ := origin.(MediaOpener)
+	media := make([]Media, len(out.Media))
+	for i, m := range out.Media {
+		m := m
+		media[i] = m
+		media[i].Open = func(ctx context.Context) (io.ReadCloser, error) {
+			if opener == nil {
+				return nil, Permanentf("connector %q cannot reopen its media", out.Origin.Connector)
+			}
+			return opener.OpenMedia(ctx, m)
+		}
+	}
+	out.Media = media
+}
+
+// split cuts text over the destination's limit into several messages,
+// each its own step with its own key.
+func (d *deliverer) split(rowID int64, out Outgoing, msg int64, part int, caps Capabilities) []step {
+	pieces := splitText(out.Text, caps.MaxTextLength)
+	if len(pieces) == 1 {
+		return []step{{out: out, msg: msg, part: part}}
+	}
+	steps := make([]step, 0, len(pieces))
+	for i, p := range pieces {
+		o := out
+		o.Text = p
+		o.HTML = "" // formatting cannot be cut safely; the plain text is whole
+		o.Key = deliveryKey(rowID, i)
+		if i > 0 {
+			o.ReplyTo = ""
+			o.Media = nil
+		}
+		pt := part
+		if part >= 0 {
+			pt = i
+		}
+		steps = append(steps, step{out: o, msg: msg, part: pt})
+	}
+	return steps
+}

@@ -1,0 +1,160 @@
+// Package bridge is phonebridge's core: the neutral event model, the
+// connector interface and registry, the router, the durable store and the
+// delivery workers. It knows no platform; connectors know exactly one.
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Kind is what an event does.
+type Kind string
+
+// The kinds of event the core relays. Message, edit, delete, reaction and
+// reaction removal are durable: they are committed before they are
+// acknowledged and delivered through the outbox. Typing and read are
+// ephemeral: delivered best effort, never stored.
+const (
+	KindMessage        Kind = "message"
+	KindEdit           Kind = "edit"
+	KindDelete         Kind = "delete"
+	KindReaction       Kind = "reaction"
+	KindReactionRemove Kind = "reaction_remove"
+	KindTyping         Kind = "typing"
+	KindRead           Kind = "read"
+)
+
+// Kinds lists every kind, in the order documented to users.
+var Kinds = []Kind{KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove, KindTyping, KindRead}
+
+// Valid reports whether k is one of Kinds.
+func (k Kind) Valid() bool {
+	for _, known := range Kinds {
+		if k == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Durable reports whether events of this kind go through the store.
+func (k Kind) Durable() bool { return k != KindTyping && k != KindRead }
+
+// NeedsTarget reports whether events of this kind act on an earlier message.
+func (k Kind) NeedsTarget() bool {
+	switch k {
+	case KindEdit, KindDelete, KindReaction, KindReactionRemove, KindRead:
+		return true
+	}
+	return false
+}
+
+// ChatRef names a chat on one connector. ID is the platform's own id
+// (a WhatsApp JID, a Matrix room id, an IRC channel); Name is for humans.
+type ChatRef struct {
+	Connector string `json:"connector"`
+	ID        string `json:"id"`
+	Name      string `json:"name,omitempty"`
+}
+
+func (c ChatRef) String() string { return c.Connector + "/" + c.ID }
+
+// Sender is who caused an event. ID is opaque and stable per person on the
+// origin platform; IsOwner is true for the bridged account's owner (the
+// phone's user on WhatsApp, the owner's Matrix account), whose messages
+// are relayed as theirs rather than as a third party's.
+type Sender struct {
+	ID      string `json:"id,omitempty"`
+	Name    string `json:"name,omitempty"`
+	IsOwner bool   `json:"is_owner,omitempty"`
+}
+
+// Media is one attachment. Its bytes are opened lazily, only when a
+// destination that carries media asks for them. Ref is opaque to everyone
+// but the origin connector, which reopens it through MediaOpener; it must
+// stay valid across restarts because events wait in the outbox.
+type Media struct {
+	MIME    string `json:"mime,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Size    int64  `json:"size,omitempty"`
+	Caption string `json:"caption,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+
+	// Open is set by the core on outgoing events; nil on inbound ones.
+	Open func(ctx context.Context) (io.ReadCloser, error) `json:"-"`
+}
+
+// Event is the one neutral event every connector produces and consumes.
+//
+// On an inbound event every id is the origin platform's own. On an outgoing
+// event (the argument of Connector.Send) Chat is the destination, and
+// ReplyTo, Target and TargetReaction have been rewritten to the
+// destination's native ids; a connector never sees another platform's
+// message ids.
+type Event struct {
+	Kind Kind    `json:"kind"`
+	Chat ChatRef `json:"chat"`
+	// ID is the event's native id on its origin. It makes inbound events
+	// idempotent: an event seen twice with the same ID is relayed once.
+	// Empty means the platform has none (plain IRC); the core assigns one.
+	ID     string    `json:"id,omitempty"`
+	Sender Sender    `json:"sender"`
+	Time   time.Time `json:"time"`
+
+	// Text is the plain text; HTML the formatted variant where the origin
+	// has formatting (a small HTML subset: b, i, s, u, code, pre, a,
+	// blockquote, br, p, ul, ol, li).
+	Text string `json:"text,omitempty"`
+	HTML string `json:"html,omitempty"`
+	// Emote is a /me action; Notice an automated message (bot output).
+	Emote  bool    `json:"emote,omitempty"`
+	Notice bool    `json:"notice,omitempty"`
+	Media  []Media `json:"media,omitempty"`
+
+	// ReplyTo is the message this one answers.
+	ReplyTo string `json:"reply_to,omitempty"`
+	// Target is the message an edit, delete, reaction, reaction removal or
+	// read receipt acts on.
+	Target string `json:"target,omitempty"`
+	// TargetReaction is, on an outgoing reaction removal, the destination's
+	// native id of the reaction being removed, where one is known (Matrix
+	// removes a reaction by redacting it).
+	TargetReaction string `json:"target_reaction,omitempty"`
+	// Emoji is the reaction for reaction and reaction_remove.
+	Emoji string `json:"emoji,omitempty"`
+
+	// Origin is where an outgoing event came from: the origin connector's
+	// name and chat. Empty on inbound events.
+	Origin ChatRef `json:"origin,omitempty"`
+}
+
+// Check reports what makes an inbound event unacceptable, or nil.
+func (e *Event) Check() error {
+	if !e.Kind.Valid() {
+		return fmt.Errorf("kind %q is not one of message, edit, delete, reaction, reaction_remove, typing, read", e.Kind)
+	}
+	if e.Chat.ID == "" {
+		return fmt.Errorf("chat is empty")
+	}
+	if e.Kind.NeedsTarget() && e.Target == "" {
+		return fmt.Errorf("a %s needs a target (the id of the message it acts on)", e.Kind)
+	}
+	switch e.Kind {
+	case KindMessage:
+		if e.Text == "" && len(e.Media) == 0 {
+			return fmt.Errorf("a message needs text or media")
+		}
+	case KindEdit:
+		if e.Text == "" {
+			return fmt.Errorf("an edit needs the new text")
+		}
+	case KindReaction, KindReactionRemove:
+		if e.Emoji == "" {
+			return fmt.Errorf("a %s needs an emoji", e.Kind)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package bridge
+
+import (
+	"fmt"
+	"html"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Text shaping for destinations that lack a capability. Everything here is
+// pure: it turns an outgoing event into what the destination can show.
+
+// quoteSnippetRunes bounds how much of a message a quote shows.
+const quoteSnippetRunes = 100
+
+func senderName(s Sender) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	if s.ID != "" {
+		return s.ID
+	}
+	return "someone"
+}
+
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return strings.TrimSpace(string(r[:n-1])) + "…"
+}
+
+// withQuote prefixes out's text (and HTML, where it has some) with a quote
+// of the message it answers, for a destination that cannot reply natively
+// or does not have the original.
+func withQuote(out *Outgoing, q *storedQuote) {
+	text := shorten(q.Text, quoteSnippetRunes)
+	if q.Deleted {
+		text = "(deleted message)"
+	}
+	out.Text = fmt.Sprintf("> %s: %s\n%s", q.Sender, text, out.Text)
+	if out.HTML != "" {
+		out.HTML = fmt.Sprintf("<blockquote><b>%s</b>: %s</blockquote>%s", html.EscapeString(q.Sender), html.EscapeString(text), out.HTML)
+	}
+}
+
+// asEditCopy turns an edit into a new message marked as a correction.
+func asEditCopy(out *Outgoing) {
+	out.Kind = KindMessage
+	out.Text = "✎ " + out.Text
+	if out.HTML != "" {
+		out.HTML = "✎ " + out.HTML
+	}
+	out.Target = ""
+}
+
+// asNotice turns out into a short notice message with text.
+func asNotice(out *Outgoing, text string) {
+	out.Kind = KindMessage
+	out.Notice = true
+	out.Text = text
+	out.HTML = ""
+	out.Media = nil
+	out.Target, out.TargetReaction, out.Emoji = "", "", ""
+}
+
+func reactionNotice(ev *Event, q *storedQuote) string {
+	if q != nil && !q.Deleted {
+		return fmt.Sprintf("%s reacted %s to “%s”", senderName(ev.Sender), ev.Emoji, shorten(q.Text, 60))
+	}
+	return fmt.Sprintf("%s reacted %s", senderName(ev.Sender), ev.Emoji)
+}
+
+func deleteNotice(ev *Event) string {
+	return senderName(ev.Sender) + " deleted a message"
+}
+
+func mediaWord(mime string) string {
+	switch {
+	case strings.HasPrefix(mime, "image/"):
+		return "image"
+	case strings.HasPrefix(mime, "video/"):
+		return "video"
+	case strings.HasPrefix(mime, "audio/"):
+		return "audio"
+	}
+	return "file"
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n <= 0:
+		return ""
+	case n < 1024:
+		return fmt.Sprintf("%d B", n)
+	case n < 1024*1024:
+		return fmt.Sprintf("%.1f KB", float64(n)/1024)
+	}
+	return fmt.Sprintf("%.1f MB", float64(n)/(1024*1024))
+}
+
+// mediaPlaceholders replaces attachments with a line each naming them, for
+// a destination that carries no media.
+func mediaPlaceholders(out *Outgoing) {
+	var lines []string
+	for _, m := range out.Media {
+		desc := mediaWord(m.MIME)
+		details := []string{}
+		if m.Name != "" {
+			details = append(details, m.Name)
+		}
+		if s := humanSize(m.Size); s != "" {
+			details = append(details, s)
+		}
+		line := "[" + desc
+		if len(details) > 0 {
+			line += ": " + strings.Join(details, ", ")
+		}
+		line += "]"
+		if m.Caption != "" && m.Caption != out.Text {
+			line += " " + m.Caption
+		}
+		lines = append(lines, line)
+	}
+	if out.Text != "" {
+		lines = append(lines, out.Text)
+	}
+	out.Text = strings.Join(lines, "\n")
+	out.HTML = ""
+	out.Media = nil
+}
+
+// splitText cuts s into pieces of at most max runes, preferring to break
+// after a newline, then after a space, and never inside a UTF-8 sequence.
+func splitText(s string, max int) []string {
+	if max <= 0 || utf8.RuneCountInString(s) <= max {
+		return []string{s}
+	}
+	var parts []string
+	for utf8.RuneCountInString(s) > max {
+		// Byte offset of the rune just past the limit.
+		limit, n := 0, 0
+		for i := range s {
+			if n == max {
+				limit = i
+				break
+			}
+			n++
+		}
+		cut := strings.LastIndexByte(s[:limit], '\n')
+		if cut <= 0 {
+			cut = strings.LastIndexFunc(s[:limit], unicode.IsSpace)
+		}
+		if cut <= 0 {
+			cut = limit
+		} else {
+			cut++ // keep the separator with the first piece
+		}
+		parts = append(parts, strings.TrimRightFunc(s[:cut], unicode.IsSpace))
+		s = strings.TrimLeftFunc(s[cut:], unicode.IsSpace)
+	}
+	if s != "" {
+		parts = append(parts, s)
+	}
+	return parts
+}

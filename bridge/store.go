@@ -1,0 +1,258 @@
+package bridge
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+
+	_ "modernc.org/sqlite" // pure Go driver "sqlite"
+)
+
+// Store is the bridge's SQLite database. All writes go through one writer
+// goroutine that commits whatever is queued in one transaction (group
+// commit): a burst of events costs one commit, a lone event is committed
+// at once, and nothing waits on a timer.
+type Store struct {
+	path   string
+	writer *sql.DB // exactly one connection: SQLite has one writer anyway
+	reader *sql.DB // read-only connections; WAL lets them run beside the writer
+
+	ops      chan writeOp
+	closing  chan struct{}
+	finished chan struct{}
+	closeMu  sync.RWMutex // held for reading while queuing, for writing by Close
+	closed   bool
+}
+
+type writeOp struct {
+	fn   func(tx *sql.Tx) error
+	done func(error)
+}
+
+// maxBatch bounds one group commit so a flood cannot build a transaction
+// large enough to stall readers' view of the WAL for long.
+const maxBatch = 512
+
+// ErrStoreClosed is returned for writes submitted after Close.
+var ErrStoreClosed = errors.New("store is closed")
+
+// OpenStore opens (creating, mode 0600) the database at path. sync is
+// "normal" or "full" (SQLite's synchronous pragma in WAL mode).
+func OpenStore(path, sync string) (*Store, error) {
+	if sync == "" {
+		sync = "normal"
+	}
+	if sync != "normal" && sync != "full" {
+		return nil, fmt.Errorf("store sync %q is not normal or full", sync)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create the database's directory: %w", err)
+	}
+	// Create the file ourselves so it is 0600 from the first byte; SQLite
+	// gives its -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("restrict database %s to its owner: %w", path, err)
+	}
+
+	dsn := func(extra ...string) string {
+		q := url.Values{}
+		for _, p := range append([]string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(" + sync + ")", "foreign_keys(1)"}, extra...) {
+			q.Add("_pragma", p)
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+	writer, err := sql.Open("sqlite", dsn()+"&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	if err := writer.Ping(); err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	reader, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		writer.Close()
+		return nil, err
+	}
+	reader.SetMaxOpenConns(4)
+	reader.SetMaxIdleConns(4)
+	reader.SetConnMaxLifetime(0)
+
+	s := &Store{
+		path:     path,
+		writer:   writer,
+		reader:   reader,
+		ops:      make(chan writeOp, 4096),
+		closing:  make(chan struct{}),
+		finished: make(chan struct{}),
+	}
+	if _, err := writer.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("initialise database %s: %w", path, err)
+	}
+	go s.writeLoop()
+	return s, nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// DB is for reads. It sees every committed write; use Write to write.
+func (s *Store) DB() *sql.DB { return s.reader }
+
+// Write runs fn in a write transaction, batched with other writes queued at
+// the same time, and returns once that transaction is committed. fn may run
+// more than once (when a batch fails it is retried one op at a time), so it
+// must only touch the database or state it resets itself.
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	done := make(chan error, 1)
+	s.WriteAsync(fn, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WriteAsync queues fn like Write and returns; done gets the outcome, called
+// from the writer goroutine, so it must not block. Writes queued from one
+// goroutine commit in queue order.
+func (s *Store) WriteAsync(fn func(tx *sql.Tx) error, done func(error)) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		done(ErrStoreClosed)
+		return
+	}
+	s.ops <- writeOp{fn: fn, done: done}
+}
+
+func (s *Store) writeLoop() {
+	defer close(s.finished)
+	batch := make([]writeOp, 0, maxBatch)
+	for {
+		var first writeOp
+		select {
+		case first = <-s.ops:
+		case <-s.closing:
+			// Close holds closeMu, so nothing more is queued: drain.
+			for {
+				select {
+				case op := <-s.ops:
+					s.commit(append(batch[:0], op))
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []writeOp) {
+	err := s.runTx(batch)
+	if err == nil {
+		for _, op := range batch {
+			op.done(nil)
+		}
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].done(err)
+		return
+	}
+	// One op spoiled the batch: isolate it by running each on its own.
+	for _, op := range batch {
+		op.done(s.runTx([]writeOp{op}))
+	}
+}
+
+func (s *Store) runTx(ops []writeOp) error {
+	tx, err := s.writer.Begin()
+	if err != nil {
+		return fmt.Errorf("begin write: %w", err)
+	}
+	for _, op := range ops {
+		if err := op.fn(tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Migrate brings component's tables up to date: steps[i] is the SQL that
+// takes the schema from version i to i+1. Each step runs in its own
+// transaction with its version bump; steps already applied are skipped.
+func (s *Store) Migrate(ctx context.Context, component string, steps []string) error {
+	var have int
+	err := s.writer.QueryRowContext(ctx, `SELECT version FROM schema_versions WHERE component = ?`, component).Scan(&have)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read schema version of %s: %w", component, err)
+	}
+	if have > len(steps) {
+		return fmt.Errorf("the database's %s schema is version %d, newer than this phonebridge knows (%d): run a newer phonebridge or restore a backup", component, have, len(steps))
+	}
+	for v := have; v < len(steps); v++ {
+		step := steps[v]
+		err := s.Write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.Exec(step); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`INSERT INTO schema_versions (component, version) VALUES (?, ?)
+				ON CONFLICT (component) DO UPDATE SET version = excluded.version`, component, v+1)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate %s schema to version %d: %w", component, v+1, err)
+		}
+	}
+	return nil
+}
+
+// Close finishes queued writes and closes the database.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.closing)
+	<-s.finished
+	return s.closeDBs()
+}
+
+func (s *Store) closeDBs() error {
+	// Checkpoint so the WAL does not outgrow the database between runs.
+	s.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	return errors.Join(s.reader.Close(), s.writer.Close())
+}

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bytes"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge"
+	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	_ "modernc.org/sqlite"
+)
+
+// TestKillMidStreamLosesNothingAndDoublesNothing streams messages from one
+// API client to another through the real daemon, kills the daemon with
+// SIGKILL several times mid-stream, restarts it, and checks that the
+// receiver saw every message exactly once and in order. The sender resends
+// whatever was not acknowledged (that is the API's contract: an ack means
+// committed); the receiver resumes from the last sequence number it saw.
+func TestKillMidStreamLosesNothingAndDoublesNothing(t *testing.T) {
+	const total = 3000
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	pair := daemontest.WriteAPIPair(t, dir, 1, "")
+	cfgPath, inAddr, outAddr := pair.Path, pair.InAddr, pair.OutAddr
+
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var kills []int
+	for _, base := range []int{400, 1200, 2000} {
+		kills = append(kills, base+rng.IntN(400))
+	}
+	t.Logf("seed %d: kill after %v acknowledged messages", seed, kills)
+
+	text := func(i int) string { return fmt.Sprintf("m-%05d", i) }
+	acked := make([]bool, total)
+	ackedCount := 0
+	var got, trace []string
+	var lastSeq int64
+
+	// record checks each delivered frame continues the stream: the next
+	// seq, never a repeat and never a gap, across restarts.
+	record := func(epoch int, f daemontest.Frame, d *daemontest.Daemon) {
+		trace = append(trace, fmt.Sprintf("e%d:%d:%s", epoch, f.Seq, f.Event.Text))
+		if f.Seq != lastSeq+1 {
+			t.Fatalf("epoch %d: after seq %d came seq %d (%s); last frames %v\n%s", epoch, lastSeq, f.Seq, f.Event.Text, trace[max(0, len(trace)-8):], d.Logs())
+		}
+		got = append(got, f.Event.Text)
+		lastSeq = f.Seq
+	}
+
+	for epoch := 0; ; epoch++ {
+		d := daemontest.Start(t, bin, "run", "-c", cfgPath)
+		rcv, err := daemontest.Dial(outAddr, daemontest.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rcv.Subscribe("general", lastSeq); err != nil {
+			t.Fatal(err)
+		}
+		snd, err := daemontest.Dial(inAddr, daemontest.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		killAt := total + 1
+		if epoch < len(kills) {
+			killAt = kills[epoch]
+		}
+
+		// Send everything not yet acknowledged, in order, pipelined.
+		inflight := 0
+		next := 0
+		killed := false
+		for !killed && ackedCount < total {
+			for inflight < 256 && next < total {
+				if acked[next] {
+					next++
+					continue
+				}
+				ev := daemontest.WireEvent{ID: text(next), Kind: "message", Text: text(next), Sender: &daemontest.WireSender{ID: "s", Name: "Sender"}}
+				ev.Chat = "general"
+				if err := snd.Send(fmt.Sprint(next), ev); err != nil {
+					t.Fatalf("send: %v", err)
+				}
+				next++
+				inflight++
+			}
+			select {
+			case f := <-snd.Acks:
+				inflight--
+				if f.Type != "ack" {
+					t.Fatalf("send refused: %+v", f)
+				}
+				var i int
+				fmt.Sscan(f.Ref, &i)
+				if !acked[i] {
+					acked[i] = true
+					ackedCount++
+				}
+				if ackedCount >= killAt {
+					d.Kill()
+					killed = true
+				}
+			case <-snd.Closed:
+				t.Fatalf("sender connection closed: %v\n%s", snd.Err(), d.Logs())
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no ack in 20s (acked %d)\n%s", ackedCount, d.Logs())
+			}
+		}
+
+		// Collect deliveries until the daemon dies (or, in the last
+		// epoch, until everything has arrived).
+		deadline := time.After(60 * time.Second)
+	collect:
+		for {
+			if !killed && len(got) >= total {
+				break
+			}
+			select {
+			case f := <-rcv.Events:
+				record(epoch, f, d)
+			case <-rcv.Closed:
+				if !killed {
+					t.Fatalf("receiver closed: %v\n%s", rcv.Err(), d.Logs())
+				}
+				// Drain what was read before the close.
+				for {
+					select {
+					case f := <-rcv.Events:
+						record(epoch, f, d)
+					default:
+						break collect
+					}
+				}
+			case <-deadline:
+				db, _ := sql.Open("sqlite", "file:"+filepath.Join(dir, "state", "phonebridge.db")+"?mode=ro")
+				var maxSeq, pendingRows, failedRows int64
+				db.QueryRow(`SELECT MAX(seq) FROM api_events`).Scan(&maxSeq)
+				db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(failed), 0) FROM outbox`).Scan(&pendingRows, &failedRows)
+				t.Fatalf("received %d of %d after 60s (lastSeq %d; db: api max seq %d, outbox rows %d of which failed %d; acked %d)\nlast frames %v\n%s", len(got), total, lastSeq, maxSeq, pendingRows, failedRows, ackedCount, trace[max(0, len(trace)-4):], d.Logs())
+			}
+		}
+		snd.Close()
+		rcv.Close()
+		if !killed {
+			if took := d.Stop(5 * time.Second); took > 5*time.Second {
+				t.Errorf("stop took %v", took)
+			}
+			break
+		}
+	}
+
+	if len(got) != total {
+		t.Errorf("received %d messages, want exactly %d", len(got), total)
+	}
+	seen := map[string]int{}
+	for i, s := range got {
+		seen[s]++
+		if i < total && s != text(i) {
+			t.Fatalf("position %d holds %q, want %q (order broken or duplicate)", i, s, text(i))
+		}
+	}
+	for i := 0; i < total; i++ {
+		if seen[text(i)] != 1 {
+			t.Errorf("%s arrived %d times", text(i), seen[text(i)])
+		}
+	}
+}
+
+func TestRunStartsAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	bin := daemontest.Binary(t)
+	cfgPath := daemontest.WriteAPIPair(t, t.TempDir(), 1, "").Path
+	d := daemontest.Start(t, bin, "run", "-c", cfgPath)
+	took := d.Stop(5 * time.Second)
+	t.Logf("stopped in %v", took)
+	logs := d.Logs()
+	for _, want := range []string{"connector=in state=connected", "connector=out state=connected", "connector=in state=stopped"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+	info, err := os.Stat(filepath.Join(filepath.Dir(cfgPath), "state", "phonebridge.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Errorf("database mode %o, want 600", perm)
+	}
+}
+
+func TestExampleConfigRunsOnAFreshMachine(t *testing.T) {
+	// example.yaml as shipped, but in a temp dir so its ./state is fresh
+	// and, through the environment, on free ports.
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "example.yaml")
+	if err := os.WriteFile(cfgPath, phonebridge.ExampleConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PHONEBRIDGE_CONNECTORS_CHAT_API_LISTEN", fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t)))
+	t.Setenv("PHONEBRIDGE_CONNECTORS_BOT_API_LISTEN", fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t)))
+	d := daemontest.Start(t, bin, "run", "-c", cfgPath)
+	d.Stop(5 * time.Second)
+	token, err := os.ReadFile(filepath.Join(dir, "state", "chat-api.token"))
+	if err != nil || len(bytes.TrimSpace(token)) < 32 {
+		t.Errorf("no generated token for chat-api: %v %q", err, token)
+	}
+	if strings.Contains(d.Logs(), strings.TrimSpace(string(token))) {
+		t.Error("the generated token appears in the logs")
+	}
+}
+
+func TestExampleConfigIsValidAndPrinted(t *testing.T) {
+	if _, err := config.Load("../../example.yaml"); err != nil {
+		t.Fatalf("example.yaml does not validate:\n%v", err)
+	}
+	bin := daemontest.Binary(t)
+	out, errOut, code := daemontest.RunCommand(t, bin, "config", "example")
+	if code != 0 || out != string(phonebridge.ExampleConfig) {
+		t.Errorf("config example: code %d, stderr %q, output differs from example.yaml: %v", code, errOut, out != string(phonebridge.ExampleConfig))
+	}
+	out, errOut, code = daemontest.RunCommand(t, bin, "config", "validate", "-c", "../../example.yaml")
+	if code != 0 || !strings.Contains(out, "is valid") {
+		t.Errorf("config validate example.yaml: code %d, out %q, err %q", code, out, errOut)
+	}
+}
+
+func TestBadConfigNamesThePathAndFails(t *testing.T) {
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`state_dir: ./s
+connectors:
+  chat-api:
+    type: api
+    listne: 127.0.0.1:1
+routes:
+  - name: r
+    endpoints:
+      - {connector: chat-api, chat: a}
+      - {connector: nope, chat: b}
+`), 0o600)
+	for _, args := range [][]string{{"config", "validate", "-c", bad}, {"run", "-c", bad}} {
+		_, errOut, code := daemontest.RunCommand(t, bin, args...)
+		if code != 1 {
+			t.Errorf("%v: exit code %d, want 1", args, code)
+		}
+		for _, want := range []string{"connectors.chat-api.listne: unknown key (did you mean listen?)", "routes[0].endpoints[1].connector", ":5:"} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("%v: stderr lacks %q:\n%s", args, want, errOut)
+			}
+		}
+	}
+	_, errOut, code := daemontest.RunCommand(t, bin, "run", "-c", filepath.Join(dir, "missing.yaml"))
+	if code != 1 || !strings.Contains(errOut, "missing.yaml") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("missing config: code %d, want one line naming the file: %q", code, errOut)
+	}
+}
+
+func TestVersionAndCompletion(t *testing.T) {
+	bin := daemontest.Binary(t)
+	out, _, code := daemontest.RunCommand(t, bin, "version")
+	if code != 0 || !strings.HasPrefix(out, "phonebridge ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	out, _, code = daemontest.RunCommand(t, bin, "completion", "bash")
+	if code != 0 || !strings.Contains(out, "__start_phonebridge") {
+		t.Errorf("completion bash: code %d, %d bytes", code, len(out))
+	}
+}
+
+func TestPortInUseIsOneClearLine(t *testing.T) {
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	pair := daemontest.WriteAPIPair(t, dir, 1, "")
+	cfgPath, inAddr := pair.Path, pair.InAddr
+	first := daemontest.Start(t, bin, "run", "-c", cfgPath)
+	// A second daemon on a copy of the config (its own state) collides
+	// on the listen addresses.
+	other := filepath.Join(t.TempDir(), "phonebridge.yaml")
+	data, _ := os.ReadFile(cfgPath)
+	os.WriteFile(other, data, 0o600)
+	_, errOut, code := daemontest.RunCommand(t, bin, "run", "-c", other)
+	if code != 1 || !strings.Contains(errOut, inAddr) || !strings.Contains(errOut, "address already in use") {
+		t.Errorf("second daemon: code %d, stderr:\n%s", code, errOut)
+	}
+	first.Stop(5 * time.Second)
+}

@@ -1,0 +1,153 @@
+// Package config loads phonebridge's YAML configuration into typed structs:
+// strictly (an unknown key is an error naming its YAML path), with
+// PHONEBRIDGE_* environment overrides and *_file secrets, and validates it,
+// reporting every problem at once.
+package config
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// StateDir holds the database and the control socket. Relative paths
+	// in the config are resolved against the config file's directory.
+	StateDir string   `yaml:"state_dir"`
+	Log      Log      `yaml:"log"`
+	Store    Store    `yaml:"store"`
+	Delivery Delivery `yaml:"delivery"`
+	Relay    Relay    `yaml:"relay"`
+	// Connectors by name; decoded by the registered type's options.
+	Connectors map[string]*Connector `yaml:"connectors"`
+	Routes     []Route               `yaml:"routes"`
+
+	// Path is the file this config was loaded from; "" when parsed from bytes.
+	Path string `yaml:"-"`
+}
+
+// Log configures logging; the command line's --log-level and --log-format win.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Store configures the SQLite database.
+type Store struct {
+	// Path of the database file; default state_dir/phonebridge.db.
+	Path string `yaml:"path"`
+	// Sync is "normal" (survives a crash of the process) or "full" (also
+	// survives power loss, at a cost in throughput).
+	Sync string `yaml:"sync"`
+}
+
+// Delivery configures the outbox's retries.
+type Delivery struct {
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// GiveUpAfter is how long a transiently failing event is retried
+	// before it is recorded as failed; 0 retries forever.
+	GiveUpAfter time.Duration `yaml:"give_up_after"`
+	SendTimeout time.Duration `yaml:"send_timeout"`
+}
+
+// Relay configures fallbacks where a destination lacks a capability.
+type Relay struct {
+	Edits     string `yaml:"edits"`     // copy (a corrected copy marked as an edit) or drop
+	Reactions string `yaml:"reactions"` // notice (a short notice) or drop
+	Deletes   string `yaml:"deletes"`   // notice or drop
+}
+
+// Connector is one connectors.NAME section.
+type Connector struct {
+	Name string `yaml:"-"`
+	Type string `yaml:"type"`
+	// Options is the pointer the type's NewOptions returned, decoded.
+	Options any `yaml:"-"`
+}
+
+// Route joins chats across connectors.
+type Route struct {
+	Name      string     `yaml:"name"`
+	Endpoints []Endpoint `yaml:"endpoints"`
+}
+
+// Endpoint is one chat of a route.
+type Endpoint struct {
+	Connector string    `yaml:"connector"`
+	Chat      string    `yaml:"chat"`
+	Direction Direction `yaml:"direction"`
+}
+
+// Direction says which way events cross an endpoint.
+type Direction string
+
+// Directions, seen from the route: "in" takes the chat's events into the
+// route and delivers nothing to it; "out" delivers the route's events to
+// the chat and relays nothing from it.
+const (
+	Both Direction = "both"
+	In   Direction = "in"
+	Out  Direction = "out"
+)
+
+// Receives reports whether the endpoint gets the route's events.
+func (d Direction) Receives() bool { return d == Both || d == Out || d == "" }
+
+// Sends reports whether the endpoint's events enter the route.
+func (d Direction) Sends() bool { return d == Both || d == In || d == "" }
+
+// Defaults returns a Config with every default set.
+func Defaults() Config {
+	return Config{
+		StateDir: "state",
+		Log:      Log{Level: "info", Format: "text"},
+		Store:    Store{Sync: "normal"},
+		Delivery: Delivery{
+			RetryMin:    time.Second,
+			RetryMax:    5 * time.Minute,
+			GiveUpAfter: 72 * time.Hour,
+			SendTimeout: 30 * time.Second,
+		},
+		Relay:      Relay{Edits: "copy", Reactions: "notice", Deletes: "notice"},
+		Connectors: map[string]*Connector{},
+	}
+}
+
+// Validator is implemented by connector options structs: Validate adds a
+// problem to c for each thing wrong, naming the key.
+type Validator interface {
+	Validate(c *Checker)
+}
+
+var (
+	typesMu sync.RWMutex
+	types   = map[string]func() any{}
+)
+
+// RegisterConnectorType makes a connector type's options known to the
+// decoder. bridge.Register calls it; tests may call it directly.
+func RegisterConnectorType(name string, newOptions func() any) {
+	typesMu.Lock()
+	defer typesMu.Unlock()
+	types[name] = newOptions
+}
+
+func connectorType(name string) (func() any, bool) {
+	typesMu.RLock()
+	defer typesMu.RUnlock()
+	f, ok := types[name]
+	return f, ok
+}
+
+func connectorTypeNames() []string {
+	typesMu.RLock()
+	defer typesMu.RUnlock()
+	names := make([]string, 0, len(types))
+	for n := range types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

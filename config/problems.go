@@ -1,0 +1,144 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Problem is one thing wrong with a config, at a YAML path such as
+// connectors.chat-api.listen or routes[0].endpoints[1].chat.
+type Problem struct {
+	Path    string
+	Line    int // 1-based line in the file, 0 when unknown (env, defaults)
+	Message string
+	// Env is the environment variable the value came from, "" when it
+	// came from the file or a default.
+	Env string
+}
+
+func (p Problem) String() string {
+	path := p.Path
+	if p.Env != "" {
+		if path == "" {
+			path = p.Env
+		} else {
+			path += " (from " + p.Env + ")"
+		}
+	}
+	if path == "" {
+		return p.Message
+	}
+	return path + ": " + p.Message
+}
+
+// Problems is every problem found; as an error it prints one per line,
+// each prefixed with file:line where known.
+type Problems struct {
+	File  string
+	Items []Problem
+}
+
+func (ps *Problems) Error() string {
+	var b strings.Builder
+	for i, p := range ps.Items {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		switch {
+		case ps.File != "" && p.Line > 0:
+			fmt.Fprintf(&b, "%s:%d: ", ps.File, p.Line)
+		case ps.File != "":
+			fmt.Fprintf(&b, "%s: ", ps.File)
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Checker collects problems under a YAML path prefix. Connector options
+// get one rooted at their section (connectors.NAME).
+type Checker struct {
+	prefix   string
+	problems *[]Problem
+}
+
+// NewChecker returns a Checker rooted at prefix that appends to *into.
+func NewChecker(prefix string, into *[]Problem) *Checker {
+	return &Checker{prefix: prefix, problems: into}
+}
+
+// Path joins the checker's prefix and key into a YAML path.
+func (c *Checker) Path(key string) string {
+	switch {
+	case c.prefix == "":
+		return key
+	case key == "":
+		return c.prefix
+	case strings.HasPrefix(key, "["):
+		return c.prefix + key
+	}
+	return c.prefix + "." + key
+}
+
+// At returns a Checker for a nested key ("listen", "[2]", "tls.cert").
+func (c *Checker) At(key string) *Checker {
+	return &Checker{prefix: c.Path(key), problems: c.problems}
+}
+
+// Errorf records a problem at key.
+func (c *Checker) Errorf(key, format string, args ...any) {
+	*c.problems = append(*c.problems, Problem{Path: c.Path(key), Message: fmt.Sprintf(format, args...)})
+}
+
+// Required records a problem when value is empty.
+func (c *Checker) Required(key, value string) bool {
+	if strings.TrimSpace(value) == "" {
+		c.Errorf(key, "is required")
+		return false
+	}
+	return true
+}
+
+// OneOf records a problem when value is not one of allowed.
+func (c *Checker) OneOf(key, value string, allowed ...string) bool {
+	for _, a := range allowed {
+		if value == a {
+			return true
+		}
+	}
+	c.Errorf(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	return false
+}
+
+// ListenAddr records a problem unless value is host:port with a valid port
+// (host may be empty for every interface).
+func (c *Checker) ListenAddr(key, value string) bool {
+	if !c.Required(key, value) {
+		return false
+	}
+	host, port, err := net.SplitHostPort(value)
+	if err != nil {
+		c.Errorf(key, "%q is not host:port (e.g. 127.0.0.1:8780)", value)
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		c.Errorf(key, "%q has a bad port (0-65535)", value)
+		return false
+	}
+	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+		c.Errorf(key, "%q has a bad host", value)
+		return false
+	}
+	return true
+}
+
+// Positive records a problem when n < 1.
+func (c *Checker) Positive(key string, n int64) bool {
+	if n < 1 {
+		c.Errorf(key, "must be at least 1 (got %d)", n)
+		return false
+	}
+	return true
+}

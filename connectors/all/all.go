@@ -1,0 +1,7 @@
+// Package all links every connector type into a binary: importing it runs
+// each connector package's init, which registers its type with the core.
+package all
+
+import (
+	_ "github.com/phonebridge/phonebridge/connectors/api" // type "api"
+)

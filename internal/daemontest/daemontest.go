@@ -1,0 +1,229 @@
+// Package daemontest runs the real phonebridge binary in tests: it builds
+// it once, starts it on a config, waits for it to be ready, and stops or
+// kills it by pid, checking that a stop is clean.
+package daemontest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/phonebridge once per test process and returns its path.
+// With PHONEBRIDGE_TEST_RACE=1 the binary is built with the race detector.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "phonebridge-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "phonebridge")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("PHONEBRIDGE_TEST_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		args = append(args, "./cmd/phonebridge")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the phonebridge module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// FreePort returns a loopback TCP port nothing listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Daemon is one running phonebridge process.
+type Daemon struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error // the process's exit, once done is closed
+}
+
+// ReadyLine is what the daemon logs once every connector has started.
+const ReadyLine = "phonebridge is running"
+
+// Start runs the binary with args (e.g. "run", "-c", cfg) and waits until
+// it logs ReadyLine. It fails the test if the process exits first. The
+// process is killed at cleanup if the test left it running.
+func Start(t testing.TB, bin string, args ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{t: t, logs: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(bin, args...)
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stdout = d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		signalled := false
+		for sc.Scan() {
+			line := sc.Text()
+			d.logs.Write([]byte(line + "\n"))
+			if !signalled && strings.Contains(line, ReadyLine) {
+				signalled = true
+				close(ready)
+			}
+		}
+		io.Copy(d.logs, stderr)
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	select {
+	case <-ready:
+		return d
+	case <-d.done:
+		t.Fatalf("phonebridge exited before it was ready (%v):\n%s", d.err, d.logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("phonebridge not ready after 60s:\n%s", d.logs.String())
+	}
+	return nil
+}
+
+// Pid is the process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// Logs is everything the process wrote so far.
+func (d *Daemon) Logs() string { return d.logs.String() }
+
+// Stop sends SIGTERM and requires a clean exit (status 0) within limit;
+// it returns how long the stop took.
+func (d *Daemon) Stop(limit time.Duration) time.Duration {
+	d.t.Helper()
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		d.t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(limit):
+		d.cmd.Process.Kill()
+		<-d.done
+		d.t.Fatalf("phonebridge did not stop within %v of SIGTERM:\n%s", limit, d.Logs())
+	}
+	took := time.Since(start)
+	if d.err != nil {
+		d.t.Fatalf("phonebridge exited with %v after SIGTERM:\n%s", d.err, d.Logs())
+	}
+	return took
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (d *Daemon) Kill() {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		d.t.Fatalf("SIGKILL: %v", err)
+	}
+	<-d.done
+}
+
+// Exited reports whether the process has ended, and how.
+func (d *Daemon) Exited() (bool, error) {
+	select {
+	case <-d.done:
+		return true, d.err
+	default:
+		return false, nil
+	}
+}
+
+// RunCommand runs the binary to completion (a CLI subcommand) and returns
+// its stdout, stderr and exit code.
+func RunCommand(t testing.TB, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatalf("run %s %v: %v", bin, args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

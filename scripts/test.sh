@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls `make test`, which runs
+# this). On a fresh machine it first installs what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/test-deps.sh
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+# Fuzz targets run their seed corpus here; integration tests build and run
+# the real binary.
+go test -race -count=1 -timeout 20m ./...
