@@ -2,7 +2,7 @@ package bridge
 
 import (
 	"context"
-	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +24,7 @@ type Bridge struct {
 	names     []string // start order
 	router    atomic.Pointer[Router]
 	del       *deliverer
+	ledger    ledger
 
 	// ephemeral bounds typing and read relays in flight; beyond it they
 	// are shed, which is what best effort means.
@@ -107,6 +108,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.store.Migrate(ctx, "core", coreMigrations); err != nil {
 		return err
 	}
+	if err := b.ledger.load(ctx, b.store); err != nil {
+		return fmt.Errorf("read the message map: %w", err)
+	}
 	for _, name := range b.names {
 		b.setState(name, StateStarting, "")
 		if err := b.conns[name].Start(ctx, sink{b, name}); err != nil {
@@ -120,7 +124,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.started = append(b.started, name)
 		b.mu.Unlock()
 	}
-	dests, err := pendingDestinations(ctx, b.store.DB())
+	dests, err := pendingDestinations(ctx, b.store)
 	if err != nil {
 		return fmt.Errorf("read the outbox: %w", err)
 	}
@@ -243,10 +247,18 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 		done(nil)
 		return
 	}
+	if ev.ID == "" {
+		ev.ID = KeyPrefix + "in." + randomHex(8)
+	}
+	payload, err := json.Marshal(&ev)
+	if err != nil {
+		done(fmt.Errorf("encode the event: %w", err))
+		return
+	}
 	var res acceptResult
 	now := time.Now()
-	b.store.WriteAsync(func(tx *sql.Tx) error {
-		return acceptTx(tx, &ev, dests, now, &res)
+	b.store.WriteAsync(func(tx *Tx) error {
+		return b.ledger.accept(tx, &ev, payload, dests, now, &res)
 	}, func(err error) {
 		if err != nil {
 			done(fmt.Errorf("store the event: %w", err))
@@ -255,8 +267,8 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 		if res.echo {
 			b.log.Debug("dropped the echo of an event the bridge sent", "connector", name, "chat", ev.Chat.ID, "id", ev.ID)
 		}
-		for _, d := range res.queued {
-			b.del.kick(d)
+		for _, q := range res.queued {
+			b.del.offer(q.dest, q.row)
 		}
 		done(nil)
 	})
@@ -288,11 +300,11 @@ func (b *Bridge) relayEphemeral(ev *Event, dests []Endpoint) {
 			out.Chat = ChatRef{Connector: d.Connector, ID: d.Chat}
 			out.Target, out.ReplyTo = "", ""
 			if ev.Kind == KindRead {
-				msg, err := messageOf(b.store.DB(), ev.Chat.Connector, ev.Chat.ID, ev.Target)
+				msg, err := messageOf(b.store, ev.Chat.Connector, ev.Chat.ID, ev.Target)
 				if err != nil || msg == 0 {
 					return
 				}
-				ids, err := nativeOn(ctx, b.store.DB(), msg, d)
+				ids, err := nativeOn(ctx, b.store, msg, d)
 				if err != nil || len(ids) == 0 {
 					return
 				}

@@ -481,3 +481,28 @@ func TestInvalidAndUnroutedEventsAreRefused(t *testing.T) {
 		t.Error("unknown kind accepted")
 	}
 }
+
+// A destination that stalls while more events arrive than a queue keeps in
+// memory: the overflow waits in the outbox and everything still arrives
+// once, in order.
+func TestQueueOverflowSpillsToOutboxInOrder(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(msg("a", "x", "first", "first"))
+	b.WaitSent(t, 1)
+	release := b.Block()
+	const n = 1500 // well over the in-memory limit per queue
+	for i := 0; i < n; i++ {
+		h.Inject(msg("a", "x", fmt.Sprint(i), fmt.Sprint(i)))
+	}
+	release()
+	got := b.WaitSent(t, n+1)
+	if len(got) != n+1 {
+		t.Fatalf("got %d events, want %d", len(got), n+1)
+	}
+	for i, o := range got[1:] {
+		if o.Text != fmt.Sprint(i) {
+			t.Fatalf("position %d holds %q: order broken or events repeated", i, o.Text)
+		}
+	}
+}

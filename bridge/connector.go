@@ -52,9 +52,9 @@ type Capabilities struct {
 	Replies   bool
 	Media     bool
 	// HTML: Send renders Event.HTML; otherwise only Text is meaningful.
-	HTML    bool
-	Typing  bool
-	Read    bool
+	HTML   bool
+	Typing bool
+	Read   bool
 	// MaxTextLength in characters (runes); 0 is unlimited. Longer text is
 	// split by the core into several messages.
 	MaxTextLength int

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +43,15 @@ type queue struct {
 	running bool
 	resume  bool // skip the current backoff (Sink.Resume)
 
+	// Rows accepted since the worker last read the outbox, handed over in
+	// memory so the worker need not read back what was just written.
+	// Guarded by deliverer.mu. spilled means some rows are only in the
+	// outbox (the buffer was full, or the queue is new and may have rows
+	// from before a restart): the worker reads the outbox until it has
+	// caught up.
+	buffered []pendingRow
+	spilled  bool
+
 	// Only the worker touches these, and only one worker runs at a time.
 	after int64 // last outbox id handed on; survives worker restarts
 
@@ -67,17 +75,46 @@ func newDeliverer(store *Store, log *slog.Logger, d config.Delivery, r config.Re
 	}
 }
 
+// maxBuffered bounds the rows a queue holds in memory; past it, rows wait
+// in the outbox alone, so a stalled destination costs no memory.
+const maxBuffered = 512
+
 // kick makes sure dest's queue is being worked.
 func (d *deliverer) kick(dest Endpoint) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return
+	d.kickLocked(d.queueLocked(dest))
+}
+
+// offer hands a just-committed outbox row to its queue. It runs on the
+// store's writer goroutine, in commit order, and never blocks.
+func (d *deliverer) offer(dest Endpoint, row pendingRow) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	q := d.queueLocked(dest)
+	if !q.spilled {
+		if len(q.buffered) < maxBuffered {
+			q.buffered = append(q.buffered, row)
+		} else {
+			q.spilled = true
+			q.buffered = nil
+		}
 	}
+	d.kickLocked(q)
+}
+
+func (d *deliverer) queueLocked(dest Endpoint) *queue {
 	q := d.queues[dest]
 	if q == nil {
-		q = &queue{dest: dest, wake: make(chan struct{}, 1), created: map[int64][]string{}}
+		q = &queue{dest: dest, wake: make(chan struct{}, 1), created: map[int64][]string{}, spilled: true}
 		d.queues[dest] = q
+	}
+	return q
+}
+
+func (d *deliverer) kickLocked(q *queue) {
+	if d.closed {
+		return
 	}
 	if !q.running {
 		q.running = true
@@ -138,10 +175,13 @@ func (d *deliverer) stopping() bool {
 
 func (d *deliverer) work(q *queue) {
 	defer d.wg.Done()
+	var done completions
+	defer d.flush(q, &done)
 	for !d.stopping() {
-		rows, err := pending(context.Background(), d.store.DB(), q.dest, q.after, batchSize)
+		rows, err := d.next(q)
 		if err != nil {
 			d.log.Error("cannot read the outbox; will retry", "destination", q.dest.String(), "err", err)
+			d.flush(q, &done)
 			if !d.sleep(q, d.delivery.RetryMin) {
 				break
 			}
@@ -155,21 +195,108 @@ func (d *deliverer) work(q *queue) {
 				continue
 			default:
 			}
+			if len(q.buffered) > 0 || q.spilled {
+				d.mu.Unlock()
+				continue
+			}
 			q.running = false
 			q.resume = false
 			d.mu.Unlock()
 			return
 		}
 		for i := range rows {
-			if !d.deliverRow(q, &rows[i]) {
+			if rows[i].id <= q.after {
+				continue // read from the outbox already
+			}
+			if !d.deliverRow(q, &rows[i], &done) {
 				break
 			}
 			q.after = rows[i].id
+			if len(done.rows) >= flushEvery {
+				d.flush(q, &done)
+			}
 		}
+		d.flush(q, &done)
 	}
 	d.mu.Lock()
 	q.running = false
 	d.mu.Unlock()
+}
+
+// next returns the queue's next rows: those handed over in memory, or,
+// while the queue is spilled, the next batch from the outbox. Once the
+// outbox has nothing more, the queue leaves spilled mode; rows committed
+// meanwhile are in the outbox, so it is read once more before memory is
+// trusted, and rows seen twice are skipped by id.
+func (d *deliverer) next(q *queue) ([]pendingRow, error) {
+	d.mu.Lock()
+	if !q.spilled {
+		rows := q.buffered
+		q.buffered = nil
+		d.mu.Unlock()
+		return rows, nil
+	}
+	d.mu.Unlock()
+	rows, err := pending(context.Background(), d.store, q.dest, q.after, batchSize)
+	if err != nil || len(rows) > 0 {
+		return rows, err
+	}
+	d.mu.Lock()
+	q.spilled = false
+	q.buffered = nil
+	d.mu.Unlock()
+	rows, err = pending(context.Background(), d.store, q.dest, q.after, batchSize)
+	if err != nil || len(rows) == batchSize {
+		// More may wait in the outbox that memory never got: keep reading it.
+		d.mu.Lock()
+		q.spilled = true
+		q.buffered = nil
+		d.mu.Unlock()
+	}
+	return rows, err
+}
+
+// flushEvery bounds how many delivered rows a worker records at once.
+// Recording in batches saves the store most of its work under load; the
+// price is that a crash may resend up to this many events per chat, with
+// their same keys, which idempotent destinations ignore.
+const flushEvery = 64
+
+// completions are deliveries made but not yet recorded.
+type completions struct {
+	rows   []int64
+	copies []createdCopy
+}
+
+// flush records the deliveries in done: the ids they created and the end
+// of their outbox rows, in one write. Every row between the first and the
+// last that is not marked failed was delivered: the worker goes in order
+// and marks a row failed (through the same ordered writer) before it
+// moves past it.
+func (d *deliverer) flush(q *queue, done *completions) {
+	if len(done.rows) == 0 {
+		return
+	}
+	first, last := done.rows[0], done.rows[len(done.rows)-1]
+	copies := done.copies
+	*done = completions{}
+	dest := q.dest
+	d.store.WriteAsync(func(tx *Tx) error {
+		return delivered(tx, dest, first, last, copies)
+	}, func(err error) {
+		q.cacheMu.Lock()
+		for _, c := range copies {
+			if c.part >= 0 {
+				delete(q.created, c.msg)
+			}
+		}
+		q.cacheMu.Unlock()
+		if err != nil {
+			// The sends happened; only our record of them is missing, so a
+			// restart may send them again (with the same keys).
+			d.log.Error("cannot record deliveries; they may be repeated after a restart", "destination", dest.String(), "events", last-first+1, "err", err)
+		}
+	})
 }
 
 // sleep waits for wait, a Resume, or shutdown; false on shutdown.
@@ -197,7 +324,7 @@ func (d *deliverer) sleep(q *queue, wait time.Duration) bool {
 
 // deliverRow sends one outbox row, retrying transient errors with backoff;
 // false when the deliverer is stopping and the row is left for next time.
-func (d *deliverer) deliverRow(q *queue, r *pendingRow) bool {
+func (d *deliverer) deliverRow(q *queue, r *pendingRow, done *completions) bool {
 	var sent []createdCopy // parts already sent, kept across retries
 	for {
 		if d.stopping() {
@@ -210,7 +337,7 @@ func (d *deliverer) deliverRow(q *queue, r *pendingRow) bool {
 		}
 		copies, err := d.attempt(q, r, sent)
 		if err == nil {
-			d.finish(q, r, copies)
+			d.finish(q, r, copies, done)
 			if r.attempts > 0 {
 				d.log.Info("delivery resumed", "destination", q.dest.String(), "attempts", r.attempts+1)
 			}
@@ -239,6 +366,7 @@ func (d *deliverer) deliverRow(q *queue, r *pendingRow) bool {
 		}
 		r.nextAt = time.Now().Add(wait)
 		d.retryLater(r, err.Error())
+		d.flush(q, done) // record what went through before waiting
 		level := slog.LevelDebug
 		if r.attempts == 1 {
 			level = slog.LevelWarn
@@ -260,7 +388,8 @@ func (d *deliverer) backoff(attempt int) time.Duration {
 	return wait/2 + rand.N(wait/2+1)
 }
 
-func (d *deliverer) finish(q *queue, r *pendingRow, copies []createdCopy) {
+// finish notes a delivered row; flush records it.
+func (d *deliverer) finish(q *queue, r *pendingRow, copies []createdCopy, done *completions) {
 	q.cacheMu.Lock()
 	for _, c := range copies {
 		if c.part >= 0 && c.native != "" && c.msg != 0 {
@@ -268,27 +397,12 @@ func (d *deliverer) finish(q *queue, r *pendingRow, copies []createdCopy) {
 		}
 	}
 	q.cacheMu.Unlock()
-	dest := q.dest
-	d.store.WriteAsync(func(tx *sql.Tx) error {
-		return delivered(tx, r.id, dest, copies)
-	}, func(err error) {
-		q.cacheMu.Lock()
-		for _, c := range copies {
-			if c.part >= 0 {
-				delete(q.created, c.msg)
-			}
-		}
-		q.cacheMu.Unlock()
-		if err != nil {
-			// The send happened; only our record of it is missing, so a
-			// restart may send it again (with the same key).
-			d.log.Error("cannot record a delivery; it may be repeated after a restart", "destination", dest.String(), "err", err)
-		}
-	})
+	done.rows = append(done.rows, r.id)
+	done.copies = append(done.copies, copies...)
 }
 
 func (d *deliverer) fail(r *pendingRow, dest Endpoint, reason string) {
-	d.store.WriteAsync(func(tx *sql.Tx) error {
+	d.store.WriteAsync(func(tx *Tx) error {
 		_, err := tx.Exec(`UPDATE outbox SET failed = 1, last_error = ? WHERE id = ?`, reason, r.id)
 		return err
 	}, func(err error) {
@@ -300,7 +414,7 @@ func (d *deliverer) fail(r *pendingRow, dest Endpoint, reason string) {
 
 func (d *deliverer) retryLater(r *pendingRow, reason string) {
 	attempts, next := r.attempts, r.nextAt.UnixMilli()
-	d.store.WriteAsync(func(tx *sql.Tx) error {
+	d.store.WriteAsync(func(tx *Tx) error {
 		_, err := tx.Exec(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`, attempts, next, reason, r.id)
 		return err
 	}, func(error) {})
@@ -362,7 +476,7 @@ func (d *deliverer) lookup(ctx context.Context, q *queue, msg int64) ([]string, 
 	if ok {
 		return ids, nil
 	}
-	return nativeOn(ctx, d.store.DB(), msg, q.dest)
+	return nativeOn(ctx, d.store, msg, q.dest)
 }
 
 // plan turns a stored inbound event into the sends its destination needs:
@@ -375,7 +489,7 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		return nil, Permanentf("outbox entry %d is unreadable (kind %q); it was written by another version or damaged", r.id, ev.Kind)
 	}
 	caps := conn.Capabilities()
-	db := d.store.DB()
+	db := d.store
 
 	// Targets that were unknown when the event arrived may be known now.
 	var err error
@@ -519,7 +633,7 @@ func (d *deliverer) reply(ctx context.Context, q *queue, out *Outgoing, st *stor
 		out.ReplyTo = ids[0]
 		return nil
 	}
-	qt, err := quoteOf(ctx, d.store.DB(), st, msg)
+	qt, err := quoteOf(ctx, d.store, st, msg)
 	if err != nil || qt == nil {
 		return err
 	}

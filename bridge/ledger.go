@@ -23,6 +23,7 @@ var coreMigrations = []string{
 		kind TEXT NOT NULL,
 		origin_connector TEXT NOT NULL,
 		origin_chat TEXT NOT NULL,
+		origin_native TEXT NOT NULL,
 		sender_id TEXT NOT NULL DEFAULT '',
 		sender_name TEXT NOT NULL DEFAULT '',
 		text TEXT NOT NULL DEFAULT '',
@@ -41,12 +42,18 @@ var coreMigrations = []string{
 		role INTEGER NOT NULL,
 		PRIMARY KEY (connector, chat, native_id)
 	) WITHOUT ROWID;
-	CREATE INDEX native_ids_by_message ON native_ids (message_id, connector, chat, part);
+	-- Only copies need finding by message: an origin id is on its messages row.
+	CREATE INDEX native_ids_copies ON native_ids (message_id, connector, chat, part) WHERE role = 1;
 	CREATE TABLE outbox (
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
 		connector TEXT NOT NULL,
 		chat TEXT NOT NULL,
 		event BLOB NOT NULL,
+		msg INTEGER,
+		reply_msg INTEGER,
+		target_msg INTEGER,
+		reaction_msg INTEGER,
+		quote BLOB,
 		failed INTEGER NOT NULL DEFAULT 0,
 		attempts INTEGER NOT NULL DEFAULT 0,
 		next_attempt_at INTEGER NOT NULL DEFAULT 0,
@@ -71,18 +78,18 @@ const partSide = -1
 // snippetRunes bounds the text kept per message for quote fallbacks.
 const snippetRunes = 300
 
-// stored is what the outbox keeps per delivery: the inbound event and the
-// logical messages it was resolved to when it was accepted.
+// stored is one outbox row as the worker sees it: the inbound event and
+// the logical messages it was resolved to when it was accepted.
 type stored struct {
-	Event     Event `json:"e"`
-	Msg       int64 `json:"m,omitempty"` // the message this event creates or acts on
-	ReplyMsg  int64 `json:"r,omitempty"`
-	TargetMsg int64 `json:"t,omitempty"`
+	Event     Event
+	Msg       int64 // the message this event creates or acts on
+	ReplyMsg  int64
+	TargetMsg int64
 	// ReactionMsg is the reaction a reaction removal undoes.
-	ReactionMsg int64 `json:"x,omitempty"`
+	ReactionMsg int64
 	// Quote is the replied-to, edited or reacted-to message as it was when
 	// this event arrived, for destinations that get a quote instead.
-	Quote *storedQuote `json:"q,omitempty"`
+	Quote *storedQuote
 }
 
 type storedQuote struct {
@@ -91,38 +98,49 @@ type storedQuote struct {
 	Deleted bool   `json:"d,omitempty"`
 }
 
+// nullable stores an unset id as NULL.
+func nullable(id int64) any {
+	if id == 0 {
+		return nil
+	}
+	return id
+}
+
 // acceptResult says what accepting an event did.
 type acceptResult struct {
 	duplicate bool
 	echo      bool
-	queued    []Endpoint
+	// queued holds the outbox rows written, one per destination, so the
+	// worker can take them from memory instead of reading them back.
+	queued []queuedRow
 }
 
-// acceptTx records inbound ev from the origin connector and queues it for
-// dests. It runs inside the store's write transaction, possibly more than
-// once, so it works on a copy of ev and sets *res from scratch.
-func acceptTx(tx *sql.Tx, in *Event, dests []Endpoint, now time.Time, res *acceptResult) error {
+type queuedRow struct {
+	dest Endpoint
+	row  pendingRow
+}
+
+// ledger allocates logical message ids. Only the store's writer goroutine
+// uses it (inside write ops), so it needs no lock; an op that runs twice
+// just leaves a gap.
+type ledger struct {
+	lastMsg int64
+}
+
+// load reads the highest message id already used.
+func (l *ledger) load(ctx context.Context, s *Store) error {
+	return s.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM messages`).Scan(&l.lastMsg)
+}
+
+// accept records inbound ev from its origin connector and queues it for
+// dests; payload is ev as JSON, made before the transaction so the writer
+// does not spend its time encoding. It runs inside the store's write
+// transaction, possibly more than once, so it works on a copy of ev and
+// sets *res from scratch.
+func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now time.Time, res *acceptResult) error {
 	*res = acceptResult{}
 	ev := *in
 	origin := ev.Chat
-
-	if ev.ID == "" {
-		ev.ID = KeyPrefix + "in." + randomHex(8)
-	} else {
-		var role int
-		err := tx.QueryRow(`SELECT role FROM native_ids WHERE connector = ? AND chat = ? AND native_id = ?`,
-			origin.Connector, origin.ID, ev.ID).Scan(&role)
-		switch {
-		case err == nil:
-			// Seen before: either a redelivery of an event already accepted
-			// or the platform echoing something the bridge sent.
-			res.echo = role == roleCopy
-			res.duplicate = !res.echo
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-	}
 
 	st := stored{}
 	var err error
@@ -151,7 +169,45 @@ func acceptTx(tx *sql.Tx, in *Event, dests []Endpoint, now time.Time, res *accep
 			ev.Emoji = emoji
 			st.ReactionMsg = st.TargetMsg
 			st.TargetMsg = reacted.Int64
+			if payload, err = json.Marshal(&ev); err != nil {
+				return err
+			}
 		}
+	}
+
+	// Claim the event's id. Messages and reactions are new logical
+	// messages; other kinds point at their target, so a reply to an edit
+	// finds the edited message. A conflict means the id was seen before.
+	claim, part, role := st.TargetMsg, partSide, roleAlias
+	if ev.Kind == KindMessage || ev.Kind == KindReaction {
+		l.lastMsg++
+		st.Msg = l.lastMsg
+		claim, part, role = st.Msg, 0, roleOrigin
+	} else {
+		st.Msg = st.TargetMsg
+	}
+	var claimArg any
+	if claim != 0 {
+		claimArg = claim
+	}
+	r, err := tx.Exec(`INSERT INTO native_ids (connector, chat, native_id, message_id, part, role) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (connector, chat, native_id) DO NOTHING`, origin.Connector, origin.ID, ev.ID, claimArg, part, role)
+	if err != nil {
+		return err
+	}
+	if n, err := r.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		// Seen before: a redelivery of an event already accepted, or the
+		// platform echoing something the bridge sent.
+		var seen int
+		if err := tx.QueryRow(`SELECT role FROM native_ids WHERE connector = ? AND chat = ? AND native_id = ?`,
+			origin.Connector, origin.ID, ev.ID).Scan(&seen); err != nil {
+			return err
+		}
+		res.echo = seen == roleCopy
+		res.duplicate = !res.echo
+		return nil
 	}
 
 	quoteMsg := st.TargetMsg
@@ -174,20 +230,12 @@ func acceptTx(tx *sql.Tx, in *Event, dests []Endpoint, now time.Time, res *accep
 		if ev.Kind == KindReaction && st.TargetMsg != 0 {
 			target = st.TargetMsg
 		}
-		r, err := tx.Exec(`INSERT INTO messages (kind, origin_connector, origin_chat, sender_id, sender_name, text, target_id, emoji, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			ev.Kind, origin.Connector, origin.ID, ev.Sender.ID, ev.Sender.Name, snippet(messageText(&ev)), target, ev.Emoji, nowMS)
-		if err != nil {
-			return err
-		}
-		if st.Msg, err = r.LastInsertId(); err != nil {
-			return err
-		}
-		if err := putNative(tx, origin.Connector, origin.ID, ev.ID, st.Msg, 0, roleOrigin); err != nil {
+		if _, err := tx.Exec(`INSERT INTO messages (id, kind, origin_connector, origin_chat, origin_native, sender_id, sender_name, text, target_id, emoji, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			st.Msg, ev.Kind, origin.Connector, origin.ID, ev.ID, ev.Sender.ID, ev.Sender.Name, snippet(messageText(&ev)), target, ev.Emoji, nowMS); err != nil {
 			return err
 		}
 	default:
-		st.Msg = st.TargetMsg
 		switch {
 		case ev.Kind == KindEdit && st.TargetMsg != 0:
 			if _, err := tx.Exec(`UPDATE messages SET text = ? WHERE id = ?`, snippet(ev.Text), st.TargetMsg); err != nil {
@@ -211,29 +259,32 @@ func acceptTx(tx *sql.Tx, in *Event, dests []Endpoint, now time.Time, res *accep
 				}
 			}
 		}
-		// The event's own id is remembered so a redelivery is recognised
-		// and a reply to an edit finds the edited message.
-		if err := putNative(tx, origin.Connector, origin.ID, ev.ID, st.Msg, partSide, roleAlias); err != nil {
-			return err
-		}
 	}
 
-	st.Event = ev
-	payload, err := json.Marshal(&st)
-	if err != nil {
-		return err
-	}
-	for _, d := range dests {
-		if _, err := tx.Exec(`INSERT INTO outbox (connector, chat, event, created_at) VALUES (?, ?, ?, ?)`,
-			d.Connector, d.Chat, payload, nowMS); err != nil {
+	var quote []byte
+	if st.Quote != nil {
+		if quote, err = json.Marshal(st.Quote); err != nil {
 			return err
 		}
 	}
-	res.queued = dests
+	st.Event = ev
+	for _, d := range dests {
+		r, err := tx.Exec(`INSERT INTO outbox (connector, chat, event, msg, reply_msg, target_msg, reaction_msg, quote, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			d.Connector, d.Chat, payload, nullable(st.Msg), nullable(st.ReplyMsg), nullable(st.TargetMsg), nullable(st.ReactionMsg), quote, nowMS)
+		if err != nil {
+			return err
+		}
+		id, err := r.LastInsertId()
+		if err != nil {
+			return err
+		}
+		res.queued = append(res.queued, queuedRow{dest: d, row: pendingRow{id: id, ev: st, createdAt: time.UnixMilli(nowMS)}})
+	}
 	return nil
 }
 
-func putNative(tx *sql.Tx, connector, chat, native string, msg int64, part, role int) error {
+func putNative(tx *Tx, connector, chat, native string, msg int64, part, role int) error {
 	var m any
 	if msg != 0 {
 		m = msg
@@ -270,9 +321,9 @@ type pendingRow struct {
 }
 
 // pending returns up to limit undelivered rows for dest after id after.
-func pending(ctx context.Context, db *sql.DB, dest Endpoint, after int64, limit int) ([]pendingRow, error) {
-	rows, err := db.QueryContext(ctx, `SELECT id, event, attempts, next_attempt_at, created_at FROM outbox
-		WHERE connector = ? AND chat = ? AND failed = 0 AND id > ? ORDER BY id LIMIT ?`, dest.Connector, dest.Chat, after, limit)
+func pending(ctx context.Context, db *Store, dest Endpoint, after int64, limit int) ([]pendingRow, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, event, msg, reply_msg, target_msg, reaction_msg, quote, attempts, next_attempt_at, created_at
+		FROM outbox WHERE connector = ? AND chat = ? AND failed = 0 AND id > ? ORDER BY id LIMIT ?`, dest.Connector, dest.Chat, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -280,15 +331,23 @@ func pending(ctx context.Context, db *sql.DB, dest Endpoint, after int64, limit 
 	var out []pendingRow
 	for rows.Next() {
 		var r pendingRow
-		var payload []byte
+		var payload, quote []byte
+		var msg, reply, target, reaction sql.NullInt64
 		var next, created int64
-		if err := rows.Scan(&r.id, &payload, &r.attempts, &next, &created); err != nil {
+		if err := rows.Scan(&r.id, &payload, &msg, &reply, &target, &reaction, &quote, &r.attempts, &next, &created); err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal(payload, &r.ev); err != nil {
-			// A row we cannot read can never be delivered; say which, and
-			// let the worker fail it rather than block the chat forever.
-			r.ev = stored{Event: Event{Kind: "unreadable"}}
+		r.ev = stored{Msg: msg.Int64, ReplyMsg: reply.Int64, TargetMsg: target.Int64, ReactionMsg: reaction.Int64}
+		if err := json.Unmarshal(payload, &r.ev.Event); err != nil {
+			// A row we cannot read can never be delivered; mark it so the
+			// worker fails it rather than block the chat forever.
+			r.ev.Event = Event{Kind: "unreadable"}
+		}
+		if len(quote) > 0 {
+			r.ev.Quote = &storedQuote{}
+			if json.Unmarshal(quote, r.ev.Quote) != nil {
+				r.ev.Quote = nil
+			}
 		}
 		r.nextAt = time.UnixMilli(next)
 		r.createdAt = time.UnixMilli(created)
@@ -298,7 +357,7 @@ func pending(ctx context.Context, db *sql.DB, dest Endpoint, after int64, limit 
 }
 
 // pendingDestinations lists every chat with undelivered events.
-func pendingDestinations(ctx context.Context, db *sql.DB) ([]Endpoint, error) {
+func pendingDestinations(ctx context.Context, db *Store) ([]Endpoint, error) {
 	rows, err := db.QueryContext(ctx, `SELECT DISTINCT connector, chat FROM outbox WHERE failed = 0`)
 	if err != nil {
 		return nil, err
@@ -315,15 +374,19 @@ func pendingDestinations(ctx context.Context, db *sql.DB) ([]Endpoint, error) {
 	return out, rows.Err()
 }
 
-// nativeOn returns the native ids of msg's parts in a chat, in part order;
-// nil when it is not there.
-func nativeOn(ctx context.Context, db *sql.DB, msg int64, dest Endpoint) ([]string, error) {
+// nativeOn returns the native ids of msg's parts in a chat, in part order:
+// the copies the bridge made there, or the original where msg came from
+// that chat; nil when it is not there.
+func nativeOn(ctx context.Context, db *Store, msg int64, dest Endpoint) ([]string, error) {
 	if msg == 0 {
 		return nil, nil
 	}
-	rows, err := db.QueryContext(ctx, `SELECT native_id FROM native_ids
-		WHERE message_id = ? AND connector = ? AND chat = ? AND part >= 0 AND role != ? ORDER BY part`,
-		msg, dest.Connector, dest.Chat, roleAlias)
+	rows, err := db.QueryContext(ctx, `SELECT native_id, part FROM native_ids
+			WHERE message_id = ?1 AND connector = ?2 AND chat = ?3 AND role = 1 AND part >= 0
+		UNION ALL
+		SELECT origin_native, 0 FROM messages WHERE id = ?1 AND origin_connector = ?2 AND origin_chat = ?3
+		ORDER BY 2`,
+		msg, dest.Connector, dest.Chat)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +394,8 @@ func nativeOn(ctx context.Context, db *sql.DB, msg int64, dest Endpoint) ([]stri
 	var ids []string
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var part int
+		if err := rows.Scan(&id, &part); err != nil {
 			return nil, err
 		}
 		ids = append(ids, id)
@@ -341,7 +405,7 @@ func nativeOn(ctx context.Context, db *sql.DB, msg int64, dest Endpoint) ([]stri
 
 // quoteOf is the quote for an event: the one taken when it arrived, else
 // (its target was unknown then) the message as it is now; nil if unknown.
-func quoteOf(ctx context.Context, db *sql.DB, st *stored, msg int64) (*storedQuote, error) {
+func quoteOf(ctx context.Context, db *Store, st *stored, msg int64) (*storedQuote, error) {
 	if st.Quote != nil || msg == 0 {
 		return st.Quote, nil
 	}
@@ -356,9 +420,9 @@ func quoteOf(ctx context.Context, db *sql.DB, st *stored, msg int64) (*storedQuo
 	return &q, nil
 }
 
-// delivered records a finished delivery: the ids it created and the end of
-// the outbox row.
-func delivered(tx *sql.Tx, rowID int64, dest Endpoint, copies []createdCopy) error {
+// delivered records finished deliveries to dest: the ids they created,
+// and the end of its outbox rows from first to last (failed rows stay).
+func delivered(tx *Tx, dest Endpoint, first, last int64, copies []createdCopy) error {
 	for _, c := range copies {
 		if c.native == "" {
 			continue
@@ -367,7 +431,8 @@ func delivered(tx *sql.Tx, rowID int64, dest Endpoint, copies []createdCopy) err
 			return err
 		}
 	}
-	_, err := tx.Exec(`DELETE FROM outbox WHERE id = ?`, rowID)
+	_, err := tx.Exec(`DELETE FROM outbox WHERE connector = ? AND chat = ? AND failed = 0 AND id BETWEEN ? AND ?`,
+		dest.Connector, dest.Chat, first, last)
 	return err
 }
 

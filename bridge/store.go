@@ -21,6 +21,19 @@ type Store struct {
 	path   string
 	writer *sql.DB // exactly one connection: SQLite has one writer anyway
 	reader *sql.DB // read-only connections; WAL lets them run beside the writer
+	// checkpointer copies the WAL into the database on its own connection.
+	// SQLite's automatic checkpoint would run inside a commit, fsync and
+	// all, and hold up every event behind it for milliseconds.
+	checkpointer *sql.DB
+	checkpoint   chan struct{} // capacity 1: "the WAL has grown"
+	sinceCkpt    int           // writes since the last signal; writer goroutine only
+
+	// Prepared statements. SQLite spends longer parsing these small
+	// statements than running them, so each query is prepared once.
+	// writeStmts is touched only by the writer goroutine; readStmts by anyone.
+	writeStmts map[string]*sql.Stmt
+	toPrepare  []string
+	readStmts  sync.Map // query → *sql.Stmt
 
 	ops      chan writeOp
 	closing  chan struct{}
@@ -30,8 +43,64 @@ type Store struct {
 }
 
 type writeOp struct {
-	fn   func(tx *sql.Tx) error
+	fn   func(tx *Tx) error
 	done func(error)
+}
+
+// Tx is a write transaction. Its Exec, Query and QueryRow run through
+// prepared statements the store keeps across transactions.
+type Tx struct {
+	*sql.Tx
+	s *Store
+	// bound holds statements already bound to this transaction: a group
+	// commit runs the same few statements hundreds of times.
+	bound map[string]*sql.Stmt
+}
+
+// maxPrepared bounds the statement cache: queries are meant to be
+// constants, and a caller building them dynamically must not grow it
+// without end.
+const maxPrepared = 256
+
+func (t *Tx) stmt(query string) *sql.Stmt {
+	if st, ok := t.bound[query]; ok {
+		return st
+	}
+	if st, ok := t.s.writeStmts[query]; ok {
+		bound := t.Tx.Stmt(st)
+		t.bound[query] = bound
+		return bound
+	}
+	// Preparing needs the writer's one connection, which this transaction
+	// holds: note the query and prepare it once the transaction is over.
+	if len(t.s.writeStmts)+len(t.s.toPrepare) < maxPrepared {
+		t.s.toPrepare = append(t.s.toPrepare, query)
+	}
+	return nil
+}
+
+// Exec runs a statement in the transaction.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	if st := t.stmt(query); st != nil {
+		return st.Exec(args...)
+	}
+	return t.Tx.Exec(query, args...)
+}
+
+// QueryRow runs a query expected to return at most one row.
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	if st := t.stmt(query); st != nil {
+		return st.QueryRow(args...)
+	}
+	return t.Tx.QueryRow(query, args...)
+}
+
+// Query runs a query in the transaction.
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(query); st != nil {
+		return st.Query(args...)
+	}
+	return t.Tx.Query(query, args...)
 }
 
 // maxBatch bounds one group commit so a flood cannot build a transaction
@@ -71,7 +140,7 @@ func OpenStore(path, sync string) (*Store, error) {
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	writer, err := sql.Open("sqlite", dsn()+"&_txlock=immediate")
+	writer, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)")+"&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
@@ -90,34 +159,110 @@ func OpenStore(path, sync string) (*Store, error) {
 	reader.SetMaxOpenConns(4)
 	reader.SetMaxIdleConns(4)
 	reader.SetConnMaxLifetime(0)
+	checkpointer, err := sql.Open("sqlite", dsn())
+	if err != nil {
+		writer.Close()
+		reader.Close()
+		return nil, err
+	}
+	checkpointer.SetMaxOpenConns(1)
 
 	s := &Store{
-		path:     path,
-		writer:   writer,
-		reader:   reader,
-		ops:      make(chan writeOp, 4096),
-		closing:  make(chan struct{}),
-		finished: make(chan struct{}),
+		writeStmts:   map[string]*sql.Stmt{},
+		path:         path,
+		writer:       writer,
+		reader:       reader,
+		checkpointer: checkpointer,
+		checkpoint:   make(chan struct{}, 1),
+		ops:          make(chan writeOp, 4096),
+		closing:      make(chan struct{}),
+		finished:     make(chan struct{}),
 	}
 	if _, err := writer.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("initialise database %s: %w", path, err)
 	}
 	go s.writeLoop()
+	go s.checkpointLoop()
 	return s, nil
+}
+
+// checkpointEvery is how many writes pass between checkpoints: often
+// enough to keep the WAL to a few megabytes.
+const checkpointEvery = 2048
+
+// checkpointLoop checkpoints when the writer says the WAL has grown. A
+// passive checkpoint never blocks the writer or readers; it copies what it
+// can and the writer restarts the WAL once everything is copied.
+func (s *Store) checkpointLoop() {
+	for range s.checkpoint {
+		s.checkpointer.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+	}
+}
+
+func (s *Store) noteWrites(n int) {
+	s.sinceCkpt += n
+	if s.sinceCkpt < checkpointEvery {
+		return
+	}
+	s.sinceCkpt = 0
+	select {
+	case s.checkpoint <- struct{}{}:
+	default:
+	}
 }
 
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
 
 // DB is for reads. It sees every committed write; use Write to write.
+// QueryContext and QueryRowContext do the same with prepared statements.
 func (s *Store) DB() *sql.DB { return s.reader }
+
+func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.readStmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.reader.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.readStmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// QueryContext reads committed data through a prepared statement.
+func (s *Store) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// QueryRowContext reads one row of committed data through a prepared
+// statement.
+func (s *Store) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return s.reader.QueryRowContext(ctx, query, args...) // reports the same error
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// QueryRow is QueryRowContext without a context.
+func (s *Store) QueryRow(query string, args ...any) *sql.Row {
+	return s.QueryRowContext(context.Background(), query, args...)
+}
 
 // Write runs fn in a write transaction, batched with other writes queued at
 // the same time, and returns once that transaction is committed. fn may run
 // more than once (when a batch fails it is retried one op at a time), so it
 // must only touch the database or state it resets itself.
-func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	done := make(chan error, 1)
 	s.WriteAsync(fn, func(err error) { done <- err })
 	select {
@@ -131,7 +276,7 @@ func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // WriteAsync queues fn like Write and returns; done gets the outcome, called
 // from the writer goroutine, so it must not block. Writes queued from one
 // goroutine commit in queue order.
-func (s *Store) WriteAsync(fn func(tx *sql.Tx) error, done func(error)) {
+func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
@@ -174,6 +319,8 @@ func (s *Store) writeLoop() {
 }
 
 func (s *Store) commit(batch []writeOp) {
+	defer s.prepareNoted()
+	defer s.noteWrites(len(batch))
 	err := s.runTx(batch)
 	if err == nil {
 		for _, op := range batch {
@@ -191,11 +338,27 @@ func (s *Store) commit(batch []writeOp) {
 	}
 }
 
+// prepareNoted prepares the queries transactions noted, now that the
+// writer's connection is free. A query that fails to prepare is left to
+// run unprepared, where it reports its own error.
+func (s *Store) prepareNoted() {
+	for _, q := range s.toPrepare {
+		if _, ok := s.writeStmts[q]; ok {
+			continue
+		}
+		if st, err := s.writer.Prepare(q); err == nil {
+			s.writeStmts[q] = st
+		}
+	}
+	s.toPrepare = s.toPrepare[:0]
+}
+
 func (s *Store) runTx(ops []writeOp) error {
-	tx, err := s.writer.Begin()
+	sqlTx, err := s.writer.Begin()
 	if err != nil {
 		return fmt.Errorf("begin write: %w", err)
 	}
+	tx := &Tx{Tx: sqlTx, s: s, bound: map[string]*sql.Stmt{}}
 	for _, op := range ops {
 		if err := op.fn(tx); err != nil {
 			tx.Rollback()
@@ -222,7 +385,7 @@ func (s *Store) Migrate(ctx context.Context, component string, steps []string) e
 	}
 	for v := have; v < len(steps); v++ {
 		step := steps[v]
-		err := s.Write(ctx, func(tx *sql.Tx) error {
+		err := s.Write(ctx, func(tx *Tx) error {
 			if _, err := tx.Exec(step); err != nil {
 				return err
 			}
@@ -248,11 +411,16 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.closing)
 	<-s.finished
+	close(s.checkpoint)
 	return s.closeDBs()
 }
 
 func (s *Store) closeDBs() error {
+	for _, st := range s.writeStmts {
+		st.Close()
+	}
+	s.readStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	// Checkpoint so the WAL does not outgrow the database between runs.
 	s.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return errors.Join(s.reader.Close(), s.writer.Close())
+	return errors.Join(s.reader.Close(), s.checkpointer.Close(), s.writer.Close())
 }

@@ -44,11 +44,12 @@ func TestKillMidStreamLosesNothingAndDoublesNothing(t *testing.T) {
 	var got, trace []string
 	var lastSeq int64
 
-	// record checks each delivered frame continues the stream: the next
-	// seq, never a repeat and never a gap, across restarts.
+	// record checks each delivered frame continues the stream: a larger
+	// seq than the last, never a repeat, across restarts. (The texts are
+	// checked for gaps at the end.)
 	record := func(epoch int, f daemontest.Frame, d *daemontest.Daemon) {
 		trace = append(trace, fmt.Sprintf("e%d:%d:%s", epoch, f.Seq, f.Event.Text))
-		if f.Seq != lastSeq+1 {
+		if f.Seq <= lastSeq {
 			t.Fatalf("epoch %d: after seq %d came seq %d (%s); last frames %v\n%s", epoch, lastSeq, f.Seq, f.Event.Text, trace[max(0, len(trace)-8):], d.Logs())
 		}
 		got = append(got, f.Event.Text)

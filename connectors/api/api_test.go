@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -48,7 +47,7 @@ func (s *fakeSink) Submit(ev *bridge.Event, done func(error)) {
 		return
 	}
 	cp := *ev
-	s.store.WriteAsync(func(*sql.Tx) error { return nil }, func(err error) {
+	s.store.WriteAsync(func(*bridge.Tx) error { return nil }, func(err error) {
 		if err == nil {
 			s.mu.Lock()
 			s.events = append(s.events, cp)
@@ -267,7 +266,7 @@ func (h *harness) send(chat, key, text string) string {
 // callbacks have run.
 func (h *harness) flush() {
 	h.t.Helper()
-	if err := h.store.Write(context.Background(), func(*sql.Tx) error { return nil }); err != nil {
+	if err := h.store.Write(context.Background(), func(*bridge.Tx) error { return nil }); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -560,10 +559,11 @@ func TestSendBroadcastOnce(t *testing.T) {
 	if n := h.logged("general"); n != 2 {
 		t.Fatalf("%d events logged, want 2", n)
 	}
-	// Other chats' events do not reach this subscriber.
+	// Other chats' events do not reach this subscriber; they do take a
+	// seq, which rises across all chats.
 	h.send("other", "pb.k3", "elsewhere")
 	h.send("general", "pb.k4", "three")
-	expectEvent(t, ws, "general", 3, "three")
+	expectEvent(t, ws, "general", 4, "three")
 
 	// Typing is live only: no seq, not logged.
 	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{Event: bridge.Event{Kind: bridge.KindTyping, Chat: bridge.ChatRef{ID: "general"}}}); err != nil {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
@@ -13,14 +14,23 @@ import (
 // at the same moment.
 var migrations = []string{
 	`CREATE TABLE IF NOT EXISTS api_events (
+		seq        INTEGER PRIMARY KEY, -- rises with every append, across chats
 		connector  TEXT    NOT NULL,
 		chat       TEXT    NOT NULL,
-		seq        INTEGER NOT NULL, -- per (connector, chat), from 1, no gaps
 		key        TEXT    NOT NULL, -- Outgoing.Key: the event's id on the wire
 		payload    TEXT    NOT NULL, -- the event's JSON as clients receive it
-		created_at INTEGER NOT NULL, -- unix milliseconds
-		PRIMARY KEY (connector, chat, seq),
-		UNIQUE (connector, chat, key)
+		created_at INTEGER NOT NULL  -- unix milliseconds
+	);
+	CREATE INDEX IF NOT EXISTS api_events_chat ON api_events (connector, chat, seq);
+	-- Keys are the core's delivery keys, unique across every chat.
+	CREATE UNIQUE INDEX IF NOT EXISTS api_events_key ON api_events (key);
+	-- trimmed_through is the highest seq trimming deleted from a chat, so a
+	-- client resuming from below it learns it missed events.
+	CREATE TABLE IF NOT EXISTS api_chats (
+		connector       TEXT    NOT NULL,
+		chat            TEXT    NOT NULL,
+		trimmed_through INTEGER NOT NULL,
+		PRIMARY KEY (connector, chat)
 	) WITHOUT ROWID;
 	CREATE TABLE IF NOT EXISTS api_media (
 		connector TEXT NOT NULL,
@@ -35,6 +45,11 @@ type eventLog struct {
 	store     *bridge.Store
 	connector string
 	history   int64
+	// kept counts each chat's logged events, from a COUNT the first time
+	// a chat is appended to. Only the store's writer goroutine touches it
+	// (appendTx runs there). A write op that runs twice can leave it a
+	// little high, which only makes a trim come early.
+	kept map[string]int64
 }
 
 // appendResult is what one append did; the write fn may run twice (the
@@ -50,23 +65,23 @@ func (l *eventLog) trimEvery() int64 {
 	return min(max(l.history/8, 1), 256)
 }
 
-// appendTx inserts one event unless its key is already logged. The seq is
-// max+1 inside the transaction: the store has one writer, so seqs are
-// gapless and rise in commit order, and they survive restarts.
-func (l *eventLog) appendTx(tx *sql.Tx, chat, key string, payload []byte, media []storedMedia, res *appendResult) error {
+// appendTx inserts one event unless its key is already logged (a
+// redelivery, which must be neither stored nor broadcast twice). The seq
+// is the row id: the store has one writer, so seqs rise in commit order,
+// and they survive restarts.
+func (l *eventLog) appendTx(tx *bridge.Tx, chat, key string, payload []byte, media []storedMedia, res *appendResult) error {
 	*res = appendResult{}
-	var seq int64
-	if err := tx.QueryRow(`SELECT COALESCE(MAX(seq), 0) + 1 FROM api_events WHERE connector = ? AND chat = ?`,
-		l.connector, chat).Scan(&seq); err != nil {
-		return err
-	}
-	r, err := tx.Exec(`INSERT OR IGNORE INTO api_events (connector, chat, seq, key, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		l.connector, chat, seq, key, string(payload), time.Now().UnixMilli())
+	r, err := tx.Exec(`INSERT OR IGNORE INTO api_events (connector, chat, key, payload, created_at) VALUES (?, ?, ?, ?, ?)`,
+		l.connector, chat, key, string(payload), time.Now().UnixMilli())
 	if err != nil {
 		return err
 	}
 	if n, err := r.RowsAffected(); err != nil || n == 0 {
-		return err // a redelivery: already logged and broadcast
+		return err
+	}
+	seq, err := r.LastInsertId()
+	if err != nil {
+		return err
 	}
 	for _, m := range media {
 		if _, err := tx.Exec(`INSERT INTO api_media (connector, sha256, mime) VALUES (?, ?, ?)
@@ -74,20 +89,65 @@ func (l *eventLog) appendTx(tx *sql.Tx, chat, key string, payload []byte, media 
 			return err
 		}
 	}
-	if seq%l.trimEvery() == 0 && seq > l.history {
-		if _, err := tx.Exec(`DELETE FROM api_events WHERE connector = ? AND chat = ? AND seq <= ?`,
-			l.connector, chat, seq-l.history); err != nil {
+	kept, ok := l.kept[chat]
+	if !ok {
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM api_events WHERE connector = ? AND chat = ?`, l.connector, chat).Scan(&kept); err != nil {
 			return err
 		}
+	} else {
+		kept++
 	}
+	if over := kept - l.history; over >= l.trimEvery() {
+		if err := l.trimTx(tx, chat, over); err != nil {
+			return err
+		}
+		kept -= over
+	}
+	l.kept[chat] = kept
 	res.seq, res.inserted = seq, true
 	return nil
+}
+
+// trimTx deletes a chat's oldest n events and records how far it deleted.
+// It reads only the rows it deletes, from the old end of the chat's index.
+func (l *eventLog) trimTx(tx *bridge.Tx, chat string, n int64) error {
+	var cut int64
+	err := tx.QueryRow(`SELECT seq FROM api_events WHERE connector = ? AND chat = ? ORDER BY seq LIMIT 1 OFFSET ?`,
+		l.connector, chat, n-1).Scan(&cut)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`DELETE FROM api_events WHERE connector = ? AND chat = ? AND seq <= ?`, l.connector, chat, cut); err != nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO api_chats (connector, chat, trimmed_through) VALUES (?, ?, ?)
+		ON CONFLICT (connector, chat) DO UPDATE SET trimmed_through = excluded.trimmed_through`, l.connector, chat, cut)
+	return err
+}
+
+// replayFloor is the seq below which a chat's events are not replayed:
+// events beyond the newest history (trimmed, or about to be) are cut, so
+// what a client gets does not depend on when trimming last ran. 0 when
+// nothing has been cut.
+func (l *eventLog) replayFloor(ctx context.Context, chat string) (int64, error) {
+	var beyond, trimmed sql.NullInt64
+	err := l.store.QueryRowContext(ctx, `SELECT seq FROM api_events WHERE connector = ? AND chat = ? ORDER BY seq DESC LIMIT 1 OFFSET ?`,
+		l.connector, chat, l.history).Scan(&beyond)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	err = l.store.QueryRowContext(ctx, `SELECT trimmed_through FROM api_chats WHERE connector = ? AND chat = ?`,
+		l.connector, chat).Scan(&trimmed)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	return max(beyond.Int64, trimmed.Int64), nil
 }
 
 // latest is the chat's highest seq, 0 for an empty log.
 func (l *eventLog) latest(ctx context.Context, chat string) (int64, error) {
 	var seq int64
-	err := l.store.DB().QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM api_events WHERE connector = ? AND chat = ?`,
+	err := l.store.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM api_events WHERE connector = ? AND chat = ?`,
 		l.connector, chat).Scan(&seq)
 	return seq, err
 }
@@ -100,7 +160,7 @@ type loggedEvent struct {
 // page returns up to n events with after < seq <= upto, in order. Callers
 // page so a slow client never holds a read connection open.
 func (l *eventLog) page(ctx context.Context, chat string, after, upto int64, n int) ([]loggedEvent, error) {
-	rows, err := l.store.DB().QueryContext(ctx, `SELECT seq, payload FROM api_events
+	rows, err := l.store.QueryContext(ctx, `SELECT seq, payload FROM api_events
 		WHERE connector = ? AND chat = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
 		l.connector, chat, after, upto, n)
 	if err != nil {
@@ -123,7 +183,7 @@ func (l *eventLog) page(ctx context.Context, chat string, after, upto int64, n i
 // mediaType is the MIME type recorded for a stored attachment, or "".
 func (l *eventLog) mediaType(ctx context.Context, digest string) string {
 	var mime string
-	l.store.DB().QueryRowContext(ctx, `SELECT mime FROM api_media WHERE connector = ? AND sha256 = ?`,
+	l.store.QueryRowContext(ctx, `SELECT mime FROM api_media WHERE connector = ? AND sha256 = ?`,
 		l.connector, digest).Scan(&mime)
 	return mime
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/phonebridge/phonebridge/bridge"
@@ -40,7 +39,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	}
 	var res appendResult
 	refused := make(chan error, 1)
-	c.store.WriteAsync(func(tx *sql.Tx) error {
+	c.store.WriteAsync(func(tx *bridge.Tx) error {
 		return c.events.appendTx(tx, chat, id, payload, media, &res)
 	}, func(err error) {
 		if err != nil {
@@ -73,7 +72,7 @@ func (c *Connector) sendEphemeral(out *bridge.Outgoing) error {
 	chat := out.Chat.ID
 	frame := eventFrameBytes(chat, 0, payload)
 	refused := make(chan error, 1)
-	c.store.WriteAsync(func(*sql.Tx) error { return nil }, func(err error) {
+	c.store.WriteAsync(func(*bridge.Tx) error { return nil }, func(err error) {
 		if err != nil {
 			refused <- err
 			return

@@ -580,9 +580,14 @@ func (cl *client) handleSubscribe(f *clientFrame) {
 	from, truncated := latest, false
 	if f.Since != nil {
 		from = *f.Since
-		// Only the last History events are replayed, even where trimming
-		// has not caught up yet, so what a client gets does not depend on it.
-		if floor := latest - c.events.history; from < floor {
+		floor, err := c.events.replayFloor(cl.ctx, chat)
+		if err != nil {
+			c.hub.unsubscribe(cl, chat)
+			c.log.Error("could not read an API chat's log", "connector", c.name, "chat", chat, "err", err)
+			cl.pushWait(errorFrame(f.Ref, &apiError{http.StatusServiceUnavailable, codeUnavailable, "could not read the chat's log"}))
+			return
+		}
+		if from < floor {
 			from, truncated = floor, true
 		}
 	}
