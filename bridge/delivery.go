@@ -87,7 +87,7 @@ func (d *deliverer) kick(dest Endpoint) {
 }
 
 // offer hands a just-committed outbox row to its queue. It runs on the
-// store's writer goroutine, in commit order, and never blocks.
+// store's completion goroutine, in commit order, and never blocks.
 func (d *deliverer) offer(dest Endpoint, row pendingRow) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -38,13 +38,21 @@ type Store struct {
 	ops      chan writeOp
 	closing  chan struct{}
 	finished chan struct{}
-	closeMu  sync.RWMutex // held for reading while queuing, for writing by Close
-	closed   bool
+	// dones carries each committed batch's callbacks to their own
+	// goroutine, so the writer starts the next transaction at once.
+	dones   chan []doneCall
+	closeMu sync.RWMutex // held for reading while queuing, for writing by Close
+	closed  bool
 }
 
 type writeOp struct {
 	fn   func(tx *Tx) error
 	done func(error)
+}
+
+type doneCall struct {
+	done func(error)
+	err  error
 }
 
 // Tx is a write transaction. Its Exec, Query and QueryRow run through
@@ -175,6 +183,7 @@ func OpenStore(path, sync string) (*Store, error) {
 		checkpointer: checkpointer,
 		checkpoint:   make(chan struct{}, 1),
 		ops:          make(chan writeOp, 4096),
+		dones:        make(chan []doneCall, 64),
 		closing:      make(chan struct{}),
 		finished:     make(chan struct{}),
 	}
@@ -183,6 +192,7 @@ func OpenStore(path, sync string) (*Store, error) {
 		return nil, fmt.Errorf("initialise database %s: %w", path, err)
 	}
 	go s.writeLoop()
+	go s.doneLoop()
 	go s.checkpointLoop()
 	return s, nil
 }
@@ -273,9 +283,10 @@ func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
-// WriteAsync queues fn like Write and returns; done gets the outcome, called
-// from the writer goroutine, so it must not block. Writes queued from one
-// goroutine commit in queue order.
+// WriteAsync queues fn like Write and returns; done gets the outcome. Done
+// callbacks run one at a time, in commit order, on the store's completion
+// goroutine, so they must not block. Writes queued from one goroutine
+// commit in queue order.
 func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
@@ -287,7 +298,7 @@ func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
 }
 
 func (s *Store) writeLoop() {
-	defer close(s.finished)
+	defer close(s.dones)
 	batch := make([]writeOp, 0, maxBatch)
 	for {
 		var first writeOp
@@ -318,24 +329,31 @@ func (s *Store) writeLoop() {
 	}
 }
 
+// doneLoop runs the callbacks of committed batches, in commit order.
+func (s *Store) doneLoop() {
+	defer close(s.finished)
+	for calls := range s.dones {
+		for _, c := range calls {
+			c.done(c.err)
+		}
+	}
+}
+
 func (s *Store) commit(batch []writeOp) {
 	defer s.prepareNoted()
 	defer s.noteWrites(len(batch))
+	calls := make([]doneCall, len(batch))
 	err := s.runTx(batch)
-	if err == nil {
-		for _, op := range batch {
-			op.done(nil)
+	for i, op := range batch {
+		calls[i] = doneCall{done: op.done, err: err}
+	}
+	if err != nil && len(batch) > 1 {
+		// One op spoiled the batch: isolate it by running each on its own.
+		for i, op := range batch {
+			calls[i].err = s.runTx([]writeOp{op})
 		}
-		return
 	}
-	if len(batch) == 1 {
-		batch[0].done(err)
-		return
-	}
-	// One op spoiled the batch: isolate it by running each on its own.
-	for _, op := range batch {
-		op.done(s.runTx([]writeOp{op}))
-	}
+	s.dones <- calls
 }
 
 // prepareNoted prepares the queries transactions noted, now that the

@@ -97,7 +97,7 @@ func (h *hub) unsubscribe(cl *client, chat string) {
 }
 
 // broadcast hands a committed event to the chat's subscribers. It runs on
-// the store's writer goroutine, in commit (so seq) order, and never blocks.
+// the store's completion goroutine, in commit (so seq) order, and never blocks.
 func (h *hub) broadcast(chat string, seq int64, frame []byte) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -534,7 +534,7 @@ func (cl *client) reserve() uint64 {
 }
 
 // reply fills reply slot n and sends every reply that is now next in line.
-// It may run on the store's writer goroutine, so it never blocks.
+// It may run on the store's completion goroutine, so it never blocks.
 func (cl *client) reply(n uint64, frame []byte) {
 	cl.rmu.Lock()
 	defer cl.rmu.Unlock()

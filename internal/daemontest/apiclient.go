@@ -155,3 +155,22 @@ func (c *Client) Send(ref string, ev WireEvent) error {
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// DialRaw connects to the API at addr like Dial and reads the hello frame,
+// but leaves reading and writing to the caller: a load generator that must
+// not spend the machine's CPU decoding frames it only counts.
+func DialRaw(addr, token string) (*websocket.Conn, error) {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	conn, _, err := d.Dial("ws://"+addr+"/v1/ws", h)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	var hello Frame
+	if err := conn.ReadJSON(&hello); err != nil || hello.Type != "hello" {
+		conn.Close()
+		return nil, fmt.Errorf("no hello from %s: %v", addr, err)
+	}
+	return conn, nil
+}
