@@ -23,7 +23,7 @@ test:
 	./scripts/test.sh
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 50000x ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime 30000x ./bench/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

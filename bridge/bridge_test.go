@@ -506,3 +506,36 @@ func TestQueueOverflowSpillsToOutboxInOrder(t *testing.T) {
 		}
 	}
 }
+
+// Stopping while a send hangs returns within the deadline and leaves the
+// event in the outbox; the next start delivers it.
+func TestStopWithASendInFlightKeepsTheEvent(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	// The send that hangs then fails (its connection died), so only a
+	// redelivery after the restart can deliver the event.
+	var calls atomic.Int64
+	b.FailWith(func(*bridge.Outgoing) error {
+		if calls.Add(1) == 1 {
+			return errors.New("connection reset")
+		}
+		return nil
+	})
+	release := b.Block()
+	h.Inject(msg("a", "x", "1", "in flight"))
+	b.WaitBlocked(t)
+	start := time.Now()
+	err := h.Stop(300 * time.Millisecond)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("stop took %v with a 300ms deadline", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "in flight") {
+		t.Errorf("stop error = %v, want one saying deliveries were in flight", err)
+	}
+	release()
+	h.Start()
+	got := b.WaitSent(t, 1)
+	if got[0].Text != "in flight" {
+		t.Errorf("after restart got %+v", got[0])
+	}
+}

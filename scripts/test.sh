@@ -16,6 +16,7 @@ echo "== go vet"
 go vet ./...
 
 echo "== go test -race"
-# Fuzz targets run their seed corpus here; integration tests build and run
-# the real binary.
+# Fuzz targets run their seed corpus here. Integration tests build and run
+# the real binary, itself built with -race so races in the daemon show too.
+export PHONEBRIDGE_TEST_RACE=1
 go test -race -count=1 -timeout 20m ./...

@@ -26,20 +26,21 @@ type Fake struct {
 	name string
 	caps bridge.Capabilities
 
-	mu     sync.Mutex
-	sink   bridge.Sink
-	sent   []bridge.Outgoing
-	keys   map[string]string // idempotency: key → native id
-	next   int
-	fail   func(out *bridge.Outgoing) error
-	block  chan struct{}
-	notify chan struct{}
-	media  map[string]string
+	mu      sync.Mutex
+	sink    bridge.Sink
+	sent    []bridge.Outgoing
+	keys    map[string]string // idempotency: key → native id
+	next    int
+	fail    func(out *bridge.Outgoing) error
+	block   chan struct{}
+	blocked chan struct{} // gets a value each time Send starts waiting on block
+	notify  chan struct{}
+	media   map[string]string
 }
 
 // NewFake returns a fake connector called name with caps.
 func NewFake(name string, caps bridge.Capabilities) *Fake {
-	return &Fake{name: name, caps: caps, keys: map[string]string{}, notify: make(chan struct{}, 1), media: map[string]string{}}
+	return &Fake{name: name, caps: caps, keys: map[string]string{}, blocked: make(chan struct{}, 16), notify: make(chan struct{}, 1), media: map[string]string{}}
 }
 
 // Name is the connector's name.
@@ -69,6 +70,16 @@ func (f *Fake) Block() (release func()) {
 	}
 }
 
+// WaitBlocked waits until a Send is held by Block.
+func (f *Fake) WaitBlocked(t testing.TB) {
+	t.Helper()
+	select {
+	case <-f.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no Send reached the block in 10s", f.name)
+	}
+}
+
 // Start implements bridge.Connector.
 func (f *Fake) Start(ctx context.Context, sink bridge.Sink) error {
 	f.mu.Lock()
@@ -91,6 +102,10 @@ func (f *Fake) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	block, fail := f.block, f.fail
 	f.mu.Unlock()
 	if block != nil {
+		select {
+		case f.blocked <- struct{}{}:
+		default:
+		}
 		select {
 		case <-block:
 		case <-ctx.Done():
@@ -247,12 +262,17 @@ func New(t testing.TB, routes []config.Route, fakes ...*Fake) *Harness {
 	for _, f := range fakes {
 		h.Fakes[f.name] = f
 	}
-	h.start()
-	t.Cleanup(h.stop)
+	h.Start()
+	t.Cleanup(func() {
+		if err := h.Stop(5 * time.Second); err != nil {
+			h.t.Errorf("stop bridge: %v", err)
+		}
+	})
 	return h
 }
 
-func (h *Harness) start() {
+// Start opens the store and starts a bridge on it.
+func (h *Harness) Start() {
 	h.t.Helper()
 	store, err := bridge.OpenStore(h.Path, "normal")
 	if err != nil {
@@ -269,27 +289,30 @@ func (h *Harness) start() {
 	}
 }
 
-func (h *Harness) stop() {
+// Stop stops the bridge within timeout and closes the store; it is a no-op
+// when stopped already.
+func (h *Harness) Stop(timeout time.Duration) error {
 	if h.Bridge == nil {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := h.Bridge.Stop(ctx); err != nil {
-		h.t.Errorf("stop bridge: %v", err)
-	}
-	if err := h.Store.Close(); err != nil {
-		h.t.Errorf("close store: %v", err)
+	err := h.Bridge.Stop(ctx)
+	if cerr := h.Store.Close(); cerr != nil && err == nil {
+		err = cerr
 	}
 	h.Bridge = nil
+	return err
 }
 
 // Restart stops the bridge and starts a new one on the same database, as
 // a daemon restart does.
 func (h *Harness) Restart() {
 	h.t.Helper()
-	h.stop()
-	h.start()
+	if err := h.Stop(5 * time.Second); err != nil {
+		h.t.Fatalf("stop bridge: %v", err)
+	}
+	h.Start()
 }
 
 // Inject submits ev from the fake connector named by ev.Chat.Connector.

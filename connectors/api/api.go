@@ -139,13 +139,13 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 	}
 	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		c.log.Warn("the API listens beyond this machine without TLS; anyone who can reach it and has the token can use it", "connector", c.name, "listen", ln.Addr().String())
+		c.log.Warn("the API listens beyond this machine without TLS; anyone who can reach it and has the token can use it", "listen", ln.Addr().String())
 	}
 	c.serveDone = make(chan struct{})
 	go func() {
 		defer close(c.serveDone)
 		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("the API server stopped", "connector", c.name, "err", err)
+			c.log.Error("the API server stopped", "err", err)
 			sink.SetState(bridge.StateFailed, err.Error())
 		}
 	}()
@@ -190,7 +190,7 @@ func (c *Connector) loadToken() (string, error) {
 	switch {
 	case err == nil:
 		if t := strings.TrimSpace(string(b)); len(t) >= minTokenLength {
-			c.log.Info("API token read from "+path, "connector", c.name)
+			c.log.Info("API token read from " + path)
 			return t, nil
 		}
 		return "", fmt.Errorf("the API token file %s is empty or too short: delete it to have a new token generated", path)
@@ -210,7 +210,7 @@ func (c *Connector) loadToken() (string, error) {
 		os.Remove(path)
 		return "", fmt.Errorf("save the API token: %w", err)
 	}
-	c.log.Info("API token generated; clients find it in "+path, "connector", c.name)
+	c.log.Info("API token generated; clients find it in " + path)
 	return token, nil
 }
 

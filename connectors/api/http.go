@@ -132,7 +132,7 @@ func (c *Connector) storeInbound(in *inbound) *apiError {
 	for i, b := range in.media {
 		digest, _, err := c.media.put(bytes.NewReader(b))
 		if err != nil {
-			c.log.Error("an attachment could not be stored", "connector", c.name, "err", err)
+			c.log.Error("an attachment could not be stored", "err", err)
 			return &apiError{http.StatusServiceUnavailable, codeUnavailable, fmt.Sprintf("media[%d] could not be stored", i)}
 		}
 		in.ev.Media[i].Ref = digest

@@ -44,7 +44,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	}, func(err error) {
 		if err != nil {
 			refused <- err
-			c.log.Error("an event for the API was not logged; its subscribers miss it", "connector", c.name, "chat", chat, "id", id, "err", err)
+			c.log.Error("an event for the API was not logged; its subscribers miss it", "chat", chat, "id", id, "err", err)
 			return
 		}
 		if res.inserted {

@@ -256,7 +256,7 @@ func (c *Connector) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.hub.unregister(cl)
-	c.log.Debug("websocket client connected", "connector", c.name, "remote", cl.remote)
+	c.log.Debug("websocket client connected", "remote", cl.remote)
 
 	cl.pushForce(mustJSON(helloFrame{Type: "hello", Version: 1, Connector: c.name}))
 	go cl.writeLoop()
@@ -264,7 +264,7 @@ func (c *Connector) handleWS(w http.ResponseWriter, r *http.Request) {
 	cl.kill(0, "")
 	<-cl.writerDone
 	conn.Close()
-	c.log.Debug("websocket client disconnected", "connector", c.name, "remote", cl.remote)
+	c.log.Debug("websocket client disconnected", "remote", cl.remote)
 }
 
 // kill ends the connection, with a close frame when code is not 0. The
@@ -551,6 +551,14 @@ func (cl *client) reply(n uint64, frame []byte) {
 	}
 }
 
+// subscribeFailed undoes a subscription whose log could not be read and
+// tells the client to try again.
+func (cl *client) subscribeFailed(ref, chat string, err error) {
+	cl.c.hub.unsubscribe(cl, chat)
+	cl.c.log.Error("could not read an API chat's log", "chat", chat, "err", err)
+	cl.pushWait(errorFrame(ref, &apiError{http.StatusServiceUnavailable, codeUnavailable, "could not read the chat's log; subscribe again"}))
+}
+
 // handleSubscribe registers the subscription first, then replays the log,
 // then goes live: a frame committed during the replay is either in the
 // replay or held by the subscription, and goLive drops the ones the
@@ -569,9 +577,7 @@ func (cl *client) handleSubscribe(f *clientFrame) {
 	sub := c.hub.subscribe(cl, chat)
 	latest, err := c.events.latest(cl.ctx, chat)
 	if err != nil {
-		c.hub.unsubscribe(cl, chat)
-		c.log.Error("could not read an API chat's log", "connector", c.name, "chat", chat, "err", err)
-		cl.pushWait(errorFrame(f.Ref, &apiError{http.StatusServiceUnavailable, codeUnavailable, "could not read the chat's log"}))
+		cl.subscribeFailed(f.Ref, chat, err)
 		return
 	}
 	// Nothing waits on a backoff for the API today (Send only logs), but a
@@ -582,9 +588,7 @@ func (cl *client) handleSubscribe(f *clientFrame) {
 		from = *f.Since
 		floor, err := c.events.replayFloor(cl.ctx, chat)
 		if err != nil {
-			c.hub.unsubscribe(cl, chat)
-			c.log.Error("could not read an API chat's log", "connector", c.name, "chat", chat, "err", err)
-			cl.pushWait(errorFrame(f.Ref, &apiError{http.StatusServiceUnavailable, codeUnavailable, "could not read the chat's log"}))
+			cl.subscribeFailed(f.Ref, chat, err)
 			return
 		}
 		if from < floor {
@@ -598,9 +602,7 @@ func (cl *client) handleSubscribe(f *clientFrame) {
 	for from < latest {
 		page, err := c.events.page(cl.ctx, chat, from, latest, replayPage)
 		if err != nil {
-			c.hub.unsubscribe(cl, chat)
-			c.log.Error("could not read an API chat's log", "connector", c.name, "chat", chat, "err", err)
-			cl.pushWait(errorFrame(f.Ref, &apiError{http.StatusServiceUnavailable, codeUnavailable, "could not read the chat's log; subscribe again"}))
+			cl.subscribeFailed(f.Ref, chat, err)
 			return
 		}
 		if len(page) == 0 {
