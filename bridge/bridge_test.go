@@ -539,3 +539,32 @@ func TestStopWithASendInFlightKeepsTheEvent(t *testing.T) {
 		t.Errorf("after restart got %+v", got[0])
 	}
 }
+
+// SetRoutes (a config reload) changes where new events go, at once.
+func TestSetRoutesAppliesToNewEvents(t *testing.T) {
+	a, b, c := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all), bridgetest.NewFake("c", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b, c)
+	h.Inject(msg("a", "x", "1", "before"))
+	b.WaitSent(t, 1)
+	h.Bridge.SetRoutes([]config.Route{bridgetest.Route("r", "a/x", "c/z")})
+	h.Inject(msg("a", "x", "2", "after"))
+	if got := c.WaitSent(t, 1); got[0].Text != "after" {
+		t.Errorf("c got %+v", got[0])
+	}
+	h.Inject(msg("a", "x", "3", "marker"))
+	c.WaitSent(t, 2)
+	if n := len(b.Sent()); n != 1 {
+		t.Errorf("b still receives after the route changed: %v", texts(b.Sent()))
+	}
+}
+
+func TestStatusReportsConnectorStates(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	st := h.Bridge.Status()
+	for _, name := range []string{"a", "b"} {
+		if st[name].State != bridge.StateConnected || st[name].Since.IsZero() {
+			t.Errorf("%s: %+v, want connected with a time", name, st[name])
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -203,18 +202,6 @@ func LookupType(name string) (ConnectorType, bool) {
 	defer registryMu.RUnlock()
 	t, ok := registry[name]
 	return t, ok
-}
-
-// TypeNames lists the registered connector types, sorted.
-func TypeNames() []string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	names := make([]string, 0, len(registry))
-	for n := range registry {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // KeyPrefix starts every Outgoing.Key. Platforms whose clients choose

@@ -14,10 +14,12 @@ import (
 )
 
 // deliverer runs one queue per destination chat. A queue's worker exists
-// only while the chat has undelivered events: it reads them from the outbox
-// in order, sends them one at a time, and exits when the chat is drained.
-// Chats never wait for each other; within a chat a failing event holds the
-// ones behind it, which is what keeps per-chat order.
+// only while the chat has undelivered events: it takes them in outbox
+// order (handed over in memory as they are committed, or read back from
+// the outbox when it is behind), sends them one at a time, and exits when
+// the chat is drained. Chats never wait for each other; within a chat a
+// failing event holds the ones behind it, which is what keeps per-chat
+// order.
 type deliverer struct {
 	store      *Store
 	log        *slog.Logger
@@ -277,7 +279,7 @@ func (d *deliverer) flush(q *queue, done *completions) {
 	if len(done.rows) == 0 {
 		return
 	}
-	first, last := done.rows[0], done.rows[len(done.rows)-1]
+	first, last, n := done.rows[0], done.rows[len(done.rows)-1], len(done.rows)
 	copies := done.copies
 	*done = completions{}
 	dest := q.dest
@@ -294,7 +296,7 @@ func (d *deliverer) flush(q *queue, done *completions) {
 		if err != nil {
 			// The sends happened; only our record of them is missing, so a
 			// restart may send them again (with the same keys).
-			d.log.Error("cannot record deliveries; they may be repeated after a restart", "destination", dest.String(), "events", last-first+1, "err", err)
+			d.log.Error("cannot record deliveries; they may be repeated after a restart", "destination", dest.String(), "events", n, "err", err)
 		}
 	})
 }

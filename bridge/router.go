@@ -51,12 +51,3 @@ func NewRouter(routes []config.Route) *Router {
 func (r *Router) Destinations(connector, chat string) []Endpoint {
 	return r.from[Endpoint{connector, chat}]
 }
-
-// Sources returns every chat whose events some route takes.
-func (r *Router) Sources() []Endpoint {
-	out := make([]Endpoint, 0, len(r.from))
-	for s := range r.from {
-		out = append(out, s)
-	}
-	return out
-}

@@ -193,6 +193,28 @@ func TestRunStartsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	bin := daemontest.Binary(t)
 	cfgPath := daemontest.WriteAPIPair(t, t.TempDir(), 1, "").Path
 	d := daemontest.Start(t, bin, "run", "-c", cfgPath)
+	// While it runs, everything in the state dir is its owner's alone:
+	// the database with its -wal and -shm files, tokens, media.
+	stateDir := filepath.Join(filepath.Dir(cfgPath), "state")
+	filepath.WalkDir(stateDir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := e.Info()
+		want := os.FileMode(0o600)
+		if e.IsDir() {
+			want = 0o700
+		}
+		if perm := info.Mode().Perm(); perm != want {
+			t.Errorf("%s has mode %o, want %o", path, perm, want)
+		}
+		return nil
+	})
+	for _, f := range []string{"phonebridge.db-wal", "phonebridge.db-shm"} {
+		if _, err := os.Stat(filepath.Join(stateDir, f)); err != nil {
+			t.Errorf("expected %s while running: %v", f, err)
+		}
+	}
 	took := d.Stop(5 * time.Second)
 	t.Logf("stopped in %v", took)
 	logs := d.Logs()
