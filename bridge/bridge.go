@@ -30,10 +30,20 @@ type Bridge struct {
 	// are shed, which is what best effort means.
 	ephemeral chan struct{}
 
+	// routes are the routes as configured; the router holds them with
+	// chat names resolved to ids.
+	routes    []config.Route
+	resolveMu sync.Mutex // one resolution at a time
+	// noticesTo is where Sink.Notice posts; zero when not configured.
+	noticesTo Endpoint
+
 	mu      sync.Mutex
 	states  map[string]ConnectorStatus
 	started []string
 }
+
+// NoticeOrigin is the connector name notices come from: phonebridge itself.
+const NoticeOrigin = "phonebridge"
 
 // ConnectorStatus is a connector's last reported state.
 type ConnectorStatus struct {
@@ -85,6 +95,8 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 		b.names = append(b.names, name)
 	}
 	sort.Strings(b.names)
+	b.routes = cfg.Routes
+	b.noticesTo = Endpoint{cfg.Notices.Connector, cfg.Notices.Chat}
 	b.router.Store(NewRouter(cfg.Routes))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
 	return b
@@ -98,9 +110,53 @@ func (b *Bridge) connector(name string) (Connector, bool) {
 // Store is the bridge's database.
 func (b *Bridge) Store() *Store { return b.store }
 
-// SetRoutes replaces the routing table; events already queued keep their
-// destinations.
-func (b *Bridge) SetRoutes(routes []config.Route) { b.router.Store(NewRouter(routes)) }
+// SetRoutes replaces the routes, resolving chat names; events already
+// queued keep their destinations.
+func (b *Bridge) SetRoutes(ctx context.Context, routes []config.Route) error {
+	b.resolveMu.Lock()
+	b.routes = routes
+	b.resolveMu.Unlock()
+	return b.resolveRoutes(ctx)
+}
+
+// resolveRoutes turns chat names in the routes into ids, through the
+// connectors that know them, and installs the result. A name the
+// connector cannot know yet leaves its endpoint out until ChatsChanged; a
+// name that is unknown or ambiguous is an error naming its YAML path, and
+// leaves that endpoint out too.
+func (b *Bridge) resolveRoutes(ctx context.Context) error {
+	b.resolveMu.Lock()
+	defer b.resolveMu.Unlock()
+	resolved := make([]config.Route, 0, len(b.routes))
+	var problems []error
+	for i, route := range b.routes {
+		r := route
+		r.Endpoints = nil
+		for j, ep := range route.Endpoints {
+			resolver, ok := b.conns[ep.Connector].(ChatResolver)
+			if ep.Chat == "" || !ok {
+				r.Endpoints = append(r.Endpoints, ep)
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			id, err := resolver.ResolveChat(rctx, ep.Chat)
+			cancel()
+			path := fmt.Sprintf("routes[%d].endpoints[%d].chat", i, j)
+			switch {
+			case errors.Is(err, ErrChatListUnavailable):
+				b.log.Warn("route endpoint waits for its chat list", "path", path, "chat", ep.Chat, "reason", err)
+			case err != nil:
+				problems = append(problems, fmt.Errorf("%s: %w", path, err))
+			default:
+				ep.Chat = id
+				r.Endpoints = append(r.Endpoints, ep)
+			}
+		}
+		resolved = append(resolved, r)
+	}
+	b.router.Store(NewRouter(resolved))
+	return errors.Join(problems...)
+}
 
 // Start migrates the store, starts every connector and resumes delivery of
 // whatever the outbox still holds. On error nothing is left running.
@@ -110,6 +166,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	if err := b.ledger.load(ctx, b.store); err != nil {
 		return fmt.Errorf("read the message map: %w", err)
+	}
+	// Names resolve before any connector runs, so no event can arrive
+	// while its route is not yet known.
+	if err := b.resolveRoutes(ctx); err != nil {
+		return err
 	}
 	for _, name := range b.names {
 		b.setState(name, StateStarting, "")
@@ -172,21 +233,30 @@ func (b *Bridge) stopConnectors(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Run starts the bridge, waits for ctx to end, then stops within
-// stopTimeout.
-func (b *Bridge) Run(ctx context.Context, stopTimeout time.Duration) error {
-	if err := b.Start(ctx); err != nil {
-		if b.ownsStore {
-			b.store.Close()
+// Links reports every connector that links an account (bridge.Linker),
+// sorted by name.
+func (b *Bridge) Links() []LinkStatus {
+	var out []LinkStatus
+	for _, name := range b.names {
+		if l, ok := b.conns[name].(Linker); ok {
+			st := l.LinkStatus()
+			st.Name = name
+			out = append(out, st)
 		}
-		return err
 	}
-	b.log.Info("phonebridge is running", "connectors", len(b.names), "database", b.store.Path())
-	<-ctx.Done()
-	b.log.Info("stopping", "within", stopTimeout)
-	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-	defer cancel()
-	return b.Stop(stopCtx)
+	return out
+}
+
+// Linker returns the named connector if it links accounts.
+func (b *Bridge) Linker(name string) (Linker, bool) {
+	l, ok := b.conns[name].(Linker)
+	return l, ok
+}
+
+// ChatLister returns the named connector if it lists its chats.
+func (b *Bridge) ChatLister(name string) (ChatLister, bool) {
+	l, ok := b.conns[name].(ChatLister)
+	return l, ok
 }
 
 // Status reports every connector's last state.
@@ -250,7 +320,13 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 	if ev.ID == "" {
 		ev.ID = KeyPrefix + "in." + randomHex(8)
 	}
-	payload, err := json.Marshal(&ev)
+	b.accept(&ev, dests, done)
+}
+
+// accept commits a checked durable event with its destinations, then hands
+// the new outbox rows to their queues.
+func (b *Bridge) accept(ev *Event, dests []Endpoint, done func(error)) {
+	payload, err := json.Marshal(ev)
 	if err != nil {
 		done(fmt.Errorf("encode the event: %w", err))
 		return
@@ -258,14 +334,14 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 	var res acceptResult
 	now := time.Now()
 	b.store.WriteAsync(func(tx *Tx) error {
-		return b.ledger.accept(tx, &ev, payload, dests, now, &res)
+		return b.ledger.accept(tx, ev, payload, dests, now, &res)
 	}, func(err error) {
 		if err != nil {
 			done(fmt.Errorf("store the event: %w", err))
 			return
 		}
 		if res.echo {
-			b.log.Debug("dropped the echo of an event the bridge sent", "connector", name, "chat", ev.Chat.ID, "id", ev.ID)
+			b.log.Debug("dropped the echo of an event the bridge sent", "connector", ev.Chat.Connector, "chat", ev.Chat.ID, "id", ev.ID)
 		}
 		for _, q := range res.queued {
 			b.del.offer(q.dest, q.row)
@@ -326,3 +402,35 @@ type sink struct {
 func (s sink) Submit(ev *Event, done func(error))  { s.b.submit(s.name, ev, done) }
 func (s sink) Resume(chat string)                  { s.b.del.resume(s.name, chat) }
 func (s sink) SetState(state State, detail string) { s.b.setState(s.name, state, detail) }
+func (s sink) Notice(text string)                  { s.b.notice(s.name, text) }
+
+func (s sink) ChatsChanged() {
+	go func() {
+		if err := s.b.resolveRoutes(context.Background()); err != nil {
+			s.b.log.Error("routes name chats that do not resolve; those endpoints stay out", "connector", s.name, "err", err)
+		}
+	}()
+}
+
+// notice posts an operator notice from connector from to the notices
+// chat, through the outbox like any event.
+func (b *Bridge) notice(from, text string) {
+	b.log.Info("notice", "connector", from, "text", text)
+	if b.noticesTo == (Endpoint{}) {
+		return
+	}
+	ev := Event{
+		Kind:   KindMessage,
+		Chat:   ChatRef{Connector: NoticeOrigin, ID: "notices", Name: "phonebridge"},
+		ID:     KeyPrefix + "notice." + randomHex(8),
+		Sender: Sender{ID: NoticeOrigin, Name: "phonebridge"},
+		Time:   time.Now(),
+		Text:   text,
+		Notice: true,
+	}
+	b.accept(&ev, []Endpoint{b.noticesTo}, func(err error) {
+		if err != nil {
+			b.log.Error("a notice could not be queued", "connector", from, "err", err)
+		}
+	})
+}

@@ -546,7 +546,9 @@ func TestSetRoutesAppliesToNewEvents(t *testing.T) {
 	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b, c)
 	h.Inject(msg("a", "x", "1", "before"))
 	b.WaitSent(t, 1)
-	h.Bridge.SetRoutes([]config.Route{bridgetest.Route("r", "a/x", "c/z")})
+	if err := h.Bridge.SetRoutes(context.Background(), []config.Route{bridgetest.Route("r", "a/x", "c/z")}); err != nil {
+		t.Fatal(err)
+	}
 	h.Inject(msg("a", "x", "2", "after"))
 	if got := c.WaitSent(t, 1); got[0].Text != "after" {
 		t.Errorf("c got %+v", got[0])
@@ -566,5 +568,103 @@ func TestStatusReportsConnectorStates(t *testing.T) {
 		if st[name].State != bridge.StateConnected || st[name].Since.IsZero() {
 			t.Errorf("%s: %+v, want connected with a time", name, st[name])
 		}
+	}
+}
+
+// chats: all carries every chat of one connector to the chat with the same
+// id on another (a connector keeping a chat per origin chat), both ways,
+// beside a fixed endpoint.
+func TestAllChatsRoutes(t *testing.T) {
+	phone, api, log := bridgetest.NewFake("phone", all), bridgetest.NewFake("api", all), bridgetest.NewFake("log", all)
+	route := bridgetest.Route("everything", "phone/*", "api/*")
+	route.Endpoints = append(route.Endpoints, config.Endpoint{Connector: "log", Chat: "archive", Direction: config.Out})
+	h := bridgetest.New(t, []config.Route{route}, phone, api, log)
+	h.Inject(msg("phone", "123@s.whatsapp.net", "w1", "from a direct chat"))
+	h.Inject(msg("phone", "456@g.us", "w2", "from a group"))
+	got := api.WaitSent(t, 2)
+	if got[0].Chat.ID != "123@s.whatsapp.net" || got[1].Chat.ID != "456@g.us" {
+		t.Errorf("api chats %q, %q; want the origin chats' ids", got[0].Chat.ID, got[1].Chat.ID)
+	}
+	if l := log.WaitSent(t, 2); l[0].Chat.ID != "archive" {
+		t.Errorf("fixed endpoint got chat %q", l[0].Chat.ID)
+	}
+	h.Inject(msg("api", "456@g.us", "a1", "answer"))
+	back := phone.WaitSent(t, 1)
+	if back[0].Chat.ID != "456@g.us" || back[0].Text != "answer" {
+		t.Errorf("phone got %+v, want the answer in 456@g.us", back[0])
+	}
+	log.WaitSent(t, 3)
+	if n := len(api.Sent()); n != 2 {
+		t.Errorf("api got its own answer back: %v", texts(api.Sent()))
+	}
+}
+
+// Routes may name chats; the connector resolves names before it starts, an
+// unknown name fails the start with its path, and a name whose chat list
+// is not there yet waits for ChatsChanged.
+func TestRoutesResolveChatNames(t *testing.T) {
+	phone, api := bridgetest.NewFake("phone", all), bridgetest.NewFake("api", all)
+	phone.SetChats(map[string]string{"Family": "456@g.us"}, true)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "phone/Family", "api/fam")}, phone, api)
+	h.Inject(msg("phone", "456@g.us", "w1", "by name"))
+	if got := api.WaitSent(t, 1); got[0].Text != "by name" {
+		t.Errorf("got %+v", got[0])
+	}
+
+	if err := h.Bridge.SetRoutes(context.Background(), []config.Route{bridgetest.Route("r", "phone/Famly", "api/fam")}); err == nil ||
+		!strings.Contains(err.Error(), "routes[0].endpoints[0].chat") || !strings.Contains(err.Error(), `"Famly"`) {
+		t.Errorf("unknown name: err = %v, want one naming routes[0].endpoints[0].chat", err)
+	}
+
+	phone.SetChats(map[string]string{"Work": "789@g.us"}, false) // e.g. not linked yet
+	if err := h.Bridge.SetRoutes(context.Background(), []config.Route{bridgetest.Route("r", "phone/Work", "api/work")}); err != nil {
+		t.Fatalf("a chat list not there yet must not be an error: %v", err)
+	}
+	if err := phone.Inject(context.Background(), msg("phone", "789@g.us", "w2", "too early")); !errors.Is(err, bridge.ErrNoRoute) {
+		t.Errorf("before the chat list: %v, want no route", err)
+	}
+	phone.SetChats(map[string]string{"Work": "789@g.us"}, true)
+	phone.Sink().ChatsChanged()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := phone.Inject(context.Background(), msg("phone", "789@g.us", "w3", "after"))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bridge.ErrNoRoute) || time.Now().After(deadline) {
+			t.Fatalf("after ChatsChanged: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := api.WaitSent(t, 2); got[1].Text != "after" || got[1].Chat.ID != "work" {
+		t.Errorf("got %+v", got[1])
+	}
+}
+
+func TestNoticesGoToTheConfiguredChat(t *testing.T) {
+	phone, api := bridgetest.NewFake("phone", all), bridgetest.NewFake("api", all)
+	h := bridgetest.New(t, nil, phone, api)
+	h.Config.Notices = config.Notices{Connector: "api", Chat: "admin"}
+	h.Restart()
+	phone.Sink().Notice("WhatsApp link 'phone' was logged out from the phone — run `phonebridge link phone`")
+	got := api.WaitSent(t, 1)
+	if got[0].Chat.ID != "admin" || !got[0].Notice || !strings.Contains(got[0].Text, "logged out") || got[0].Origin.Connector != bridge.NoticeOrigin {
+		t.Errorf("notice arrived as %+v", got[0])
+	}
+}
+
+// WhatsApp removes a reaction without saying which: the core finds the
+// sender's reaction and names it for destinations that need it.
+func TestReactionRemovalWithoutEmoji(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	h.Inject(msg("a", "x", "A1", "hello"))
+	react := act(bridge.KindReaction, "a", "x", "A2", "A1")
+	react.Emoji = "🎉"
+	h.Inject(react)
+	h.Inject(act(bridge.KindReactionRemove, "a", "x", "A3", "A1"))
+	got := b.WaitSent(t, 3)
+	if got[2].Kind != bridge.KindReactionRemove || got[2].Emoji != "🎉" || got[2].TargetReaction != "b-2" || got[2].Target != "b-1" {
+		t.Errorf("removal arrived as %+v", got[2])
 	}
 }

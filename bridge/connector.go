@@ -75,6 +75,14 @@ type Sink interface {
 	Resume(chat string)
 	// SetState reports the connector's state for logs and status.
 	SetState(state State, detail string)
+	// Notice posts text for the operator to the configured notices chat
+	// (config `notices:`), durably like any event; without one it is only
+	// logged. For what needs acting on: "link 'me' was logged out".
+	Notice(text string)
+	// ChatsChanged says the connector's chat list changed (linked, chats
+	// loaded, a group renamed), so routes naming chats by name are
+	// resolved again.
+	ChatsChanged()
 }
 
 // Accept submits ev and waits until it is committed or refused.

@@ -123,7 +123,9 @@ type Event struct {
 	// native id of the reaction being removed, where one is known (Matrix
 	// removes a reaction by redacting it).
 	TargetReaction string `json:"target_reaction,omitempty"`
-	// Emoji is the reaction for reaction and reaction_remove.
+	// Emoji is the reaction for reaction and reaction_remove. A removal may
+	// leave it empty (WhatsApp does not say which); the core then removes
+	// the sender's latest reaction to the target and fills it in.
 	Emoji string `json:"emoji,omitempty"`
 
 	// Origin is where an outgoing event came from: the origin connector's
@@ -151,9 +153,9 @@ func (e *Event) Check() error {
 		if e.Text == "" {
 			return fmt.Errorf("an edit needs the new text")
 		}
-	case KindReaction, KindReactionRemove:
+	case KindReaction:
 		if e.Emoji == "" {
-			return fmt.Errorf("a %s needs an emoji", e.Kind)
+			return fmt.Errorf("a reaction needs an emoji")
 		}
 	}
 	return nil

@@ -247,10 +247,19 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 			}
 		case ev.Kind == KindReactionRemove && st.TargetMsg != 0:
 			if st.ReactionMsg == 0 {
-				err := tx.QueryRow(`SELECT id FROM messages WHERE target_id = ? AND sender_id = ? AND emoji = ? AND kind = ? AND deleted = 0
-					ORDER BY id DESC LIMIT 1`, st.TargetMsg, ev.Sender.ID, ev.Emoji, KindReaction).Scan(&st.ReactionMsg)
+				// Without an emoji (WhatsApp), the sender's latest reaction
+				// to the message is the one removed.
+				var emoji string
+				err := tx.QueryRow(`SELECT id, emoji FROM messages WHERE target_id = ? AND sender_id = ? AND kind = ? AND deleted = 0
+					AND (emoji = ? OR ? = '') ORDER BY id DESC LIMIT 1`, st.TargetMsg, ev.Sender.ID, KindReaction, ev.Emoji, ev.Emoji).Scan(&st.ReactionMsg, &emoji)
 				if err != nil && !errors.Is(err, sql.ErrNoRows) {
 					return err
+				}
+				if ev.Emoji == "" && emoji != "" {
+					ev.Emoji = emoji
+					if payload, err = json.Marshal(&ev); err != nil {
+						return err
+					}
 				}
 			}
 			if st.ReactionMsg != 0 {

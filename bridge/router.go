@@ -13,41 +13,84 @@ type Endpoint struct {
 func (e Endpoint) String() string { return e.Connector + "/" + e.Chat }
 
 // Router knows, for every chat, where its events go. It is immutable; a
-// config reload builds a new one.
+// config reload or a change in chat names builds a new one.
 type Router struct {
-	// from maps a chat whose events enter some route to every chat that
-	// receives them: each once, never the chat itself.
-	from map[Endpoint][]Endpoint
+	// from maps a chat whose events enter some route to where they go.
+	from map[Endpoint][]target
+	// all maps a connector with a `chats: all` endpoint to where events
+	// from any of its chats go.
+	all map[string][]target
 }
 
-// NewRouter builds the fan-out table from routes. An event from a chat goes
-// to every other endpoint that receives, across all routes the chat sends
-// into; a chat shared by two routes joins them only for its own events, so
-// nothing loops between routes.
+// target is a destination: a fixed chat, or (sameChat) the chat with the
+// origin's id on Connector, for connectors that keep a chat per origin chat.
+type target struct {
+	Endpoint
+	sameChat bool
+}
+
+// NewRouter builds the fan-out table from routes, whose chats must be ids
+// (see Bridge.resolveRoutes). An event from a chat goes to every other
+// endpoint that receives, across all routes the chat sends into; a chat
+// shared by two routes joins them only for its own events, so nothing
+// loops between routes.
 func NewRouter(routes []config.Route) *Router {
-	r := &Router{from: map[Endpoint][]Endpoint{}}
-	seen := map[[2]Endpoint]bool{}
+	r := &Router{from: map[Endpoint][]target{}, all: map[string][]target{}}
 	for _, route := range routes {
-		for _, src := range route.Endpoints {
+		for i, src := range route.Endpoints {
 			if !src.Direction.Sends() {
 				continue
 			}
-			s := Endpoint{src.Connector, src.Chat}
-			for _, dst := range route.Endpoints {
-				d := Endpoint{dst.Connector, dst.Chat}
-				if d == s || !dst.Direction.Receives() || seen[[2]Endpoint{s, d}] {
+			var targets []target
+			for j, dst := range route.Endpoints {
+				if j == i || !dst.Direction.Receives() {
 					continue
 				}
-				seen[[2]Endpoint{s, d}] = true
-				r.from[s] = append(r.from[s], d)
+				targets = append(targets, target{Endpoint{dst.Connector, dst.Chat}, dst.Chats == config.AllChats})
+			}
+			if src.Chats == config.AllChats {
+				r.all[src.Connector] = append(r.all[src.Connector], targets...)
+			} else {
+				k := Endpoint{src.Connector, src.Chat}
+				r.from[k] = append(r.from[k], targets...)
 			}
 		}
 	}
 	return r
 }
 
-// Destinations returns where events from chat on connector go; nil when
-// no route takes them.
+// Destinations returns where events from chat on connector go, each once
+// and never the chat itself; nil when no route takes them.
 func (r *Router) Destinations(connector, chat string) []Endpoint {
-	return r.from[Endpoint{connector, chat}]
+	exact, all := r.from[Endpoint{connector, chat}], r.all[connector]
+	if len(exact)+len(all) == 0 {
+		return nil
+	}
+	origin := Endpoint{connector, chat}
+	out := make([]Endpoint, 0, len(exact)+len(all))
+	for _, ts := range [2][]target{exact, all} {
+		for _, t := range ts {
+			d := t.Endpoint
+			if t.sameChat {
+				d.Chat = chat
+			}
+			if d == origin || containsEndpoint(out, d) {
+				continue
+			}
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func containsEndpoint(list []Endpoint, e Endpoint) bool {
+	for _, x := range list {
+		if x == e {
+			return true
+		}
+	}
+	return false
 }

@@ -19,6 +19,7 @@ import (
 // at once, and nothing waits on a timer.
 type Store struct {
 	path   string
+	dsn    func(extra ...string) string
 	writer *sql.DB // exactly one connection: SQLite has one writer anyway
 	reader *sql.DB // read-only connections; WAL lets them run beside the writer
 	// checkpointer copies the WAL into the database on its own connection.
@@ -141,13 +142,7 @@ func OpenStore(path, sync string) (*Store, error) {
 		return nil, fmt.Errorf("restrict database %s to its owner: %w", path, err)
 	}
 
-	dsn := func(extra ...string) string {
-		q := url.Values{}
-		for _, p := range append([]string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(" + sync + ")", "foreign_keys(1)"}, extra...) {
-			q.Add("_pragma", p)
-		}
-		return "file:" + path + "?" + q.Encode()
-	}
+	dsn := dsnFor(path, sync)
 	writer, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)")+"&_txlock=immediate")
 	if err != nil {
 		return nil, err
@@ -176,6 +171,7 @@ func OpenStore(path, sync string) (*Store, error) {
 	checkpointer.SetMaxOpenConns(1)
 
 	s := &Store{
+		dsn:          dsn,
 		writeStmts:   map[string]*sql.Stmt{},
 		path:         path,
 		writer:       writer,
@@ -195,6 +191,31 @@ func OpenStore(path, sync string) (*Store, error) {
 	go s.doneLoop()
 	go s.checkpointLoop()
 	return s, nil
+}
+
+// dsnFor is the driver address for the database at path, with the
+// pragmas every connection needs and extra ones.
+func dsnFor(path, sync string) func(extra ...string) string {
+	return func(extra ...string) string {
+		q := url.Values{}
+		for _, p := range append([]string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(" + sync + ")", "foreign_keys(1)"}, extra...) {
+			q.Add("_pragma", p)
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+}
+
+// OpenPool opens another pool of connections to the database, for a
+// library that needs its own *sql.DB (whatsmeow's session store). Its
+// writes take turns with the store's through SQLite's own lock; the
+// caller closes it.
+func (s *Store) OpenPool(maxConns int) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", s.dsn())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(maxConns)
+	return db, nil
 }
 
 // checkpointEvery is how many writes pass between checkpoints: often

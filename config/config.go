@@ -22,6 +22,10 @@ type Config struct {
 	// Connectors by name; decoded by the registered type's options.
 	Connectors map[string]*Connector `yaml:"connectors"`
 	Routes     []Route               `yaml:"routes"`
+	// Notices is where phonebridge posts what an operator must know (a
+	// WhatsApp link logged out from the phone, a ban): any connector's
+	// chat. Empty: notices go to the log only.
+	Notices Notices `yaml:"notices"`
 
 	// Path is the file this config was loaded from; "" when parsed from bytes.
 	Path string `yaml:"-"`
@@ -73,11 +77,26 @@ type Route struct {
 	Endpoints []Endpoint `yaml:"endpoints"`
 }
 
-// Endpoint is one chat of a route.
+// Endpoint is one chat of a route, or every chat of a connector.
 type Endpoint struct {
-	Connector string    `yaml:"connector"`
-	Chat      string    `yaml:"chat"`
+	Connector string `yaml:"connector"`
+	// Chat is the chat's id, or, where the connector resolves names
+	// (WhatsApp), its exact name.
+	Chat string `yaml:"chat"`
+	// Chats "all" stands for every chat of the connector: an event from
+	// chat X goes to chat X on the route's other "all" endpoints (a
+	// connector that makes a chat per origin chat), and to its fixed ones.
+	Chats     string    `yaml:"chats"`
 	Direction Direction `yaml:"direction"`
+}
+
+// AllChats is the value of Endpoint.Chats that takes every chat.
+const AllChats = "all"
+
+// Notices names the chat phonebridge's notices go to.
+type Notices struct {
+	Connector string `yaml:"connector"`
+	Chat      string `yaml:"chat"`
 }
 
 // Direction says which way events cross an endpoint.

@@ -131,7 +131,7 @@ func TestParseBadConfigs(t *testing.T) {
 		{
 			name: "unknown top-level key without a close match",
 			yaml: okConns + "frobnicate: true\n",
-			path: "frobnicate", msg: "unknown key (known: connectors, delivery, log, relay, routes, state_dir, store)", line: 8,
+			path: "frobnicate", msg: "unknown key (known: connectors, delivery, log, notices, relay, routes, state_dir, store)", line: 8,
 		},
 		{
 			name: "misspelled connector option",
@@ -359,6 +359,45 @@ routes:
         chat: family
 `,
 			path: "routes[0].endpoints[2]", msg: `connector "chat-api" chat "family" is already in this route (endpoints[0])`, line: 16,
+		},
+		{
+			name: "chats other than all",
+			yaml: okConns + `
+routes:
+  - name: everything
+    endpoints:
+      - {connector: chat-api, chats: every}
+      - {connector: matrix, chats: all}
+`,
+			path: "routes[0].endpoints[0].chats", msg: `"every" is not one of all`, line: 12,
+		},
+		{
+			name: "chat and chats together",
+			yaml: okConns + `
+routes:
+  - name: everything
+    endpoints:
+      - {connector: chat-api, chat: family, chats: all}
+      - {connector: matrix, chats: all}
+`,
+			path: "routes[0].endpoints[0].chats", msg: "give chat (one chat) or chats: all (every chat), not both", line: 12,
+		},
+		{
+			name: "notices to an unknown connector",
+			yaml: okConns + okRoute + `
+notices:
+  connector: matirx
+  chat: "!admin:example.org"
+`,
+			path: "notices.connector", msg: `unknown connector "matirx" (did you mean matrix?)`,
+		},
+		{
+			name: "notices without a chat",
+			yaml: okConns + okRoute + `
+notices:
+  connector: matrix
+`,
+			path: "notices.chat", msg: "is required",
 		},
 		{
 			name: "bad direction",
@@ -770,7 +809,7 @@ routes:
 		t.Fatalf("Routes = %+v", cfg.Routes)
 	}
 	eps := cfg.Routes[0].Endpoints
-	if eps[0] != (Endpoint{"chat-api", "family", Out}) || eps[1] != (Endpoint{"matrix", "!room:example.org", Both}) {
+	if eps[0] != (Endpoint{Connector: "chat-api", Chat: "family", Direction: Out}) || eps[1] != (Endpoint{Connector: "matrix", Chat: "!room:example.org", Direction: Both}) {
 		t.Errorf("Endpoints = %+v", eps)
 	}
 	if cfg.Path != filepath.Join(dir, "phonebridge.yaml") {

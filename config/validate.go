@@ -68,6 +68,15 @@ func (c *Config) validate(items *[]Problem) {
 	}
 
 	c.validateRoutes(ck, names)
+	if c.Notices != (Notices{}) {
+		nc := ck.At("notices")
+		if nc.Required("connector", c.Notices.Connector) {
+			if _, ok := c.Connectors[c.Notices.Connector]; !ok {
+				nc.Errorf("connector", "unknown connector %q%s", c.Notices.Connector, suggestion(c.Notices.Connector, names))
+			}
+		}
+		nc.Required("chat", c.Notices.Chat)
+	}
 
 	// Options last: they are the connectors' own business.
 	for _, name := range names {
@@ -134,16 +143,27 @@ func (c *Config) validateRoutes(ck *Checker, connectors []string) {
 					ec.Errorf("connector", "unknown connector %q%s", ep.Connector, suggestion(ep.Connector, connectors))
 				}
 			}
-			ec.Required("chat", ep.Chat)
+			switch {
+			case ep.Chat != "" && ep.Chats != "":
+				ec.Errorf("chats", "give chat (one chat) or chats: all (every chat), not both")
+			case ep.Chats != "":
+				ec.OneOf("chats", ep.Chats, AllChats)
+			default:
+				ec.Required("chat", ep.Chat)
+			}
 			if ep.Direction != "" && !ec.OneOf("direction", string(ep.Direction), string(Both), string(In), string(Out)) {
 				directionsOK = false
 			}
 			sends = sends || ep.Direction.Sends()
 			receives = receives || ep.Direction.Receives()
-			if ep.Connector == "" || ep.Chat == "" {
+			chat := ep.Chat
+			if ep.Chats != "" {
+				chat = "*" + ep.Chats
+			}
+			if ep.Connector == "" || chat == "" {
 				continue
 			}
-			k := [2]string{ep.Connector, ep.Chat}
+			k := [2]string{ep.Connector, chat}
 			if first, dup := seen[k]; dup {
 				ec.Errorf("", "connector %q chat %q is already in this route (endpoints[%d])", ep.Connector, ep.Chat, first)
 			} else {

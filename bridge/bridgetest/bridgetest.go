@@ -36,6 +36,10 @@ type Fake struct {
 	blocked chan struct{} // gets a value each time Send starts waiting on block
 	notify  chan struct{}
 	media   map[string]string
+	// chats maps chat names to ids for ResolveChat; nil resolves every
+	// name to itself. chatsReady false makes it report the list unavailable.
+	chats      map[string]string
+	chatsReady bool
 }
 
 // NewFake returns a fake connector called name with caps.
@@ -78,6 +82,40 @@ func (f *Fake) WaitBlocked(t testing.TB) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s: no Send reached the block in 10s", f.name)
 	}
+}
+
+// SetChats gives the fake a chat directory for ResolveChat (name → id);
+// ready false makes it answer that its chat list is not available yet.
+func (f *Fake) SetChats(chats map[string]string, ready bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.chats, f.chatsReady = chats, ready
+}
+
+// ResolveChat implements bridge.ChatResolver: an id (a value of the
+// directory) or a name in it; anything when there is no directory.
+func (f *Fake) ResolveChat(ctx context.Context, nameOrID string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.chats == nil {
+		return nameOrID, nil
+	}
+	if !f.chatsReady {
+		return "", fmt.Errorf("%s: %w", f.name, bridge.ErrChatListUnavailable)
+	}
+	for name, id := range f.chats {
+		if nameOrID == id || nameOrID == name {
+			return id, nil
+		}
+	}
+	return "", fmt.Errorf("no chat called %q on %s", nameOrID, f.name)
+}
+
+// Sink is the core as this fake sees it, once started.
+func (f *Fake) Sink() bridge.Sink {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sink
 }
 
 // Start implements bridge.Connector.
@@ -233,7 +271,8 @@ type Harness struct {
 	Config *config.Config
 }
 
-// Route is shorthand for a route joining chats given as "connector/chat".
+// Route is shorthand for a route joining chats given as "connector/chat";
+// "connector/*" stands for every chat of the connector (chats: all).
 func Route(name string, endpoints ...string) config.Route {
 	r := config.Route{Name: name}
 	for _, e := range endpoints {
@@ -244,7 +283,11 @@ func Route(name string, endpoints ...string) config.Route {
 				break
 			}
 		}
-		r.Endpoints = append(r.Endpoints, config.Endpoint{Connector: c, Chat: chat, Direction: config.Both})
+		ep := config.Endpoint{Connector: c, Chat: chat, Direction: config.Both}
+		if chat == "*" {
+			ep.Chat, ep.Chats = "", config.AllChats
+		}
+		r.Endpoints = append(r.Endpoints, ep)
 	}
 	return r
 }

@@ -7,19 +7,15 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/phonebridge/phonebridge"
-	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
 	_ "github.com/phonebridge/phonebridge/connectors/all"
+	"github.com/phonebridge/phonebridge/internal/daemon"
 	"github.com/phonebridge/phonebridge/internal/logging"
 )
-
-// stopTimeout keeps shutdown inside the 5 s systemd and operators expect.
-const stopTimeout = 4500 * time.Millisecond
 
 type globalFlags struct {
 	config    string
@@ -40,12 +36,15 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "", "config file (default: ./phonebridge.yaml, $XDG_CONFIG_HOME/phonebridge/config.yaml, /etc/phonebridge/config.yaml)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "text or json (overrides log.format)")
-	root.AddCommand(newRunCommand(&g), newConfigCommand(&g), newVersionCommand())
+	root.AddCommand(newRunCommand(&g), newConfigCommand(&g), newVersionCommand(),
+		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g))
 	return root
 }
 
-// load finds and loads the config and builds the logger it asks for.
-func load(g *globalFlags) (*config.Config, *slog.Logger, error) {
+// load finds and loads the config and builds the logger it asks for. A
+// quiet command (the CLI's, not the daemon's) logs warnings and worse
+// unless --log-level says otherwise.
+func load(g *globalFlags, quiet bool) (*config.Config, *slog.Logger, error) {
 	path, err := config.Find(g.config)
 	if err != nil {
 		return nil, nil, err
@@ -55,6 +54,9 @@ func load(g *globalFlags) (*config.Config, *slog.Logger, error) {
 		return nil, nil, err
 	}
 	level, format := cfg.Log.Level, cfg.Log.Format
+	if quiet {
+		level = "warn"
+	}
 	if g.logLevel != "" {
 		level = g.logLevel
 	}
@@ -75,16 +77,12 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 		Long:  "Run the bridge daemon in the foreground until SIGTERM or SIGINT; it stops within 5 seconds.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := load(g)
+			cfg, log, err := load(g, false)
 			if err != nil {
 				return err
 			}
 			log.Info("starting phonebridge", "version", version, "config", cfg.Path)
-			b, err := bridge.Open(cfg, log)
-			if err != nil {
-				return err
-			}
-			return b.Run(cmd.Context(), stopTimeout)
+			return daemon.Run(cmd.Context(), cfg, log, version)
 		},
 	}
 }

@@ -3,5 +3,6 @@
 package all
 
 import (
-	_ "github.com/phonebridge/phonebridge/connectors/api" // type "api"
+	_ "github.com/phonebridge/phonebridge/connectors/api"      // type "api"
+	_ "github.com/phonebridge/phonebridge/connectors/whatsapp" // type "whatsapp"
 )

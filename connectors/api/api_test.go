@@ -69,6 +69,9 @@ func (s *fakeSink) SetState(state bridge.State, detail string) {
 	s.states = append(s.states, state)
 }
 
+func (s *fakeSink) Notice(text string) {}
+func (s *fakeSink) ChatsChanged()      {}
+
 func (s *fakeSink) got() []bridge.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,69 @@
+// Package control is the daemon's local control API, which the CLI
+// (`phonebridge link`, `links`, `unlink`, `chats`) talks to.
+//
+// It is HTTP/1.1 with JSON bodies over a unix socket in the state_dir,
+// created 0600: the socket's permissions are the access control, so it is
+// never served on TCP. Errors are {"error": "one line", "code": "..."}.
+//
+//	GET  /v1/version                      {"version": "..."}
+//	GET  /v1/links                        {"links": [LinkStatus...]}
+//	GET  /v1/links/{name}/chats?search=   {"chats": [ChatInfo...]}
+//	POST /v1/links/{name}/unlink?local=   {"unlinked": "name"}
+//	GET  /v1/links/{name}/link?phone=     websocket: progress frames, then
+//	                                      linked or failed, then a close
+package control
+
+import (
+	"strings"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// Error codes.
+const (
+	codeBadRequest       = "bad_request"
+	codeNotFound         = "not_found"
+	codeMethodNotAllowed = "method_not_allowed"
+	codeUnavailable      = "unavailable"
+	codeInternal         = "internal"
+)
+
+// failureCodes are the codes of errors that carry a bridge.LinkError, so
+// the client can give the caller back the same Reason.
+var failureCodes = map[bridge.LinkFailure]string{
+	bridge.LinkTimedOut:      "timed_out",
+	bridge.LinkNoMultidevice: "no_multidevice",
+	bridge.LinkOutdated:      "outdated",
+	bridge.LinkCancelled:     "cancelled",
+	bridge.LinkAlreadyLinked: "already_linked",
+	bridge.LinkBusy:          "busy",
+	bridge.LinkFailed:        "link_failed",
+	bridge.LinkNetworkDown:   "network_down",
+}
+
+// Link stream frame types.
+const (
+	frameProgress = "progress"
+	frameLinked   = "linked"
+	frameFailed   = "failed"
+	frameCancel   = "cancel" // client to server
+)
+
+// frame is one websocket message of a link stream.
+type frame struct {
+	Type     string               `json:"type"`
+	Progress *bridge.LinkProgress `json:"progress,omitempty"`
+	Account  *bridge.LinkAccount  `json:"account,omitempty"`
+	Reason   string               `json:"reason,omitempty"`
+	Detail   string               `json:"detail,omitempty"`
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// oneLine keeps an error a single line, whatever a connector put in it.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}

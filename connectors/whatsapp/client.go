@@ -1,0 +1,33 @@
+package whatsapp
+
+import (
+	"context"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/types"
+)
+
+// waClient is the part of *whatsmeow.Client the connector uses: narrow, so
+// tests run the connector against a scripted fake (WhatsApp's servers
+// cannot be reached from tests, nor faked, as whatsmeow pins their key).
+type waClient interface {
+	AddEventHandlerWithSuccessStatus(handler whatsmeow.EventHandlerWithSuccessStatus) uint32
+	Connect() error
+	Disconnect()
+	IsConnected() bool
+	IsLoggedIn() bool
+	GetQRChannel(ctx context.Context) (<-chan whatsmeow.QRChannelItem, error)
+	PairPhone(ctx context.Context, phone string, showPushNotification bool, clientType whatsmeow.PairClientType, clientDisplayName string) (string, error)
+	Logout(ctx context.Context) error
+	SendMessage(ctx context.Context, to types.JID, message *waE2E.Message, extra ...whatsmeow.SendRequestExtra) (whatsmeow.SendResponse, error)
+	Upload(ctx context.Context, plaintext []byte, appInfo whatsmeow.MediaType) (whatsmeow.UploadResponse, error)
+	DownloadMediaWithPath(ctx context.Context, directPath string, encFileHash, fileHash, mediaKey []byte, fileLength int, mediaType whatsmeow.MediaType, mmsType string) ([]byte, error)
+	MarkRead(ctx context.Context, ids []types.MessageID, timestamp time.Time, chat, sender types.JID, receiptTypeExtra ...types.ReceiptType) error
+	SendChatPresence(ctx context.Context, jid types.JID, state types.ChatPresence, media types.ChatPresenceMedia) error
+	GetGroupInfo(ctx context.Context, jid types.JID) (*types.GroupInfo, error)
+	GetJoinedGroups(ctx context.Context) ([]*types.GroupInfo, error)
+}
+
+var _ waClient = (*whatsmeow.Client)(nil)

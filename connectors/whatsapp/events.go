@@ -1,0 +1,208 @@
+package whatsapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// acceptTimeout bounds how long a WhatsApp event waits for the store. On
+// timeout the event is not acknowledged, so WhatsApp delivers it again.
+const acceptTimeout = 30 * time.Second
+
+// handle receives every whatsmeow event. Its result tells whatsmeow
+// whether the event was handled: false leaves a message unacknowledged,
+// and WhatsApp redelivers it, which is how nothing accepted is lost.
+func (c *Connector) handle(evt any) bool {
+	switch e := evt.(type) {
+	case *events.Message:
+		return c.onMessage(e)
+	case *events.Receipt:
+		c.onReceipt(e)
+	case *events.ChatPresence:
+		c.onPresence(e)
+	case *events.GroupInfo:
+		return c.onGroupInfo(e)
+
+	case *events.Connected:
+		c.setState(bridge.LinkConnected, "")
+		c.withSink(func(s bridge.Sink) { s.Resume("") })
+		// Not in wg: Stop may be waiting already. The context ends it.
+		go c.refreshChats(c.runCtx())
+	case *events.Disconnected:
+		c.setState(bridge.LinkConnecting, "connection lost; reconnecting")
+	case *events.KeepAliveTimeout:
+		c.setState(bridge.LinkPhoneOffline, fmt.Sprintf("WhatsApp does not answer (%d keep-alives missed); messages wait until it does", e.ErrorCount))
+	case *events.KeepAliveRestored:
+		c.setState(bridge.LinkConnected, "")
+	case *events.LoggedOut:
+		c.onLoggedOut(e.Reason.String())
+	case *events.StreamReplaced:
+		c.setState(bridge.LinkReplaced, "another client took over this session")
+		c.notice("WhatsApp link '%s' was taken over by another client using the same session; phonebridge stopped relaying it. Restart phonebridge to take it back.", c.name)
+	case *events.TemporaryBan:
+		until := time.Now().Add(e.Expire)
+		c.setStatus(func(s *bridge.LinkStatus) {
+			s.State, s.Detail, s.Until = bridge.LinkBanned, e.Code.String(), until
+		})
+		c.notice("WhatsApp temporarily banned link '%s' (%s) until %s; messages wait until then.", c.name, e.Code, until.Format(time.RFC1123))
+	case *events.ClientOutdated:
+		c.setState(bridge.LinkClientOutdated, "WhatsApp refuses this client version")
+		c.notice("WhatsApp refused link '%s' because this phonebridge is outdated; update phonebridge.", c.name)
+	case *events.ConnectFailure:
+		if !e.Reason.IsLoggedOut() {
+			c.setState(bridge.LinkConnecting, fmt.Sprintf("WhatsApp refused the connection: %s %s", e.Reason, e.Message))
+		}
+	case *events.PushName, *events.Contact:
+		c.chats.invalidateNames()
+	}
+	return true
+}
+
+// onMessage relays one message, returning once it is committed.
+func (c *Connector) onMessage(e *events.Message) bool {
+	if e.Info.Chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
+	defer cancel()
+	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))
+	if !ok {
+		return true
+	}
+	c.remember(in.Ref)
+	in.Event.Chat.Name = c.chats.chatName(ctx, e.Info.Chat)
+	return c.submit(ctx, &in.Event)
+}
+
+// submit hands ev to the core and reports whether it was taken: an event
+// no route wants counts as handled, anything else that failed does not.
+func (c *Connector) submit(ctx context.Context, ev *bridge.Event) bool {
+	c.mu.Lock()
+	sink := c.sink
+	c.mu.Unlock()
+	if sink == nil {
+		return false // not started: leave it to WhatsApp to redeliver
+	}
+	err := bridge.Accept(ctx, sink, ev)
+	switch {
+	case err == nil, errors.Is(err, bridge.ErrNoRoute):
+		return true
+	default:
+		c.log.Error("a WhatsApp event was not stored; WhatsApp will deliver it again", "link", c.name, "chat", ev.Chat.ID, "err", err)
+		return false
+	}
+}
+
+// onReceipt relays the owner's own read receipts (read on the phone), so
+// other platforms can mark the chat read.
+func (c *Connector) onReceipt(e *events.Receipt) {
+	if e.Type != types.ReceiptTypeRead || !e.IsFromMe || len(e.MessageIDs) == 0 {
+		return
+	}
+	_, dev := c.current()
+	ev := bridge.Event{
+		Kind:   bridge.KindRead,
+		Chat:   bridge.ChatRef{ID: e.Chat.ToNonAD().String()},
+		Sender: bridge.Sender{ID: ownJID(dev).String(), IsOwner: true},
+		Time:   e.Timestamp,
+		Target: e.MessageIDs[len(e.MessageIDs)-1],
+	}
+	c.submit(c.runCtx(), &ev)
+}
+
+// onPresence relays typing (best effort, never stored).
+func (c *Connector) onPresence(e *events.ChatPresence) {
+	if e.State != types.ChatPresenceComposing {
+		return
+	}
+	ctx := c.runCtx()
+	ev := bridge.Event{
+		Kind:   bridge.KindTyping,
+		Chat:   bridge.ChatRef{ID: e.Chat.ToNonAD().String()},
+		Sender: bridge.Sender{ID: e.Sender.ToNonAD().String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
+		Time:   time.Now(),
+	}
+	c.submit(ctx, &ev)
+}
+
+// onGroupInfo relays joins, leaves and subject changes as notices, and
+// keeps the group's name current.
+func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
+	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
+	defer cancel()
+	if e.Name != nil {
+		c.chats.putGroup(ctx, e.JID, e.Name.Name)
+		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+	}
+	names := func(j types.JID) string { return c.chats.senderName(ctx, j, "", false) }
+	ok := true
+	for _, ev := range convertGroupInfo(e, names) {
+		ev := ev
+		ev.Chat.Name = c.chats.chatName(ctx, e.JID)
+		if ev.ID == "" {
+			// Stable per change, so a redelivered notification is relayed once.
+			ev.ID = fmt.Sprintf("group.%s.%d.%d", e.JID.User, e.Timestamp.UnixMilli(), len(ev.Text))
+		}
+		ok = c.submit(ctx, &ev) && ok
+	}
+	return ok
+}
+
+// onLoggedOut handles the device being removed (from the phone, or by
+// WhatsApp): whatsmeow has deleted the session already.
+func (c *Connector) onLoggedOut(reason string) {
+	c.mu.Lock()
+	cli := c.client
+	c.client, c.device = nil, nil
+	c.status.Account = bridge.LinkAccount{}
+	c.mu.Unlock()
+	if cli != nil {
+		go cli.Disconnect()
+	}
+	if err := c.forgetLink(context.Background()); err != nil {
+		c.log.Error("could not forget the logged-out WhatsApp link", "link", c.name, "err", err)
+	}
+	c.setState(bridge.LinkLoggedOut, "removed from the phone's linked devices ("+reason+")")
+	c.notice("WhatsApp link '%s' was logged out from the phone — run `phonebridge link %s`", c.name, c.name)
+	c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+}
+
+// notice posts an operator notice through the core.
+func (c *Connector) notice(format string, args ...any) {
+	text := fmt.Sprintf(format, args...)
+	c.mu.Lock()
+	sink := c.sink
+	c.mu.Unlock()
+	if sink == nil {
+		c.log.Warn(text, "link", c.name)
+		return
+	}
+	sink.Notice(text)
+}
+
+func (c *Connector) withSink(fn func(bridge.Sink)) {
+	c.mu.Lock()
+	sink := c.sink
+	c.mu.Unlock()
+	if sink != nil {
+		fn(sink)
+	}
+}
+
+// runCtx is the connector's life (Start to Stop), or a background context
+// when it was not started (a CLI linking in-process).
+func (c *Connector) runCtx() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		return context.Background()
+	}
+	return c.ctx
+}

@@ -1,0 +1,220 @@
+package whatsapp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/types"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// Send implements bridge.Connector.
+func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	cli, dev := c.current()
+	if cli == nil || dev == nil || dev.ID == nil {
+		st := c.LinkStatus()
+		return "", fmt.Errorf("WhatsApp link %q is not connected (%s); the event waits", c.name, st.State)
+	}
+	chat, err := types.ParseJID(out.Chat.ID)
+	if err != nil || chat.User == "" {
+		return "", bridge.Permanentf("%q is not a WhatsApp chat id", out.Chat.ID)
+	}
+	chat = chat.ToNonAD()
+	self := ownJID(dev)
+
+	switch out.Kind {
+	case bridge.KindTyping:
+		return "", cli.SendChatPresence(ctx, chat, types.ChatPresenceComposing, types.ChatPresenceMediaText)
+	case bridge.KindRead:
+		target, err := c.lookup(ctx, chat, out.Target)
+		if err != nil || target == nil {
+			return "", err
+		}
+		return "", cli.MarkRead(ctx, []types.MessageID{target.ID}, time.Now(), chat, target.Sender)
+	case bridge.KindMessage:
+		return c.sendMessage(ctx, cli, chat, self, out)
+	}
+
+	// Edits, deletes and reactions act on a message the link knows.
+	target, err := c.lookup(ctx, chat, out.Target)
+	if err != nil {
+		return "", err
+	}
+	if target == nil {
+		return "", bridge.Permanentf("WhatsApp message %s in %s is not known to link %q", out.Target, chat, c.name)
+	}
+	var msg *waE2E.Message
+	switch out.Kind {
+	case bridge.KindEdit:
+		if !target.FromMe {
+			return "", bridge.Permanentf("WhatsApp lets only the author edit a message")
+		}
+		text, markup := c.body(out)
+		msg = editMessage(chat, target.ID, textMessage(text, markup, nil))
+	case bridge.KindDelete:
+		msg = revokeMessage(chat, *target, self)
+	case bridge.KindReaction:
+		msg = reactionMessage(chat, *target, self, out.Emoji, time.Now())
+	case bridge.KindReactionRemove:
+		msg = reactionMessage(chat, *target, self, "", time.Now())
+	default:
+		return "", bridge.Permanentf("WhatsApp cannot take a %s event", out.Kind)
+	}
+	id := messageID(out.Key, 0)
+	if _, err := cli.SendMessage(ctx, chat, msg, whatsmeow.SendRequestExtra{ID: id}); err != nil {
+		return "", classify(err)
+	}
+	if out.Kind == bridge.KindEdit {
+		c.remember(msgRef{Chat: chat, ID: target.ID, Sender: self, FromMe: true, Text: out.Text})
+	}
+	return id, nil
+}
+
+// sendMessage sends text, or each attachment (the first with the text as
+// its caption), and returns the first message's id.
+func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing) (string, error) {
+	quoted, err := c.lookup(ctx, chat, out.ReplyTo)
+	if err != nil {
+		return "", err
+	}
+	text, markup := c.body(out)
+	var msgs []*waE2E.Message
+	caption := text
+	for _, m := range out.Media {
+		data, err := c.readMedia(ctx, m)
+		if err != nil {
+			return "", err
+		}
+		kind, mediaType := mediaKind(m.MIME, m.Name)
+		up, err := cli.Upload(ctx, data, mediaType)
+		if err != nil {
+			return "", fmt.Errorf("upload %s to WhatsApp: %w", m.Name, err)
+		}
+		capText := caption
+		if kind == "audio" || kind == "sticker" {
+			capText = "" // these carry no caption: the text goes on its own
+		}
+		msgs = append(msgs, mediaMessage(kind, up, m.MIME, m.Name, capText, quoted))
+		if capText != "" {
+			caption, text, markup = "", "", ""
+		}
+		quoted = nil // the reply context goes on the first message only
+	}
+	if text != "" {
+		msgs = append([]*waE2E.Message{textMessage(text, markup, quoted)}, msgs...)
+	}
+	if len(msgs) == 0 {
+		return "", bridge.Permanentf("nothing to send: the event has neither text nor media")
+	}
+	var first string
+	for i, msg := range msgs {
+		id := messageID(out.Key, i)
+		if _, err := cli.SendMessage(ctx, chat, msg, whatsmeow.SendRequestExtra{ID: id}); err != nil {
+			return "", classify(err)
+		}
+		if i == 0 {
+			first = id
+			c.remember(msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: out.Text})
+		}
+	}
+	return first, nil
+}
+
+// body is the text to send and its formatted form: relayed messages go out
+// as the account owner, so they carry the sender's name.
+func (c *Connector) body(out *bridge.Outgoing) (text, markup string) {
+	text, markup = out.Text, out.HTML
+	name := out.Sender.Name
+	if name == "" {
+		name = out.Sender.ID
+	}
+	switch {
+	case out.Sender.IsOwner || out.Notice || name == "":
+	case out.Emote:
+		text = "* " + name + " " + text
+		if markup != "" {
+			markup = "* " + html.EscapeString(name) + " " + markup
+		}
+	default:
+		prefix := strings.ReplaceAll(c.opts.SenderFormat, "{name}", name)
+		text = prefix + text
+		if markup != "" {
+			markup = html.EscapeString(prefix) + markup
+		}
+	}
+	return text, markup
+}
+
+// readMedia reads an attachment, refusing what is over the limit.
+func (c *Connector) readMedia(ctx context.Context, m bridge.Media) ([]byte, error) {
+	if m.Open == nil {
+		return nil, bridge.Permanentf("attachment %q cannot be opened", m.Name)
+	}
+	rc, err := m.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, c.opts.MaxMediaBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > c.opts.MaxMediaBytes {
+		return nil, bridge.Permanentf("attachment %q is over max_media_bytes (%d)", m.Name, c.opts.MaxMediaBytes)
+	}
+	return data, nil
+}
+
+// OpenMedia implements bridge.MediaOpener: it downloads an attachment of a
+// WhatsApp message again from what the message said about it.
+func (c *Connector) OpenMedia(ctx context.Context, m bridge.Media) (io.ReadCloser, error) {
+	ref, err := decodeMediaRef(m.Ref)
+	if err != nil {
+		return nil, bridge.Permanentf("attachment reference is damaged: %v", err)
+	}
+	cli, _ := c.current()
+	if cli == nil {
+		return nil, fmt.Errorf("WhatsApp link %q is not connected; the attachment waits", c.name)
+	}
+	data, err := cli.DownloadMediaWithPath(ctx, ref.DirectPath, ref.FileEncSHA256, ref.FileSHA256, ref.MediaKey, int(ref.FileLength), ref.mediaType(), "")
+	if err != nil {
+		if errors.Is(err, whatsmeow.ErrMediaDownloadFailedWith404) || errors.Is(err, whatsmeow.ErrMediaDownloadFailedWith410) {
+			return nil, bridge.Permanentf("WhatsApp no longer has attachment %q: %v", m.Name, err)
+		}
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(data)), nil
+}
+
+// messageID derives the WhatsApp message id for a delivery from its key,
+// in whatsmeow's own format: resending after a crash reuses the id, so
+// the recipient's devices see one message, not two.
+func messageID(key string, part int) types.MessageID {
+	sum := sha256.Sum256([]byte("phonebridge:" + key + ":" + strconv.Itoa(part)))
+	return whatsmeow.WebMessageIDPrefix + strings.ToUpper(hex.EncodeToString(sum[:9]))
+}
+
+// classify marks errors that retrying cannot fix.
+func classify(err error) error {
+	for _, permanent := range []error{
+		whatsmeow.ErrNotInGroup, whatsmeow.ErrGroupNotFound, whatsmeow.ErrUnknownServer,
+		whatsmeow.ErrRecipientADJID, whatsmeow.ErrBroadcastListUnsupported,
+	} {
+		if errors.Is(err, permanent) {
+			return bridge.Permanent(err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,139 @@
+package whatsapp
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/types"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// The connector's own tables, beside whatsmeow's session tables:
+// whatsapp_links says which device each link (connector name) is;
+// whatsapp_messages remembers, per message, what replying to it, reacting
+// to it or revoking it needs (WhatsApp wants the author and a preview);
+// whatsapp_chats caches chat names for listing and resolving routes.
+var migrations = []string{
+	`CREATE TABLE whatsapp_links (
+		link TEXT PRIMARY KEY,
+		jid  TEXT NOT NULL
+	);
+	CREATE TABLE whatsapp_messages (
+		link    TEXT NOT NULL,
+		chat    TEXT NOT NULL,
+		id      TEXT NOT NULL,
+		sender  TEXT NOT NULL,
+		from_me INTEGER NOT NULL,
+		text    TEXT NOT NULL,
+		at      INTEGER NOT NULL,
+		PRIMARY KEY (link, chat, id)
+	) WITHOUT ROWID;
+	CREATE TABLE whatsapp_chats (
+		link  TEXT NOT NULL,
+		jid   TEXT NOT NULL,
+		name  TEXT NOT NULL,
+		grp   INTEGER NOT NULL,
+		PRIMARY KEY (link, jid)
+	) WITHOUT ROWID;`,
+}
+
+// loadDevice returns the link's device, or nil when it is not linked (or
+// its session was deleted, as whatsmeow does when the phone logs it out).
+func (c *Connector) loadDevice(ctx context.Context) (*store.Device, error) {
+	var jidText string
+	err := c.store.QueryRowContext(ctx, `SELECT jid FROM whatsapp_links WHERE link = ?`, c.name).Scan(&jidText)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read WhatsApp link %q: %w", c.name, err)
+	}
+	jid, err := types.ParseJID(jidText)
+	if err != nil {
+		return nil, fmt.Errorf("WhatsApp link %q has a damaged device id %q: run `phonebridge unlink %s --local`", c.name, jidText, c.name)
+	}
+	dev, err := c.container.GetDevice(ctx, jid)
+	if err != nil {
+		return nil, fmt.Errorf("read WhatsApp session of link %q: %w", c.name, err)
+	}
+	return dev, nil
+}
+
+// saveLink records the device a link now is.
+func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
+	return c.store.Write(ctx, func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO whatsapp_links (link, jid) VALUES (?, ?)
+			ON CONFLICT (link) DO UPDATE SET jid = excluded.jid`, c.name, jid.String())
+		return err
+	})
+}
+
+// forgetLink drops the link's device record and what was cached for it.
+func (c *Connector) forgetLink(ctx context.Context) error {
+	return c.store.Write(ctx, func(tx *bridge.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM whatsapp_links WHERE link = ?`,
+			`DELETE FROM whatsapp_chats WHERE link = ?`,
+			`DELETE FROM whatsapp_messages WHERE link = ?`,
+		} {
+			if _, err := tx.Exec(q, c.name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// remember records a message's reference, without waiting.
+func (c *Connector) remember(ref msgRef) {
+	if ref.ID == "" {
+		return
+	}
+	c.store.WriteAsync(func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (link, chat, id) DO UPDATE SET text = excluded.text`,
+			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix())
+		return err
+	}, func(err error) {
+		if err != nil {
+			c.log.Warn("could not remember a WhatsApp message; replies to it will quote it instead", "link", c.name, "err", err)
+		}
+	})
+}
+
+// lookup returns a message's reference, or nil when unknown.
+func (c *Connector) lookup(ctx context.Context, chat types.JID, id string) (*msgRef, error) {
+	if id == "" {
+		return nil, nil
+	}
+	var sender, text string
+	var fromMe bool
+	err := c.store.QueryRowContext(ctx, `SELECT sender, from_me, text FROM whatsapp_messages WHERE link = ? AND chat = ? AND id = ?`,
+		c.name, chat.ToNonAD().String(), id).Scan(&sender, &fromMe, &text)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, _ := types.ParseJID(sender)
+	return &msgRef{Chat: chat, ID: id, Sender: s, FromMe: fromMe, Text: text}, nil
+}
+
+// snippet bounds the preview kept per message.
+func snippet(s string) string {
+	const max = 500
+	if len(s) <= max {
+		return s
+	}
+	r := []rune(s)
+	if len(r) <= max {
+		return s
+	}
+	return string(r[:max])
+}

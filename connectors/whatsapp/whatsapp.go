@@ -1,0 +1,339 @@
+// Package whatsapp is phonebridge's WhatsApp connector: the daemon is a
+// linked device of the user's account (as WhatsApp Web is), on whatsmeow.
+// One connector section is one link; several links may run at once.
+package whatsapp
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/store/sqlstore"
+	"go.mau.fi/whatsmeow/types"
+	waLog "go.mau.fi/whatsmeow/util/log"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
+)
+
+// Options are a whatsapp connector's settings.
+type Options struct {
+	// DeviceName is how the link shows in the phone's list of linked
+	// devices.
+	DeviceName string `yaml:"device_name"`
+	// SenderFormat prefixes messages relayed into WhatsApp from other
+	// platforms, which all go out as the account owner: {name} is the
+	// sender's name. WhatsApp markup works (*bold*).
+	SenderFormat string `yaml:"sender_format"`
+	// StatusBroadcasts relays status updates (stories) too.
+	StatusBroadcasts bool `yaml:"status_broadcasts"`
+	// MaxMediaBytes is the largest attachment sent to WhatsApp.
+	MaxMediaBytes int64 `yaml:"max_media_bytes"`
+	// ReconnectMax caps the wait between attempts to reach WhatsApp.
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
+}
+
+// Defaults.
+const (
+	DefaultDeviceName    = "phonebridge"
+	DefaultSenderFormat  = "*{name}*: "
+	DefaultMaxMediaBytes = 100 << 20
+	DefaultReconnectMax  = 5 * time.Minute
+)
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		DeviceName:    DefaultDeviceName,
+		SenderFormat:  DefaultSenderFormat,
+		MaxMediaBytes: DefaultMaxMediaBytes,
+		ReconnectMax:  DefaultReconnectMax,
+	}
+}
+
+// Validate implements config.Validator.
+func (o *Options) Validate(c *config.Checker) {
+	c.Required("device_name", o.DeviceName)
+	c.Positive("max_media_bytes", o.MaxMediaBytes)
+	if o.ReconnectMax < time.Second {
+		c.Errorf("reconnect_max", "must be at least 1s (got %s)", o.ReconnectMax)
+	}
+}
+
+func init() {
+	bridge.Register(bridge.ConnectorType{
+		Name:       "whatsapp",
+		NewOptions: func() any { return NewOptions() },
+		New: func(env bridge.Env, opts any) (bridge.Connector, error) {
+			return New(env, opts.(*Options))
+		},
+	})
+}
+
+// Connector is one WhatsApp link.
+type Connector struct {
+	name      string
+	log       *slog.Logger
+	opts      Options
+	store     *bridge.Store
+	db        *sql.DB // whatsmeow's own pool on the bridge's database
+	container *sqlstore.Container
+	lockPath  string
+	// newClient makes a whatsmeow client for a device; tests put a fake.
+	newClient func(dev *store.Device) waClient
+
+	mu      sync.Mutex
+	sink    bridge.Sink // nil when not started (a CLI linking in-process)
+	client  waClient
+	device  *store.Device
+	status  bridge.LinkStatus
+	linking bool
+	lock    *fileLock
+	ctx     context.Context // lives from Start to Stop
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	chats chatCache
+}
+
+// New builds a connector: it opens the session store (whatsmeow's tables
+// in the bridge's database) and finds the link's device, without
+// connecting.
+func New(env bridge.Env, opts *Options) (*Connector, error) {
+	c := &Connector{
+		name:     env.Name,
+		log:      env.Logger,
+		opts:     *opts,
+		store:    env.Store,
+		lockPath: filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
+	}
+	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
+	c.newClient = func(dev *store.Device) waClient {
+		cli := whatsmeow.NewClient(dev, newWALogger(c.log))
+		cli.EnableAutoReconnect = true
+		return cli
+	}
+	ctx := context.Background()
+	if err := env.Store.Migrate(ctx, "whatsapp", migrations); err != nil {
+		return nil, err
+	}
+	db, err := env.Store.OpenPool(2)
+	if err != nil {
+		return nil, err
+	}
+	c.db = db
+	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log))
+	if err := c.container.Upgrade(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare the WhatsApp session store: %w", err)
+	}
+	dev, err := c.loadDevice(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	c.device = dev
+	if dev != nil {
+		c.status.Account = accountOf(dev)
+	}
+	c.chats.init(c)
+	return c, nil
+}
+
+// Capabilities implements bridge.Connector.
+func (c *Connector) Capabilities() bridge.Capabilities {
+	return bridge.Capabilities{
+		Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true,
+		HTML: true, Typing: true, Read: true,
+		MaxTextLength: 65536,
+	}
+}
+
+// Start implements bridge.Connector: with a linked device it connects in
+// the background, retrying with backoff; without one it waits for
+// `phonebridge link`.
+func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
+	lock, err := acquireLock(c.lockPath)
+	if err != nil {
+		return fmt.Errorf("WhatsApp link %q is in use by another phonebridge process (a `phonebridge link` running?): %w", c.name, err)
+	}
+	c.mu.Lock()
+	c.lock = lock
+	c.sink = sink
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	dev := c.device
+	c.mu.Unlock()
+	if dev == nil {
+		c.setState(bridge.LinkUnlinked, fmt.Sprintf("not linked: run `phonebridge link %s`", c.name))
+		return nil
+	}
+	c.startClient(c.newClient(dev), dev)
+	return nil
+}
+
+// startClient makes cli the link's client and connects it.
+func (c *Connector) startClient(cli waClient, dev *store.Device) {
+	cli.AddEventHandlerWithSuccessStatus(c.handle)
+	c.mu.Lock()
+	c.client, c.device = cli, dev
+	c.status.Account = accountOf(dev)
+	ctx := c.ctx
+	c.mu.Unlock()
+	c.setState(bridge.LinkConnecting, "")
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.connect(ctx, cli)
+	}()
+}
+
+// connect dials WhatsApp until it answers; once connected, whatsmeow
+// reconnects by itself after drops.
+func (c *Connector) connect(ctx context.Context, cli waClient) {
+	wait := time.Second
+	var lastErr string
+	for {
+		err := cli.Connect()
+		if err == nil || errors.Is(err, whatsmeow.ErrAlreadyConnected) {
+			return
+		}
+		if msg := err.Error(); msg != lastErr {
+			lastErr = msg
+			c.log.Warn("cannot reach WhatsApp's servers; retrying with backoff", "link", c.name, "err", err)
+			c.setState(bridge.LinkConnecting, "cannot reach WhatsApp: "+msg)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		}
+		wait = min(wait*2, c.opts.ReconnectMax)
+	}
+}
+
+// Stop implements bridge.Connector.
+func (c *Connector) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	cli, cancel, lock := c.client, c.cancel, c.lock
+	c.client, c.lock = nil, nil
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if cli != nil {
+		cli.Disconnect()
+	}
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	c.setState(bridge.LinkStopped, "")
+	lock.release()
+	return c.db.Close()
+}
+
+// LinkStatus implements bridge.Linker.
+func (c *Connector) LinkStatus() bridge.LinkStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// setState records the link's state and reports it to the core.
+func (c *Connector) setState(state bridge.LinkState, detail string) {
+	c.setStatus(func(s *bridge.LinkStatus) { s.State, s.Detail, s.Until = state, detail, time.Time{} })
+}
+
+func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
+	c.mu.Lock()
+	before := c.status
+	change(&c.status)
+	if c.status.State != before.State {
+		c.status.Since = time.Now()
+	}
+	st, sink := c.status, c.sink
+	c.mu.Unlock()
+	if sink == nil {
+		return
+	}
+	detail := st.Detail
+	if !st.Until.IsZero() {
+		detail += " until " + st.Until.Format(time.RFC3339)
+	}
+	sink.SetState(coreState(st.State), detail)
+}
+
+// coreState maps a link state onto the core's connector states.
+func coreState(s bridge.LinkState) bridge.State {
+	switch s {
+	case bridge.LinkConnected:
+		return bridge.StateConnected
+	case bridge.LinkConnecting:
+		return bridge.StateConnecting
+	case bridge.LinkStopped:
+		return bridge.StateStopped
+	case bridge.LinkPhoneOffline:
+		return bridge.StateDisconnected
+	}
+	return bridge.StateFailed
+}
+
+// current returns the client and device, if linked and started.
+func (c *Connector) current() (waClient, *store.Device) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client, c.device
+}
+
+// dev is the link's device, nil when not linked.
+func (c *Connector) dev() *store.Device {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.device
+}
+
+// ownJID is the account's own JID, without device.
+func ownJID(dev *store.Device) types.JID {
+	if dev == nil || dev.ID == nil {
+		return types.EmptyJID
+	}
+	return dev.ID.ToNonAD()
+}
+
+func accountOf(dev *store.Device) bridge.LinkAccount {
+	if dev == nil || dev.ID == nil {
+		return bridge.LinkAccount{}
+	}
+	return bridge.LinkAccount{
+		ID:       dev.ID.ToNonAD().String(),
+		Phone:    "+" + dev.ID.User,
+		PushName: dev.PushName,
+		Platform: dev.Platform,
+	}
+}
+
+// newWALogger adapts whatsmeow's logger to slog: its info lines are
+// chatter for an operator, so they go to debug.
+func newWALogger(log *slog.Logger) waLog.Logger { return walog{log} }
+
+type walog struct{ l *slog.Logger }
+
+func (w walog) Errorf(msg string, args ...any) { w.l.Error("whatsmeow: " + fmt.Sprintf(msg, args...)) }
+func (w walog) Warnf(msg string, args ...any)  { w.l.Warn("whatsmeow: " + fmt.Sprintf(msg, args...)) }
+func (w walog) Infof(msg string, args ...any)  { w.l.Debug("whatsmeow: " + fmt.Sprintf(msg, args...)) }
+func (w walog) Debugf(msg string, args ...any) {
+	if w.l.Enabled(context.Background(), slog.LevelDebug-4) {
+		w.l.Debug("whatsmeow: " + fmt.Sprintf(msg, args...))
+	}
+}
+func (w walog) Sub(module string) waLog.Logger { return w }
