@@ -97,7 +97,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	sort.Strings(b.names)
 	b.routes = cfg.Routes
 	b.noticesTo = Endpoint{cfg.Notices.Connector, cfg.Notices.Chat}
-	b.router.Store(NewRouter(cfg.Routes))
+	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
 	return b
 }
@@ -105,6 +105,12 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 func (b *Bridge) connector(name string) (Connector, bool) {
 	c, ok := b.conns[name]
 	return c, ok
+}
+
+// takesChat reports whether connector could have a chat called chat.
+func (b *Bridge) takesChat(connector, chat string) bool {
+	checker, ok := b.conns[connector].(ChatIDChecker)
+	return !ok || checker.IsChatID(chat)
 }
 
 // Store is the bridge's database.
@@ -154,7 +160,7 @@ func (b *Bridge) resolveRoutes(ctx context.Context) error {
 		}
 		resolved = append(resolved, r)
 	}
-	b.router.Store(NewRouter(resolved))
+	b.router.Store(NewRouter(resolved, b.takesChat))
 	return errors.Join(problems...)
 }
 

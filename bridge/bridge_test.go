@@ -597,6 +597,18 @@ func TestAllChatsRoutes(t *testing.T) {
 	if n := len(api.Sent()); n != 2 {
 		t.Errorf("api got its own answer back: %v", texts(api.Sent()))
 	}
+
+	// A chat the phone cannot have (not a JID) is not relayed to it; the
+	// fixed endpoint still gets it.
+	phone.SetChatIDs(func(id string) bool { return strings.Contains(id, "@") })
+	h.Inject(msg("api", "general", "a2", "not for the phone"))
+	if l := log.WaitSent(t, 4); l[3].Text != "not for the phone" {
+		t.Errorf("fixed endpoint got %q", l[3].Text)
+	}
+	h.Inject(msg("api", "456@g.us", "a3", "for the phone"))
+	if back := phone.WaitSent(t, 2); back[1].Text != "for the phone" {
+		t.Errorf("phone got %q after a chat it cannot have; want only chats it can", texts(back))
+	}
 }
 
 // Routes may name chats; the connector resolves names before it starts, an

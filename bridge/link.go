@@ -36,6 +36,14 @@ type ChatResolver interface {
 	ResolveChat(ctx context.Context, nameOrID string) (string, error)
 }
 
+// ChatIDChecker is implemented by connectors whose chat ids have a fixed
+// form (a WhatsApp JID): a `chats: all` route sends such a connector only
+// the chats it could have, so an API chat called "general" is not relayed
+// to a WhatsApp chat that cannot exist.
+type ChatIDChecker interface {
+	IsChatID(id string) bool
+}
+
 // ErrChatListUnavailable is what ResolveChat returns (wrapped) while the
 // connector cannot know its chats yet (not linked, chat list not loaded):
 // the core leaves the endpoint waiting and resolves it again on

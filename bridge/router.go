@@ -20,6 +20,9 @@ type Router struct {
 	// all maps a connector with a `chats: all` endpoint to where events
 	// from any of its chats go.
 	all map[string][]target
+	// takes reports whether a connector could have a chat of this id; a
+	// `chats: all` destination gets only those (nil: every chat).
+	takes func(connector, chat string) bool
 }
 
 // target is a destination: a fixed chat, or (sameChat) the chat with the
@@ -33,9 +36,10 @@ type target struct {
 // (see Bridge.resolveRoutes). An event from a chat goes to every other
 // endpoint that receives, across all routes the chat sends into; a chat
 // shared by two routes joins them only for its own events, so nothing
-// loops between routes.
-func NewRouter(routes []config.Route) *Router {
-	r := &Router{from: map[Endpoint][]target{}, all: map[string][]target{}}
+// loops between routes. takes, if not nil, filters `chats: all`
+// destinations by chat id (see ChatIDChecker).
+func NewRouter(routes []config.Route, takes func(connector, chat string) bool) *Router {
+	r := &Router{from: map[Endpoint][]target{}, all: map[string][]target{}, takes: takes}
 	for _, route := range routes {
 		for i, src := range route.Endpoints {
 			if !src.Direction.Sends() {
@@ -72,6 +76,9 @@ func (r *Router) Destinations(connector, chat string) []Endpoint {
 		for _, t := range ts {
 			d := t.Endpoint
 			if t.sameChat {
+				if r.takes != nil && !r.takes(d.Connector, chat) {
+					continue
+				}
 				d.Chat = chat
 			}
 			if d == origin || containsEndpoint(out, d) {

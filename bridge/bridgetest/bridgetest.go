@@ -40,6 +40,8 @@ type Fake struct {
 	// name to itself. chatsReady false makes it report the list unavailable.
 	chats      map[string]string
 	chatsReady bool
+	// isChatID, when set, is the fake's bridge.ChatIDChecker.
+	isChatID func(string) bool
 }
 
 // NewFake returns a fake connector called name with caps.
@@ -109,6 +111,20 @@ func (f *Fake) ResolveChat(ctx context.Context, nameOrID string) (string, error)
 		}
 	}
 	return "", fmt.Errorf("no chat called %q on %s", nameOrID, f.name)
+}
+
+// SetChatIDs says which chat ids the fake could have (nil: any).
+func (f *Fake) SetChatIDs(isChatID func(id string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.isChatID = isChatID
+}
+
+// IsChatID implements bridge.ChatIDChecker.
+func (f *Fake) IsChatID(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.isChatID == nil || f.isChatID(id)
 }
 
 // Sink is the core as this fake sees it, once started.

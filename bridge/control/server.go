@@ -288,9 +288,11 @@ func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request, name strin
 	writeJSON(w, http.StatusOK, map[string]string{"unlinked": name})
 }
 
-// normalizePhone accepts an international number written with the usual
-// separators and returns it as "+digits".
-func normalizePhone(p string) (string, bool) {
+// NormalizePhone accepts an international number written with the usual
+// separators and returns it as "+digits", or an error saying how to write
+// it. The CLI checks with it too when it links with no daemon.
+func NormalizePhone(p string) (string, error) {
+	bad := fmt.Errorf("phone %q is not an international number; write it like +15551234567", p)
 	var b strings.Builder
 	for i, c := range p {
 		switch {
@@ -300,15 +302,15 @@ func normalizePhone(p string) (string, bool) {
 			b.WriteRune(c)
 		case c == ' ' || c == '-' || c == '.' || c == '(' || c == ')':
 		default:
-			return "", false
+			return "", bad
 		}
 	}
 	n := b.String()
 	// E.164: a country code not starting with 0, at most 15 digits.
 	if !strings.HasPrefix(n, "+") || len(n) < 8 || len(n) > 16 || n[1] == '0' {
-		return "", false
+		return "", bad
 	}
-	return n, true
+	return n, nil
 }
 
 func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, name string) {
@@ -319,8 +321,9 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, name string)
 	}
 	var opts bridge.LinkOptions
 	if p := r.URL.Query().Get("phone"); p != "" {
-		if opts.Phone, ok = normalizePhone(p); !ok {
-			writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("phone %q is not an international number; write it like +15551234567", p))
+		var err error
+		if opts.Phone, err = NormalizePhone(p); err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 			return
 		}
 	}

@@ -55,22 +55,11 @@ otherwise this command links on its own and the next start relays.`,
 			defer api.Close()
 			out := cmd.OutOrStdout()
 			p := linkui.New(out, out == os.Stdout && isTerminal(os.Stdout), light)
-			ctx := cmd.Context()
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
-			go func() {
-				for {
-					select {
-					case <-tick.C:
-						p.Tick()
-					case <-ctx.Done():
-						return
-					}
-				}
-			}()
-			acct, err := api.Link(ctx, args[0], bridge.LinkOptions{Phone: phone}, p.Progress)
+			stopTicks := every(time.Second, p.Tick)
+			acct, err := api.Link(cmd.Context(), args[0], bridge.LinkOptions{Phone: phone}, p.Progress)
+			stopTicks()
 			if err != nil {
-				return linkui.Failed(err)
+				return linkui.Failed(args[0], err)
 			}
 			p.Linked(args[0], acct, running)
 			return nil
@@ -79,6 +68,29 @@ otherwise this command links on its own and the next start relays.`,
 	cmd.Flags().StringVar(&phone, "phone", "", "link by pairing code for this phone number, in international format (+15551234567)")
 	cmd.Flags().BoolVar(&light, "light", false, "draw the QR code for a light terminal background")
 	return cmd
+}
+
+// every calls f every d until stop is called. stop waits for a call in
+// progress, so nothing ticks, or writes, once the command has returned.
+func every(d time.Duration, f func()) (stop func()) {
+	t := time.NewTicker(d)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-t.C:
+				f()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		t.Stop()
+		close(quit)
+		<-exited
+	}
 }
 
 func newLinksCommand(g *globalFlags) *cobra.Command {
@@ -127,7 +139,7 @@ func printLinks(cmd *cobra.Command, links []bridge.LinkStatus, running bool) {
 	}
 	tw.Flush()
 	if !running {
-		fmt.Fprintln(out, "(phonebridge is not running: states are as last saved)")
+		fmt.Fprintln(out, "(phonebridge is not running: no link relays until `phonebridge run` starts it)")
 	}
 }
 
@@ -136,7 +148,7 @@ func since(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	d := time.Since(t)
+	d := max(time.Since(t), 0) // the wall clock may have been set back
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds ago", int(d.Seconds()))
@@ -164,7 +176,7 @@ when WhatsApp cannot be reached; remove the device on the phone yourself).`,
 			}
 			defer api.Close()
 			if err := api.Unlink(cmd.Context(), args[0], local); err != nil {
-				return linkui.Failed(err)
+				return linkui.UnlinkFailed(args[0], err)
 			}
 			if local {
 				fmt.Fprintf(cmd.OutOrStdout(), "Forgot the keys of %s here. Remove the device on the phone too: Settings → Linked devices.\n", args[0])

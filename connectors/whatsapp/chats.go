@@ -48,6 +48,15 @@ func (cc *chatCache) init(c *Connector) {
 	}
 }
 
+// reset forgets every name, as when the link is unlinked.
+func (cc *chatCache) reset() {
+	cc.mu.Lock()
+	cc.groups = map[types.JID]string{}
+	cc.people = map[types.JID]string{}
+	cc.loaded = false
+	cc.mu.Unlock()
+}
+
 func (cc *chatCache) invalidateNames() {
 	cc.mu.Lock()
 	cc.people = map[types.JID]string{}

@@ -57,8 +57,9 @@ func parseVCard(s string) vcard {
 		}
 	}
 	if v.Name == "" && structured != "" {
-		// N is family;given;additional;prefix;suffix.
-		parts := strings.Split(structured, ";")
+		// N is family;given;additional;prefix;suffix; a component may
+		// hold an escaped "\;".
+		parts := splitUnescaped(structured, ';')
 		var words []string
 		for _, i := range []int{3, 1, 2, 0, 4} {
 			if i < len(parts) {
@@ -70,6 +71,22 @@ func parseVCard(s string) vcard {
 		v.Name = strings.Join(words, " ")
 	}
 	return v
+}
+
+// splitUnescaped splits s at each sep that no backslash escapes.
+func splitUnescaped(s string, sep byte) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++ // the escaped byte is part of the component
+		case sep:
+			parts = append(parts, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, s[start:])
 }
 
 var vcardUnescaper = strings.NewReplacer(`\n`, " ", `\N`, " ", `\,`, ",", `\;`, ";", `\:`, ":", `\\`, `\`)

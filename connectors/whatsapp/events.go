@@ -38,9 +38,17 @@ func (c *Connector) handle(evt any) bool {
 	case *events.Disconnected:
 		c.setState(bridge.LinkConnecting, "connection lost; reconnecting")
 	case *events.KeepAliveTimeout:
-		c.setState(bridge.LinkPhoneOffline, fmt.Sprintf("WhatsApp does not answer (%d keep-alives missed); messages wait until it does", e.ErrorCount))
+		was := c.LinkStatus().State
+		c.setState(bridge.LinkPhoneOffline, "keep-alive lost")
+		if was != bridge.LinkPhoneOffline {
+			c.notice("WhatsApp link '%s' cannot reach WhatsApp (keep-alive lost); messages wait until it answers again.", c.name)
+		}
 	case *events.KeepAliveRestored:
+		was := c.LinkStatus().State
 		c.setState(bridge.LinkConnected, "")
+		if was == bridge.LinkPhoneOffline {
+			c.notice("WhatsApp link '%s' is reachable again; relaying.", c.name)
+		}
 	case *events.LoggedOut:
 		c.onLoggedOut(e.Reason.String())
 	case *events.StreamReplaced:
@@ -52,12 +60,17 @@ func (c *Connector) handle(evt any) bool {
 			s.State, s.Detail, s.Until = bridge.LinkBanned, e.Code.String(), until
 		})
 		c.notice("WhatsApp temporarily banned link '%s' (%s) until %s; messages wait until then.", c.name, e.Code, until.Format(time.RFC1123))
+		// whatsmeow does not reconnect after a ban: try again once it ends.
+		c.reconnectAfter(e.Expire, "temporary ban over; reconnecting")
 	case *events.ClientOutdated:
 		c.setState(bridge.LinkClientOutdated, "WhatsApp refuses this client version")
 		c.notice("WhatsApp refused link '%s' because this phonebridge is outdated; update phonebridge.", c.name)
 	case *events.ConnectFailure:
 		if !e.Reason.IsLoggedOut() {
+			// whatsmeow dispatches this only for refusals it does not
+			// retry itself; without a retry "connecting" would be a lie.
 			c.setState(bridge.LinkConnecting, fmt.Sprintf("WhatsApp refused the connection: %s %s", e.Reason, e.Message))
+			c.reconnectAfter(c.opts.ReconnectMax, c.LinkStatus().Detail)
 		}
 	case *events.PushName, *events.Contact:
 		c.chats.invalidateNames()

@@ -55,6 +55,9 @@ type waWriter struct {
 	pending int
 	quote   int  // open blockquotes: lines get "> "
 	marker  bool // a list marker was just written: the item's first block needs no break
+	// lead is what was owed before the first text: a frame's buffer
+	// hands it on to its parent, so a block inside bold still starts a line.
+	lead int
 }
 
 // block owes n line breaks before whatever comes next.
@@ -65,7 +68,9 @@ func (w *waWriter) write(s string) {
 	if s == "" {
 		return
 	}
-	if w.pending > 0 && w.b.Len() > 0 {
+	if w.pending > 0 && w.b.Len() == 0 {
+		w.lead = max(w.lead, w.pending)
+	} else if w.pending > 0 {
 		str := w.b.String()
 		have := 0
 		for have < w.pending && have < len(str) && str[len(str)-1-have] == '\n' {
@@ -370,7 +375,7 @@ func (c *htmlConv) pop() {
 	case frameSkip:
 		c.skip--
 	case frameStyle:
-		parent.write(wrapLines(f.w.b.String(), f.marker))
+		handOn(parent, f.w, wrapLines(f.w.b.String(), f.marker))
 	case frameCode:
 		c.code--
 		body := f.w.b.String()
@@ -395,7 +400,7 @@ func (c *htmlConv) pop() {
 		}
 		parent.block(1)
 	case frameLink:
-		parent.write(linkText(f.w.b.String(), f.href))
+		handOn(parent, f.w, linkText(f.w.b.String(), f.href))
 	case frameBlock, frameList, frameItem:
 		parent.block(max(f.breaks, 1))
 	case frameQuote:
@@ -409,6 +414,17 @@ func (c *htmlConv) pop() {
 	if f.kind == frameStyle && f.breaks > 0 {
 		parent.block(f.breaks)
 	}
+}
+
+// handOn writes s, the text of buffer w, to parent with the line breaks
+// blocks inside w owe before and after it (none before a list item's
+// first block: the marker starts its line).
+func handOn(parent, w *waWriter, s string) {
+	if !parent.marker {
+		parent.block(w.lead)
+	}
+	parent.write(s)
+	parent.block(w.pending)
 }
 
 // wrapLines puts marker around each line of s, outside its surrounding

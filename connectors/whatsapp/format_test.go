@@ -3,6 +3,8 @@ package whatsapp
 import (
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/net/html"
 )
@@ -124,6 +126,15 @@ func TestHTMLToWA(t *testing.T) {
 		{"<script>alert(1)</script>safe", "safe"},
 		{"<hr>", "———"},
 		{"a<hr>b", "a\n———\nb"},
+		{"<meta charset=\"utf-8\">a<wbr>b<input value=\"x\">", "ab"},
+		{"<b/>x<p/>y", "x\n\ny"},
+
+		// Blocks inside inline elements still break the line.
+		{"<b><p>a</p></b>b", "*a*\n\nb"},
+		{"x<b><p>a</p></b>", "x\n\n*a*"},
+		{"<b><h2>Title</h2></b>body", "*Title*\nbody"},
+		{"<a href=\"https://x.y\"><div>card</div></a>after", "card (https://x.y)\nafter"},
+		{"<ul><li><b><p>x</p></b></li></ul>", "- *x*"},
 
 		// Markers must hug the text and stay on one line.
 		{"<b> spaced </b>", " *spaced* "},
@@ -258,9 +269,22 @@ func FuzzWAToHTML(f *testing.F) {
 			t.Fatalf("waToHTML(%q) = %q has tags but says unchanged", in, h)
 		}
 		// The HTML carries the text: turned back into markup it says the
-		// same apart from markers and quote prefixes.
-		_ = htmlToWA(h)
+		// same apart from markers, quote prefixes and white space.
+		if back := htmlToWA(h); waLetters(back) != waLetters(in) {
+			t.Fatalf("waToHTML(%q) = %q comes back as %q: text lost or added", in, h, back)
+		}
 	})
+}
+
+// waLetters is s without markup characters and white space: what
+// converting between markup and HTML must keep.
+func waLetters(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || strings.ContainsRune("*_~`>", r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 var fuzzSeedsHTML = []string{
@@ -269,6 +293,7 @@ var fuzzSeedsHTML = []string{
 	"<code><pre>x</pre></code>", "<li>orphan", "<ol start=-5><li>x</ol>", "<ol start=99999999999><li>x</ol>",
 	"<b>a<br>b</b>", "&amp;&lt;&#0;&#xffffff;", "<script>x", "<mx-reply><mx-reply>a</mx-reply>b</mx-reply>c",
 	"<h1><b>x</b></h1>", "<img alt='a\nb'>", "<b><blockquote>x</blockquote></b>",
+	"<b><p>a</p></b>b", "x<a href=y><div>c</div></a>z", "<ul><li><i><p>x</p></i><li>y</ul>",
 }
 
 func FuzzHTMLToWA(f *testing.F) {
@@ -276,6 +301,27 @@ func FuzzHTMLToWA(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		_ = htmlToWA(in)
+		wa := htmlToWA(in)
+		if utf8.ValidString(in) && !utf8.ValidString(wa) {
+			t.Fatalf("htmlToWA(%q) = %q: invalid UTF-8 from valid input", in, wa)
+		}
+		// Relaying back and forth keeps the text and settles after one
+		// round (```x``` comes back as `x`, then stays so): messages do
+		// not drift as they cross bridges.
+		h, _ := waToHTML(wa)
+		once := htmlToWA(h)
+		if waLetters(once) != waLetters(wa) {
+			t.Fatalf("htmlToWA(%q) = %q, via %q becomes %q: text lost or added", in, wa, h, once)
+		}
+		h2, _ := waToHTML(once)
+		if twice := htmlToWA(h2); twice != once {
+			t.Fatalf("htmlToWA(%q) = %q does not settle: %q, then %q", in, wa, once, twice)
+		}
+		// Text without tags comes through as it is.
+		if !strings.ContainsAny(in, "\r\n") {
+			if got := htmlToWA(html.EscapeString(in)); got != in {
+				t.Fatalf("htmlToWA(EscapeString(%q)) = %q", in, got)
+			}
+		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -50,9 +51,6 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 		defer lock.release()
 	}
 
-	// The name the phone will list this device under. whatsmeow keeps it
-	// process-wide; it is only read while pairing.
-	store.SetOSInfo(c.opts.DeviceName, [3]uint32{1, 0, 0})
 	dev := c.container.NewDevice()
 	cli := c.newClient(dev)
 	paired := make(chan *events.PairSuccess, 1)
@@ -77,6 +75,13 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 				return c.handle(evt)
 			}
 		}
+		// Nothing relays this client's messages yet (or no daemon runs):
+		// leave them unacknowledged so WhatsApp delivers them again to
+		// the client that relays them, instead of dropping them.
+		switch evt.(type) {
+		case *events.Message, *events.GroupInfo:
+			return false
+		}
 		return true
 	})
 
@@ -84,8 +89,8 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 	if err != nil {
 		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
 	}
-	if err := cli.Connect(); err != nil {
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: err.Error()}
+	if err := c.connectForLink(ctx, cli, progress); err != nil {
+		return bridge.LinkAccount{}, err
 	}
 	ok := false
 	defer func() {
@@ -149,6 +154,42 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "unexpected pairing event " + item.Event}
 			}
 		}
+	}
+}
+
+// osInfoMu guards whatsmeow's process-wide device name (store.SetOSInfo),
+// which the registration handshake in Connect reads: two links pairing at
+// once each show under their own name.
+var osInfoMu sync.Mutex
+
+// linkRetryMax caps the wait between attempts while someone waits at the
+// terminal to link.
+const linkRetryMax = 30 * time.Second
+
+// connectForLink dials WhatsApp for pairing. While the network is down it
+// says so once per distinct error and keeps retrying with backoff until
+// ctx ends (Ctrl-C).
+func (c *Connector) connectForLink(ctx context.Context, cli waClient, progress func(bridge.LinkProgress)) error {
+	wait := time.Second
+	var lastErr string
+	for {
+		osInfoMu.Lock()
+		store.SetOSInfo(c.opts.DeviceName, [3]uint32{1, 0, 0})
+		err := cli.Connect()
+		osInfoMu.Unlock()
+		if err == nil {
+			return nil
+		}
+		if msg := err.Error(); msg != lastErr {
+			lastErr = msg
+			progress(bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "Cannot reach WhatsApp's servers (" + msg + "); retrying with backoff. Check the network, or press Ctrl-C to stop."})
+		}
+		select {
+		case <-ctx.Done():
+			return &bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: err.Error()}
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		}
+		wait = min(wait*2, c.opts.ReconnectMax, linkRetryMax)
 	}
 }
 
@@ -231,7 +272,7 @@ func (c *Connector) Unlink(ctx context.Context, localOnly bool) error {
 	c.client, c.device = nil, nil
 	c.status.Account = bridge.LinkAccount{}
 	c.mu.Unlock()
-	c.setState(bridge.LinkUnlinked, fmt.Sprintf("unlinked: run `phonebridge link %s` to link again", c.name))
+	c.setState(bridge.LinkUnlinked, "unlinked with `phonebridge unlink`")
 	c.log.Info("WhatsApp unlinked", "link", c.name, "local_only", localOnly)
 	return nil
 }

@@ -22,14 +22,16 @@ import (
 
 // Send implements bridge.Connector.
 func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	// A bad chat id fails for good even while disconnected, rather than
+	// waiting in the outbox for a connection that cannot fix it.
+	chat, err := types.ParseJID(out.Chat.ID)
+	if err != nil || chat.User == "" {
+		return "", bridge.Permanentf("%q is not a WhatsApp chat id", out.Chat.ID)
+	}
 	cli, dev := c.current()
 	if cli == nil || dev == nil || dev.ID == nil {
 		st := c.LinkStatus()
 		return "", fmt.Errorf("WhatsApp link %q is not connected (%s); the event waits", c.name, st.State)
-	}
-	chat, err := types.ParseJID(out.Chat.ID)
-	if err != nil || chat.User == "" {
-		return "", bridge.Permanentf("%q is not a WhatsApp chat id", out.Chat.ID)
 	}
 	chat = chat.ToNonAD()
 	self := ownJID(dev)
@@ -85,6 +87,10 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 // sendMessage sends text, or each attachment (the first with the text as
 // its caption), and returns the first message's id.
 func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing) (string, error) {
+	// Checked before the sender's name is added, which is not content.
+	if out.Text == "" && len(out.Media) == 0 {
+		return "", bridge.Permanentf("nothing to send: the event has neither text nor media")
+	}
 	quoted, err := c.lookup(ctx, chat, out.ReplyTo)
 	if err != nil {
 		return "", err
@@ -92,6 +98,13 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 	text, markup := c.body(out)
 	var msgs []*waE2E.Message
 	caption := text
+	// The reply context goes on the first message: the text when no
+	// attachment can carry it as a caption (it is then sent first), else
+	// the first attachment.
+	mediaQuote := quoted
+	if text != "" && !anyCaptionable(out.Media) {
+		mediaQuote = nil
+	}
 	for _, m := range out.Media {
 		data, err := c.readMedia(ctx, m)
 		if err != nil {
@@ -106,17 +119,14 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		if kind == "audio" || kind == "sticker" {
 			capText = "" // these carry no caption: the text goes on its own
 		}
-		msgs = append(msgs, mediaMessage(kind, up, m.MIME, m.Name, capText, quoted))
+		msgs = append(msgs, mediaMessage(kind, up, m.MIME, m.Name, capText, mediaQuote))
 		if capText != "" {
 			caption, text, markup = "", "", ""
 		}
-		quoted = nil // the reply context goes on the first message only
+		mediaQuote = nil
 	}
 	if text != "" {
 		msgs = append([]*waE2E.Message{textMessage(text, markup, quoted)}, msgs...)
-	}
-	if len(msgs) == 0 {
-		return "", bridge.Permanentf("nothing to send: the event has neither text nor media")
 	}
 	var first string
 	for i, msg := range msgs {
@@ -217,4 +227,15 @@ func classify(err error) error {
 		}
 	}
 	return err
+}
+
+// anyCaptionable reports whether one of media can carry a caption (voice
+// notes, audio and stickers cannot).
+func anyCaptionable(media []bridge.Media) bool {
+	for _, m := range media {
+		if kind, _ := mediaKind(m.MIME, m.Name); kind != "audio" && kind != "sticker" {
+			return true
+		}
+	}
+	return false
 }

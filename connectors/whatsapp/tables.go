@@ -75,6 +75,9 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 
 // forgetLink drops the link's device record and what was cached for it.
 func (c *Connector) forgetLink(ctx context.Context) error {
+	// The names in memory go too: a link to another account must not
+	// list this one's groups.
+	c.chats.reset()
 	return c.store.Write(ctx, func(tx *bridge.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM whatsapp_links WHERE link = ?`,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +120,11 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	c.newClient = func(dev *store.Device) waClient {
 		cli := whatsmeow.NewClient(dev, newWALogger(c.log))
 		cli.EnableAutoReconnect = true
+		// Acknowledge a message only once the handler has committed it, and
+		// keep its plaintext so a redelivery (after the handler said no,
+		// or a crash) can still be decrypted: nothing accepted is lost.
+		cli.SynchronousAck = true
+		cli.EnableDecryptedEventBuffer = true
 		return cli
 	}
 	ctx := context.Background()
@@ -143,6 +149,8 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	c.device = dev
 	if dev != nil {
 		c.status.Account = accountOf(dev)
+	} else {
+		c.status.State, c.status.Detail = bridge.LinkUnlinked, notLinked(c.name)
 	}
 	c.chats.init(c)
 	return c, nil
@@ -172,7 +180,10 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	dev := c.device
 	c.mu.Unlock()
 	if dev == nil {
-		c.setState(bridge.LinkUnlinked, fmt.Sprintf("not linked: run `phonebridge link %s`", c.name))
+		// New already knew it is unlinked; the core learns it now.
+		st := c.LinkStatus()
+		_, line := c.stateLine(st)
+		sink.SetState(coreState(st.State), line)
 		return nil
 	}
 	c.startClient(c.newClient(dev), dev)
@@ -202,6 +213,12 @@ func (c *Connector) connect(ctx context.Context, cli waClient) {
 	var lastErr string
 	for {
 		err := cli.Connect()
+		if ctx.Err() != nil || !c.isCurrent(cli) {
+			// Stopped or unlinked while dialling: a client that is no
+			// longer the link's must not stay connected or keep trying.
+			cli.Disconnect()
+			return
+		}
 		if err == nil || errors.Is(err, whatsmeow.ErrAlreadyConnected) {
 			return
 		}
@@ -263,14 +280,60 @@ func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
 	}
 	st, sink := c.status, c.sink
 	c.mu.Unlock()
-	if sink == nil {
+	if st.State == before.State && st.Detail == before.Detail && st.Until.Equal(before.Until) {
 		return
 	}
-	detail := st.Detail
-	if !st.Until.IsZero() {
-		detail += " until " + st.Until.Format(time.RFC3339)
+	level, line := c.stateLine(st)
+	if sink == nil {
+		// Not started (a CLI linking in-process): no core to tell.
+		c.log.Log(context.Background(), level, line, "link", c.name, "state", st.State)
+		return
 	}
-	sink.SetState(coreState(st.State), detail)
+	// The core logs the change, with this line, once.
+	sink.SetState(coreState(st.State), line)
+}
+
+// stateLine is the operator's line for a link state: what happened and
+// what to do, with the state's detail.
+func (c *Connector) stateLine(st bridge.LinkStatus) (slog.Level, string) {
+	level, line := slog.LevelWarn, ""
+	switch st.State {
+	case bridge.LinkConnected:
+		level, line = slog.LevelInfo, "WhatsApp connected; relaying"
+	case bridge.LinkConnecting:
+		level, line = slog.LevelInfo, "connecting to WhatsApp"
+	case bridge.LinkStopped:
+		level = slog.LevelInfo // the core says "stopped" itself
+		if st.Detail != "" {
+			return level, st.Detail
+		}
+		return level, ""
+	case bridge.LinkUnlinked:
+		line = notLinked(c.name)
+	case bridge.LinkPhoneOffline:
+		line = "WhatsApp does not answer (phone or network unreachable); messages wait until it does"
+	case bridge.LinkLoggedOut:
+		line = fmt.Sprintf("logged out from the phone; run `phonebridge link %s`", c.name)
+	case bridge.LinkBanned:
+		line = "temporarily banned by WhatsApp; messages wait until the ban ends"
+	case bridge.LinkClientOutdated:
+		line = "WhatsApp refuses this phonebridge version; update phonebridge"
+	case bridge.LinkReplaced:
+		line = "another client took over this WhatsApp session; restart phonebridge to take it back"
+	default:
+		line = string(st.State)
+	}
+	if st.Detail != "" && !strings.Contains(line, st.Detail) {
+		line += " (" + st.Detail + ")"
+	}
+	if !st.Until.IsZero() {
+		line += " until " + st.Until.Format(time.RFC3339)
+	}
+	return level, line
+}
+
+func notLinked(name string) string {
+	return fmt.Sprintf("not linked: run `phonebridge link %s`", name)
 }
 
 // coreState maps a link state onto the core's connector states.
@@ -282,7 +345,8 @@ func coreState(s bridge.LinkState) bridge.State {
 		return bridge.StateConnecting
 	case bridge.LinkStopped:
 		return bridge.StateStopped
-	case bridge.LinkPhoneOffline:
+	case bridge.LinkPhoneOffline, bridge.LinkUnlinked, bridge.LinkBanned:
+		// Waiting: for the phone, the user or the ban's end.
 		return bridge.StateDisconnected
 	}
 	return bridge.StateFailed
@@ -293,6 +357,36 @@ func (c *Connector) current() (waClient, *store.Device) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.client, c.device
+}
+
+// isCurrent reports whether cli is still the link's client.
+func (c *Connector) isCurrent(cli waClient) bool {
+	cur, _ := c.current()
+	return cur == cli
+}
+
+// reconnectAfter connects the link's client again after d, for the
+// refusals after which whatsmeow does not reconnect by itself (a
+// temporary ban, an unknown connect failure).
+func (c *Connector) reconnectAfter(d time.Duration, detail string) {
+	cli, _ := c.current()
+	ctx := c.runCtx()
+	if cli == nil {
+		return
+	}
+	// Not in wg: Stop may be waiting already. The context ends it.
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		if ctx.Err() != nil || !c.isCurrent(cli) {
+			return
+		}
+		c.setState(bridge.LinkConnecting, detail)
+		c.connect(ctx, cli)
+	}()
 }
 
 // dev is the link's device, nil when not linked.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
@@ -46,9 +47,18 @@ type local struct {
 	open map[string]*Local
 }
 
+// noLink is the error for a name that is not a link, worded as the
+// daemon's control API words it.
+func noLink(name string) error {
+	return fmt.Errorf("no link called %q; `phonebridge links` lists them", name)
+}
+
 func (l *local) connector(name string) (bridge.Connector, error) {
 	if lc, ok := l.open[name]; ok {
 		return lc.Connector, nil
+	}
+	if _, ok := l.cfg.Connectors[name]; !ok {
+		return nil, noLink(name)
 	}
 	lc, err := OpenLocal(l.cfg, name, l.log)
 	if err != nil {
@@ -65,7 +75,7 @@ func (l *local) linker(name string) (bridge.Linker, error) {
 	}
 	lk, ok := conn.(bridge.Linker)
 	if !ok {
-		return nil, fmt.Errorf("connector %q (type %s) does not link accounts", name, l.cfg.Connectors[name].Type)
+		return nil, noLink(name)
 	}
 	return lk, nil
 }
@@ -91,12 +101,40 @@ func (l *local) Links(ctx context.Context) ([]bridge.LinkStatus, error) {
 	return out, nil
 }
 
+// Link links in this process, checking and reporting as the daemon's
+// control API does, so the CLI behaves the same with or without a daemon.
 func (l *local) Link(ctx context.Context, name string, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 	lk, err := l.linker(name)
 	if err != nil {
 		return bridge.LinkAccount{}, err
 	}
-	return lk.Link(ctx, opts, progress)
+	if opts.Phone != "" {
+		if opts.Phone, err = control.NormalizePhone(opts.Phone); err != nil {
+			return bridge.LinkAccount{}, err
+		}
+	}
+	if progress == nil {
+		progress = func(bridge.LinkProgress) {}
+	}
+	acct, err := lk.Link(ctx, opts, progress)
+	if err == nil {
+		return acct, nil
+	}
+	var le *bridge.LinkError
+	switch {
+	case errors.As(err, &le):
+		le = &bridge.LinkError{Reason: le.Reason, Detail: oneLine(le.Detail)}
+	case ctx.Err() != nil:
+		le = &bridge.LinkError{Reason: bridge.LinkCancelled}
+	default:
+		le = &bridge.LinkError{Reason: bridge.LinkFailed, Detail: oneLine(err.Error())}
+	}
+	return bridge.LinkAccount{}, le
+}
+
+// oneLine keeps an error one line, whatever a connector put in it.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }
 
 func (l *local) Unlink(ctx context.Context, name string, localOnly bool) error {
@@ -114,7 +152,10 @@ func (l *local) Chats(ctx context.Context, name, search string) ([]bridge.ChatIn
 	}
 	cl, ok := conn.(bridge.ChatLister)
 	if !ok {
-		return nil, fmt.Errorf("connector %q (type %s) cannot list its chats", name, l.cfg.Connectors[name].Type)
+		if _, isLink := conn.(bridge.Linker); isLink {
+			return nil, fmt.Errorf("link %q cannot list its chats", name)
+		}
+		return nil, noLink(name)
 	}
 	return cl.Chats(ctx, search)
 }

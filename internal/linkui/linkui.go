@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mdp/qrterminal/v3"
 
@@ -25,7 +26,9 @@ type Printer struct {
 
 	mu       sync.Mutex
 	intro    bool
-	drawn    int // lines of the last code block, to redraw over
+	drawn    int  // lines of the last code block, to redraw over
+	codes    int  // code blocks shown so far
+	rotates  bool // the code shown is a QR code, which WhatsApp replaces
 	expires  time.Time
 	lastLeft int
 }
@@ -59,14 +62,14 @@ func (p *Printer) Progress(pr bridge.LinkProgress) {
 			p.intro = true
 		}
 		block := RenderQR(pr.QR, p.light)
-		p.expires = pr.Expires
+		p.expires, p.rotates = pr.Expires, true
 		p.redraw(block + p.countdown() + "\n")
 	case bridge.ProgressPairingCode:
 		if !p.intro {
 			fmt.Fprint(p.w, codeSteps)
 			p.intro = true
 		}
-		p.expires = pr.Expires
+		p.expires, p.rotates = pr.Expires, false
 		p.redraw("\n      " + formatPairingCode(pr.PairingCode) + "\n\n" + p.countdown() + "\n")
 	case bridge.ProgressInfo:
 		fmt.Fprintln(p.w, pr.Message)
@@ -100,19 +103,34 @@ func (p *Printer) countdown() string {
 		return ""
 	}
 	p.lastLeft = p.secondsLeft()
-	if p.tty {
+	// A pairing code is never replaced: promising a new one would leave
+	// the user waiting for it.
+	switch {
+	case p.tty && p.rotates:
 		return fmt.Sprintf("Waiting for the phone… this code is valid for %ds; a new one replaces it.", p.lastLeft)
+	case p.tty:
+		return fmt.Sprintf("Waiting for the phone… this code is valid for %ds.", p.lastLeft)
+	case p.rotates:
+		return fmt.Sprintf("(valid for %ds; a new code follows if it expires)", p.lastLeft)
 	}
-	return fmt.Sprintf("(valid for %ds; a new code follows if it expires)", p.lastLeft)
+	return fmt.Sprintf("(valid for %ds)", p.lastLeft)
 }
+
+// replacedSeparator goes between codes where they cannot be redrawn in
+// place (a log, a pipe), so a reader knows the earlier one is dead.
+const replacedSeparator = "--- a new code replaces the one above ---\n"
 
 // redraw replaces the last block on a terminal; elsewhere it appends.
 func (p *Printer) redraw(block string) {
-	if p.tty && p.drawn > 0 {
+	switch {
+	case p.tty && p.drawn > 0:
 		fmt.Fprintf(p.w, "\x1b[%dA\x1b[J", p.drawn)
+	case !p.tty && p.codes > 0:
+		fmt.Fprint(p.w, replacedSeparator)
 	}
 	fmt.Fprint(p.w, block)
 	p.drawn = strings.Count(block, "\n")
+	p.codes++
 }
 
 // Linked reports success. running says the daemon relays the link now.
@@ -138,13 +156,57 @@ func (p *Printer) Linked(name string, acct bridge.LinkAccount, running bool) {
 	}
 }
 
-// Failed turns a linking error into the one line to show.
-func Failed(err error) error {
+// Failed turns the error of linking name into the one line to show. A
+// *bridge.LinkError stays reachable with errors.As.
+func Failed(name string, err error) error {
 	var le *bridge.LinkError
-	if errors.As(err, &le) {
-		return errors.New("not linked: " + le.Error())
+	if !errors.As(err, &le) {
+		return err
 	}
-	return err
+	var msg string
+	switch {
+	case le.Reason == bridge.LinkCancelled && le.Detail == "":
+		// Only the user's own interrupt cancels without saying why.
+		msg = "cancelled with Ctrl-C"
+	default:
+		msg = strings.ReplaceAll(string(le.Reason), "NAME", name)
+		if le.Detail != "" {
+			msg += ": " + le.Detail
+		}
+	}
+	return &failure{msg: "not linked: " + oneLine(msg), err: le}
+}
+
+// UnlinkFailed turns the error of unlinking name into the one line to
+// show. A connector's LinkError reasons speak of linking, so "linking
+// failed" gives way to its detail.
+func UnlinkFailed(name string, err error) error {
+	var le *bridge.LinkError
+	if !errors.As(err, &le) {
+		return err
+	}
+	msg := strings.ReplaceAll(string(le.Reason), "NAME", name)
+	switch {
+	case le.Reason == bridge.LinkFailed && le.Detail != "":
+		msg = le.Detail
+	case le.Detail != "":
+		msg += ": " + le.Detail
+	}
+	return &failure{msg: "not unlinked: " + oneLine(msg), err: le}
+}
+
+// failure is a LinkError worded for the command that got it.
+type failure struct {
+	msg string
+	err *bridge.LinkError
+}
+
+func (f *failure) Error() string { return f.msg }
+func (f *failure) Unwrap() error { return f.err }
+
+// oneLine keeps an error a single line, whatever a connector put in it.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }
 
 // RenderQR draws code with half blocks (two modules a character), dark
@@ -169,7 +231,15 @@ func RenderQR(code string, light bool) string {
 		cfg.WhiteBlackChar = qrterminal.WHITE_BLACK
 	}
 	qrterminal.GenerateWithConfig(code, cfg)
-	return b.String()
+	out := b.String()
+	if light {
+		// qrterminal draws the half line above the quiet zone as dark,
+		// right on a dark terminal but a stray bar on a light one, where
+		// the background beyond the code is light.
+		first, rest, _ := strings.Cut(out, "\n")
+		out = strings.Repeat(" ", utf8.RuneCountInString(first)) + "\n" + rest
+	}
+	return out
 }
 
 // formatPairingCode shows WhatsApp's 8-character code as the phone asks
