@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebridge/phonebridge/bridge"
 )
@@ -255,5 +257,35 @@ func TestEventNames(t *testing.T) {
 		if ev.Chat.Name != tc.chatName || ev.Sender.Name != tc.senderName || ev.Sender.IsOwner != tc.fromMe {
 			t.Errorf("message from %s in %s: chat %q, sender %+v; want chat %q, sender %q", tc.sender, tc.chat, ev.Chat.Name, ev.Sender, tc.chatName, tc.senderName)
 		}
+	}
+}
+
+// A mention shows as the person's name: WhatsApp writes "@" and a number,
+// which means nothing on other platforms.
+func TestMentionsNamed(t *testing.T) {
+	r := newRig(t)
+	r.wa.groups = groupInfos(t, map[string]string{familyGroup: "Family"})
+	c := r.linked("me", "+15550001111", "Ann", nil)
+	addressBook(t, c)
+	s, cl := r.startConnected(c)
+
+	msg := waText(mustJID(t, familyGroup), mustJID(t, bobChat), "MENTION1", "Bobby", "")
+	text := "hi @15550004444 and @155500044449, ask @15550009999 *now*"
+	msg.Message = &waE2E.Message{ExtendedTextMessage: &waE2E.ExtendedTextMessage{
+		Text: proto.String(text),
+		ContextInfo: &waE2E.ContextInfo{MentionedJID: []string{
+			aliceChat, "15550009999@s.whatsapp.net", // the second is not in the address book
+		}},
+	}}
+	before := len(s.eventList())
+	if !cl.deliver(msg) {
+		t.Fatal("message not taken")
+	}
+	ev := s.eventList()[before]
+	if want := "hi @Alice Smith and @155500044449, ask @15550009999 *now*"; ev.Text != want {
+		t.Errorf("text %q, want %q", ev.Text, want)
+	}
+	if !strings.Contains(ev.HTML, "@Alice Smith") || !strings.Contains(ev.HTML, "<b>now</b>") {
+		t.Errorf("html %q, want the name and the formatting", ev.HTML)
 	}
 }

@@ -91,6 +91,7 @@ func (c *Connector) onMessage(e *events.Message) bool {
 	}
 	c.remember(in.Ref)
 	in.Event.Chat.Name = c.chats.chatName(ctx, e.Info.Chat)
+	c.nameMentions(ctx, &in.Event, mentionedJIDs(e))
 	return c.submit(ctx, &in.Event)
 }
 

@@ -224,8 +224,7 @@ func (c *Connector) connect(ctx context.Context, cli waClient) {
 		}
 		if msg := err.Error(); msg != lastErr {
 			lastErr = msg
-			c.log.Warn("cannot reach WhatsApp's servers; retrying with backoff", "link", c.name, "err", err)
-			c.setState(bridge.LinkConnecting, "cannot reach WhatsApp: "+msg)
+			c.setState(bridge.LinkConnecting, "cannot reach WhatsApp's servers, retrying with backoff: "+msg)
 		}
 		select {
 		case <-ctx.Done():
@@ -290,7 +289,11 @@ func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
 		return
 	}
 	// The core logs the change, with this line, once.
-	sink.SetState(coreState(st.State), line)
+	cs := coreState(st.State)
+	if st.State == bridge.LinkConnecting && st.Detail != "" {
+		cs = bridge.StateDisconnected // connecting again after a failure: a warning
+	}
+	sink.SetState(cs, line)
 }
 
 // stateLine is the operator's line for a link state: what happened and
@@ -302,6 +305,9 @@ func (c *Connector) stateLine(st bridge.LinkStatus) (slog.Level, string) {
 		level, line = slog.LevelInfo, "WhatsApp connected; relaying"
 	case bridge.LinkConnecting:
 		level, line = slog.LevelInfo, "connecting to WhatsApp"
+		if st.Detail != "" {
+			level, line = slog.LevelWarn, "not connected to WhatsApp"
+		}
 	case bridge.LinkStopped:
 		level = slog.LevelInfo // the core says "stopped" itself
 		if st.Detail != "" {
