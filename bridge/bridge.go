@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -161,7 +162,27 @@ func (b *Bridge) resolveRoutes(ctx context.Context) error {
 		resolved = append(resolved, r)
 	}
 	b.router.Store(NewRouter(resolved, b.takesChat))
+	b.tellRoutedChats(resolved)
 	return errors.Join(problems...)
+}
+
+// tellRoutedChats gives each RouteWatcher the fixed chats routes name on it.
+func (b *Bridge) tellRoutedChats(routes []config.Route) {
+	chats := map[string][]string{}
+	for _, r := range routes {
+		for _, ep := range r.Endpoints {
+			if ep.Chat != "" && !slices.Contains(chats[ep.Connector], ep.Chat) {
+				chats[ep.Connector] = append(chats[ep.Connector], ep.Chat)
+			}
+		}
+	}
+	for _, name := range b.names {
+		if w, ok := b.conns[name].(RouteWatcher); ok {
+			list := chats[name]
+			sort.Strings(list)
+			w.RoutedChats(list)
+		}
+	}
 }
 
 // Start migrates the store, starts every connector and resumes delivery of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -678,5 +679,30 @@ func TestReactionRemovalWithoutEmoji(t *testing.T) {
 	got := b.WaitSent(t, 3)
 	if got[2].Kind != bridge.KindReactionRemove || got[2].Emoji != "🎉" || got[2].TargetReaction != "b-2" || got[2].Target != "b-1" {
 		t.Errorf("removal arrived as %+v", got[2])
+	}
+}
+
+// A connector that joins its chats (a Matrix bot) learns which chats the
+// routes name on it, before it starts and again when the routes change.
+func TestRoutedChatsTold(t *testing.T) {
+	phone, api := bridgetest.NewFake("phone", all), bridgetest.NewFake("api", all)
+	routes := []config.Route{
+		bridgetest.Route("a", "phone/*", "api/room2"),
+		bridgetest.Route("b", "phone/456@g.us", "api/room1"),
+		bridgetest.Route("c", "phone/789@g.us", "api/room1"),
+	}
+	h := bridgetest.New(t, routes, phone, api)
+	got := api.Routed()
+	if len(got) == 0 || !reflect.DeepEqual(got[len(got)-1], []string{"room1", "room2"}) {
+		t.Fatalf("api was told %v, want [room1 room2] (each once, sorted)", got)
+	}
+	if p := phone.Routed(); len(p) == 0 || !reflect.DeepEqual(p[len(p)-1], []string{"456@g.us", "789@g.us"}) {
+		t.Errorf("phone was told %v, want its two fixed chats (not the `all` endpoint)", p)
+	}
+	if err := h.Bridge.SetRoutes(context.Background(), []config.Route{bridgetest.Route("d", "phone/456@g.us", "api/room3")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.Routed(); !reflect.DeepEqual(got[len(got)-1], []string{"room3"}) {
+		t.Errorf("after new routes api was told %v, want [room3]", got[len(got)-1])
 	}
 }

@@ -44,6 +44,15 @@ type ChatIDChecker interface {
 	IsChatID(id string) bool
 }
 
+// RouteWatcher is implemented by connectors that must act on the chats
+// routes name on them (a Matrix bot joins its rooms). The core calls
+// RoutedChats with every fixed chat id of the connector's endpoints, sorted,
+// after each resolution of the routes: before Start, and again on reload
+// or when chat names resolve later. It must not block.
+type RouteWatcher interface {
+	RoutedChats(chats []string)
+}
+
 // ErrChatListUnavailable is what ResolveChat returns (wrapped) while the
 // connector cannot know its chats yet (not linked, chat list not loaded):
 // the core leaves the endpoint waiting and resolves it again on

@@ -42,6 +42,7 @@ type Fake struct {
 	chatsReady bool
 	// isChatID, when set, is the fake's bridge.ChatIDChecker.
 	isChatID func(string) bool
+	routed   [][]string // each RoutedChats call
 }
 
 // NewFake returns a fake connector called name with caps.
@@ -125,6 +126,20 @@ func (f *Fake) IsChatID(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.isChatID == nil || f.isChatID(id)
+}
+
+// RoutedChats implements bridge.RouteWatcher, recording each call.
+func (f *Fake) RoutedChats(chats []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routed = append(f.routed, append([]string(nil), chats...))
+}
+
+// Routed returns what each RoutedChats call said.
+func (f *Fake) Routed() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]string(nil), f.routed...)
 }
 
 // Sink is the core as this fake sees it, once started.
