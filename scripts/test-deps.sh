@@ -15,3 +15,34 @@ apt_install() {
 command -v go >/dev/null || { echo "Go is not installed: get it from https://go.dev/dl/ and put it on PATH" >&2; exit 1; }
 # The race detector needs cgo, hence a C compiler.
 command -v gcc >/dev/null || apt_install gcc libc6-dev
+
+# IRC integration tests run their own ngircd in the foreground on a free port.
+if ! command -v ngircd >/dev/null && [ ! -x /usr/sbin/ngircd ]; then
+  # A policy-rc.d that denies keeps the package from starting its system
+  # service (unless the machine already has a policy of its own).
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  status=0; apt_install ngircd || status=$?
+  if [ -n "$own_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  [ "$status" -eq 0 ] || exit "$status"
+fi
+# If a system service is running anyway, stop it: it would hold port 6667.
+if command -v systemctl >/dev/null && systemctl is-active --quiet ngircd 2>/dev/null; then
+  as_root systemctl disable --now ngircd || true
+fi
+
+# Matrix integration tests run a real Dendrite homeserver (cgo SQLite).
+dendrite_version=v0.13.8
+gobin=$(go env GOBIN); gobin=${gobin:-$(go env GOPATH)/bin}
+dendrite_ok() {
+  go version -m "$gobin/dendrite" 2>/dev/null | grep "^[[:space:]]*mod[[:space:]]*github.com/matrix-org/dendrite[[:space:]]*$dendrite_version[[:space:]]" >/dev/null &&
+    for tool in generate-keys generate-config create-account; do [ -x "$gobin/$tool" ] || return 1; done
+}
+if ! dendrite_ok; then
+  echo "building Dendrite $dendrite_version (about 2 minutes the first time)"
+  CGO_ENABLED=1 go install github.com/matrix-org/dendrite/cmd/{dendrite,generate-keys,generate-config,create-account}@"$dendrite_version"
+fi

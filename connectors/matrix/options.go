@@ -141,4 +141,3 @@ func isUserID(s string) bool {
 	local, server, ok := strings.Cut(strings.TrimPrefix(s, "@"), ":")
 	return strings.HasPrefix(s, "@") && ok && local != "" && server != ""
 }
-
