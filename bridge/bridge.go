@@ -70,7 +70,7 @@ func Open(cfg *config.Config, log *slog.Logger) (*Bridge, error) {
 			store.Close()
 			return nil, fmt.Errorf("connectors.%s.type: connector type %q is not built into this phonebridge", name, c.Type)
 		}
-		conn, err := t.New(Env{Name: name, Logger: log.With("connector", name), StateDir: cfg.StateDir, Store: store}, c.Options)
+		conn, err := t.New(NewEnv(cfg, name, store, log), c.Options)
 		if err != nil {
 			store.Close()
 			return nil, fmt.Errorf("connector %s: %w", name, err)

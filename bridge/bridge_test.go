@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -704,5 +705,29 @@ func TestRoutedChatsTold(t *testing.T) {
 	}
 	if got := api.Routed(); !reflect.DeepEqual(got[len(got)-1], []string{"room3"}) {
 		t.Errorf("after new routes api was told %v, want [room3]", got[len(got)-1])
+	}
+}
+
+// Relative paths in a connector's options are relative to the config
+// file, as the config's own paths are.
+func TestEnvPath(t *testing.T) {
+	cfg := &config.Config{Path: "/etc/phonebridge/config.yaml", StateDir: "/var/lib/phonebridge"}
+	env := bridge.NewEnv(cfg, "matrix", nil, slog.New(slog.DiscardHandler))
+	for in, want := range map[string]string{
+		"registration.yaml": "/etc/phonebridge/registration.yaml",
+		"sub/reg.yaml":      "/etc/phonebridge/sub/reg.yaml",
+		"/abs/reg.yaml":     "/abs/reg.yaml",
+		"":                  "",
+		"../other/reg.yaml": "/etc/other/reg.yaml",
+	} {
+		if got := env.Path(in); got != want {
+			t.Errorf("Path(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if env.Name != "matrix" || env.StateDir != cfg.StateDir || env.ConfigDir != "/etc/phonebridge" {
+		t.Errorf("env %+v", env)
+	}
+	if got := bridge.NewEnv(&config.Config{}, "x", nil, slog.New(slog.DiscardHandler)).Path("a.yaml"); got != "a.yaml" {
+		t.Errorf("without a config file: %q", got)
 	}
 }

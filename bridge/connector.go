@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -126,6 +127,27 @@ type Env struct {
 	// Store is the bridge's database; connectors keep their own tables
 	// in it (see Store.Migrate) and write through Store.Write.
 	Store *Store
+	// ConfigDir is the config file's directory ("" when the config did not
+	// come from a file): relative paths in options are relative to it.
+	ConfigDir string
+}
+
+// NewEnv is the Env of the connector called name in cfg.
+func NewEnv(cfg *config.Config, name string, store *Store, log *slog.Logger) Env {
+	env := Env{Name: name, Logger: log.With("connector", name), StateDir: cfg.StateDir, Store: store}
+	if cfg.Path != "" {
+		env.ConfigDir = filepath.Dir(cfg.Path)
+	}
+	return env
+}
+
+// Path resolves a path from the connector's options: a relative one is
+// relative to the config file's directory, as the config's own paths are.
+func (e Env) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || e.ConfigDir == "" {
+		return p
+	}
+	return filepath.Join(e.ConfigDir, p)
 }
 
 // permanentError marks a delivery error that retrying cannot fix.

@@ -85,7 +85,7 @@ func OpenLocal(cfg *config.Config, name string, log *slog.Logger) (*Local, error
 	if err != nil {
 		return nil, err
 	}
-	conn, err := t.New(bridge.Env{Name: name, Logger: log.With("connector", name), StateDir: cfg.StateDir, Store: store}, cc.Options)
+	conn, err := t.New(bridge.NewEnv(cfg, name, store, log), cc.Options)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("connector %s: %w", name, err)
