@@ -37,7 +37,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "text or json (overrides log.format)")
 	root.AddCommand(newRunCommand(&g), newConfigCommand(&g), newVersionCommand(),
-		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g))
+		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g), newMatrixCommand(&g))
 	return root
 }
 

@@ -4,5 +4,6 @@ package all
 
 import (
 	_ "github.com/phonebridge/phonebridge/connectors/api"      // type "api"
+	_ "github.com/phonebridge/phonebridge/connectors/matrix"   // type "matrix"
 	_ "github.com/phonebridge/phonebridge/connectors/whatsapp" // type "whatsapp"
 )

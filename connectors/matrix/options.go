@@ -123,8 +123,17 @@ func (o *Options) Validate(c *config.Checker) {
 				c.Errorf("url", "%q is not an http(s) URL", o.URL)
 			}
 		}
-		c.Required("bot_localpart", o.BotLocalpart)
-		c.Required("ghost_prefix", o.GhostPrefix)
+		if c.Required("bot_localpart", o.BotLocalpart) && !isLocalpart(o.BotLocalpart) {
+			c.Errorf("bot_localpart", "%q may hold only a-z 0-9 . _ = - /", o.BotLocalpart)
+		}
+		if c.Required("ghost_prefix", o.GhostPrefix) {
+			// No '=': it starts the escapes in ghosts' localparts.
+			if !isLocalpart(o.GhostPrefix) || strings.Contains(o.GhostPrefix, "=") {
+				c.Errorf("ghost_prefix", "%q may hold only a-z 0-9 . _ - /", o.GhostPrefix)
+			} else if strings.HasPrefix(o.BotLocalpart, o.GhostPrefix) {
+				c.Errorf("ghost_prefix", "%q also starts bot_localpart %q, so the bot would pass for a ghost: pick another", o.GhostPrefix, o.BotLocalpart)
+			}
+		}
 		if c.Required("owner", o.Owner) && !isUserID(o.Owner) {
 			c.Errorf("owner", "%q is not a Matrix user id such as @you:example.org", o.Owner)
 		}
@@ -140,4 +149,16 @@ func (o *Options) Validate(c *config.Checker) {
 func isUserID(s string) bool {
 	local, server, ok := strings.Cut(strings.TrimPrefix(s, "@"), ":")
 	return strings.HasPrefix(s, "@") && ok && local != "" && server != ""
+}
+
+// isLocalpart reports whether s uses only the characters the spec allows
+// in new user ids' localparts.
+func isLocalpart(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("._=-/", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }

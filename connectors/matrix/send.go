@@ -1,0 +1,228 @@
+package matrix
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// roomSender sends outgoing events into one room as one user. Bot mode
+// uses it with the bot's client; appservice mode can with a ghost's.
+type roomSender struct {
+	cli  *mautrix.Client
+	room id.RoomID
+	self id.UserID
+	// guard, if set, finds what a retried transaction already sent.
+	guard *txnGuard
+	// senderFormat, if set, puts the sender's name in front of text.
+	senderFormat  string
+	maxMediaBytes int64
+}
+
+// typingTimeout is how long one relayed typing notification lasts: other
+// platforms say when typing starts, rarely when it ends.
+const typingTimeout = 10 * time.Second
+
+// send performs out and returns the id of the event it created (the
+// first, where it took several), with errors in the core's terms.
+func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	switch out.Kind {
+	case bridge.KindMessage:
+		return s.message(ctx, out)
+	case bridge.KindEdit:
+		if out.Target == "" {
+			return "", bridge.Permanentf("an edit without the edited message's id")
+		}
+		return s.put(ctx, out.Key, event.EventMessage, editContent(out, s.senderFormat))
+	case bridge.KindDelete:
+		if out.Target == "" {
+			return "", bridge.Permanentf("a delete without the deleted message's id")
+		}
+		return s.redact(ctx, out.Key, out.Target)
+	case bridge.KindReaction:
+		if out.Target == "" || out.Emoji == "" {
+			return "", bridge.Permanentf("a reaction needs the message's id and an emoji")
+		}
+		return s.put(ctx, out.Key, event.EventReaction, reactionContent(out.Target, out.Emoji))
+	case bridge.KindReactionRemove:
+		// Matrix removes a reaction by redacting it; without its id (it
+		// was never relayed here) there is nothing to take back.
+		if out.TargetReaction == "" {
+			return "", nil
+		}
+		return s.redact(ctx, out.Key, out.TargetReaction)
+	case bridge.KindTyping:
+		_, err := s.cli.UserTyping(ctx, s.room, true, typingTimeout)
+		return "", classify(err)
+	case bridge.KindRead:
+		if out.Target == "" {
+			return "", nil
+		}
+		return "", classify(s.cli.SendReceipt(ctx, s.room, id.EventID(out.Target), event.ReceiptTypeRead, nil))
+	}
+	return "", bridge.Permanentf("events of kind %q cannot be sent to Matrix", out.Kind)
+}
+
+// message sends text, or each attachment with the text as the first one's
+// caption, each as its own event under its own transaction id.
+func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if len(out.Media) == 0 {
+		if out.Text == "" && out.HTML == "" {
+			return "", bridge.Permanentf("nothing to send: the message has neither text nor media")
+		}
+		content := textContent(out, s.senderFormat)
+		fitContent(content)
+		withReply(content, out.ReplyTo)
+		return s.put(ctx, out.Key, event.EventMessage, content)
+	}
+	var first string
+	for i, m := range out.Media {
+		uri, size, err := uploadMedia(ctx, s.cli, m, s.maxMediaBytes)
+		if err != nil {
+			return "", err
+		}
+		capOut := *out
+		capOut.Emote, capOut.Notice = false, false
+		if i > 0 {
+			capOut.Text, capOut.HTML = m.Caption, ""
+		}
+		content := mediaContent(m, uri, size, textContent(&capOut, s.senderFormat))
+		fitContent(content)
+		if i == 0 {
+			withReply(content, out.ReplyTo)
+		}
+		native, err := s.put(ctx, mediaKey(out.Key, i), event.EventMessage, content)
+		if err != nil {
+			return "", err
+		}
+		if i == 0 {
+			first = native
+		}
+	}
+	return first, nil
+}
+
+// mediaKey is the transaction id of attachment i of a delivery.
+func mediaKey(key string, i int) string {
+	if i == 0 {
+		return key
+	}
+	return key + ".m" + strconv.Itoa(i)
+}
+
+// put sends one event under transaction id txn.
+func (s *roomSender) put(ctx context.Context, txn string, typ event.Type, content any) (string, error) {
+	if found := s.guard.lookup(ctx, s, txn); found != "" {
+		return found, nil
+	}
+	resp, err := s.cli.SendMessageEvent(ctx, s.room, typ, withKey(content, txn), mautrix.ReqSendEvent{TransactionID: txn})
+	if err != nil {
+		s.guard.note(txn, err)
+		return "", classify(err)
+	}
+	s.guard.forget(txn)
+	return string(resp.EventID), nil
+}
+
+// redact redacts target under transaction id txn.
+func (s *roomSender) redact(ctx context.Context, txn, target string) (string, error) {
+	if found := s.guard.lookup(ctx, s, txn); found != "" {
+		return found, nil
+	}
+	req := mautrix.ReqRedact{TxnID: txn}
+	if txn != "" {
+		req.Extra = map[string]any{keyField: txn}
+	}
+	resp, err := s.cli.RedactEvent(ctx, s.room, id.EventID(target), req)
+	if err != nil {
+		s.guard.note(txn, err)
+		return "", classify(err)
+	}
+	s.guard.forget(txn)
+	return string(resp.EventID), nil
+}
+
+// txnGuard remembers transactions whose request went out but whose answer
+// did not come back: the event may be in the room already. Before such a
+// transaction is sent again, the room's recent events are searched for
+// its key, so a homeserver that forgot the transaction id (Dendrite after
+// a restart) does not show the event twice.
+type txnGuard struct {
+	mu      sync.Mutex
+	unsure  map[string]bool
+	history int // how many recent events are searched
+}
+
+func newTxnGuard() *txnGuard { return &txnGuard{unsure: map[string]bool{}, history: 100} }
+
+// maxUnsure bounds the memory of unanswered transactions; beyond it the
+// homeserver's own transaction ids are all that protects.
+const maxUnsure = 4096
+
+// note records that txn failed in a way that may have reached the room.
+func (g *txnGuard) note(txn string, err error) {
+	if g == nil || txn == "" || isDefinite(err) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.unsure) < maxUnsure {
+		g.unsure[txn] = true
+	}
+}
+
+func (g *txnGuard) forget(txn string) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	delete(g.unsure, txn)
+	g.mu.Unlock()
+}
+
+// lookup returns the event an unanswered txn already created, or "" when
+// it must be sent (again).
+func (g *txnGuard) lookup(ctx context.Context, s *roomSender, txn string) string {
+	if g == nil || txn == "" {
+		return ""
+	}
+	g.mu.Lock()
+	unsure := g.unsure[txn]
+	g.mu.Unlock()
+	if !unsure {
+		return ""
+	}
+	found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.history)
+	if err != nil || found == "" {
+		return "" // not found, or cannot tell: sending again is the lesser harm
+	}
+	g.forget(txn)
+	return found
+}
+
+// findSent searches the last limit events self sent in room for the one
+// carrying key.
+func findSent(ctx context.Context, cli *mautrix.Client, room id.RoomID, self id.UserID, key string, limit int) (string, error) {
+	filter := &mautrix.FilterPart{Senders: []id.UserID{self}}
+	resp, err := cli.Messages(ctx, room, "", "", mautrix.DirectionBackward, filter, limit)
+	if err != nil {
+		return "", fmt.Errorf("search the room for an earlier attempt: %w", err)
+	}
+	for _, evt := range resp.Chunk {
+		if evt.Sender != self {
+			continue
+		}
+		if k, _ := evt.Content.Raw[keyField].(string); k == key {
+			return string(evt.ID), nil
+		}
+	}
+	return "", nil
+}
