@@ -8,6 +8,10 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/appservice"
+
+	"github.com/phonebridge/phonebridge"
+	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/connectors/matrix"
 )
 
 // matrixConfig writes a config with the given connectors section and
@@ -117,5 +121,72 @@ func TestMatrixRegistrationCommand(t *testing.T) {
 	cfg = matrixConfig(t, dir, botSection)
 	if _, err := execute(t, ctx, "matrix", "registration", "-c", cfg); err == nil || !strings.Contains(err.Error(), "no matrix connector in appservice mode") {
 		t.Errorf("with none: err = %v", err)
+	}
+}
+
+// uncommentExample returns example.yaml with its commented-out sections
+// ("# >>> title" to "# <<<") uncommented, and the titles found.
+func uncommentExample(t *testing.T) (string, []string) {
+	t.Helper()
+	var out []string
+	var titles []string
+	in := false
+	for _, line := range strings.Split(string(phonebridge.ExampleConfig), "\n") {
+		trimmed := strings.TrimLeft(line, " ")
+		indent := line[:len(line)-len(trimmed)]
+		switch {
+		case strings.HasPrefix(trimmed, "# >>> "):
+			if in {
+				t.Fatalf("example.yaml: %q opens a section inside another", line)
+			}
+			in = true
+			titles = append(titles, strings.TrimPrefix(trimmed, "# >>> "))
+		case trimmed == "# <<<":
+			if !in {
+				t.Fatalf("example.yaml: %q closes no section", line)
+			}
+			in = false
+		case in:
+			if !strings.HasPrefix(trimmed, "# ") {
+				t.Fatalf("example.yaml: %q in a commented-out section is not commented out", line)
+			}
+			out = append(out, indent+strings.TrimPrefix(trimmed, "# "))
+		default:
+			out = append(out, line)
+		}
+	}
+	if in {
+		t.Fatal("example.yaml: a commented-out section is not closed")
+	}
+	return strings.Join(out, "\n"), titles
+}
+
+// TestExampleMatrixSectionsValidate keeps the documented Matrix keys true:
+// the commented-out sections of example.yaml, uncommented, must validate.
+func TestExampleMatrixSectionsValidate(t *testing.T) {
+	text, titles := uncommentExample(t)
+	if strings.Join(titles, ",") != "matrix appservice,matrix bot" {
+		t.Fatalf("example.yaml's commented-out sections are %q, want the matrix appservice and bot ones", titles)
+	}
+	path := filepath.Join(t.TempDir(), "phonebridge.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("example.yaml with the Matrix sections uncommented does not validate:\n%v", err)
+	}
+	for name, mode := range map[string]string{"matrix": matrix.ModeAppservice, "matrix-bot": matrix.ModeBot} {
+		c := cfg.Connectors[name]
+		if c == nil {
+			t.Errorf("connector %s is missing once uncommented", name)
+			continue
+		}
+		if o, ok := c.Options.(*matrix.Options); !ok || o.Mode != mode {
+			t.Errorf("connector %s: options %#v, want a matrix connector in %s mode", name, c.Options, mode)
+		}
+	}
+	if _, err := execute(t, context.Background(), "config", "validate", "-c", path); err != nil {
+		t.Errorf("config validate: %v", err)
 	}
 }

@@ -31,10 +31,12 @@ func init() {
 	})
 }
 
-// Connector is one matrix connector in bot mode: a normal account that
-// relays the rooms the routes name.
+// Connector is one matrix connector: in bot mode a normal account that
+// relays the rooms the routes name; in appservice mode (as set) a bot and
+// ghosts in portal rooms, one per origin chat (asmode.go).
 type Connector struct {
 	name  string
+	env   bridge.Env
 	log   *slog.Logger
 	opts  Options
 	store *bridge.Store
@@ -66,6 +68,12 @@ type Connector struct {
 	typing map[id.RoomID]map[id.UserID]bool
 	guard  *txnGuard
 
+	// Appservice mode: as is set by Start; srv serves the homeserver;
+	// refused are room+user pairs told they are not allowed.
+	as      *asBridge
+	srv     *asServer
+	refused map[string]bool
+
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
 	cancel   context.CancelFunc
@@ -90,10 +98,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	if opts == nil {
 		return nil, fmt.Errorf("matrix connector %s: no options", env.Name)
 	}
-	if opts.Mode == ModeAppservice {
-		return nil, fmt.Errorf("matrix connector %s: appservice mode is being built; use mode: bot", env.Name)
-	}
-	if opts.Mode != ModeBot {
+	if opts.Mode != ModeBot && opts.Mode != ModeAppservice {
 		return nil, fmt.Errorf("matrix connector %s: mode %q is not bot or appservice", env.Name, opts.Mode)
 	}
 	if env.Store == nil {
@@ -105,6 +110,8 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	}
 	return &Connector{
 		name:          env.Name,
+		env:           env,
+		refused:       map[string]bool{},
 		log:           log,
 		opts:          *opts,
 		store:         env.Store,
@@ -140,6 +147,9 @@ func (c *Connector) Capabilities() bridge.Capabilities {
 // credentials fail it; an unreachable homeserver does not, and the
 // connector keeps trying in the background.
 func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
+	if c.opts.Mode == ModeAppservice {
+		return c.startAppservice(ctx, sink)
+	}
 	if err := c.store.Migrate(ctx, "matrix_bot", migrations); err != nil {
 		return err
 	}
@@ -185,10 +195,18 @@ func (c *Connector) Stop(ctx context.Context) error {
 		return nil
 	}
 	cancel()
+	var srvErr error
+	if c.srv != nil {
+		// Transactions in flight finish first: their events reach the core.
+		srvErr = c.srv.stop(ctx)
+	}
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		if srvErr != nil {
+			return fmt.Errorf("matrix connector %s: stop the appservice API: %w", c.name, srvErr)
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("matrix connector %s did not stop in time: %w", c.name, ctx.Err())
@@ -207,6 +225,15 @@ var errNotLoggedIn = errors.New("not logged in to the homeserver yet")
 
 // Send implements bridge.Connector.
 func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if c.opts.Mode == ModeAppservice {
+		c.mu.Lock()
+		as := c.as
+		c.mu.Unlock()
+		if as == nil {
+			return "", errors.New("the appservice has not started yet")
+		}
+		return c.asSend(ctx, out)
+	}
 	cli := c.client()
 	if cli == nil {
 		return "", errNotLoggedIn
@@ -323,8 +350,12 @@ func (c *Connector) isRouted(room id.RoomID) bool {
 	return false
 }
 
-// IsChatID implements bridge.ChatIDChecker: Matrix room ids.
+// IsChatID implements bridge.ChatIDChecker: Matrix room ids in bot mode;
+// in appservice mode every id, since a portal is made for any origin chat.
 func (c *Connector) IsChatID(chat string) bool {
+	if c.opts.Mode == ModeAppservice {
+		return true
+	}
 	return strings.HasPrefix(chat, "!") && strings.Contains(chat, ":")
 }
 

@@ -11,20 +11,30 @@ import (
 	"github.com/phonebridge/phonebridge/config"
 )
 
-func TestNewRefusesAppserviceModeForNow(t *testing.T) {
+func TestAppserviceStartNeedsTheRegistration(t *testing.T) {
 	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	o := NewOptions() // appservice is the default mode
-	_, err = New(bridge.Env{Name: "mx", Logger: slog.New(slog.DiscardHandler), Store: store}, o)
-	if err == nil || err.Error() != "matrix connector mx: appservice mode is being built; use mode: bot" {
-		t.Errorf("appservice mode: %v", err)
+	o.Registration = "missing.yaml"
+	dir := t.TempDir()
+	c, err := New(bridge.Env{Name: "mx", Logger: slog.New(slog.DiscardHandler), Store: store, ConfigDir: dir}, o)
+	if err != nil {
+		t.Fatalf("appservice mode: %v", err)
 	}
-	o.Mode = ModeBot
-	if _, err := New(bridge.Env{Name: "mx", Store: store}, o); err != nil {
-		t.Errorf("bot mode: %v", err)
+	err = c.Start(t.Context(), &recordingSink{})
+	want := filepath.Join(dir, "missing.yaml") + " does not exist: run `phonebridge matrix registration mx`"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Start without a registration: %v; want one line containing %q", err, want)
+	}
+	if !c.IsChatID("15551234567@s.whatsapp.net") || !c.IsChatID("general") {
+		t.Error("appservice mode refuses a chat id; it makes a portal for any")
+	}
+	o.Mode = "nonsense"
+	if _, err := New(bridge.Env{Name: "mx", Store: store}, o); err == nil {
+		t.Error("mode nonsense was accepted")
 	}
 }
 
@@ -78,5 +88,19 @@ func TestChatIDsAndResolution(t *testing.T) {
 	f.srv.Close()
 	if _, err := c.ResolveChat(t.Context(), "#later:example.org"); !errors.Is(err, bridge.ErrChatListUnavailable) {
 		t.Errorf("an alias while the homeserver is down: %v, want it to wait (ErrChatListUnavailable)", err)
+	}
+}
+
+func TestIsDirectChat(t *testing.T) {
+	for chat, want := range map[string]bool{
+		"15551234567@s.whatsapp.net": true,
+		"123456789@lid":              true,
+		"120363@g.us":                false,
+		"general":                    false,
+		"!room:example.org":          false,
+	} {
+		if got := isDirectChat(chat); got != want {
+			t.Errorf("isDirectChat(%q) = %v, want %v", chat, got, want)
+		}
 	}
 }

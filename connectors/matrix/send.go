@@ -159,9 +159,18 @@ type txnGuard struct {
 	mu      sync.Mutex
 	unsure  map[string]bool
 	history int // how many recent events are searched
+	// settle is how long a search that finds nothing is repeated: a
+	// homeserver back from a crash may show a stored event in /messages
+	// only after a while (Dendrite replays its internal stream).
+	settle time.Duration
 }
 
-func newTxnGuard() *txnGuard { return &txnGuard{unsure: map[string]bool{}, history: 100} }
+func newTxnGuard() *txnGuard {
+	return &txnGuard{unsure: map[string]bool{}, history: 100, settle: 2 * time.Second}
+}
+
+// settleStep is the pause between repeated searches.
+const settleStep = 200 * time.Millisecond
 
 // maxUnsure bounds the memory of unanswered transactions; beyond it the
 // homeserver's own transaction ids are all that protects.
@@ -200,12 +209,27 @@ func (g *txnGuard) lookup(ctx context.Context, s *roomSender, txn string) string
 	if !unsure {
 		return ""
 	}
-	found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.history)
-	if err != nil || found == "" {
-		return "" // not found, or cannot tell: sending again is the lesser harm
+	deadline := time.Now().Add(g.settle)
+	for {
+		found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.history)
+		if err != nil {
+			return "" // cannot tell: sending again is the lesser harm
+		}
+		if found != "" {
+			g.forget(txn)
+			return found
+		}
+		if time.Now().Add(settleStep).After(deadline) {
+			return "" // not there: send it
+		}
+		t := time.NewTimer(settleStep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ""
+		case <-t.C:
+		}
 	}
-	g.forget(txn)
-	return found
 }
 
 // findSent searches the last limit events self sent in room for the one

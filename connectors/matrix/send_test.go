@@ -35,8 +35,10 @@ type fakeHS struct {
 	// answer decides the response to a send or redaction (nil: accept it).
 	answer func(r *fakeRequest) (status int, body string)
 	sent   []fakeRequest
-	// history is what /messages returns, newest first.
+	// history is what /messages returns, newest first; lagging events
+	// join it one /messages request late (a homeserver catching up).
 	history []map[string]any
+	lagging []map[string]any
 	// media is the content repository, by media id; an old homeserver
 	// serves it only under /_matrix/media/v3.
 	media map[string]fakeMedia
@@ -108,6 +110,8 @@ func (f *fakeHS) serve(w http.ResponseWriter, r *http.Request) {
 	case len(parts) >= 3 && parts[0] == "rooms" && parts[2] == "messages":
 		f.mu.Lock()
 		js, _ := json.Marshal(map[string]any{"chunk": f.history, "start": "x", "end": ""})
+		f.history = append(f.lagging, f.history...)
+		f.lagging = nil
 		f.mu.Unlock()
 		reply(200, string(js))
 	case len(parts) == 5 && parts[0] == "rooms" && parts[2] == "send",
@@ -320,7 +324,24 @@ func TestRetryFindsWhatAnUnansweredSendCreated(t *testing.T) {
 	if n := len(f.requests()); n != 1 {
 		t.Errorf("%d sends reached the homeserver, want 1: the retry must not send again", n)
 	}
-	// An event that did not arrive is sent on retry.
+	// An event stored but shown only later is still found, not resent.
+	f.setAnswer(func(r *fakeRequest) (int, string) {
+		f.lagging = append(f.lagging, map[string]any{"type": "m.room.message", "event_id": "$late", "sender": fakeUser, "content": r.Body})
+		return 502, `{}`
+	})
+	late := outgoing("late", func(o *bridge.Outgoing) { o.Key = "pb.11" })
+	s.send(t.Context(), late)
+	f.setAnswer(nil)
+	if native, err := s.send(t.Context(), late); err != nil || native != "$late" {
+		t.Errorf("retry of a send the homeserver shows late: %q, %v; want $late", native, err)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Errorf("%d sends reached the homeserver, want 2 (once, and once for the late one)", n)
+	}
+
+	// An event that did not arrive is sent on retry, after the search
+	// settles.
+	s.guard.settle = 3 * settleStep
 	f.setAnswer(func(*fakeRequest) (int, string) { return 502, `{}` })
 	other := outgoing("lost", func(o *bridge.Outgoing) { o.Key = "pb.10" })
 	s.send(t.Context(), other)

@@ -1,0 +1,499 @@
+package matrix
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/testservers"
+)
+
+// annChat is the WhatsApp-style chat the API speaks in.
+const annChat = "15550001111@s.whatsapp.net"
+
+// asRig is a bridge from a config: an api connector and a matrix
+// appservice connector "mx", both `chats: all`, on a Dendrite that loads
+// the registration.
+type asRig struct {
+	hs      *testservers.Dendrite
+	dir     string
+	cfgPath string
+	apiAddr string
+	listen  string
+	regPath string
+	owner   *human
+	lobby   id.RoomID // a room a route names: {api, lobby} <-> {mx, lobby}
+	pending map[string][]*daemontest.WireEvent
+	b       *bridge.Bridge
+	mx      *Connector
+	api     *daemontest.Client
+}
+
+func newASRig(t *testing.T) *asRig {
+	t.Helper()
+	r := &asRig{dir: t.TempDir(), pending: map[string][]*daemontest.WireEvent{}}
+	r.apiAddr = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	r.listen = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	r.regPath = filepath.Join(r.dir, "registration.yaml")
+	o := NewOptions()
+	o.Domain, o.Listen, o.Owner = "localhost", r.listen, "@owner:localhost"
+	if _, err := WriteRegistration("mx", o, r.regPath); err != nil {
+		t.Fatal(err)
+	}
+	r.hs = testservers.StartDendrite(t, testservers.DendriteOptions{AppServiceFiles: []string{r.regPath}})
+	r.owner = newHuman(t, r.hs, "owner", "The Owner")
+	lobby, err := r.owner.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.lobby = lobby.RoomID
+	r.cfgPath = filepath.Join(r.dir, "phonebridge.yaml")
+	// The registration path is relative: it resolves against the config's
+	// directory.
+	// send_timeout: Dendrite may leave a request unanswered right after a
+	// restart; the retry must come within the test's waits.
+	cfg := fmt.Sprintf(`state_dir: ./state
+delivery:
+  retry_min: 20ms
+  retry_max: 300ms
+  send_timeout: 5s
+connectors:
+  api:
+    type: api
+    listen: %s
+    token: %s
+  mx:
+    type: matrix
+    mode: appservice
+    homeserver: %s
+    domain: localhost
+    registration: registration.yaml
+    listen: %s
+    owner: "@owner:localhost"
+    allow: ["@friend:localhost"]
+routes:
+  - name: all
+    endpoints:
+      - {connector: api, chats: all}
+      - {connector: mx, chats: all}
+  - name: lobby
+    endpoints:
+      - {connector: api, chat: lobby}
+      - {connector: mx, chat: "%s"}
+`, r.apiAddr, daemontest.Token, r.hs.URL(), r.listen, r.lobby)
+	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *asRig) start(t *testing.T) {
+	t.Helper()
+	cfg, err := config.Load(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("MATRIX_TEST_SHOW_LOGS") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	r.b, err = bridge.Open(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := r.b.ChatLister("mx")
+	if !ok {
+		t.Fatal("the matrix connector lists no chats")
+	}
+	r.mx = l.(*Connector)
+	if err := r.b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b := r.b
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), botWait)
+		defer cancel()
+		if err := b.Stop(ctx); err != nil {
+			t.Errorf("stop the bridge: %v", err)
+		}
+	})
+	waitFor(t, "the connector to be connected", func() bool {
+		return r.b.Status()["mx"].State == bridge.StateConnected
+	})
+	r.api, err = daemontest.Dial(r.apiAddr, daemontest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := r.api
+	t.Cleanup(func() { api.Close() })
+	for _, chat := range []string{annChat, "lobby"} {
+		if err := r.api.Subscribe(chat, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// say posts a message from Ann's phone through the API and waits for its
+// acceptance.
+func (r *asRig) say(t *testing.T, idem, text, replyTo string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"id":%q,"kind":"message","chat":%q,"chat_name":"Ann","sender":{"id":%q,"name":"Ann"},"text":%q`, idem, annChat, annChat, text)
+	if replyTo != "" {
+		body += fmt.Sprintf(`,"reply_to":%q`, replyTo)
+	}
+	(&botRig{apiAddr: r.apiAddr}).postAPI(t, body+"}")
+}
+
+// event waits for the next event the API client receives in annChat.
+func (r *asRig) event(t *testing.T) *daemontest.WireEvent {
+	t.Helper()
+	return r.eventIn(t, annChat)
+}
+
+// eventIn waits for the next event the API client receives in chat,
+// keeping other chats' for later.
+func (r *asRig) eventIn(t *testing.T, chat string) *daemontest.WireEvent {
+	t.Helper()
+	if q := r.pending[chat]; len(q) > 0 {
+		r.pending[chat] = q[1:]
+		return q[0]
+	}
+	timeout := time.After(botWait)
+	for {
+		select {
+		case f := <-r.api.Events:
+			if f.Event == nil {
+				continue
+			}
+			if f.Chat == chat {
+				return f.Event
+			}
+			r.pending[f.Chat] = append(r.pending[f.Chat], f.Event)
+		case <-r.api.Closed:
+			t.Fatalf("the API connection closed: %v", r.api.Err())
+		case <-timeout:
+			t.Fatalf("no event reached API chat %s within %v", chat, botWait)
+		}
+	}
+}
+
+// portal waits for the portal of annChat and returns it.
+func (r *asRig) portal(t *testing.T) id.RoomID {
+	t.Helper()
+	var room id.RoomID
+	waitFor(t, "the portal", func() bool {
+		room, _ = r.mx.as.portalRoom(t.Context(), bridge.ChatRef{Connector: "api", ID: annChat})
+		return room != ""
+	})
+	return room
+}
+
+// roomBodies are the bodies of sender's m.room.message events in room,
+// oldest first.
+func roomBodies(t *testing.T, cli *mautrix.Client, room id.RoomID, sender id.UserID) []string {
+	t.Helper()
+	out, err := roomBodiesErr(t.Context(), cli, room, sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func roomBodiesErr(ctx context.Context, cli *mautrix.Client, room id.RoomID, sender id.UserID) ([]string, error) {
+	resp, err := cli.Messages(ctx, room, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{Senders: []id.UserID{sender}}, 200)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i := len(resp.Chunk) - 1; i >= 0; i-- {
+		if evt := resp.Chunk[i]; evt.Type == event.EventMessage && evt.Sender == sender {
+			body, _ := evt.Content.Raw["body"].(string)
+			out = append(out, body)
+		}
+	}
+	return out, nil
+}
+
+// TestAppserviceOnDendrite relays between the API and portal rooms
+// through the real core and a real homeserver.
+func TestAppserviceOnDendrite(t *testing.T) {
+	r := newASRig(t)
+	r.start(t)
+	ctx := t.Context()
+	owner := r.owner
+	ghost := r.mx.as.ghostID(annChat)
+
+	// The first message makes the portal, named after the chat, with the
+	// owner invited at power 100, and the ghost says it.
+	r.say(t, "a1", "hello from Ann", "")
+	room := r.portal(t)
+	var member event.MemberEventContent
+	if err := r.mx.as.botIntent().StateEvent(ctx, room, event.StateMember, owner.id.String(), &member); err != nil || member.Membership != event.MembershipInvite || !member.IsDirect {
+		t.Errorf("the owner's membership %+v (%v): want a direct invite", member, err)
+	}
+	if _, err := owner.cli.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("the owner cannot join the portal: %v", err)
+	}
+	var name event.RoomNameEventContent
+	var pl event.PowerLevelsEventContent
+	if err := owner.cli.StateEvent(ctx, room, event.StateRoomName, "", &name); err != nil || name.Name != "Ann" {
+		t.Errorf("the portal's name is %q (%v), want Ann", name.Name, err)
+	}
+	if err := owner.cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil || pl.GetUserLevel(owner.id) != 100 {
+		t.Errorf("the owner's power is %d (%v), want 100", pl.GetUserLevel(owner.id), err)
+	}
+	waitFor(t, "the ghost's message", func() bool {
+		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
+		return err == nil && len(got) > 0
+	})
+	if got := roomBodies(t, owner.cli, room, ghost); len(got) != 1 || got[0] != "hello from Ann" {
+		t.Errorf("the ghost said %q, want [hello from Ann]", got)
+	}
+	if dn, err := owner.cli.GetDisplayName(ctx, ghost); err != nil || dn.DisplayName != "Ann (WhatsApp)" {
+		t.Errorf("the ghost's display name is %+v (%v), want Ann (WhatsApp)", dn, err)
+	}
+	hello := roomEvent(t, owner.cli, room, ghost, "hello from Ann")
+
+	// The owner replies, edits, reacts and redacts: the API gets each in
+	// Ann's chat, with the targets its own ids.
+	reply := &event.MessageEventContent{MsgType: event.MsgText, Body: "hi Ann", RelatesTo: (&event.RelatesTo{}).SetReplyTo(hello)}
+	sent, err := owner.cli.SendMessageEvent(ctx, room, event.EventMessage, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := r.event(t)
+	if e.Kind != "message" || e.Text != "hi Ann" || e.ReplyTo != "a1" || e.Sender == nil || e.Sender.Name != "The Owner" {
+		t.Fatalf("the owner's reply reached the API as %+v %+v", e, e.Sender)
+	}
+	apiReply := e.ID
+	edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "hi Ann!"}
+	edit.SetEdit(sent.EventID)
+	if _, err := owner.cli.SendMessageEvent(ctx, room, event.EventMessage, edit); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.event(t); e.Kind != "edit" || e.Target != apiReply || e.Text != "hi Ann!" {
+		t.Errorf("the edit reached the API as %+v", e)
+	}
+	if _, err := owner.cli.SendMessageEvent(ctx, room, event.EventReaction, reactionContent(string(hello), "👍")); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.event(t); e.Kind != "reaction" || e.Target != "a1" || e.Emoji != "👍" {
+		t.Errorf("the reaction reached the API as %+v", e)
+	}
+	// Dendrite does not push redactions to appservices (element-hq/dendrite
+	// PR 3445; Synapse does), so the one the owner makes is handed to the
+	// connector's server as the homeserver would.
+	redaction, err := owner.cli.RedactEvent(ctx, room, sent.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := fmt.Sprintf(`{"events":[{"type":"m.room.redaction","event_id":%q,"room_id":%q,"sender":%q,"origin_server_ts":1,"redacts":%q,"content":{"redacts":%q}}]}`,
+		redaction.EventID, room, owner.id, sent.EventID, sent.EventID)
+	if resp := call(t, "PUT", "http://"+r.listen+"/_matrix/app/v1/transactions/redaction-1", r.mx.as.reg.ServerToken, txn); resp.status != 200 {
+		t.Fatalf("the redaction's transaction: %d %s", resp.status, resp.body)
+	}
+	if e := r.event(t); e.Kind != "delete" || e.Target != apiReply {
+		t.Errorf("the redaction reached the API as %+v", e)
+	}
+
+	// A second message reuses the portal.
+	r.say(t, "a2", "second", "")
+	owner.next(t, "the second message", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Sender == ghost && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "second"
+	})
+	if again := r.portal(t); again != room {
+		t.Errorf("the second message went to portal %s, want %s", again, room)
+	}
+
+	// What the owner said from the phone, and a notice, come from the bot:
+	// the owner's with the name in front.
+	post := (&botRig{apiAddr: r.apiAddr}).postAPI
+	post(t, fmt.Sprintf(`{"id":"o1","kind":"message","chat":%q,"sender":{"id":"me","name":"Me","is_owner":true},"text":"from my phone"}`, annChat))
+	post(t, fmt.Sprintf(`{"id":"n1","kind":"message","chat":%q,"sender":{"id":%q,"name":"Ann"},"text":"Ann changed the subject","notice":true}`, annChat, annChat))
+	bot := r.mx.as.bot
+	mine := owner.next(t, "the owner's phone message", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Type == event.EventMessage && strings.Contains(evt.Content.AsMessage().Body, "from my phone")
+	})
+	if m := mine.Content.AsMessage(); mine.Sender != bot || m.Body != "Me: from my phone" {
+		t.Errorf("the owner's phone message came from %s as %q, want the bot saying \"Me: from my phone\"", mine.Sender, m.Body)
+	}
+	note := owner.next(t, "the notice", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Type == event.EventMessage && strings.Contains(evt.Content.AsMessage().Body, "changed the subject")
+	})
+	if m := note.Content.AsMessage(); note.Sender != bot || m.MsgType != event.MsgNotice {
+		t.Errorf("the notice came from %s as %s, want an m.notice from the bot", note.Sender, m.MsgType)
+	}
+
+	// A user not in allow is not relayed and is told so, once.
+	stranger := newHuman(t, r.hs, "stranger", "Stranger")
+	if _, err := owner.cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: stranger.id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stranger.cli.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"let me in", "please"} {
+		if _, err := stranger.cli.SendText(ctx, room, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notice := stranger.next(t, "the refusal", func(evt *event.Event) bool {
+		m := evt.Content.AsMessage()
+		return evt.RoomID == room && evt.Sender == r.mx.as.bot && m.MsgType == event.MsgNotice && strings.Contains(m.Body, "not allowed")
+	})
+	if body := notice.Content.AsMessage().Body; strings.Contains(body, "\n") {
+		t.Errorf("the refusal is not one line: %q", body)
+	}
+	if _, err := owner.cli.SendText(ctx, room, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.event(t); e.Text != "marker" {
+		t.Errorf("after the stranger the API got %+v, want the owner's marker", e)
+	}
+	refusals := 0
+	for _, body := range roomBodies(t, owner.cli, room, r.mx.as.bot) {
+		if body == refuseText {
+			refusals++
+		}
+	}
+	if refusals != 1 {
+		t.Errorf("the bot refused the stranger %d times, want once", refusals)
+	}
+
+	// A ghost removed from the portal is noticed, and joins again to speak.
+	if _, err := owner.cli.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: ghost, Reason: "testing"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ghost's removal to be noticed", func() bool {
+		var one int
+		err := r.mx.as.store.QueryRowContext(ctx, `SELECT 1 FROM matrix_ghost_rooms WHERE user_id = ? AND room_id = ?`, ghost.String(), room.String()).Scan(&one)
+		return err != nil
+	})
+	r.say(t, "a3", "back again", "")
+	owner.next(t, "the ghost back", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Sender == ghost && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "back again"
+	})
+
+	// A room a route names: the ghost joins it on demand to speak, and
+	// what is said there reaches the API's chat. (API chat lobby is in the
+	// `chats: all` route too, so it also gets a portal of its own.)
+	(&botRig{apiAddr: r.apiAddr}).postAPI(t, `{"id":"l1","kind":"message","chat":"lobby","sender":{"id":"bob","name":"Bob"},"text":"hi lobby"}`)
+	bob := r.mx.as.ghostID("bob")
+	owner.next(t, "Bob in the lobby", func(evt *event.Event) bool {
+		return evt.RoomID == r.lobby && evt.Sender == bob && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "hi lobby"
+	})
+	if _, err := owner.cli.SendText(ctx, r.lobby, "hi Bob"); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.eventIn(t, "lobby"); e.Text != "hi Bob" || e.Sender == nil || e.Sender.ID != owner.id.String() {
+		t.Errorf("the lobby's message reached the API as %+v", e)
+	}
+
+	// A wrong hs_token is refused by the connector's own server.
+	if resp := call(t, "PUT", "http://"+r.listen+"/_matrix/app/v1/transactions/x", strings.Repeat("x", 64), `{"events":[]}`); resp.status != 403 {
+		t.Errorf("a wrong hs_token got %d %s", resp.status, resp.body)
+	}
+
+	// The homeserver dies mid-stream: nothing lost, nothing doubled.
+	sayRange := func(from, to int) {
+		for i := from; i < to; i++ {
+			r.say(t, fmt.Sprintf("k%02d", i), fmt.Sprintf("api %02d", i), "")
+		}
+	}
+	sayRange(0, 5)
+	// Killed between sends: Dendrite killed inside a send can leave the
+	// room's input stalled for long after the restart (its bug, not the
+	// bridge's); a send whose answer is lost is covered by
+	// TestRetryFindsWhatAnUnansweredSendCreated.
+	waitFor(t, "api 04 in the portal", func() bool {
+		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
+		return err == nil && len(got) > 0 && got[len(got)-1] == "api 04"
+	})
+	r.hs.Kill()
+	sayRange(5, 10)
+	r.hs.Restart(t)
+	sayRange(10, 11)
+	// The room's history, not the owner's /sync, which a restart may cut.
+	waitFor(t, "the last message in the portal", func() bool {
+		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
+		return err == nil && len(got) > 0 && got[len(got)-1] == "api 10"
+	})
+	want := []string{"hello from Ann", "second", "back again"}
+	for i := 0; i <= 10; i++ {
+		want = append(want, fmt.Sprintf("api %02d", i))
+	}
+	if got := roomBodies(t, owner.cli, room, ghost); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the portal holds\n%q\nwant\n%q", got, want)
+	}
+}
+
+// roomEvent is the id of sender's message with body in room.
+func roomEvent(t *testing.T, cli *mautrix.Client, room id.RoomID, sender id.UserID, body string) id.EventID {
+	t.Helper()
+	resp, err := cli.Messages(t.Context(), room, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{Senders: []id.UserID{sender}}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, evt := range resp.Chunk {
+		if b, _ := evt.Content.Raw["body"].(string); b == body && evt.Type == event.EventMessage {
+			return evt.ID
+		}
+	}
+	t.Fatalf("%s said no %q in %s", sender, body, room)
+	return ""
+}
+
+// TestAppserviceStartsWithoutTheHomeserver: an unreachable homeserver
+// does not fail Start; the connector says it is disconnected, keeps
+// trying, and its appservice API already serves.
+func TestAppserviceStartsWithoutTheHomeserver(t *testing.T) {
+	dir := t.TempDir()
+	o := NewOptions()
+	o.Homeserver = "http://127.0.0.1:1" // nothing listens on port 1
+	o.Domain, o.Owner = "localhost", "@owner:localhost"
+	o.Listen = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	o.Registration = "reg.yaml"
+	if _, err := WriteRegistration("mx", o, filepath.Join(dir, "reg.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(bridge.Env{Name: "mx", Store: openTestStore(t), ConfigDir: dir}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &recordingSink{}
+	if err := c.Start(t.Context(), sink); err != nil {
+		t.Fatalf("Start with the homeserver down: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	waitFor(t, "the disconnected state", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, s := range sink.states {
+			if strings.HasPrefix(s, string(bridge.StateDisconnected)+":") {
+				return true
+			}
+		}
+		return false
+	})
+	if r := call(t, "POST", "http://"+o.Listen+"/_matrix/app/v1/ping", c.as.reg.ServerToken, "{}"); r.status != 200 {
+		t.Errorf("the appservice API does not serve while the homeserver is down: %d %s", r.status, r.body)
+	}
+}
