@@ -166,6 +166,12 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 			}
 		} else if room, err = as.ensurePortal(ctx, origin, isDirectChat(chat), name, ""); err != nil {
 			return "", classify(err)
+		} else if out.Origin.Name != "" {
+			// The chat may have been renamed since its portal was made; a
+			// failed rename must not hold the message up.
+			if err := as.setPortalName(ctx, origin, out.Origin.Name); err != nil {
+				c.log.Warn("could not rename a portal room; messages still go through", "chat", chat, "err", err)
+			}
 		}
 	}
 	s := &roomSender{room: room, guard: c.guard, maxMediaBytes: c.opts.MaxMediaBytes}

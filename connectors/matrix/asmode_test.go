@@ -317,6 +317,15 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		t.Errorf("the second message went to portal %s, want %s", again, room)
 	}
 
+	// The chat renamed on its platform renames the portal with the next message.
+	(&botRig{apiAddr: r.apiAddr}).postAPI(t, fmt.Sprintf(`{"id":"a2-renamed","kind":"message","chat":%q,"chat_name":"Ann Smith","sender":{"id":%q,"name":"Ann"},"text":"renamed"}`, annChat, annChat))
+	owner.next(t, "the message after the rename", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Sender == ghost && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "renamed"
+	})
+	if err := owner.cli.StateEvent(ctx, room, event.StateRoomName, "", &name); err != nil || name.Name != "Ann Smith" {
+		t.Errorf("after the chat's rename the portal is called %q (%v), want Ann Smith", name.Name, err)
+	}
+
 	// What the owner said from the phone, and a notice, come from the bot:
 	// the owner's with the name in front.
 	post := (&botRig{apiAddr: r.apiAddr}).postAPI
@@ -430,7 +439,7 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
 		return err == nil && len(got) > 0 && got[len(got)-1] == "api 10"
 	})
-	want := []string{"hello from Ann", "second", "back again"}
+	want := []string{"hello from Ann", "second", "renamed", "back again"}
 	for i := 0; i <= 10; i++ {
 		want = append(want, fmt.Sprintf("api %02d", i))
 	}
