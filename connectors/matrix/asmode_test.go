@@ -1,9 +1,14 @@
 package matrix
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
+	"image"
+	"image/png"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -504,5 +509,90 @@ func TestAppserviceStartsWithoutTheHomeserver(t *testing.T) {
 	})
 	if r := call(t, "POST", "http://"+o.Listen+"/_matrix/app/v1/ping", c.as.reg.ServerToken, "{}"); r.status != 200 {
 		t.Errorf("the appservice API does not serve while the homeserver is down: %d %s", r.status, r.body)
+	}
+}
+
+// noisyPNG is a real PNG of a few KB: noise does not compress.
+func noisyPNG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, 40, 40))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range img.Pix {
+		img.Pix[i] = byte(rng.Uint32())
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() < 2048 {
+		t.Fatalf("the test image is only %d bytes", buf.Len())
+	}
+	return buf.Bytes()
+}
+
+// TestAppserviceMediaOnDendrite carries attachments both ways between the
+// API and a portal: the ghost posts the API's image, uploaded to the
+// content repository, and the owner's file reaches the API, which serves
+// its bytes.
+func TestAppserviceMediaOnDendrite(t *testing.T) {
+	r := newASRig(t)
+	r.start(t)
+	ctx := t.Context()
+	owner := r.owner
+	ghost := r.mx.as.ghostID(annChat)
+
+	// A text first makes the portal, which the owner joins.
+	r.say(t, "m0", "about to send a picture", "")
+	room := r.portal(t)
+	if _, err := owner.cli.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("the owner cannot join the portal: %v", err)
+	}
+
+	// API → Matrix: the image arrives as the ghost's m.image, its bytes in
+	// the content repository.
+	pic := noisyPNG(t)
+	(&botRig{apiAddr: r.apiAddr}).postAPI(t, fmt.Sprintf(`{"id":"m1","kind":"message","chat":%q,"chat_name":"Ann","sender":{"id":%q,"name":"Ann"},"text":"a noisy square",
+		"media":[{"mime":"image/png","name":"noise.png","data":%q}]}`, annChat, annChat, base64.StdEncoding.EncodeToString(pic)))
+	img := owner.next(t, "the API image", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType.IsMedia()
+	})
+	m := img.Content.AsMessage()
+	if img.Sender != ghost || m.MsgType != event.MsgImage || m.FileName != "noise.png" || m.Info == nil || m.Info.MimeType != "image/png" || m.Info.Size != len(pic) {
+		t.Fatalf("the image came from %s as %s %q (info %+v), want the ghost's m.image noise.png, image/png, %d bytes", img.Sender, m.MsgType, m.FileName, m.Info, len(pic))
+	}
+	if !strings.Contains(m.GetCaption(), "a noisy square") {
+		t.Errorf("the image's caption is %q, want the API's text", m.GetCaption())
+	}
+	uri, err := m.URL.Parse()
+	if err != nil {
+		t.Fatalf("the image's URL %q: %v", m.URL, err)
+	}
+	got, err := owner.cli.DownloadBytes(ctx, uri)
+	if err != nil || !bytes.Equal(got, pic) {
+		t.Errorf("the owner downloads %d bytes (%v), want the %d the API sent", len(got), err, len(pic))
+	}
+
+	// Matrix → API: the owner's file, uploaded with the owner's client,
+	// reaches the API with its name and type, and the API serves its bytes.
+	doc := append([]byte("%PDF-1.4\n"), bytes.Repeat([]byte("phonebridge media "), 200)...)
+	up, err := owner.cli.UploadBytesWithName(ctx, doc, "application/pdf", "report.pdf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := rawSubscribe(t, r.apiAddr, annChat)
+	if _, err := owner.cli.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgFile,
+		Body: "the report", FileName: "report.pdf", URL: up.ContentURI.CUString(),
+		Info: &event.FileInfo{MimeType: "application/pdf", Size: len(doc)}}); err != nil {
+		t.Fatal(err)
+	}
+	media := raw.nextMedia(t)
+	if media.MIME != "application/pdf" || media.Name != "report.pdf" || media.Caption != "the report" || media.URL == "" {
+		t.Errorf("the API got media %+v, want report.pdf, application/pdf, captioned", media)
+	}
+	if got := (&botRig{apiAddr: r.apiAddr}).getAPI(t, media.URL); !bytes.Equal(got, doc) {
+		t.Errorf("the API serves %d bytes, want the %d the owner uploaded", len(got), len(doc))
+	}
+	if e := r.event(t); e.Kind != "message" || e.Text != "the report" || e.Sender == nil || e.Sender.ID != owner.id.String() {
+		t.Errorf("the owner's file reached the API as %+v", e)
 	}
 }
