@@ -3,6 +3,7 @@ package whatsapp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -287,5 +288,43 @@ func TestMentionsNamed(t *testing.T) {
 	}
 	if !strings.Contains(ev.HTML, "@Alice Smith") || !strings.Contains(ev.HTML, "<b>now</b>") {
 		t.Errorf("html %q, want the name and the formatting", ev.HTML)
+	}
+}
+
+// A group change the owner made (from the phone) is marked as the owner's,
+// by phone number or by LID; someone else's is not.
+func TestGroupNoticeByOwner(t *testing.T) {
+	r := newRig(t)
+	r.wa.groups = groupInfos(t, map[string]string{familyGroup: "Family"})
+	c := r.linked("me", "+15550001111", "Ann", nil)
+	c.dev().LID = mustJID(t, "98765@lid")
+	s, cl := r.startConnected(c)
+
+	for i, tc := range []struct {
+		sender string
+		owner  bool
+	}{
+		{annAccount.ID, true},
+		{"98765@lid", true},
+		{"15550006666@s.whatsapp.net", false},
+	} {
+		sender := mustJID(t, tc.sender)
+		before := len(s.eventList())
+		evt := &events.GroupInfo{
+			JID:       mustJID(t, familyGroup),
+			Sender:    &sender,
+			Timestamp: time.Unix(1700000000+int64(i), 0),
+			Name:      &types.GroupName{Name: fmt.Sprintf("Family %d", i)},
+		}
+		if !cl.deliver(evt) {
+			t.Fatalf("%s: group change not taken", tc.sender)
+		}
+		evs := s.eventList()[before:]
+		if len(evs) != 1 {
+			t.Fatalf("%s: %d events, want the subject change", tc.sender, len(evs))
+		}
+		if evs[0].Sender.IsOwner != tc.owner || evs[0].Sender.ID != sender.String() {
+			t.Errorf("%s: sender %+v, want owner=%v", tc.sender, evs[0].Sender, tc.owner)
+		}
 	}
 }

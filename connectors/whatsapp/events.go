@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
@@ -157,9 +158,11 @@ func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
 	}
 	names := func(j types.JID) string { return c.chats.senderName(ctx, j, "", false) }
 	ok := true
+	_, dev := c.current()
 	for _, ev := range convertGroupInfo(e, names) {
 		ev := ev
 		ev.Chat.Name = c.chats.chatName(ctx, e.JID)
+		ev.Sender.IsOwner = isOwn(dev, ev.Sender.ID)
 		if ev.ID == "" {
 			// Stable per change, so a redelivered notification is relayed once.
 			ev.ID = fmt.Sprintf("group.%s.%d.%d", e.JID.User, e.Timestamp.UnixMilli(), len(ev.Text))
@@ -219,4 +222,13 @@ func (c *Connector) runCtx() context.Context {
 		return context.Background()
 	}
 	return c.ctx
+}
+
+// isOwn reports whether senderID (a JID without device) is the account's
+// own, by phone number or by LID.
+func isOwn(dev *store.Device, senderID string) bool {
+	if dev == nil || dev.ID == nil || senderID == "" {
+		return false
+	}
+	return senderID == ownJID(dev).String() || (!dev.LID.IsEmpty() && senderID == dev.LID.ToNonAD().String())
 }
