@@ -21,8 +21,21 @@ import (
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
 	"github.com/phonebridge/phonebridge/internal/daemon"
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/fakephone"
 	"github.com/phonebridge/phonebridge/internal/linkui"
 )
+
+// The links these tests drive are fakephone connectors, linked a fixed
+// age ago for the links table's SINCE column.
+type phone = fakephone.Phone
+
+var (
+	linkedAcc   = fakephone.LinkedAccount
+	linkedSince = time.Now().Add(-150 * time.Minute).UTC().Round(time.Second)
+)
+
+func newPhone(t *testing.T) *phone { return fakephone.New(t, linkedSince) }
 
 // linkWait bounds each wait on the in-process daemon.
 const linkWait = 10 * time.Second
@@ -47,32 +60,11 @@ connectors:
     type: api
     listen: 127.0.0.1:0
     token: test-token-0123456789
-%s`, p.key, more)
+%s`, p.Key(), more)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// readyLog calls ready on the daemon's ready message.
-type readyLog struct {
-	slog.Handler
-	ready func()
-}
-
-func (h readyLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == daemon.ReadyMessage {
-		h.ready()
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h readyLog) WithAttrs(as []slog.Attr) slog.Handler {
-	return readyLog{h.Handler.WithAttrs(as), h.ready}
-}
-
-func (h readyLog) WithGroup(name string) slog.Handler {
-	return readyLog{h.Handler.WithGroup(name), h.ready}
 }
 
 // runDaemonInProcess runs daemon.Run on the config at path in a goroutine
@@ -85,7 +77,7 @@ func runDaemonInProcess(t *testing.T, path string) {
 	}
 	ready := make(chan struct{})
 	var once sync.Once
-	log := slog.New(readyLog{slog.NewTextHandler(io.Discard, nil), func() { once.Do(func() { close(ready) }) }})
+	log := slog.New(daemontest.OnReady(slog.NewTextHandler(io.Discard, nil), func() { once.Do(func() { close(ready) }) }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- daemon.Run(ctx, cfg, log, "test") }()
@@ -185,7 +177,7 @@ func TestLinksCommand(t *testing.T) {
 			t.Errorf("running=%v but the output says otherwise:\n%s", running, out)
 		}
 
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkBanned, Since: linkedSince, Detail: "banned", Until: time.Now().Add(time.Hour)})
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkBanned, Since: linkedSince, Detail: "banned", Until: time.Now().Add(time.Hour)})
 		out, err = execute(t, context.Background(), "links", "-c", cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -243,7 +235,7 @@ func TestUnlinkCommand(t *testing.T) {
 		if err == nil || err.Error() != "not unlinked: not linked" {
 			t.Errorf("unlinking an unlinked link: %v", err)
 		}
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: linkedSince, Account: linkedAcc})
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: linkedSince, Account: linkedAcc})
 		out, err = execute(t, ctx, "unlink", "me", "-c", cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +243,7 @@ func TestUnlinkCommand(t *testing.T) {
 		if out != "Unlinked me: it left the phone's linked devices and its keys are deleted.\n" {
 			t.Errorf("unlink printed %q", out)
 		}
-		if _, unlinks, _ := p.recorded(); fmt.Sprint(unlinks) != "[true false false]" {
+		if _, unlinks, _ := p.Recorded(); fmt.Sprint(unlinks) != "[true false false]" {
 			t.Errorf("the connector was asked to unlink with localOnly %v", unlinks)
 		}
 		_, err = execute(t, ctx, "unlink", "chat-api", "-c", cfg)
@@ -306,8 +298,8 @@ var bea = bridge.LinkAccount{ID: "15559876543@s.whatsapp.net", Phone: "+15559876
 
 func TestLinkCommandByQRCode(t *testing.T) {
 	forEachWay(t, func(t *testing.T, p *phone, cfg string, running bool) {
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: linkedSince})
-		p.setLink(func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: linkedSince})
+		p.SetLink(func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: cliQR1, Expires: time.Now().Add(20 * time.Second)})
 			progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: cliQR2, Expires: time.Now().Add(20 * time.Second)})
 			return bea, nil
@@ -335,12 +327,12 @@ func TestLinkCommandByQRCode(t *testing.T) {
 		if strings.Contains(out, "\x1b") {
 			t.Errorf("escape sequences in output that is not a terminal:\n%q", out)
 		}
-		if opts, _, _ := p.recorded(); len(opts) != 1 || opts[0] != (bridge.LinkOptions{}) {
+		if opts, _, _ := p.Recorded(); len(opts) != 1 || opts[0] != (bridge.LinkOptions{}) {
 			t.Errorf("the connector was asked to link with %+v", opts)
 		}
 
 		// --light draws the same code for a light background.
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: linkedSince})
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: linkedSince})
 		out, err = execute(t, context.Background(), "link", "me", "--light", "-c", cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -353,7 +345,7 @@ func TestLinkCommandByQRCode(t *testing.T) {
 
 func TestLinkCommandByPairingCode(t *testing.T) {
 	forEachWay(t, func(t *testing.T, p *phone, cfg string, running bool) {
-		p.setLink(func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		p.SetLink(func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			progress(bridge.LinkProgress{Kind: bridge.ProgressPairingCode, PairingCode: "ABCDEFGH", Expires: time.Now().Add(3 * time.Minute)})
 			return bea, nil
 		})
@@ -372,7 +364,7 @@ func TestLinkCommandByPairingCode(t *testing.T) {
 		if strings.Contains(out, "█") {
 			t.Errorf("a QR code when linking by phone:\n%s", out)
 		}
-		if opts, _, _ := p.recorded(); len(opts) != 1 || opts[0].Phone != "+15551234567" {
+		if opts, _, _ := p.Recorded(); len(opts) != 1 || opts[0].Phone != "+15551234567" {
 			t.Errorf("the connector was asked to link with %+v", opts)
 		}
 
@@ -395,7 +387,7 @@ func TestLinkCommandFailures(t *testing.T) {
 			{&bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Detail: "me is linked to +15551234567 (Ann)"}, "not linked: already linked; run `phonebridge unlink me` first to link another account: me is linked to +15551234567 (Ann)"},
 			{errors.New("the phone\nfell in a lake"), "not linked: linking failed: the phone; fell in a lake"},
 		} {
-			p.setLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+			p.SetLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 				progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: cliQR1, Expires: time.Now().Add(20 * time.Second)})
 				return bridge.LinkAccount{}, tc.err
 			})
@@ -422,7 +414,7 @@ func TestLinkCommandCancelled(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		ended := make(chan error, 1)
-		p.setLink(func(lctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		p.SetLink(func(lctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: cliQR1, Expires: time.Now().Add(20 * time.Second)})
 			cancel() // as Ctrl-C would, once the code shows
 			select {

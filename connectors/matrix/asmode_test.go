@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/phonebridge/phonebridge/bridge"
-	"github.com/phonebridge/phonebridge/config"
 	"github.com/phonebridge/phonebridge/internal/daemontest"
 	"github.com/phonebridge/phonebridge/internal/testservers"
 )
@@ -106,23 +104,7 @@ routes:
 
 func (r *asRig) start(t *testing.T) {
 	t.Helper()
-	cfg, err := config.Load(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("MATRIX_TEST_SHOW_LOGS") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	r.b, err = bridge.Open(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, ok := r.b.ChatLister("mx")
-	if !ok {
-		t.Fatal("the matrix connector lists no chats")
-	}
-	r.mx = l.(*Connector)
+	r.b, r.mx = openBridge(t, r.cfgPath)
 	if err := r.b.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +119,7 @@ func (r *asRig) start(t *testing.T) {
 	waitFor(t, "the connector to be connected", func() bool {
 		return r.b.Status()["mx"].State == bridge.StateConnected
 	})
+	var err error
 	r.api, err = daemontest.Dial(r.apiAddr, daemontest.Token)
 	if err != nil {
 		t.Fatal(err)

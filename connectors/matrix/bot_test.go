@@ -202,23 +202,7 @@ routes:
 func (r *botRig) start(t *testing.T, tune func(c *Connector)) {
 	t.Helper()
 	r.writeConfig(t)
-	cfg, err := config.Load(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("MATRIX_TEST_SHOW_LOGS") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	r.b, err = bridge.Open(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, ok := r.b.ChatLister("mx")
-	if !ok {
-		t.Fatal("the matrix connector lists no chats")
-	}
-	r.mx = l.(*Connector)
+	r.b, r.mx = openBridge(t, r.cfgPath)
 	if tune != nil {
 		tune(r.mx)
 	}
@@ -266,6 +250,29 @@ func (r *botRig) dial(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// openBridge opens the bridge on the config at cfgPath, logging to stderr
+// when MATRIX_TEST_SHOW_LOGS is set, and returns its matrix connector "mx".
+func openBridge(t *testing.T, cfgPath string) (*bridge.Bridge, *Connector) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("MATRIX_TEST_SHOW_LOGS") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	b, err := bridge.Open(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := b.ChatLister("mx")
+	if !ok {
+		t.Fatal("the matrix connector lists no chats")
+	}
+	return b, l.(*Connector)
 }
 
 func (r *botRig) stopBridge(t *testing.T, b *bridge.Bridge) {

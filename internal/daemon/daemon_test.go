@@ -22,7 +22,19 @@ import (
 	_ "github.com/phonebridge/phonebridge/connectors/api"
 	_ "github.com/phonebridge/phonebridge/connectors/whatsapp"
 	"github.com/phonebridge/phonebridge/internal/daemon"
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/fakephone"
 )
+
+// The links these tests drive are fakephone connectors.
+type (
+	phone      = fakephone.Phone
+	linkScript = fakephone.LinkScript
+)
+
+var linkedAcc = fakephone.LinkedAccount
+
+func newPhone(t *testing.T) *phone { return fakephone.New(t, t0) }
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -57,7 +69,7 @@ connectors:
     type: api
     listen: 127.0.0.1:0
     token: %s
-%s`, p.key, apiToken, more)
+%s`, p.Key(), apiToken, more)
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -86,27 +98,6 @@ func (l *logBuf) String() string {
 	return l.b.String()
 }
 
-// readyHandler calls ready when the daemon logs that it runs.
-type readyHandler struct {
-	slog.Handler
-	ready func()
-}
-
-func (h readyHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == daemon.ReadyMessage {
-		h.ready()
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h readyHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return readyHandler{h.Handler.WithAttrs(as), h.ready}
-}
-
-func (h readyHandler) WithGroup(name string) slog.Handler {
-	return readyHandler{h.Handler.WithGroup(name), h.ready}
-}
-
 func testLogger(t *testing.T) *slog.Logger {
 	logs := &logBuf{}
 	t.Cleanup(func() {
@@ -131,10 +122,10 @@ func startDaemon(t *testing.T, cfg *config.Config) *runningDaemon {
 	logs := &logBuf{}
 	ready := make(chan struct{})
 	var once sync.Once
-	log := slog.New(readyHandler{
+	log := slog.New(daemontest.OnReady(
 		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		func() { once.Do(func() { close(ready) }) },
-	})
+	))
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &runningDaemon{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -232,7 +223,7 @@ func TestRunServesUntilCancelledThenLeavesTheLocalAPI(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("the daemon's links:\n got  %+v\n want %+v", got, want)
 	}
-	if _, _, events := p.recorded(); !reflect.DeepEqual(events, []string{"new", "start"}) {
+	if _, _, events := p.Recorded(); !reflect.DeepEqual(events, []string{"new", "start"}) {
 		t.Fatalf("the connector saw %v, want it built and started", events)
 	}
 
@@ -242,7 +233,7 @@ func TestRunServesUntilCancelledThenLeavesTheLocalAPI(t *testing.T) {
 	if _, err := os.Lstat(daemon.SocketPath(cfg)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the control socket is still there after Run returned: %v", err)
 	}
-	if _, _, events := p.recorded(); !reflect.DeepEqual(events, []string{"new", "start", "stop"}) {
+	if _, _, events := p.Recorded(); !reflect.DeepEqual(events, []string{"new", "start", "stop"}) {
 		t.Fatalf("the connector saw %v, want it stopped", events)
 	}
 	if _, err := remote.Links(ctx); !errors.Is(err, control.ErrNotRunning) {
@@ -257,7 +248,7 @@ func TestRunServesUntilCancelledThenLeavesTheLocalAPI(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("the local links:\n got  %+v\n want %+v", got, want)
 	}
-	if _, _, events := p.recorded(); !reflect.DeepEqual(events, []string{"new", "start", "stop", "new"}) {
+	if _, _, events := p.Recorded(); !reflect.DeepEqual(events, []string{"new", "start", "stop", "new"}) {
 		t.Fatalf("the connector saw %v; the local API must build it without starting it", events)
 	}
 }
@@ -289,7 +280,7 @@ func TestASecondDaemonOnTheStateDirFailsAndStopsItsConnectors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another phonebridge is running") {
 		t.Fatalf("the second Run returned %v", err)
 	}
-	if _, _, events := p.recorded(); !reflect.DeepEqual(events, []string{"new", "start", "new", "start", "stop"}) {
+	if _, _, events := p.Recorded(); !reflect.DeepEqual(events, []string{"new", "start", "new", "start", "stop"}) {
 		t.Fatalf("the connectors saw %v; the second daemon must stop what it started", events)
 	}
 	// The first daemon still answers.
@@ -329,8 +320,8 @@ type linkRun struct {
 func TestLinkStreamsProgressAndTheAccount(t *testing.T) {
 	remote, local := withEachAPI(t, "", func(t *testing.T, api daemon.API, p *phone) any {
 		ctx := context.Background()
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: t0})
-		p.setLink(succeed(qr1, qr2, info))
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkUnlinked, Since: t0})
+		p.SetLink(succeed(qr1, qr2, info))
 		var r linkRun
 		acct, err := api.Link(ctx, "me", bridge.LinkOptions{}, func(pr bridge.LinkProgress) { r.Progress = append(r.Progress, pr) })
 		if err != nil {
@@ -361,7 +352,7 @@ func TestLinkStreamsProgressAndTheAccount(t *testing.T) {
 			t.Fatal("a phone that is not a number was taken")
 		}
 		r.Err = err.Error()
-		r.Opts, _, _ = p.recorded()
+		r.Opts, _, _ = p.Recorded()
 		return r
 	})
 	if !reflect.DeepEqual(remote, local) {
@@ -385,7 +376,7 @@ func TestLinkFailureReasonsSurviveTheSocket(t *testing.T) {
 		var got []bridge.LinkError
 		for _, reason := range reasons {
 			for _, detail := range []string{"", "detail of " + string(reason)} {
-				p.setLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+				p.SetLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 					progress(qr1)
 					return bridge.LinkAccount{}, &bridge.LinkError{Reason: reason, Detail: detail}
 				})
@@ -401,7 +392,7 @@ func TestLinkFailureReasonsSurviveTheSocket(t *testing.T) {
 			}
 		}
 		// A connector's plain error is a failure with it as the detail.
-		p.setLink(func(context.Context, bridge.LinkOptions, func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		p.SetLink(func(context.Context, bridge.LinkOptions, func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			return bridge.LinkAccount{}, errors.New("the phone fell in a lake")
 		})
 		_, err := api.Link(context.Background(), "me", bridge.LinkOptions{}, nil)
@@ -423,7 +414,7 @@ func TestLinkFailureReasonsSurviveTheSocket(t *testing.T) {
 func TestCancellingTheCallerCancelsTheLink(t *testing.T) {
 	withEachAPI(t, "", func(t *testing.T, api daemon.API, p *phone) any {
 		ended := make(chan error, 1)
-		p.setLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		p.SetLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			progress(qr1)
 			select {
 			case <-ctx.Done():
@@ -487,9 +478,9 @@ func TestLinksChatsAndUnlinkAgreeWithAndWithoutTheDaemon(t *testing.T) {
 		if err := api.Unlink(ctx, "me", true); err != nil {
 			r.UnlinkAgain = err.Error()
 		}
-		p.setStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: t0, Account: linkedAcc})
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: t0, Account: linkedAcc})
 		r.UnlinkServer = api.Unlink(ctx, "me", false)
-		_, r.Unlinks, _ = p.recorded()
+		_, r.Unlinks, _ = p.Recorded()
 		return r
 	})
 	if !reflect.DeepEqual(remote, local) {
@@ -560,7 +551,7 @@ func TestANameThatIsNotALinkIsAClearError(t *testing.T) {
 				msgs = append(msgs, what+" "+name+": "+msg)
 			}
 		}
-		if opts, unlinks, _ := p.recorded(); len(opts) != 0 || len(unlinks) != 0 {
+		if opts, unlinks, _ := p.Recorded(); len(opts) != 0 || len(unlinks) != 0 {
 			t.Errorf("the link \"me\" was driven: %v %v", opts, unlinks)
 		}
 		t.Logf("errors:\n%s", strings.Join(msgs, "\n"))
@@ -620,7 +611,7 @@ func TestLocalLinksOpensConnectorsWithoutStartingThem(t *testing.T) {
 	if wa := links[1]; wa.State != bridge.LinkUnlinked || wa.Account.ID != "" {
 		t.Errorf("the unlinked whatsapp link shows as %+v, want state unlinked", wa)
 	}
-	if _, _, events := p.recorded(); !reflect.DeepEqual(events, []string{"new", "stop"}) {
+	if _, _, events := p.Recorded(); !reflect.DeepEqual(events, []string{"new", "stop"}) {
 		t.Errorf("the fake saw %v, want built and released, never started", events)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "api-media")); !errors.Is(err, fs.ErrNotExist) {

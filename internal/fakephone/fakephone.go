@@ -1,4 +1,7 @@
-package daemon_test
+// Package fakephone is a connector type for tests that links like WhatsApp
+// without a server. Only tests import it: importing it registers the type
+// "fakephone".
+package fakephone
 
 import (
 	"context"
@@ -8,14 +11,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
 )
 
-// fakephone is a connector type that links like WhatsApp without a
-// server: each connector stands for a phone a test scripts, found by the
-// `phone:` key of its config section. Every connector built for one phone
+// Each fakephone connector stands for a Phone a test scripts, found by the
+// `phone:` key of its config section (Phone.Key). Every connector built for one phone
 // (the daemon's, a local API's) shares its state, as two processes share
 // one database.
 func init() {
@@ -43,34 +46,37 @@ type fakeOptions struct {
 func (o *fakeOptions) Validate(c *config.Checker) { c.Required("phone", o.Phone) }
 
 var (
-	phonesMu  sync.Mutex
-	phones    = map[string]*phone{}
-	phoneSeq  atomic.Int64
-	linkedAcc = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
+	phonesMu sync.Mutex
+	phones   = map[string]*Phone{}
+	phoneSeq atomic.Int64
+	// LinkedAccount is the account a new Phone is linked to.
+	LinkedAccount = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
 )
 
-// linkScript is what a phone does when linked.
-type linkScript func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error)
+// LinkScript is what a phone does when linked.
+type LinkScript func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error)
 
-// phone is the scripted state behind fakephone connectors.
-type phone struct {
-	key string
+// Phone is the scripted state behind fakephone connectors.
+type Phone struct {
+	key   string
+	since time.Time // the Since of the states it reports
 
 	mu      sync.Mutex
 	status  bridge.LinkStatus
 	chats   []bridge.ChatInfo
-	link    linkScript
+	link    LinkScript
 	opts    []bridge.LinkOptions
 	unlinks []bool
 	events  []string
 }
 
-// newPhone makes a phone for this test, linked to linkedAcc.
-func newPhone(t *testing.T) *phone {
+// New makes a phone for this test, linked to LinkedAccount since since.
+func New(t testing.TB, since time.Time) *Phone {
 	t.Helper()
-	p := &phone{
+	p := &Phone{
 		key:    fmt.Sprintf("phone-%d", phoneSeq.Add(1)),
-		status: bridge.LinkStatus{State: bridge.LinkConnected, Since: t0, Account: linkedAcc},
+		since:  since,
+		status: bridge.LinkStatus{State: bridge.LinkConnected, Since: since, Account: LinkedAccount},
 		chats: []bridge.ChatInfo{
 			{ID: "15550001111@s.whatsapp.net", Name: "Bob"},
 			{ID: "120363000000000001@g.us", Name: "Family", Group: true},
@@ -88,31 +94,38 @@ func newPhone(t *testing.T) *phone {
 	return p
 }
 
-func (p *phone) record(ev string) {
+// Key is the value of the config's `phone:` key for this phone.
+func (p *Phone) Key() string { return p.key }
+
+func (p *Phone) record(ev string) {
 	p.mu.Lock()
 	p.events = append(p.events, ev)
 	p.mu.Unlock()
 }
 
-func (p *phone) setLink(s linkScript) {
+// SetLink scripts what linking does.
+func (p *Phone) SetLink(s LinkScript) {
 	p.mu.Lock()
 	p.link = s
 	p.mu.Unlock()
 }
 
-func (p *phone) setStatus(st bridge.LinkStatus) {
+// SetStatus sets the state its connectors report.
+func (p *Phone) SetStatus(st bridge.LinkStatus) {
 	p.mu.Lock()
 	p.status = st
 	p.mu.Unlock()
 }
 
-func (p *phone) recorded() (opts []bridge.LinkOptions, unlinks []bool, events []string) {
+// Recorded returns the link options, unlinks (local or not) and life-cycle
+// events (new, start, stop) its connectors saw.
+func (p *Phone) Recorded() (opts []bridge.LinkOptions, unlinks []bool, events []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.opts), slices.Clone(p.unlinks), slices.Clone(p.events)
 }
 
-type fakeConn struct{ p *phone }
+type fakeConn struct{ p *Phone }
 
 var (
 	_ bridge.Linker     = (*fakeConn)(nil)
@@ -149,7 +162,7 @@ func (c *fakeConn) Link(ctx context.Context, opts bridge.LinkOptions, progress f
 	}
 	acct, err := script(ctx, opts, progress)
 	if err == nil {
-		c.p.setStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: t0, Account: acct})
+		c.p.SetStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: c.p.since, Account: acct})
 	}
 	return acct, err
 }
@@ -161,7 +174,7 @@ func (c *fakeConn) Unlink(ctx context.Context, localOnly bool) error {
 	if c.p.status.Account.ID == "" {
 		return &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "not linked"}
 	}
-	c.p.status = bridge.LinkStatus{State: bridge.LinkUnlinked, Since: t0}
+	c.p.status = bridge.LinkStatus{State: bridge.LinkUnlinked, Since: c.p.since}
 	return nil
 }
 
