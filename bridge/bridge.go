@@ -200,6 +200,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return err
 	}
 	for _, name := range b.names {
+		if lc, ok := b.conns[name].(LinkConsole); ok {
+			lc.SetLinkAdmin(b)
+		}
+	}
+	for _, name := range b.names {
 		b.setState(name, StateStarting, "")
 		if err := b.conns[name].Start(ctx, sink{b, name}); err != nil {
 			b.setState(name, StateFailed, err.Error())

@@ -22,6 +22,25 @@ type Linker interface {
 	Unlink(ctx context.Context, localOnly bool) error
 }
 
+// LinkAdmin is the core's link management as a connector sees it: what
+// the control socket offers the CLI, for connectors that let the owner
+// manage links from their own platform.
+type LinkAdmin interface {
+	// Links reports every connector that links an account, by name.
+	Links() []LinkStatus
+	// Linker returns the named connector if it links an account.
+	Linker(name string) (Linker, bool)
+	// ChatLister returns the named connector if it lists its chats.
+	ChatLister(name string) (ChatLister, bool)
+}
+
+// LinkConsole is implemented by connectors where the owner can manage
+// links (the Matrix bridge bot's management room). The core hands them
+// its LinkAdmin before Start.
+type LinkConsole interface {
+	SetLinkAdmin(LinkAdmin)
+}
+
 // ChatLister is implemented by connectors that can list the account's
 // chats, so users can write routes.
 type ChatLister interface {

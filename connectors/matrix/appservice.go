@@ -82,6 +82,7 @@ var asMigrations = []string{
 		room_id   TEXT NOT NULL,
 		PRIMARY KEY (connector, user_id, room_id)
 	) WITHOUT ROWID;`,
+	managementMigration,
 }
 
 // asBridge is appservice mode's state: the registration, the store, and

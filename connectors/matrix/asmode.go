@@ -44,6 +44,9 @@ func (c *Connector) startAppservice(ctx context.Context, sink bridge.Sink) error
 		return fmt.Errorf("matrix connector %s: %w", c.name, err)
 	}
 	srv := as.newServer(c.handleTxn)
+	if err := c.loadManagementRooms(ctx); err != nil {
+		return fmt.Errorf("matrix connector %s: %w", c.name, err)
+	}
 	c.mu.Lock()
 	c.as = as
 	c.self = as.bot
@@ -226,6 +229,10 @@ func (c *Connector) handleTxn(ctx context.Context, txnID string, events []*event
 		if as.isBridgeUser(evt.Sender) {
 			continue // an echo of what the bridge sent
 		}
+		if c.isManagementRoom(evt.RoomID) {
+			c.managementEvent(evt)
+			continue
+		}
 		ev, ok := convertEvent(evt)
 		if !ok {
 			c.log.Debug("a Matrix event not relayed", "type", evt.Type.Type, "id", evt.ID)
@@ -270,7 +277,8 @@ func (c *Connector) handleTxn(ctx context.Context, txnID string, events []*event
 }
 
 // asState follows memberships: names for the room cache, ghosts that
-// left, and invites of the bot to rooms the routes name.
+// left, invites of the bot to rooms the routes name, and the owner's
+// invites of the bot to a management room.
 func (c *Connector) asState(ctx context.Context, evt *event.Event) {
 	c.rooms.learn(evt.RoomID, []*event.Event{evt})
 	if evt.Type != event.StateMember {
@@ -283,7 +291,9 @@ func (c *Connector) asState(ctx context.Context, evt *event.Event) {
 			c.log.Warn("cannot forget a ghost's room", "ghost", user, "room", evt.RoomID, "err", err)
 		}
 	case user == c.as.bot && m == event.MembershipInvite:
-		c.handleInvite(evt.RoomID)
+		if !c.managementInvite(ctx, evt.RoomID, evt.Sender) {
+			c.handleInvite(evt.RoomID)
+		}
 	}
 }
 

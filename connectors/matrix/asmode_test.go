@@ -110,6 +110,9 @@ func (r *asRig) start(t *testing.T) {
 	}
 	b := r.b
 	t.Cleanup(func() {
+		if r.b != b {
+			return // stopped by stopAndStart
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), botWait)
 		defer cancel()
 		if err := b.Stop(ctx); err != nil {

@@ -73,6 +73,7 @@ type Connector struct {
 	as      *asBridge
 	srv     *asServer
 	refused map[string]bool
+	mgmt    management
 
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
@@ -87,6 +88,7 @@ var (
 	_ bridge.ChatResolver  = (*Connector)(nil)
 	_ bridge.ChatIDChecker = (*Connector)(nil)
 	_ bridge.ChatLister    = (*Connector)(nil)
+	_ bridge.LinkConsole   = (*Connector)(nil)
 )
 
 // defaultTimelineLimit keeps one /sync response small while a gap stays
@@ -126,6 +128,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		typing:        map[id.RoomID]map[id.UserID]bool{},
 		guard:         newTxnGuard(),
 		joinKick:      make(chan struct{}, 1),
+		mgmt:          management{rooms: map[id.RoomID]bool{}, linking: map[id.RoomID]context.CancelFunc{}},
 	}, nil
 }
 
