@@ -134,7 +134,8 @@ func newASBridge(ctx context.Context, env bridge.Env, o *Options, reg *appservic
 	}, nil
 }
 
-// txnHandler applies one transaction's events; nil means applied, so the
+// txnHandler applies one transaction's events, its ephemeral ones (typing,
+// receipts; Type.Class EphemeralEventType) last; nil means applied, so the
 // transaction is recorded and acknowledged. An error makes the homeserver
 // send the transaction again.
 type txnHandler func(ctx context.Context, txnID string, events []*event.Event) error
@@ -293,7 +294,10 @@ func (s *asServer) transaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var txn struct {
-		Events []*event.Event `json:"events"`
+		Events    []*event.Event `json:"events"`
+		Ephemeral []*event.Event `json:"ephemeral"`
+		// Homeservers from before MSC2409 was stable use this key.
+		UnstableEphemeral []*event.Event `json:"de.sorunome.msc2409.ephemeral"`
 	}
 	if err := json.Unmarshal(body, &txn); err != nil {
 		asWriteError(w, http.StatusBadRequest, "M_BAD_JSON", "the body is not a transaction: "+err.Error())
@@ -305,6 +309,18 @@ func (s *asServer) transaction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		prepareTxnEvent(evt)
+	}
+	ephemeral := txn.Ephemeral
+	if ephemeral == nil {
+		ephemeral = txn.UnstableEphemeral
+	}
+	for _, evt := range ephemeral {
+		if evt == nil || evt.RoomID == "" {
+			continue // presence and the like: nothing to relay
+		}
+		evt.Type.Class = event.EphemeralEventType
+		_ = evt.Content.ParseRaw(evt.Type)
+		txn.Events = append(txn.Events, evt)
 	}
 
 	ctx := r.Context()

@@ -226,6 +226,10 @@ func (c *Connector) handleTxn(ctx context.Context, txnID string, events []*event
 			c.asState(ctx, evt)
 			continue
 		}
+		if evt.Type.Class == event.EphemeralEventType {
+			c.asEphemeral(ctx, evt)
+			continue
+		}
 		if as.isBridgeUser(evt.Sender) {
 			continue // an echo of what the bridge sent
 		}
@@ -317,5 +321,31 @@ func (c *Connector) refuse(ctx context.Context, room id.RoomID, sender id.UserID
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: refuseText}
 	if _, err := c.as.botIntent().SendMessageEvent(ctx, room, event.EventMessage, content); err != nil {
 		c.log.Warn("cannot tell a user their messages are not relayed", "room", room, "err", oneLine(err))
+	}
+}
+
+// asEphemeral relays typing and read receipts from a portal or a routed
+// room, best effort: they are not stored, and a failure is not retried.
+// The bridge's own users' are echoes of what it relayed.
+func (c *Connector) asEphemeral(ctx context.Context, evt *event.Event) {
+	origin, _, portal, err := c.as.portalOrigin(ctx, evt.RoomID)
+	if err != nil || (!portal && !c.isRouted(evt.RoomID)) {
+		return
+	}
+	for _, ev := range c.convertEphemeral(evt) {
+		user := id.UserID(ev.Sender.ID)
+		if c.as.isBridgeUser(user) || (portal && !c.as.allowed(user)) {
+			continue
+		}
+		if portal {
+			ev.Chat = bridge.ChatRef{ID: origin.ID, Name: origin.Name}
+		}
+		ev.Sender.Name = c.rooms.memberName(ctx, c.as.botIntent(), evt.RoomID, user)
+		ev.Sender.IsOwner = user == c.as.owner
+		c.sink.Submit(ev, func(err error) {
+			if err != nil && !errors.Is(err, bridge.ErrNoRoute) {
+				c.log.Debug("a Matrix typing or receipt not relayed", "room", evt.RoomID, "err", err)
+			}
+		})
 	}
 }

@@ -299,6 +299,24 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		t.Errorf("the redaction reached the API as %+v", e)
 	}
 
+	// Typing and read receipts: Dendrite does not push them to appservices
+	// either (MSC2409), so they come as a homeserver that does sends them,
+	// under the stable key and the unstable one. The ghost's typing is an
+	// echo of the bridge's own and is not relayed.
+	typing := fmt.Sprintf(`{"events":[],"ephemeral":[{"type":"m.typing","room_id":%q,"content":{"user_ids":[%q,%q]}}]}`, room, ghost, owner.id)
+	receipt := fmt.Sprintf(`{"events":[],"de.sorunome.msc2409.ephemeral":[{"type":"m.receipt","room_id":%q,"content":{%q:{"m.read":{%q:{"ts":1700000000000}}}}}]}`, room, hello, owner.id)
+	for i, txn := range []string{typing, receipt} {
+		if resp := call(t, "PUT", fmt.Sprintf("http://%s/_matrix/app/v1/transactions/ephemeral-%d", r.listen, i), r.mx.as.reg.ServerToken, txn); resp.status != 200 {
+			t.Fatalf("the ephemeral transaction: %d %s", resp.status, resp.body)
+		}
+	}
+	if e := r.event(t); e.Kind != "typing" || e.Sender == nil || e.Sender.Name != "The Owner" {
+		t.Errorf("the owner's typing reached the API as %+v", e)
+	}
+	if e := r.event(t); e.Kind != "read" || e.Target != "a1" || e.Sender == nil || e.Sender.Name != "The Owner" {
+		t.Errorf("the owner's read receipt reached the API as %+v", e)
+	}
+
 	// A second message reuses the portal.
 	r.say(t, "a2", "second", "")
 	owner.next(t, "the second message", func(evt *event.Event) bool {

@@ -96,6 +96,10 @@ func WriteRegistration(connector string, o *Options, path string) (*Registration
 			SenderLocalpart: o.BotLocalpart,
 			RateLimited:     new(false),
 			Namespaces:      wantNamespaces(o),
+			// Typing and read receipts (MSC2409): the stable key, and the
+			// unstable one older homeservers read.
+			EphemeralEvents:     true,
+			SoruEphemeralEvents: true,
 		}
 		out, err := yaml.Marshal(reg)
 		if err != nil {
@@ -152,6 +156,10 @@ func WriteRegistration(connector string, o *Options, path string) (*Registration
 	}
 	if reg.RateLimited == nil || *reg.RateLimited {
 		change("rate_limited", "set to false", false)
+	}
+	if !reg.EphemeralEvents || !reg.SoruEphemeralEvents {
+		change("receive_ephemeral", "set to true (typing and read receipts)", true)
+		errs = append(errs, set("de.sorunome.msc2409.push_ephemeral", true))
 	}
 	if want := wantNamespaces(o); !reflect.DeepEqual(reg.Namespaces, want) {
 		change("namespaces", "users now "+namespaceList(want.UserIDs), want)

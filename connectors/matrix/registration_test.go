@@ -152,7 +152,7 @@ func TestWriteRegistrationIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("receive_ephemeral: true\nx_admin_note: keep me\n")
+	f.WriteString("x_admin_note: keep me\n")
 	f.Close()
 	os.Chmod(path, 0o644)
 	o.URL = "http://bridge.internal:29318"
@@ -175,8 +175,8 @@ func TestWriteRegistrationIdempotent(t *testing.T) {
 	if reg.AppToken != first.AppToken || reg.ServerToken != first.ServerToken || reg.ID != first.ID {
 		t.Error("an update changed the id or the tokens")
 	}
-	if reg.URL != o.URL || !reg.EphemeralEvents {
-		t.Errorf("url %q, receive_ephemeral %v", reg.URL, reg.EphemeralEvents)
+	if reg.URL != o.URL || !reg.EphemeralEvents || !reg.SoruEphemeralEvents {
+		t.Errorf("url %q, receive_ephemeral %v, push_ephemeral %v", reg.URL, reg.EphemeralEvents, reg.SoruEphemeralEvents)
 	}
 	if !regexp.MustCompile(reg.Namespaces.UserIDs[0].Regex).MatchString("@whatsapp_1:example.com") {
 		t.Errorf("ghost namespace %q not updated", reg.Namespaces.UserIDs[0].Regex)
@@ -261,5 +261,43 @@ func TestValidateAppserviceNames(t *testing.T) {
 		if strings.Join(paths, ",") != strings.Join(want, ",") {
 			t.Errorf("bot %q, prefix %q: problems at %v, want %v (%v)", c.bot, c.prefix, paths, want, problems)
 		}
+	}
+}
+
+// A registration written before typing and receipts were relayed gains
+// the flags that make the homeserver push them, keeping its tokens.
+func TestWriteRegistrationTurnsOnEphemeral(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registration.yaml")
+	o := asOptions()
+	if _, err := WriteRegistration("mx", o, path); err != nil {
+		t.Fatal(err)
+	}
+	first := readRegistration(t, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, "ephemeral") {
+			kept = append(kept, line)
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(kept, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if old := readRegistration(t, path); old.EphemeralEvents || old.SoruEphemeralEvents {
+		t.Fatal("the test did not remove the flags")
+	}
+	res, err := WriteRegistration("mx", o, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changes) != 1 || !strings.HasPrefix(res.Changes[0], "receive_ephemeral") {
+		t.Errorf("changes %q, want receive_ephemeral alone", res.Changes)
+	}
+	reg := readRegistration(t, path)
+	if !reg.EphemeralEvents || !reg.SoruEphemeralEvents || reg.AppToken != first.AppToken || reg.ServerToken != first.ServerToken {
+		t.Errorf("after the update: receive_ephemeral %v, push_ephemeral %v, tokens kept %v", reg.EphemeralEvents, reg.SoruEphemeralEvents, reg.AppToken == first.AppToken && reg.ServerToken == first.ServerToken)
 	}
 }
