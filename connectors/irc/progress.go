@@ -1,0 +1,136 @@
+package irc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
+)
+
+// IRC has no message ids, so a resent line cannot be recognised: the
+// connector itself remembers, per delivery key, how many of an event's
+// lines the server confirmed. A retry after a partial failure, or a
+// redelivery after a crash, sends only the rest.
+
+var migrations = []string{
+	`CREATE TABLE IF NOT EXISTS irc_sent (
+		connector TEXT NOT NULL,
+		key       TEXT NOT NULL, -- Outgoing.Key
+		lines     INTEGER NOT NULL, -- lines the server confirmed
+		total     INTEGER NOT NULL, -- lines the event became
+		at        INTEGER NOT NULL, -- unix ms of the last update
+		PRIMARY KEY (connector, key)
+	) WITHOUT ROWID`,
+}
+
+// Rows of finished events matter only until the core has recorded the
+// delivery (seconds, unless the process dies first); unfinished ones until
+// the core stops retrying (delivery.give_up_after, 72h by default).
+const (
+	keepFinished   = 10 * time.Minute
+	keepUnfinished = 30 * 24 * time.Hour
+	pruneEvery     = 4096 // writes between prunes
+)
+
+type progress struct {
+	store     *bridge.Store
+	connector string
+	log       *slog.Logger
+
+	mu sync.Mutex
+	// partial holds the lines of events that failed part way, as they
+	// were rendered, so a retry resumes with exactly the same lines.
+	partial map[string]*partialSend
+	// before holds confirmed counts from before a restart.
+	before map[string]int
+	writes int
+}
+
+type partialSend struct {
+	lines []*ircmsg.Message
+	sent  int
+}
+
+func newProgress(store *bridge.Store, connector string, log *slog.Logger) *progress {
+	return &progress{store: store, connector: connector, log: log, partial: map[string]*partialSend{}, before: map[string]int{}}
+}
+
+// load migrates the table and reads what the last run recorded.
+func (p *progress) load(ctx context.Context) error {
+	if err := p.store.Migrate(ctx, "irc", migrations); err != nil {
+		return err
+	}
+	rows, err := p.store.QueryContext(ctx, `SELECT key, lines FROM irc_sent WHERE connector = ?`, p.connector)
+	if err != nil {
+		return fmt.Errorf("read the IRC send progress: %w", err)
+	}
+	defer rows.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rows.Next() {
+		var key string
+		var n int
+		if err := rows.Scan(&key, &n); err != nil {
+			return fmt.Errorf("read the IRC send progress: %w", err)
+		}
+		p.before[key] = n
+	}
+	return rows.Err()
+}
+
+// resume returns the lines to send for key: the ones kept from a failed
+// attempt, else render's, and how many of them were confirmed already.
+func (p *progress) resume(key string, render func() []*ircmsg.Message) ([]*ircmsg.Message, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ps := p.partial[key]; ps != nil {
+		return ps.lines, ps.sent
+	}
+	lines := render()
+	if n, ok := p.before[key]; ok {
+		return lines, min(n, len(lines))
+	}
+	return lines, 0
+}
+
+// confirmed records that the server has the first n of lines. The write
+// is queued before Send returns, so it commits before the core's record
+// of the delivery: after a crash the count is never behind that record.
+func (p *progress) confirmed(key string, lines []*ircmsg.Message, n int) {
+	p.mu.Lock()
+	total := len(lines)
+	if n < total {
+		if ps := p.partial[key]; ps != nil {
+			ps.sent = n
+		} else {
+			p.partial[key] = &partialSend{lines: lines, sent: n}
+		}
+	} else {
+		delete(p.partial, key)
+		delete(p.before, key)
+	}
+	p.writes++
+	prune := p.writes%pruneEvery == 0
+	p.mu.Unlock()
+	now := time.Now()
+	connector := p.connector
+	p.store.WriteAsync(func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO irc_sent (connector, key, lines, total, at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (connector, key) DO UPDATE SET lines = excluded.lines, total = excluded.total, at = excluded.at`,
+			connector, key, n, total, now.UnixMilli())
+		if err != nil || !prune {
+			return err
+		}
+		_, err = tx.Exec(`DELETE FROM irc_sent WHERE connector = ? AND ((lines >= total AND at < ?) OR at < ?)`,
+			connector, now.Add(-keepFinished).UnixMilli(), now.Add(-keepUnfinished).UnixMilli())
+		return err
+	}, func(err error) {
+		if err != nil {
+			p.log.Error("cannot record which IRC lines were sent; after a restart some may be sent twice", "err", err)
+		}
+	})
+}

@@ -1,0 +1,103 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
+)
+
+// errNotJoined is transient: the join is under way; the JOIN's arrival
+// resumes the chat's deliveries.
+var errNotJoined = errors.New("the bot has not joined the channel yet")
+
+// Send implements bridge.Connector: a message becomes one or more lines,
+// each sent only after the one before was confirmed by the server.
+func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if out.Kind != bridge.KindMessage {
+		// Capabilities claim no edits, deletes or reactions, so the core
+		// sends their text fallbacks as messages instead.
+		return "", nil
+	}
+	bot := c.client()
+	if bot == nil {
+		return "", errNotConnected
+	}
+	target := out.Chat.ID
+	if err := c.canSend(target); err != nil {
+		return "", err
+	}
+	lines, done := c.sent.resume(out.Key, func() []*ircmsg.Message {
+		return c.messages(out, bot.Prefix())
+	})
+	for i := done; i < len(lines); i++ {
+		if err := bot.Send(ctx, lines[i]); err != nil {
+			if i > done {
+				c.sent.confirmed(out.Key, lines, i)
+			}
+			return "", sendError(target, err)
+		}
+	}
+	c.sent.confirmed(out.Key, lines, len(lines))
+	if c.opts.ShowDeletes {
+		// An id gives the core a copy to delete, so a delete becomes a
+		// notice (relay.deletes) rather than nothing.
+		return out.Key, nil
+	}
+	return "", nil
+}
+
+// canSend says whether the bot can speak to target now.
+func (c *Connector) canSend(target string) error {
+	if !isChannel(target) {
+		if !validNick(target) {
+			return bridge.Permanentf("%q is neither an IRC channel (#name) nor a nick", target)
+		}
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.foldLocked(target)
+	if _, ok := c.routed[f]; !ok {
+		return bridge.Permanentf("the bot is not in %s: name the channel in a route so that it joins", target)
+	}
+	if why, ok := c.refused[f]; ok {
+		return bridge.Permanentf("cannot join %s: %s", target, why)
+	}
+	if !c.joined[f] {
+		return errNotJoined
+	}
+	return nil
+}
+
+// sendError classifies a client's Send error for the core's retries.
+func sendError(target string, err error) error {
+	switch {
+	case errors.Is(err, errInvalidLine):
+		return bridge.Permanent(fmt.Errorf("line to %s refused by the IRC client: %w", target, err))
+	case errors.Is(err, errRejected):
+		// 404 and the like: the same line again would be refused again,
+		// so the event is dropped rather than retried forever. The
+		// handler told the operator once.
+		return bridge.Permanent(fmt.Errorf("%s refused the message: %w", target, err))
+	}
+	// Not connected, connection lost: transient, retried at once when the
+	// client registers again (State calls Resume).
+	return err
+}
+
+// messages renders out as the lines to send to its chat.
+func (c *Connector) messages(out *bridge.Outgoing, prefix string) []*ircmsg.Message {
+	kind, bodies := c.rend.lines(out, len(prefix))
+	cmd := "PRIVMSG"
+	if kind == lineNotice {
+		cmd = "NOTICE"
+	}
+	msgs := make([]*ircmsg.Message, len(bodies))
+	for i, b := range bodies {
+		msgs[i] = &ircmsg.Message{Command: cmd, Params: []string{out.Chat.ID, b}}
+	}
+	return msgs
+}

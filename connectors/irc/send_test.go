@@ -1,0 +1,225 @@
+package irc
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
+)
+
+func TestSendMessage(t *testing.T) {
+	r := newRig(t, nil, nil)
+	id, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hello"))
+	if err != nil || id != "" {
+		t.Fatalf("Send: %q, %v", id, err)
+	}
+	if got := r.cli.lines(); len(got) != 1 || got[0] != "PRIVMSG #chan <A\u200dnn> hello" {
+		t.Errorf("sent %q", got)
+	}
+	// A query: the route names a nick.
+	if _, err := r.c.Send(t.Context(), message("pb.2", "alice", "Ann", "psst")); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cli.lines(); got[1] != "PRIVMSG alice <A\u200dnn> psst" {
+		t.Errorf("query: %q", got)
+	}
+	// Kinds the core falls back for never reach Send as themselves; if
+	// one did, it is nothing to show.
+	edit := message("pb.3", "#chan", "Ann", "x")
+	edit.Kind = bridge.KindEdit
+	if _, err := r.c.Send(t.Context(), edit); err != nil || len(r.cli.lines()) != 2 {
+		t.Errorf("an edit: %v, %q", err, r.cli.lines())
+	}
+}
+
+func TestSendErrors(t *testing.T) {
+	r := newRig(t, nil, nil)
+	for _, tc := range []struct {
+		chat      string
+		permanent bool
+		want      string
+	}{
+		{"#elsewhere", true, "name the channel in a route"},
+		{"two words", true, "neither an IRC channel"},
+		{"123@s.whatsapp.net", true, "neither an IRC channel"},
+	} {
+		_, err := r.c.Send(t.Context(), message("pb.x", tc.chat, "Ann", "hi"))
+		if err == nil || bridge.IsPermanent(err) != tc.permanent || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("to %q: %v", tc.chat, err)
+		}
+	}
+
+	// Not joined yet: transient, and the JOIN resumes the chat.
+	r.c.RoutedChats([]string{"#chan", "#later", "alice"})
+	if got := r.cli.joins; !contains(got, "#later ") {
+		t.Errorf("a new route joined %q", got)
+	}
+	_, err := r.c.Send(t.Context(), message("pb.y", "#later", "Ann", "hi"))
+	if !errors.Is(err, errNotJoined) || bridge.IsPermanent(err) {
+		t.Errorf("before the join: %v", err)
+	}
+	r.cli.server(t, ":bridge!~bridge@example.org JOIN #Later")
+	if !contains(r.sink.resumed, "#later") {
+		t.Errorf("the join resumed %q", r.sink.resumed)
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.y", "#later", "Ann", "hi")); err != nil {
+		t.Errorf("after the join: %v", err)
+	}
+
+	// Banned: one notice, and sends fail for good until a join works.
+	r.c.RoutedChats([]string{"#chan", "#banned", "#later", "alice"})
+	r.cli.server(t, ":irc.example.org 474 bridge #banned :Cannot join channel (+b)")
+	r.cli.server(t, ":irc.example.org 474 bridge #banned :Cannot join channel (+b)")
+	if len(r.sink.notices) != 1 || !strings.Contains(r.sink.notices[0], "cannot join #banned: the bot is banned") {
+		t.Errorf("notices: %q", r.sink.notices)
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.z", "#banned", "Ann", "hi")); !bridge.IsPermanent(err) {
+		t.Errorf("to a channel that refused the bot: %v", err)
+	}
+	r.cli.server(t, ":bridge!~bridge@example.org JOIN #banned")
+	if _, err := r.c.Send(t.Context(), message("pb.z", "#banned", "Ann", "hi")); err != nil {
+		t.Errorf("once in: %v", err)
+	}
+
+	// Client errors: lost connection is transient, a refused line is not.
+	r.cli.fail = func(n int, m *ircmsg.Message) error {
+		switch m.Params[1] {
+		case "<A\u200dnn> lost":
+			return errConnectionLost
+		case "<A\u200dnn> down":
+			return errNotConnected
+		case "<A\u200dnn> moderated":
+			return fmt.Errorf("%w: 404 cannot send to channel", errRejected)
+		}
+		return nil
+	}
+	for text, permanent := range map[string]bool{"lost": false, "down": false, "moderated": true} {
+		_, err := r.c.Send(t.Context(), message("pb."+text, "#chan", "Ann", text))
+		if err == nil || bridge.IsPermanent(err) != permanent {
+			t.Errorf("%s: %v, want permanent %v", text, err, permanent)
+		}
+	}
+	r.cli.server(t, ":irc.example.org 404 bridge #chan :Cannot send to channel")
+	if n := len(r.sink.notices); n != 2 || !strings.Contains(r.sink.notices[1], "#chan refuses the bot's messages") {
+		t.Errorf("notices: %q", r.sink.notices)
+	}
+}
+
+func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	r := newRig(t, store, func(o *Options) { o.MaxLines = 0 })
+	text := "one\ntwo\nthree\nfour\nfive"
+	failing := true
+	r.cli.fail = func(n int, m *ircmsg.Message) error {
+		if failing && strings.HasSuffix(m.Params[1], "three") {
+			return errConnectionLost
+		}
+		return nil
+	}
+	out := message("pb.7", "#chan", "Ann", text)
+	if _, err := r.c.Send(t.Context(), out); err == nil || bridge.IsPermanent(err) {
+		t.Fatalf("first attempt: %v, want a transient error", err)
+	}
+	failing = false
+	if _, err := r.c.Send(t.Context(), out); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"one", "two", "three", "four", "five"}
+	got := r.cli.lines()
+	if len(got) != len(want) {
+		t.Fatalf("sent %q", got)
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(got[i], "> "+w) {
+			t.Errorf("line %d: %q, want %q", i, got[i], w)
+		}
+	}
+
+	// A crash after two lines: the next run on the same store sends the
+	// rest only, and nothing of an event it finished.
+	r.cli.fail = func(n int, m *ircmsg.Message) error {
+		if strings.HasSuffix(m.Params[1], "c") {
+			return errConnectionLost
+		}
+		return nil
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.8", "#chan", "Ann", "a\nb\nc\nd")); err == nil {
+		t.Fatal("no failure")
+	}
+	r.flush(t)
+	r2 := newRig(t, store, func(o *Options) { o.MaxLines = 0 })
+	for _, key := range []string{"pb.7", "pb.8"} {
+		if _, err := r2.c.Send(t.Context(), message(key, "#chan", "Ann", map[string]string{"pb.7": text, "pb.8": "a\nb\nc\nd"}[key])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r2.cli.lines(); len(got) != 2 || !strings.HasSuffix(got[0], "> c") || !strings.HasSuffix(got[1], "> d") {
+		t.Errorf("after the restart sent %q, want c and d only", got)
+	}
+}
+
+func TestShowDeletesGivesIDs(t *testing.T) {
+	r := newRig(t, nil, func(o *Options) { o.ShowDeletes = true })
+	id, err := r.c.Send(t.Context(), message("pb.9", "#chan", "Ann", "hi"))
+	if err != nil || id != "pb.9" {
+		t.Errorf("with show_deletes: %q, %v; want the key as id", id, err)
+	}
+}
+
+func TestStatesAndResume(t *testing.T) {
+	r := newRig(t, nil, nil)
+	h := r.cli.h
+	h.State(stateDisconnected, "connection reset")
+	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hi")); !errors.Is(err, errNotJoined) {
+		t.Errorf("after a disconnect: %v", err)
+	}
+	h.State(stateConnecting, "")
+	h.State(stateRegistered, "")
+	h.State(stateStopped, "")
+	want := []bridge.State{bridge.StateConnecting, bridge.StateConnected, bridge.StateDisconnected, bridge.StateConnecting, bridge.StateConnected, bridge.StateStopped}
+	if fmt.Sprint(r.sink.states) != fmt.Sprint(want) {
+		t.Errorf("states %v, want %v", r.sink.states, want)
+	}
+	if n := strings.Count(strings.Join(r.sink.resumed, ","), ""); n == 0 || r.sink.resumed[0] != "" {
+		t.Errorf("registration resumed %q, want every chat", r.sink.resumed)
+	}
+}
+
+func TestKickIsReportedOnce(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.cli.server(t, ":op!o@h KICK #chan bridge :\x02spam\x02")
+	r.cli.server(t, ":op!o@h KICK #chan bridge :spam")
+	if len(r.sink.notices) != 1 || !strings.Contains(r.sink.notices[0], "was kicked from #chan by op (spam)") {
+		t.Errorf("notices %q", r.sink.notices)
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hi")); !errors.Is(err, errNotJoined) {
+		t.Errorf("while out: %v", err)
+	}
+	r.cli.server(t, ":bridge!~bridge@example.org JOIN #chan")
+	r.cli.server(t, ":op!o@h KICK #chan bridge :again")
+	if len(r.sink.notices) != 2 {
+		t.Errorf("a kick after a rejoin is news: %q", r.sink.notices)
+	}
+}
+
+func TestRoutesJoinAndPart(t *testing.T) {
+	r := newRig(t, nil, func(o *Options) { o.ChannelKeys = map[string]string{"#Keyed": "s3cret"} })
+	r.c.RoutedChats([]string{"#keyed", "bob"})
+	if !contains(r.cli.joins, "#keyed s3cret") || len(r.cli.joins) != 1 {
+		t.Errorf("joins %q", r.cli.joins)
+	}
+	if len(r.cli.parts) != 1 || r.cli.parts[0] != "#chan" {
+		t.Errorf("parts %q", r.cli.parts)
+	}
+	if !r.c.IsChatID("#keyed") || !r.c.IsChatID("bob") || r.c.IsChatID("123@s.whatsapp.net") || r.c.IsChatID("a b") {
+		t.Error("IsChatID")
+	}
+	chats, _ := r.c.Chats(t.Context(), "")
+	if len(chats) != 1 || chats[0].ID != "#chan" {
+		t.Errorf("chats %+v", chats)
+	}
+}
