@@ -436,6 +436,14 @@ func (s sink) Resume(chat string)                  { s.b.del.resume(s.name, chat
 func (s sink) SetState(state State, detail string) { s.b.setState(s.name, state, detail) }
 func (s sink) Notice(text string)                  { s.b.notice(s.name, text) }
 
+func (s sink) DescribeChat(ctx context.Context, origin ChatRef) (ChatDescription, error) {
+	return s.b.describeChat(ctx, origin)
+}
+
+func (s sink) DescribeSender(ctx context.Context, origin ChatRef, sender string) (SenderDescription, error) {
+	return s.b.describeSender(ctx, origin, sender)
+}
+
 func (s sink) ChatsChanged() {
 	go func() {
 		if err := s.b.resolveRoutes(context.Background()); err != nil {

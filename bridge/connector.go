@@ -84,6 +84,13 @@ type Sink interface {
 	// loaded, a group renamed), so routes naming chats by name are
 	// resolved again.
 	ChatsChanged()
+	// DescribeChat and DescribeSender ask an outgoing event's origin
+	// connector (Outgoing.Origin) what it shows of the chat or of a
+	// sender in it, for destinations that show them (a portal's topic and
+	// picture, a ghost's avatar). They fail with ErrNotDescribed (wrapped)
+	// where the origin cannot say.
+	DescribeChat(ctx context.Context, origin ChatRef) (ChatDescription, error)
+	DescribeSender(ctx context.Context, origin ChatRef, sender string) (SenderDescription, error)
 }
 
 // Accept submits ev and waits until it is committed or refused.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -656,15 +656,8 @@ func (d *deliverer) media(out *Outgoing, caps Capabilities) {
 	origin, _ := d.connectors(out.Origin.Connector)
 	opener, _ := origin.(MediaOpener)
 	media := make([]Media, len(out.Media))
-	for i, m := range out.Media {
-		m := m
-		media[i] = m
-		media[i].Open = func(ctx context.Context) (io.ReadCloser, error) {
-			if opener == nil {
-				return nil, Permanentf("connector %q cannot reopen its media", out.Origin.Connector)
-			}
-			return opener.OpenMedia(ctx, m)
-		}
+	for i := range out.Media {
+		media[i] = *openable(&out.Media[i], out.Origin.Connector, opener)
 	}
 	out.Media = media
 }

@@ -58,6 +58,9 @@ type ChatRef struct {
 	Connector string `json:"connector"`
 	ID        string `json:"id"`
 	Name      string `json:"name,omitempty"`
+	// Direct marks a one-to-one chat, as its origin platform knows it;
+	// destinations that make rooms per chat make a DM of it.
+	Direct bool `json:"direct,omitempty"`
 }
 
 func (c ChatRef) String() string { return c.Connector + "/" + c.ID }

@@ -402,3 +402,18 @@ func (h *Harness) Inject(ev bridge.Event) {
 		h.t.Fatalf("inject %+v: %v", ev, err)
 	}
 }
+
+// NoDescriptions, embedded in a test's own bridge.Sink, answers
+// DescribeChat and DescribeSender as the core does for an origin that
+// describes nothing.
+type NoDescriptions struct{}
+
+// DescribeChat implements bridge.Sink.
+func (NoDescriptions) DescribeChat(context.Context, bridge.ChatRef) (bridge.ChatDescription, error) {
+	return bridge.ChatDescription{}, bridge.ErrNotDescribed
+}
+
+// DescribeSender implements bridge.Sink.
+func (NoDescriptions) DescribeSender(context.Context, bridge.ChatRef, string) (bridge.SenderDescription, error) {
+	return bridge.SenderDescription{}, bridge.ErrNotDescribed
+}

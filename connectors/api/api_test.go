@@ -24,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/bridge/bridgetest"
 	"github.com/phonebridge/phonebridge/config"
 )
 
@@ -32,6 +33,7 @@ const testToken = "test-token-0123456789abcdef"
 // fakeSink commits through the store's writer like the core does, so
 // done runs on the writer goroutine, after the commit.
 type fakeSink struct {
+	bridgetest.NoDescriptions
 	store   *bridge.Store
 	noRoute string
 

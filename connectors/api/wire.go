@@ -37,6 +37,7 @@ type inEvent struct {
 	Kind           string     `json:"kind"`
 	Chat           string     `json:"chat"`
 	ChatName       string     `json:"chat_name"`
+	ChatDirect     bool       `json:"chat_direct"`
 	Sender         wireSender `json:"sender"`
 	Time           string     `json:"time"`
 	Text           string     `json:"text"`
@@ -59,9 +60,10 @@ type outMedia struct {
 }
 
 type outOrigin struct {
-	Connector string `json:"connector"`
-	Chat      string `json:"chat"`
-	ChatName  string `json:"chat_name,omitempty"`
+	Connector  string `json:"connector"`
+	Chat       string `json:"chat"`
+	ChatName   string `json:"chat_name,omitempty"`
+	ChatDirect bool   `json:"chat_direct,omitempty"`
 }
 
 type outEvent struct {
@@ -183,7 +185,7 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 	}
 	ev := &bridge.Event{
 		Kind:           bridge.Kind(in.Kind),
-		Chat:           bridge.ChatRef{Connector: c.name, ID: in.Chat, Name: in.ChatName},
+		Chat:           bridge.ChatRef{Connector: c.name, ID: in.Chat, Name: in.ChatName, Direct: in.ChatDirect},
 		ID:             in.ID,
 		Sender:         bridge.Sender{ID: in.Sender.ID, Name: in.Sender.Name, IsOwner: in.Sender.IsOwner},
 		Text:           in.Text,
@@ -260,7 +262,7 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 		o.Media = append(o.Media, outMedia{MIME: s.mime, Name: m.Name, Size: s.size, Caption: m.Caption, URL: mediaPath + s.digest})
 	}
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
-		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name}
+		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}
 	}
 	return json.Marshal(o)
 }

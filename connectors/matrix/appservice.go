@@ -83,6 +83,11 @@ var asMigrations = []string{
 		PRIMARY KEY (connector, user_id, room_id)
 	) WITHOUT ROWID;`,
 	managementMigration,
+	// What a portal and a ghost last showed of their origin, so each
+	// change is sent once.
+	`ALTER TABLE matrix_portals ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+	ALTER TABLE matrix_portals ADD COLUMN avatar_id TEXT NOT NULL DEFAULT '';
+	ALTER TABLE matrix_ghosts ADD COLUMN avatar_id TEXT NOT NULL DEFAULT '';`,
 }
 
 // asBridge is appservice mode's state: the registration, the store, and

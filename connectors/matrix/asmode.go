@@ -137,12 +137,6 @@ func (c *Connector) asPrepare() error {
 	return nil
 }
 
-// isDirectChat is the one-to-one test for portals: WhatsApp's personal
-// JIDs; group JIDs (@g.us) and any other platform's chats make group rooms.
-func isDirectChat(chat string) bool {
-	return strings.HasSuffix(chat, "@s.whatsapp.net") || strings.HasSuffix(chat, "@lid")
-}
-
 // asSend delivers out: into the portal of its origin chat, or into the
 // room a route names, as the ghost of its sender; the bridge's notices
 // and the owner's own messages (with the sender shown) as the bot.
@@ -156,24 +150,26 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 		if out.Origin.Connector == "" {
 			return "", bridge.Permanentf("no origin chat to make a portal for %q", chat)
 		}
-		name := out.Origin.Name
-		if name == "" {
-			name = chat
-		}
-		origin := bridge.ChatRef{Connector: out.Origin.Connector, ID: chat}
+		origin := bridge.ChatRef{Connector: out.Origin.Connector, ID: chat, Name: out.Origin.Name, Direct: out.Origin.Direct}
 		var err error
 		if !out.Kind.Durable() {
 			// Typing or a receipt is worth no new room.
 			if room, err = as.portalRoom(ctx, origin); err != nil || room == "" {
 				return "", err
 			}
-		} else if room, err = as.ensurePortal(ctx, origin, isDirectChat(chat), name, ""); err != nil {
-			return "", classify(err)
-		} else if out.Origin.Name != "" {
-			// The chat may have been renamed since its portal was made; a
-			// failed rename must not hold the message up.
-			if err := as.setPortalName(ctx, origin, out.Origin.Name); err != nil {
-				c.log.Warn("could not rename a portal room; messages still go through", "chat", chat, "err", err)
+		} else {
+			info := c.describeChat(ctx, origin)
+			create := info
+			if create.Name == "" {
+				create.Name = chat
+			}
+			if room, err = as.ensurePortal(ctx, origin, create); err != nil {
+				return "", classify(err)
+			}
+			// The chat may have been renamed or given another topic or
+			// picture since; a failed update must not hold the message up.
+			if err := as.syncPortal(ctx, origin, info); err != nil {
+				c.warnOnce("portal:"+chat, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, chat, oneLine(err)))
 			}
 		}
 	}
@@ -190,6 +186,7 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 		if err := as.ensureGhost(ctx, ghost, out.Sender.Name); err != nil {
 			return "", classify(err)
 		}
+		c.syncGhostAvatar(ctx, out.Origin.Connector, chat, out.Sender.ID, ghost)
 		if err := as.joinGhost(ctx, ghost, room); err != nil {
 			return "", classify(err)
 		}
@@ -347,5 +344,49 @@ func (c *Connector) asEphemeral(ctx context.Context, evt *event.Event) {
 				c.log.Debug("a Matrix typing or receipt not relayed", "room", evt.RoomID, "err", err)
 			}
 		})
+	}
+}
+
+// describeTimeout bounds asking the origin about a chat or a sender: a
+// slow answer costs the picture, not the message.
+const describeTimeout = 10 * time.Second
+
+// describeChat is what the portal of origin should show: the event's own
+// name and direct flag, then what the origin connector says. Without its
+// answer, the topic and picture are left as they are.
+func (c *Connector) describeChat(ctx context.Context, origin bridge.ChatRef) portalInfo {
+	info := portalInfo{Name: origin.Name, Direct: origin.Direct}
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	desc, err := c.sink.DescribeChat(ctx, origin)
+	if err != nil {
+		if !errors.Is(err, bridge.ErrNotDescribed) {
+			c.log.Debug("the origin cannot describe a chat now", "chat", origin.String(), "err", oneLine(err))
+		}
+		return info
+	}
+	if info.Name == "" {
+		info.Name = desc.Name
+	}
+	info.Direct = info.Direct || desc.Direct
+	info.Topic, info.AvatarID, info.Avatar, info.Described = desc.Topic, desc.AvatarID, desc.Avatar, true
+	return info
+}
+
+// syncGhostAvatar gives the ghost the sender's picture where the origin
+// describes senders; a failure is reported once and never holds the
+// message up.
+func (c *Connector) syncGhostAvatar(ctx context.Context, originConnector, chat, sender string, ghost id.UserID) {
+	dctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	desc, err := c.sink.DescribeSender(dctx, bridge.ChatRef{Connector: originConnector, ID: chat}, sender)
+	if err != nil {
+		if !errors.Is(err, bridge.ErrNotDescribed) {
+			c.log.Debug("the origin cannot describe a sender now", "sender", sender, "err", oneLine(err))
+		}
+		return
+	}
+	if err := c.as.setGhostAvatar(ctx, ghost, desc.AvatarID, desc.Avatar); err != nil {
+		c.warnOnce("ghost-avatar:"+string(ghost), fmt.Sprintf("matrix connector %s: cannot set the picture of %s (messages still go through): %s", c.name, ghost, oneLine(err)))
 	}
 }

@@ -140,7 +140,7 @@ func (r *asRig) start(t *testing.T) {
 // acceptance.
 func (r *asRig) say(t *testing.T, idem, text, replyTo string) {
 	t.Helper()
-	body := fmt.Sprintf(`{"id":%q,"kind":"message","chat":%q,"chat_name":"Ann","sender":{"id":%q,"name":"Ann"},"text":%q`, idem, annChat, annChat, text)
+	body := fmt.Sprintf(`{"id":%q,"kind":"message","chat":%q,"chat_name":"Ann","chat_direct":true,"sender":{"id":%q,"name":"Ann"},"text":%q`, idem, annChat, annChat, text)
 	if replyTo != "" {
 		body += fmt.Sprintf(`,"reply_to":%q`, replyTo)
 	}

@@ -136,6 +136,37 @@ func (b *asBridge) ensureGhost(ctx context.Context, ghost id.UserID, name string
 	return b.saveGhost(ctx, ghost, want)
 }
 
+// setGhostAvatar shows the contact's picture on the ghost (after
+// ensureGhost) when avatarID differs from the one last set; no picture
+// removes it.
+func (b *asBridge) setGhostAvatar(ctx context.Context, ghost id.UserID, avatarID string, avatar *bridge.Media) error {
+	unlock, err := b.ghostLocks.lock(ctx, ghost.String())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var have string
+	if err := b.store.QueryRowContext(ctx, `SELECT avatar_id FROM matrix_ghosts WHERE connector = ? AND user_id = ?`, b.name, ghost.String()).Scan(&have); err != nil {
+		return fmt.Errorf("look up the ghost %s: %w", ghost, err)
+	}
+	if have == avatarID {
+		return nil
+	}
+	var uri id.ContentURI
+	if avatar != nil {
+		if uri, err = b.uploadAvatar(ctx, avatar); err != nil {
+			return err
+		}
+	}
+	if err := b.intent(ghost).SetAvatarURL(ctx, uri); err != nil {
+		return fmt.Errorf("set the picture of %s: %w", ghost, err)
+	}
+	return b.store.Write(ctx, func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`UPDATE matrix_ghosts SET avatar_id = ? WHERE connector = ? AND user_id = ?`, avatarID, b.name, ghost.String())
+		return err
+	})
+}
+
 func (b *asBridge) saveGhost(ctx context.Context, ghost id.UserID, displayName string) error {
 	err := b.store.Write(ctx, func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`INSERT INTO matrix_ghosts (connector, user_id, display_name) VALUES (?, ?, ?)

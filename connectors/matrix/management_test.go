@@ -202,3 +202,60 @@ func (r *asRig) stopAndStart(t *testing.T) {
 	}
 	r.start(t)
 }
+
+// TestPortalShowsTheOriginsDescription: a portal made for a chat of an
+// origin that describes its chats (WhatsApp) gets the chat's topic and
+// picture, and the ghost the sender's picture, through the real core.
+func TestPortalShowsTheOriginsDescription(t *testing.T) {
+	r := newASRig(t)
+	phone := r.withPhone(t)
+	cfg, err := os.ReadFile(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
+	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const group, bob = "120363000000000001@g.us", "15550002222@s.whatsapp.net"
+	picture := grayPNG(t, 5)
+	phone.Describe(
+		bridge.ChatDescription{Name: "Family", Topic: "Weekend plans", AvatarID: "pic-1", Avatar: &bridge.Media{MIME: "image/png", Name: "family.png", Ref: "pic"}}, group,
+		bridge.SenderDescription{Name: "Bob", AvatarID: "face-1", Avatar: &bridge.Media{MIME: "image/png", Name: "bob.png", Ref: "face"}}, bob,
+		picture)
+	r.start(t)
+	ctx := t.Context()
+	phone.Say(t, bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: group, Name: "Family"}, ID: "g1",
+		Sender: bridge.Sender{ID: bob, Name: "Bob"}, Time: time.Now(), Text: "hi family"})
+	var room id.RoomID
+	waitFor(t, "the group's portal", func() bool {
+		room, _ = r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: group})
+		return room != ""
+	})
+	if _, err := r.owner.cli.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	var topic event.TopicEventContent
+	var avatar event.RoomAvatarEventContent
+	if err := r.owner.cli.StateEvent(ctx, room, event.StateTopic, "", &topic); err != nil || topic.Topic != "Weekend plans" {
+		t.Errorf("the portal's topic is %q (%v), want the group's", topic.Topic, err)
+	}
+	if err := r.owner.cli.StateEvent(ctx, room, event.StateRoomAvatar, "", &avatar); err != nil {
+		t.Fatalf("the portal has no picture: %v", err)
+	}
+	if got := download(t, r.owner.cli, avatar.URL); !bytes.Equal(got, picture) {
+		t.Errorf("the portal's picture is %d bytes, not the group's %d", len(got), len(picture))
+	}
+	ghost := r.mx.as.ghostID(bob)
+	waitFor(t, "Bob's message", func() bool {
+		got, err := roomBodiesErr(ctx, r.owner.cli, room, ghost)
+		return err == nil && len(got) == 1 && got[0] == "hi family"
+	})
+	url, err := r.owner.cli.GetAvatarURL(ctx, ghost)
+	if err != nil || url.IsEmpty() {
+		t.Fatalf("Bob's ghost has no picture: %v %v", url, err)
+	}
+	if got := download(t, r.owner.cli, url.CUString()); !bytes.Equal(got, picture) {
+		t.Errorf("the ghost's picture is %d bytes, not Bob's %d", len(got), len(picture))
+	}
+}

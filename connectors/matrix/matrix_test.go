@@ -90,17 +90,3 @@ func TestChatIDsAndResolution(t *testing.T) {
 		t.Errorf("an alias while the homeserver is down: %v, want it to wait (ErrChatListUnavailable)", err)
 	}
 }
-
-func TestIsDirectChat(t *testing.T) {
-	for chat, want := range map[string]bool{
-		"15551234567@s.whatsapp.net": true,
-		"123456789@lid":              true,
-		"120363@g.us":                false,
-		"general":                    false,
-		"!room:example.org":          false,
-	} {
-		if got := isDirectChat(chat); got != want {
-			t.Errorf("isDirectChat(%q) = %v, want %v", chat, got, want)
-		}
-	}
-}

@@ -16,11 +16,22 @@ import (
 // ownerPower is the owner's power level in portals: admin, as the bot.
 const ownerPower = 100
 
+// portalInfo is what a portal shows of its origin chat. Described says
+// the origin answered for the topic and picture; when it did not, they
+// are left as they are rather than cleared.
+type portalInfo struct {
+	Name, Topic string
+	Direct      bool
+	AvatarID    string
+	Avatar      *bridge.Media
+	Described   bool
+}
+
 // ensurePortal returns the room for the origin chat, creating it as the
-// bridge bot first if there is none: private, named and with a topic,
-// with the owner invited (as a direct chat when direct) at power 100.
-// Concurrent calls for one chat create one room.
-func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, direct bool, name, topic string) (id.RoomID, error) {
+// bridge bot first if there is none: private, with the chat's name, topic
+// and picture, with the owner invited (as a direct chat when Direct) at
+// power 100. Concurrent calls for one chat create one room.
+func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info portalInfo) (id.RoomID, error) {
 	if origin.Connector == "" || origin.ID == "" {
 		return "", fmt.Errorf("portal for %q: the origin chat needs a connector and an id", origin)
 	}
@@ -44,11 +55,23 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, dire
 	}
 	req := &mautrix.ReqCreateRoom{
 		Preset:             "private_chat",
-		Name:               name,
-		Topic:              topic,
+		Name:               info.Name,
+		Topic:              info.Topic,
 		Invite:             []id.UserID{b.owner},
-		IsDirect:           direct,
+		IsDirect:           info.Direct,
 		PowerLevelOverride: &event.PowerLevelsEventContent{Users: users},
+	}
+	avatarID := ""
+	if info.Avatar != nil {
+		// A picture that cannot be had now is tried again by syncPortal.
+		if uri, err := b.uploadAvatar(ctx, info.Avatar); err != nil {
+			b.log.Warn("cannot copy a chat's picture to its new portal; trying again with a later message", "chat", origin.String(), "err", oneLine(err))
+		} else {
+			avatarID = info.AvatarID
+			req.InitialState = append(req.InitialState, &event.Event{
+				Type: event.StateRoomAvatar, Content: event.Content{Parsed: &event.RoomAvatarEventContent{URL: uri.CUString()}},
+			})
+		}
 	}
 	resp, err := b.botIntent().CreateRoom(ctx, req)
 	if err != nil {
@@ -57,8 +80,8 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, dire
 	// A crash before this write leaves an orphan room and makes another
 	// on the next call; rare, and visible only as an empty room.
 	err = b.store.Write(ctx, func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`INSERT INTO matrix_portals (connector, origin_connector, origin_chat, room_id, name, direct) VALUES (?, ?, ?, ?, ?, ?)`,
-			b.name, origin.Connector, origin.ID, resp.RoomID.String(), name, direct)
+		_, err := tx.Exec(`INSERT INTO matrix_portals (connector, origin_connector, origin_chat, room_id, name, direct, topic, avatar_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.name, origin.Connector, origin.ID, resp.RoomID.String(), info.Name, info.Direct, info.Topic, avatarID)
 		return err
 	})
 	if err != nil {
@@ -114,33 +137,65 @@ func (b *asBridge) portalOrigin(ctx context.Context, room id.RoomID) (origin bri
 	return origin, direct, true, nil
 }
 
-// setPortalName renames the origin chat's portal when name differs from
-// the name last set. A chat without a portal is left alone: its room
-// gets the name when it is made.
-func (b *asBridge) setPortalName(ctx context.Context, origin bridge.ChatRef, name string) error {
+// syncPortal brings the origin chat's portal up to info: its name, and
+// where the origin described the chat, its topic and picture. Each is
+// sent only when it differs from what was last set. A chat without a
+// portal is left alone: its room gets all of it when it is made.
+func (b *asBridge) syncPortal(ctx context.Context, origin bridge.ChatRef, info portalInfo) error {
 	unlock, err := b.portalLocks.lock(ctx, origin.Connector+"\x00"+origin.ID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	var room, have string
-	err = b.store.QueryRowContext(ctx, `SELECT room_id, name FROM matrix_portals WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
-		b.name, origin.Connector, origin.ID).Scan(&room, &have)
+	var room, name, topic, avatarID string
+	err = b.store.QueryRowContext(ctx, `SELECT room_id, name, topic, avatar_id FROM matrix_portals WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
+		b.name, origin.Connector, origin.ID).Scan(&room, &name, &topic, &avatarID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("look up the portal of %s: %w", origin, err)
 	}
-	if have == name {
-		return nil
+	bot, roomID := b.botIntent(), id.RoomID(room)
+	var errs []error
+	set := func(column, value string, typ event.Type, content any) {
+		if _, err := bot.SendStateEvent(ctx, roomID, typ, "", content); err != nil {
+			errs = append(errs, fmt.Errorf("set the %s of the room of %s: %w", column, origin, err))
+			return
+		}
+		err := b.store.Write(ctx, func(tx *bridge.Tx) error {
+			_, err := tx.Exec(`UPDATE matrix_portals SET `+column+` = ? WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
+				value, b.name, origin.Connector, origin.ID)
+			return err
+		})
+		errs = append(errs, err)
 	}
-	if _, err := b.botIntent().SendStateEvent(ctx, id.RoomID(room), event.StateRoomName, "", &event.RoomNameEventContent{Name: name}); err != nil {
-		return fmt.Errorf("rename the room of %s: %w", origin, err)
+	if info.Name != "" && info.Name != name {
+		set("name", info.Name, event.StateRoomName, &event.RoomNameEventContent{Name: info.Name})
 	}
-	return b.store.Write(ctx, func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`UPDATE matrix_portals SET name = ? WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
-			name, b.name, origin.Connector, origin.ID)
-		return err
-	})
+	if info.Described && info.Topic != topic {
+		set("topic", info.Topic, event.StateTopic, &event.TopicEventContent{Topic: info.Topic})
+	}
+	if info.Described && info.AvatarID != avatarID {
+		content := &event.RoomAvatarEventContent{} // no url: the picture was removed
+		if info.Avatar != nil {
+			uri, err := b.uploadAvatar(ctx, info.Avatar)
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("copy the picture of %s: %w", origin, err))...)
+			}
+			content.URL = uri.CUString()
+		}
+		set("avatar_id", info.AvatarID, event.StateRoomAvatar, content)
+	}
+	return errors.Join(errs...)
+}
+
+// maxAvatarBytes bounds a chat's or a contact's picture; WhatsApp's are
+// well under it.
+const maxAvatarBytes = 5 << 20
+
+// uploadAvatar copies a picture to the content repository as the bot.
+func (b *asBridge) uploadAvatar(ctx context.Context, m *bridge.Media) (id.ContentURI, error) {
+	uri, _, err := uploadMedia(ctx, b.botIntent(), *m, maxAvatarBytes)
+	return uri, err
 }

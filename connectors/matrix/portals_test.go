@@ -1,8 +1,12 @@
 package matrix
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"image"
+	"image/png"
+	"io"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -205,11 +209,11 @@ func TestAppserviceDendrite(t *testing.T) {
 	// A portal: a private room named after the chat, the owner invited
 	// as an admin.
 	group := bridge.ChatRef{Connector: "wa", ID: "120363@g.us", Name: "Family"}
-	room, err := b.ensurePortal(ctx, group, false, "Family", "The family group")
+	room, err := b.ensurePortal(ctx, group, portalInfo{Name: "Family", Topic: "The family group"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := b.ensurePortal(ctx, group, false, "Family", ""); err != nil || again != room {
+	if again, err := b.ensurePortal(ctx, group, portalInfo{Name: "Family"}); err != nil || again != room {
 		t.Fatalf("ensurePortal again = %s, %v; want %s", again, err, room)
 	}
 	if _, err := owner.JoinRoomByID(ctx, room); err != nil {
@@ -250,7 +254,7 @@ func TestAppserviceDendrite(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range rooms {
 		wg.Go(func() {
-			r, err := b.ensurePortal(ctx, dm, true, "Alice", "")
+			r, err := b.ensurePortal(ctx, dm, portalInfo{Name: "Alice", Direct: true})
 			if err != nil {
 				t.Error(err)
 			}
@@ -376,23 +380,118 @@ func TestAppserviceDendrite(t *testing.T) {
 	}
 
 	// Renaming the chat renames the portal, once.
-	if err := b.setPortalName(ctx, group, "Family 2"); err != nil {
+	if err := b.syncPortal(ctx, group, portalInfo{Name: "Family 2"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := owner.StateEvent(ctx, room, event.StateRoomName, "", &name); err != nil || name.Name != "Family 2" {
-		t.Errorf("after setPortalName the name is %q (%v)", name.Name, err)
+		t.Errorf("after syncPortal the name is %q (%v)", name.Name, err)
 	}
 	before = counter.n.Load()
-	if err := b.setPortalName(ctx, group, "Family 2"); err != nil {
+	if err := b.syncPortal(ctx, group, portalInfo{Name: "Family 2"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.setPortalName(ctx, bridge.ChatRef{Connector: "wa", ID: "no-portal"}, "x"); err != nil {
+	if err := b.syncPortal(ctx, bridge.ChatRef{Connector: "wa", ID: "no-portal"}, portalInfo{Name: "x", Described: true, Topic: "y"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := counter.n.Load() - before; n != 0 {
-		t.Errorf("setPortalName without a change made %d requests, want none", n)
+		t.Errorf("syncPortal without a change made %d requests, want none", n)
 	}
 	if origin, _, _, _ := b.portalOrigin(ctx, room); origin.Name != "Family 2" {
 		t.Errorf("portalOrigin's name is %q after the rename", origin.Name)
 	}
+
+	// The chat's topic and picture follow the origin's description, each
+	// sent once; an origin that did not answer changes neither.
+	picture := grayPNG(t, 4)
+	described := portalInfo{Name: "Family 2", Topic: "Weekend plans", Described: true, AvatarID: "pic-1", Avatar: memMedia("image/png", picture)}
+	if err := b.syncPortal(ctx, group, described); err != nil {
+		t.Fatal(err)
+	}
+	var avatar event.RoomAvatarEventContent
+	if err := owner.StateEvent(ctx, room, event.StateTopic, "", &topic); err != nil || topic.Topic != "Weekend plans" {
+		t.Errorf("after syncPortal the topic is %q (%v)", topic.Topic, err)
+	}
+	if err := owner.StateEvent(ctx, room, event.StateRoomAvatar, "", &avatar); err != nil {
+		t.Fatal(err)
+	}
+	if got := download(t, owner, avatar.URL); !bytes.Equal(got, picture) {
+		t.Errorf("the portal's picture is %d bytes, not the chat's %d", len(got), len(picture))
+	}
+	before = counter.n.Load()
+	if err := b.syncPortal(ctx, group, described); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.syncPortal(ctx, group, portalInfo{Name: "Family 2"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load() - before; n != 0 {
+		t.Errorf("syncPortal with the same or no description made %d requests, want none", n)
+	}
+	if err := b.syncPortal(ctx, group, portalInfo{Name: "Family 2", Described: true}); err != nil {
+		t.Fatal(err)
+	}
+	avatar, topic = event.RoomAvatarEventContent{}, event.TopicEventContent{}
+	if err := owner.StateEvent(ctx, room, event.StateRoomAvatar, "", &avatar); err != nil || avatar.URL != "" {
+		t.Errorf("after the chat's picture was removed the portal's is %q (%v)", avatar.URL, err)
+	}
+	if err := owner.StateEvent(ctx, room, event.StateTopic, "", &topic); err != nil || topic.Topic != "" {
+		t.Errorf("after the chat's topic was removed the portal's is %q (%v)", topic.Topic, err)
+	}
+
+	// A ghost's picture likewise.
+	face := grayPNG(t, 3)
+	if err := b.setGhostAvatar(ctx, ghost, "face-1", memMedia("image/png", face)); err != nil {
+		t.Fatal(err)
+	}
+	url, err := owner.GetAvatarURL(ctx, ghost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := download(t, owner, url.CUString()); !bytes.Equal(got, face) {
+		t.Errorf("the ghost's picture is %d bytes, not the contact's %d", len(got), len(face))
+	}
+	before = counter.n.Load()
+	if err := b.setGhostAvatar(ctx, ghost, "face-1", memMedia("image/png", face)); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load() - before; n != 0 {
+		t.Errorf("setGhostAvatar without a change made %d requests, want none", n)
+	}
+	if err := b.setGhostAvatar(ctx, ghost, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if url, err := owner.GetAvatarURL(ctx, ghost); err != nil || !url.IsEmpty() {
+		t.Errorf("after the contact's picture was removed the ghost's is %v (%v)", url, err)
+	}
+}
+
+// memMedia is an attachment whose bytes are data.
+func memMedia(mime string, data []byte) *bridge.Media {
+	return &bridge.Media{MIME: mime, Name: "picture", Size: int64(len(data)), Open: func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}}
+}
+
+// grayPNG is a small valid PNG of side pixels.
+func grayPNG(t *testing.T, side int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewGray(image.Rect(0, 0, side, side))); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// download fetches an mxc:// URI as cli.
+func download(t *testing.T, cli *mautrix.Client, uri id.ContentURIString) []byte {
+	t.Helper()
+	parsed, err := uri.Parse()
+	if err != nil {
+		t.Fatalf("content uri %q: %v", uri, err)
+	}
+	data, err := cli.DownloadBytes(t.Context(), parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

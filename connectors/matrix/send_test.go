@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/bridge/bridgetest"
 )
 
 // botWait bounds every wait on a condition in this package's bot tests.
@@ -157,6 +158,7 @@ func (f *fakeHS) client(t *testing.T) *mautrix.Client {
 
 // recordingSink is a Sink that keeps what it is told.
 type recordingSink struct {
+	bridgetest.NoDescriptions
 	mu        sync.Mutex
 	notices   []string
 	states    []string

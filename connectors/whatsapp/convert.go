@@ -61,7 +61,7 @@ func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bo
 	chat, sender := info.Chat.ToNonAD(), info.Sender.ToNonAD()
 	ev := bridge.Event{
 		Kind:   bridge.KindMessage,
-		Chat:   bridge.ChatRef{ID: chat.String()},
+		Chat:   chatRef(chat),
 		ID:     info.ID,
 		Sender: bridge.Sender{ID: sender.String(), Name: senderName, IsOwner: info.IsFromMe},
 		Time:   info.Timestamp,

@@ -44,7 +44,7 @@ func convertGroupInfo(evt *events.GroupInfo, names func(types.JID) string) []bri
 	add := func(by types.JID, text string) {
 		ev := bridge.Event{
 			Kind:   bridge.KindMessage,
-			Chat:   bridge.ChatRef{ID: evt.JID.ToNonAD().String()},
+			Chat:   chatRef(evt.JID),
 			Time:   evt.Timestamp,
 			Text:   text,
 			Notice: true,

@@ -69,7 +69,7 @@ func dispatched(info types.MessageInfo, raw *waE2E.Message) *events.Message {
 func neutralEvent(info types.MessageInfo, name string) bridge.Event {
 	return bridge.Event{
 		Kind:   bridge.KindMessage,
-		Chat:   bridge.ChatRef{ID: info.Chat.ToNonAD().String()},
+		Chat:   bridge.ChatRef{ID: info.Chat.ToNonAD().String(), Direct: !info.IsGroup},
 		ID:     info.ID,
 		Sender: bridge.Sender{ID: info.Sender.ToNonAD().String(), Name: name, IsOwner: info.IsFromMe},
 		Time:   info.Timestamp,
@@ -230,7 +230,7 @@ func TestConvertIncomingSender(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want := bridge.Event{
-				Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: tt.chat}, ID: tt.info.ID,
+				Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: tt.chat, Direct: !tt.info.IsGroup}, ID: tt.info.ID,
 				Sender: tt.sender, Time: convSentAt, Text: "hi",
 			}
 			checkIncoming(t, dispatched(tt.info, tt.raw), tt.senderName, want, msgRefOf(tt.info, "hi"))

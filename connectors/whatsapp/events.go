@@ -124,7 +124,7 @@ func (c *Connector) onReceipt(e *events.Receipt) {
 	_, dev := c.current()
 	ev := bridge.Event{
 		Kind:   bridge.KindRead,
-		Chat:   bridge.ChatRef{ID: e.Chat.ToNonAD().String()},
+		Chat:   chatRef(e.Chat),
 		Sender: bridge.Sender{ID: ownJID(dev).String(), IsOwner: true},
 		Time:   e.Timestamp,
 		Target: e.MessageIDs[len(e.MessageIDs)-1],
@@ -140,7 +140,7 @@ func (c *Connector) onPresence(e *events.ChatPresence) {
 	ctx := c.runCtx()
 	ev := bridge.Event{
 		Kind:   bridge.KindTyping,
-		Chat:   bridge.ChatRef{ID: e.Chat.ToNonAD().String()},
+		Chat:   chatRef(e.Chat),
 		Sender: bridge.Sender{ID: e.Sender.ToNonAD().String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
 		Time:   time.Now(),
 	}

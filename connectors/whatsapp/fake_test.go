@@ -28,6 +28,7 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/bridge/bridgetest"
 )
 
 // waitBound bounds every wait in these tests; reaching it is a failure.
@@ -490,6 +491,7 @@ func fillDevice(dev *store.Device, phone, pushName, platform string) {
 // recSink is the core as a connector sees it, recording every call.
 // Submitted events are committed at once unless refuse says otherwise.
 type recSink struct {
+	bridgetest.NoDescriptions
 	store *bridge.Store // for the write barrier in Submit
 
 	mu       sync.Mutex

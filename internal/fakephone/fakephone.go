@@ -4,8 +4,10 @@
 package fakephone
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +70,10 @@ type Phone struct {
 	opts    []bridge.LinkOptions
 	unlinks []bool
 	events  []string
+	sink    bridge.Sink
+	chatsBy map[string]bridge.ChatDescription
+	people  map[string]bridge.SenderDescription
+	media   map[string][]byte
 }
 
 // New makes a phone for this test, linked to LinkedAccount since since.
@@ -128,13 +134,81 @@ func (p *Phone) Recorded() (opts []bridge.LinkOptions, unlinks []bool, events []
 type fakeConn struct{ p *Phone }
 
 var (
-	_ bridge.Linker     = (*fakeConn)(nil)
-	_ bridge.ChatLister = (*fakeConn)(nil)
+	_ bridge.Linker      = (*fakeConn)(nil)
+	_ bridge.ChatLister  = (*fakeConn)(nil)
+	_ bridge.Describer   = (*fakeConn)(nil)
+	_ bridge.MediaOpener = (*fakeConn)(nil)
 )
 
 func (c *fakeConn) Start(ctx context.Context, sink bridge.Sink) error {
 	c.p.record("start")
+	c.p.mu.Lock()
+	c.p.sink = sink
+	c.p.mu.Unlock()
 	return nil
+}
+
+// Say submits ev from the phone, as a message arriving on it, and waits
+// until the core committed it.
+func (p *Phone) Say(t testing.TB, ev bridge.Event) {
+	t.Helper()
+	p.mu.Lock()
+	sink := p.sink
+	p.mu.Unlock()
+	if sink == nil {
+		t.Fatal("fakephone: Say before the connector started")
+	}
+	if err := bridge.Accept(t.Context(), sink, &ev); err != nil {
+		t.Fatalf("fakephone: the core refused %s: %v", ev.ID, err)
+	}
+}
+
+// Describe makes the phone describe chat, and sender in it when sender is
+// not "", with a picture of the given bytes when picture is not nil.
+func (p *Phone) Describe(chat bridge.ChatDescription, chatID string, sender bridge.SenderDescription, senderID string, picture []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.chatsBy == nil {
+		p.chatsBy, p.people, p.media = map[string]bridge.ChatDescription{}, map[string]bridge.SenderDescription{}, map[string][]byte{}
+	}
+	if picture != nil {
+		p.media["picture"] = picture
+	}
+	p.chatsBy[chatID] = chat
+	if senderID != "" {
+		p.people[senderID] = sender
+	}
+}
+
+func (c *fakeConn) DescribeChat(ctx context.Context, chat string) (bridge.ChatDescription, error) {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	d, ok := c.p.chatsBy[chat]
+	if !ok {
+		return d, fmt.Errorf("fakephone: chat %s is not described", chat)
+	}
+	return d, nil
+}
+
+func (c *fakeConn) DescribeSender(ctx context.Context, chat, sender string) (bridge.SenderDescription, error) {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	d, ok := c.p.people[sender]
+	if !ok {
+		return d, fmt.Errorf("fakephone: sender %s is not described", sender)
+	}
+	return d, nil
+}
+
+// OpenMedia serves the picture Describe gave, for any ref.
+func (c *fakeConn) OpenMedia(ctx context.Context, m bridge.Media) (io.ReadCloser, error) {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	data, ok := c.p.media["picture"]
+	if !ok {
+		return nil, bridge.Permanentf("fakephone: no media %q", m.Ref)
+	}
+	return io.NopCloser(bytes.NewReader(data)), nil
 }
 
 func (c *fakeConn) Stop(ctx context.Context) error {
