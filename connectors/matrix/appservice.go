@@ -88,6 +88,14 @@ var asMigrations = []string{
 	`ALTER TABLE matrix_portals ADD COLUMN topic TEXT NOT NULL DEFAULT '';
 	ALTER TABLE matrix_portals ADD COLUMN avatar_id TEXT NOT NULL DEFAULT '';
 	ALTER TABLE matrix_ghosts ADD COLUMN avatar_id TEXT NOT NULL DEFAULT '';`,
+	// Portals being created: a row left here by a crash says a room for
+	// the chat may exist unrecorded, to be found before making another.
+	`CREATE TABLE matrix_portals_pending (
+		connector        TEXT NOT NULL,
+		origin_connector TEXT NOT NULL,
+		origin_chat      TEXT NOT NULL,
+		PRIMARY KEY (connector, origin_connector, origin_chat)
+	) WITHOUT ROWID;`,
 }
 
 // asBridge is appservice mode's state: the registration, the store, and

@@ -48,6 +48,32 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 		return room, err
 	}
 
+	// A crash between making the room and recording it leaves the chat
+	// pending: the room it made is found by its creation marker and
+	// adopted, not made twice.
+	pending, err := b.portalPending(ctx, origin)
+	if err != nil {
+		return "", err
+	}
+	if pending {
+		room, err := b.findPortal(ctx, origin)
+		if err != nil {
+			return "", err
+		}
+		if room != "" {
+			if err := b.recordPortal(ctx, origin, room, info, ""); err != nil {
+				return "", err
+			}
+			b.log.Info("adopted the portal room made before a crash", "chat", origin.String(), "room", room.String())
+			return room, nil
+		}
+	} else if err := b.store.Write(ctx, func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO matrix_portals_pending (connector, origin_connector, origin_chat) VALUES (?, ?, ?)`, b.name, origin.Connector, origin.ID)
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("note the portal being made for %s: %w", origin, err)
+	}
+
 	users := map[id.UserID]int{b.owner: ownerPower}
 	if !b.creatorsPrivileged(ctx) {
 		// The override replaces the users map, so the bot keeps its 100.
@@ -60,6 +86,7 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 		Invite:             []id.UserID{b.owner},
 		IsDirect:           info.Direct,
 		PowerLevelOverride: &event.PowerLevelsEventContent{Users: users},
+		CreationContent:    map[string]any{portalMarker: portalMarkerValue(b.name, origin)},
 	}
 	avatarID := ""
 	if info.Avatar != nil {
@@ -77,18 +104,70 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 	if err != nil {
 		return "", fmt.Errorf("create the room for %s: %w", origin, err)
 	}
-	// A crash before this write leaves an orphan room and makes another
-	// on the next call; rare, and visible only as an empty room.
-	err = b.store.Write(ctx, func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`INSERT INTO matrix_portals (connector, origin_connector, origin_chat, room_id, name, direct, topic, avatar_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.name, origin.Connector, origin.ID, resp.RoomID.String(), info.Name, info.Direct, info.Topic, avatarID)
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("record the room %s for %s: %w", resp.RoomID, origin, err)
+	if err := b.recordPortal(ctx, origin, resp.RoomID, info, avatarID); err != nil {
+		return "", err
 	}
 	b.log.Info("created a portal room", "chat", origin.String(), "room", resp.RoomID.String())
 	return resp.RoomID, nil
+}
+
+// portalMarker is the key, in a portal's m.room.create content, that
+// names the chat it was made for.
+const portalMarker = "com.github.phonebridge.portal"
+
+func portalMarkerValue(connector string, origin bridge.ChatRef) string {
+	return connector + "\x00" + origin.Connector + "\x00" + origin.ID
+}
+
+// recordPortal records room as origin's portal and ends its pending mark.
+func (b *asBridge) recordPortal(ctx context.Context, origin bridge.ChatRef, room id.RoomID, info portalInfo, avatarID string) error {
+	err := b.store.Write(ctx, func(tx *bridge.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO matrix_portals (connector, origin_connector, origin_chat, room_id, name, direct, topic, avatar_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.name, origin.Connector, origin.ID, room.String(), info.Name, info.Direct, info.Topic, avatarID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM matrix_portals_pending WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`, b.name, origin.Connector, origin.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record the room %s for %s: %w", room, origin, err)
+	}
+	return nil
+}
+
+func (b *asBridge) portalPending(ctx context.Context, origin bridge.ChatRef) (bool, error) {
+	var one int
+	err := b.store.QueryRowContext(ctx, `SELECT 1 FROM matrix_portals_pending WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
+		b.name, origin.Connector, origin.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up the portal being made for %s: %w", origin, err)
+	}
+	return true, nil
+}
+
+// findPortal looks through the bot's rooms for one made for origin, "" if
+// none. It reads every room's creation event, so it runs only after a
+// crash left a portal pending.
+func (b *asBridge) findPortal(ctx context.Context, origin bridge.ChatRef) (id.RoomID, error) {
+	bot := b.botIntent()
+	joined, err := bot.JoinedRooms(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list the bot's rooms to find the portal made for %s: %w", origin, err)
+	}
+	want := portalMarkerValue(b.name, origin)
+	for _, room := range joined.JoinedRooms {
+		var create map[string]any
+		if err := bot.StateEvent(ctx, room, event.StateCreate, "", &create); err != nil {
+			continue // a room it cannot read is not one it made
+		}
+		if create[portalMarker] == want {
+			return room, nil
+		}
+	}
+	return "", nil
 }
 
 // creatorsPrivileged reports whether the homeserver makes rooms of a

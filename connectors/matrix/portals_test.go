@@ -247,6 +247,27 @@ func TestAppserviceDendrite(t *testing.T) {
 		t.Errorf("portalOrigin of a foreign room = %v, %v", ok, err)
 	}
 
+	// A crash after the room was made and before it was recorded: the
+	// chat is still pending, and the next call adopts the room it made.
+	lost := bridge.ChatRef{Connector: "wa", ID: "120364@g.us"}
+	if err := b.store.Write(ctx, func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO matrix_portals_pending (connector, origin_connector, origin_chat) VALUES (?, ?, ?)`, b.name, lost.Connector, lost.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := b.botIntent().CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", CreationContent: map[string]any{portalMarker: portalMarkerValue(b.name, lost)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adopted, err := b.ensurePortal(ctx, lost, portalInfo{Name: "Lost"}); err != nil || adopted != orphan.RoomID {
+		t.Errorf("after a crash ensurePortal = %s, %v; want the room made before it, %s", adopted, err, orphan.RoomID)
+	}
+	var pending int
+	if err := b.store.QueryRowContext(ctx, `SELECT COUNT(*) FROM matrix_portals_pending`).Scan(&pending); err != nil || pending != 0 {
+		t.Errorf("%d portals still pending (%v), want none", pending, err)
+	}
+
 	// Concurrent calls for one chat make one room; a direct chat's invite
 	// says so.
 	dm := bridge.ChatRef{Connector: "wa", ID: "15551234567@s.whatsapp.net"}
@@ -266,8 +287,8 @@ func TestAppserviceDendrite(t *testing.T) {
 		t.Fatalf("concurrent ensurePortal gave rooms %v, want one", rooms)
 	}
 	joined, err := b.botIntent().JoinedRooms(ctx)
-	if err != nil || len(joined.JoinedRooms) != 2 {
-		t.Fatalf("the bot is in %v (%v), want 2 rooms", joined, err)
+	if err != nil || len(joined.JoinedRooms) != 3 {
+		t.Fatalf("the bot is in %v (%v), want 3 rooms (the group's, the adopted one, the direct chat's)", joined, err)
 	}
 	var member event.MemberEventContent
 	if err := b.botIntent().StateEvent(ctx, rooms[0], event.StateMember, ownerID, &member); err != nil || member.Membership != event.MembershipInvite || !member.IsDirect {
