@@ -335,9 +335,37 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		t.Errorf("after the chat's rename the portal is called %q (%v), want Ann Smith", name.Name, err)
 	}
 
+	// Formatting and emotes, both ways.
+	post := (&botRig{apiAddr: r.apiAddr}).postAPI
+	post(t, fmt.Sprintf(`{"id":"f1","kind":"message","chat":%q,"sender":{"id":%q,"name":"Ann"},"text":"bold move","html":"<b>bold</b> move"}`, annChat, annChat))
+	post(t, fmt.Sprintf(`{"id":"f2","kind":"message","chat":%q,"sender":{"id":%q,"name":"Ann"},"text":"waves","emote":true}`, annChat, annChat))
+	fromGhost := func(body string) func(*event.Event) bool {
+		return func(evt *event.Event) bool {
+			return evt.RoomID == room && evt.Sender == ghost && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == body
+		}
+	}
+	if m := owner.next(t, "the formatted message", fromGhost("bold move")).Content.AsMessage(); m.Format != event.FormatHTML || m.FormattedBody != "<b>bold</b> move" {
+		t.Errorf("the formatted message reached the portal as %q / %q", m.Body, m.FormattedBody)
+	}
+	if m := owner.next(t, "the emote", fromGhost("waves")).Content.AsMessage(); m.MsgType != event.MsgEmote {
+		t.Errorf("the emote reached the portal as a %s", m.MsgType)
+	}
+	if _, err := owner.cli.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "**so** proud",
+		Format: event.FormatHTML, FormattedBody: "<strong>so</strong> proud"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.event(t); e.Text != "**so** proud" || e.HTML != "<b>so</b> proud" {
+		t.Errorf("the owner's formatted message reached the API as %q / %q", e.Text, e.HTML)
+	}
+	if _, err := owner.cli.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgEmote, Body: "claps"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.event(t); e.Text != "claps" || !e.Emote {
+		t.Errorf("the owner's emote reached the API as %+v", e)
+	}
+
 	// What the owner said from the phone, and a notice, come from the bot:
 	// the owner's with the name in front.
-	post := (&botRig{apiAddr: r.apiAddr}).postAPI
 	post(t, fmt.Sprintf(`{"id":"o1","kind":"message","chat":%q,"sender":{"id":"me","name":"Me","is_owner":true},"text":"from my phone"}`, annChat))
 	post(t, fmt.Sprintf(`{"id":"n1","kind":"message","chat":%q,"sender":{"id":%q,"name":"Ann"},"text":"Ann changed the subject","notice":true}`, annChat, annChat))
 	bot := r.mx.as.bot
@@ -448,7 +476,7 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
 		return err == nil && len(got) > 0 && got[len(got)-1] == "api 10"
 	})
-	want := []string{"hello from Ann", "second", "renamed", "back again"}
+	want := []string{"hello from Ann", "second", "renamed", "bold move", "waves", "back again"}
 	for i := 0; i <= 10; i++ {
 		want = append(want, fmt.Sprintf("api %02d", i))
 	}

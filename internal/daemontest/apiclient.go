@@ -19,6 +19,8 @@ type WireEvent struct {
 	Sender         *WireSender     `json:"sender,omitempty"`
 	Text           string          `json:"text,omitempty"`
 	HTML           string          `json:"html,omitempty"`
+	Emote          bool            `json:"emote,omitempty"`
+	Notice         bool            `json:"notice,omitempty"`
 	ReplyTo        string          `json:"reply_to,omitempty"`
 	Target         string          `json:"target,omitempty"`
 	TargetReaction string          `json:"target_reaction,omitempty"`
