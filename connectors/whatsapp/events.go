@@ -30,6 +30,12 @@ func (c *Connector) handle(evt any) bool {
 		c.onPresence(e)
 	case *events.GroupInfo:
 		return c.onGroupInfo(e)
+	case *events.Picture:
+		c.onPicture(e)
+	case *events.JoinedGroup:
+		// What was asked while not a member (no topic, no picture) is wrong now.
+		jid := e.JID.ToNonAD()
+		c.desc.forget(descKey{descTopic, jid}, descKey{descPicture, jid})
 
 	case *events.Connected:
 		c.setState(bridge.LinkConnected, "")
@@ -148,13 +154,16 @@ func (c *Connector) onPresence(e *events.ChatPresence) {
 }
 
 // onGroupInfo relays joins, leaves and subject changes as notices, and
-// keeps the group's name current.
+// keeps the group's name and description current.
 func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
 	if e.Name != nil {
 		c.chats.putGroup(ctx, e.JID, e.Name.Name)
 		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+	}
+	if e.Topic != nil {
+		c.desc.forget(descKey{descTopic, e.JID.ToNonAD()})
 	}
 	names := func(j types.JID) string { return c.chats.senderName(ctx, j, "", false) }
 	ok := true

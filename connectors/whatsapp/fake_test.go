@@ -74,11 +74,16 @@ type fakeWA struct {
 	logoutErr     error
 	sendErr       error
 	groups        []*types.GroupInfo
-	downloads     map[string][]byte // attachment bytes by direct path
+	downloads     map[string][]byte                      // attachment bytes by direct path
+	pictures      map[types.JID]types.ProfilePictureInfo // profile pictures; a JID without one has none set
+	pictureErrs   map[types.JID]error                    // GetProfilePictureInfo fails so for a JID
+	pictureGate   chan struct{}                          // when set, GetProfilePictureInfo waits until it closes
 
 	// What the connector did, across all clients.
 	connects   int
-	groupLists int // GetJoinedGroups calls
+	groupLists int               // GetJoinedGroups calls
+	groupAsks  map[types.JID]int // GetGroupInfo calls
+	picAsks    map[types.JID]int // GetProfilePictureInfo calls
 	pairPhones []string
 	logouts    int
 	sent       []sentMessage
@@ -116,6 +121,10 @@ func newFakeWA() *fakeWA {
 		pairCode:      "KJ7Q-W2ZP",
 		connectErr:    errors.New("dial tcp: lookup web.whatsapp.com: network is unreachable"),
 		downloads:     map[string][]byte{},
+		pictures:      map[types.JID]types.ProfilePictureInfo{},
+		pictureErrs:   map[types.JID]error{},
+		groupAsks:     map[types.JID]int{},
+		picAsks:       map[types.JID]int{},
 	}
 }
 
@@ -379,14 +388,49 @@ func (cl *fakeClient) SendChatPresence(ctx context.Context, jid types.JID, state
 }
 
 func (cl *fakeClient) GetGroupInfo(ctx context.Context, jid types.JID) (*types.GroupInfo, error) {
-	cl.wa.mu.Lock()
-	defer cl.wa.mu.Unlock()
-	for _, g := range cl.wa.groups {
-		if g.JID == jid {
-			return g, nil
+	var found *types.GroupInfo
+	cl.wa.update(func() {
+		cl.wa.groupAsks[jid]++
+		for _, g := range cl.wa.groups {
+			if g.JID == jid {
+				found = g
+			}
+		}
+	})
+	if found == nil {
+		return nil, whatsmeow.ErrGroupNotFound
+	}
+	return found, nil
+}
+
+// GetProfilePictureInfo answers with the scripted picture, as whatsmeow
+// does: an error wrapping ErrProfilePictureNotSet when there is none.
+func (cl *fakeClient) GetProfilePictureInfo(ctx context.Context, jid types.JID, params *whatsmeow.GetProfilePictureParams) (*types.ProfilePictureInfo, error) {
+	var gate chan struct{}
+	cl.wa.update(func() {
+		cl.wa.picAsks[jid]++
+		gate = cl.wa.pictureGate
+	})
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	return nil, whatsmeow.ErrGroupNotFound
+	cl.wa.mu.Lock()
+	defer cl.wa.mu.Unlock()
+	if !cl.connected {
+		return nil, whatsmeow.ErrNotConnected
+	}
+	if err := cl.wa.pictureErrs[jid]; err != nil {
+		return nil, err
+	}
+	pic, ok := cl.wa.pictures[jid]
+	if !ok {
+		return nil, fmt.Errorf("info query returned status 404: %w", whatsmeow.ErrProfilePictureNotSet)
+	}
+	return &pic, nil
 }
 
 func (cl *fakeClient) GetJoinedGroups(ctx context.Context) ([]*types.GroupInfo, error) {

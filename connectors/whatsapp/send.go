@@ -188,8 +188,12 @@ func (c *Connector) readMedia(ctx context.Context, m bridge.Media) ([]byte, erro
 }
 
 // OpenMedia implements bridge.MediaOpener: it downloads an attachment of a
-// WhatsApp message again from what the message said about it.
+// WhatsApp message again from what the message said about it, or a
+// profile picture a description named.
 func (c *Connector) OpenMedia(ctx context.Context, m bridge.Media) (io.ReadCloser, error) {
+	if strings.HasPrefix(m.Ref, avatarRefPrefix) {
+		return c.openAvatar(ctx, m)
+	}
 	ref, err := decodeMediaRef(m.Ref)
 	if err != nil {
 		return nil, bridge.Permanentf("attachment reference is damaged: %v", err)

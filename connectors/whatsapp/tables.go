@@ -78,6 +78,7 @@ func (c *Connector) forgetLink(ctx context.Context) error {
 	// The names in memory go too: a link to another account must not
 	// list this one's groups.
 	c.chats.reset()
+	c.desc.reset()
 	return c.store.Write(ctx, func(tx *bridge.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM whatsapp_links WHERE link = ?`,

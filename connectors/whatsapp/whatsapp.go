@@ -103,6 +103,7 @@ type Connector struct {
 	wg      sync.WaitGroup
 
 	chats chatCache
+	desc  describeCache // topics and pictures, for DescribeChat and DescribeSender
 }
 
 // New builds a connector: it opens the session store (whatsmeow's tables
