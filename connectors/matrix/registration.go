@@ -215,6 +215,9 @@ func loadRegistration(connector string, o *Options, path string) (reg *appservic
 	if !reflect.DeepEqual(reg.Namespaces, wantNamespaces(o)) {
 		stale = append(stale, "namespaces")
 	}
+	if !reg.EphemeralEvents || !reg.SoruEphemeralEvents {
+		stale = append(stale, "receive_ephemeral")
+	}
 	return reg, stale, nil
 }
 

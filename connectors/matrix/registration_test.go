@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -288,6 +289,9 @@ func TestWriteRegistrationTurnsOnEphemeral(t *testing.T) {
 	}
 	if old := readRegistration(t, path); old.EphemeralEvents || old.SoruEphemeralEvents {
 		t.Fatal("the test did not remove the flags")
+	}
+	if _, stale, err := loadRegistration("mx", o, path); err != nil || fmt.Sprint(stale) != "[receive_ephemeral]" {
+		t.Errorf("loading the old registration: stale %v (%v), want receive_ephemeral", stale, err)
 	}
 	res, err := WriteRegistration("mx", o, path)
 	if err != nil {
