@@ -194,6 +194,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.ledger.load(ctx, b.store); err != nil {
 		return fmt.Errorf("read the message map: %w", err)
 	}
+	unclean, maybeSent, err := markRunning(ctx, b.store)
+	if err != nil {
+		return err
+	}
+	if unclean {
+		b.del.maybeSentBelow = maybeSent
+		b.log.Warn("the last run did not stop cleanly; destinations check for deliveries it may have made before repeating them")
+	}
 	// Names resolve before any connector runs, so no event can arrive
 	// while its route is not yet known.
 	if err := b.resolveRoutes(ctx); err != nil {
@@ -241,7 +249,12 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		delCtx, cancel = context.WithTimeout(ctx, time.Until(deadline)*6/10)
 		defer cancel()
 	}
-	errs := []error{b.del.shutdown(delCtx)}
+	delErr := b.del.shutdown(delCtx)
+	if delErr == nil {
+		// Every delivery made is recorded: the next start need not check.
+		delErr = markStopped(ctx, b.store)
+	}
+	errs := []error{delErr}
 	errs = append(errs, b.stopConnectors(ctx))
 	if b.ownsStore {
 		errs = append(errs, b.store.Close())

@@ -40,6 +40,12 @@ type Outgoing struct {
 	// Destinations that accept an idempotency key (Matrix txnId, the API's
 	// event id) use it so a redelivery never shows twice.
 	Key string
+	// MaybeSent says an earlier attempt at this delivery may have reached
+	// the destination: it failed after the request went out, or the
+	// bridge stopped uncleanly before recording it. A destination whose
+	// idempotency key may not hold (a homeserver that forgot it) checks
+	// for the earlier copy before sending.
+	MaybeSent bool
 }
 
 // Capabilities is what a connector's Send supports. Where a capability is

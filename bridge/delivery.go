@@ -26,6 +26,9 @@ type deliverer struct {
 	delivery   config.Delivery
 	relay      config.Relay
 	connectors func(name string) (Connector, bool)
+	// maybeSentBelow is, after an unclean stop, the last outbox id that
+	// the last run may have delivered unrecorded; set before any worker.
+	maybeSentBelow int64
 
 	// stop ends workers between sends; in-flight sends finish under
 	// their own timeout.
@@ -506,7 +509,7 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		}
 	}
 
-	out := Outgoing{Event: ev, Key: deliveryKey(r.id, 0)}
+	out := Outgoing{Event: ev, Key: deliveryKey(r.id, 0), MaybeSent: r.attempts > 0 || r.id <= d.maybeSentBelow}
 	out.Origin = ev.Chat
 	out.Chat = ChatRef{Connector: q.dest.Connector, ID: q.dest.Chat}
 	out.ReplyTo, out.Target, out.TargetReaction = "", "", ""

@@ -61,6 +61,9 @@ var coreMigrations = []string{
 		created_at INTEGER NOT NULL
 	);
 	CREATE INDEX outbox_queue ON outbox (connector, chat, failed, id);`,
+	// core_state holds "running" while a bridge runs: found at start, it
+	// says the last run did not stop cleanly.
+	`CREATE TABLE core_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
 }
 
 // Roles of a native id.

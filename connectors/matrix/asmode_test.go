@@ -641,3 +641,109 @@ func TestAppserviceMediaOnDendrite(t *testing.T) {
 		t.Errorf("the owner's file reached the API as %+v", e)
 	}
 }
+
+// TestAppserviceThroughTheBinaryKilled runs the real binary in appservice
+// mode and kills it (SIGKILL) mid-stream: every message the API had
+// committed reaches the portal once and in order, and what the owner
+// wrote while the bridge was dead reaches the API once the homeserver
+// pushes it again.
+func TestAppserviceThroughTheBinaryKilled(t *testing.T) {
+	bin := daemontest.Binary(t)
+	r := newASRig(t)
+	d := daemontest.Start(t, bin, "run", "-c", r.cfgPath)
+	ctx := t.Context()
+	owner := r.owner
+	sayRange := func(from, to int) {
+		for i := from; i < to; i++ {
+			r.say(t, fmt.Sprintf("k%02d", i), fmt.Sprintf("api %02d", i), "")
+		}
+	}
+	sayRange(0, 10)
+	room := owner.acceptInvite(t, "Ann")
+	ghost := id.NewUserID("wa_15550001111=40s.whatsapp.net", "localhost")
+	if _, err := owner.cli.SendText(ctx, room, "before the kill"); err != nil {
+		t.Fatal(err)
+	}
+	d.Kill()
+	if _, err := owner.cli.SendText(ctx, room, "while it was dead"); err != nil {
+		t.Fatal(err)
+	}
+	d = daemontest.Start(t, bin, "run", "-c", r.cfgPath)
+	sayRange(10, 20)
+	waitFor(t, "the last message in the portal", func() bool {
+		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
+		return err == nil && len(got) > 0 && got[len(got)-1] == "api 19"
+	})
+	var want []string
+	for i := range 20 {
+		want = append(want, fmt.Sprintf("api %02d", i))
+	}
+	if got := roomBodies(t, owner.cli, room, ghost); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the portal holds\n%q\nwant\n%q\n%s", got, want, d.Logs())
+	}
+
+	// The API's history of Ann's chat holds the owner's two messages once.
+	api, err := daemontest.Dial(r.apiAddr, daemontest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	if err := api.Subscribe(annChat, 0); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	timeout := time.After(botWait)
+	for seen["before the kill"] == 0 || seen["while it was dead"] == 0 {
+		select {
+		case f := <-api.Events:
+			if f.Event != nil && f.Chat == annChat {
+				seen[f.Event.Text]++
+			}
+		case <-timeout:
+			t.Fatalf("the API's history of %s holds %v, want both of the owner's messages\n%s", annChat, seen, d.Logs())
+		}
+	}
+	// Anything doubled would have been replayed right after.
+	settle := time.After(time.Second)
+	for done := false; !done; {
+		select {
+		case f := <-api.Events:
+			if f.Event != nil && f.Chat == annChat {
+				seen[f.Event.Text]++
+			}
+		case <-settle:
+			done = true
+		}
+	}
+	if seen["before the kill"] != 1 || seen["while it was dead"] != 1 {
+		t.Errorf("the owner's messages reached the API %v times, want once each", seen)
+	}
+	d.Stop(5 * time.Second)
+}
+
+// acceptInvite joins the room named name that h is invited to.
+func (h *human) acceptInvite(t *testing.T, name string) id.RoomID {
+	t.Helper()
+	var room id.RoomID
+	waitFor(t, "an invite to "+name, func() bool {
+		resp, err := h.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 0})
+		if err != nil {
+			return false
+		}
+		for invited, inv := range resp.Rooms.Invite {
+			for _, evt := range inv.State.Events {
+				if evt.Type == event.StateRoomName {
+					if n, _ := evt.Content.Raw["name"].(string); n == name {
+						room = invited
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	if _, err := h.cli.JoinRoomByID(t.Context(), room); err != nil {
+		t.Fatal(err)
+	}
+	return room
+}

@@ -25,6 +25,9 @@ type roomSender struct {
 	// senderFormat, if set, puts the sender's name in front of text.
 	senderFormat  string
 	maxMediaBytes int64
+	// maybeSent is the delivery's Outgoing.MaybeSent: an earlier attempt
+	// may be in the room already.
+	maybeSent bool
 }
 
 // typingTimeout is how long one relayed typing notification lasts: other
@@ -34,6 +37,7 @@ const typingTimeout = 10 * time.Second
 // send performs out and returns the id of the event it created (the
 // first, where it took several), with errors in the core's terms.
 func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	s.maybeSent = out.MaybeSent
 	switch out.Kind {
 	case bridge.KindMessage:
 		return s.message(ctx, out)
@@ -154,10 +158,17 @@ func (s *roomSender) redact(ctx context.Context, txn, target string) (string, er
 // did not come back: the event may be in the room already. Before such a
 // transaction is sent again, the room's recent events are searched for
 // its key, so a homeserver that forgot the transaction id (Dendrite after
-// a restart) does not show the event twice.
+// a restart) does not show the event twice. Deliveries the core flags
+// MaybeSent (the bridge itself was killed) are searched for once: Dendrite
+// showed one twice in a test that killed the bridge, its txnId
+// notwithstanding.
 type txnGuard struct {
-	mu      sync.Mutex
-	unsure  map[string]bool
+	mu     sync.Mutex
+	unsure map[string]bool
+	// checked are rooms where a search for a delivery the core flagged
+	// MaybeSent found nothing: deliveries to a room go in order, so none
+	// after it was attempted and their searches are skipped.
+	checked map[id.RoomID]bool
 	history int // how many recent events are searched
 	// settle is how long a search that finds nothing is repeated: a
 	// homeserver back from a crash may show a stored event in /messages
@@ -166,7 +177,7 @@ type txnGuard struct {
 }
 
 func newTxnGuard() *txnGuard {
-	return &txnGuard{unsure: map[string]bool{}, history: 100, settle: 2 * time.Second}
+	return &txnGuard{unsure: map[string]bool{}, checked: map[id.RoomID]bool{}, history: 100, settle: 2 * time.Second}
 }
 
 // settleStep is the pause between repeated searches.
@@ -205,7 +216,19 @@ func (g *txnGuard) lookup(ctx context.Context, s *roomSender, txn string) string
 	}
 	g.mu.Lock()
 	unsure := g.unsure[txn]
+	flagged := s.maybeSent && !g.checked[s.room]
 	g.mu.Unlock()
+	if !unsure && flagged {
+		// Flagged by the core after our own unclean stop: the homeserver
+		// ran on, so one search tells.
+		found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.history)
+		if err == nil && found == "" {
+			g.mu.Lock()
+			g.checked[s.room] = true
+			g.mu.Unlock()
+		}
+		return found
+	}
 	if !unsure {
 		return ""
 	}

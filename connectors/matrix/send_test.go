@@ -46,6 +46,7 @@ type fakeHS struct {
 	// syncAnswer, if set, answers /sync (status 0: the idle default).
 	syncAnswer func(since string) (status int, body string)
 	syncs      []url.Values
+	searches   int // /messages requests
 }
 
 type fakeRequest struct {
@@ -110,6 +111,7 @@ func (f *fakeHS) serve(w http.ResponseWriter, r *http.Request) {
 		reply(200, `{"next_batch":"`+since+`"}`)
 	case len(parts) >= 3 && parts[0] == "rooms" && parts[2] == "messages":
 		f.mu.Lock()
+		f.searches++
 		js, _ := json.Marshal(map[string]any{"chunk": f.history, "start": "x", "end": ""})
 		f.history = append(f.lagging, f.history...)
 		f.lagging = nil
@@ -350,5 +352,32 @@ func TestRetryFindsWhatAnUnansweredSendCreated(t *testing.T) {
 	f.setAnswer(nil)
 	if native, err := s.send(t.Context(), other); err != nil || native != "$pb.10" {
 		t.Errorf("retry of a lost send: %q, %v; want it sent", native, err)
+	}
+}
+
+// TestMaybeSentIsSearchedForOnce: after the bridge was killed, deliveries
+// the core flags MaybeSent are looked for in the room; the first one not
+// found ends the searching in that room, as none after it was attempted.
+func TestMaybeSentIsSearchedForOnce(t *testing.T) {
+	f := newFakeHS(t)
+	s := &roomSender{cli: f.client(t), room: "!r:example.org", self: fakeUser, guard: newTxnGuard(), senderFormat: DefaultSenderFormat}
+	f.history = []map[string]any{{"type": "m.room.message", "event_id": "$before", "sender": fakeUser,
+		"content": map[string]any{"msgtype": "m.text", "body": "Ann: again", keyField: "pb.20"}}}
+	flagged := func(text, key string) *bridge.Outgoing {
+		return outgoing(text, func(o *bridge.Outgoing) { o.Key, o.MaybeSent = key, true })
+	}
+	if native, err := s.send(t.Context(), flagged("again", "pb.20")); err != nil || native != "$before" {
+		t.Fatalf("a delivery made before the kill: %q, %v; want the event it made", native, err)
+	}
+	for _, key := range []string{"pb.21", "pb.22", "pb.23"} {
+		if native, err := s.send(t.Context(), flagged("new", key)); err != nil || native != "$"+key {
+			t.Errorf("a delivery never made: %q, %v; want it sent", native, err)
+		}
+	}
+	f.mu.Lock()
+	searches := f.searches
+	f.mu.Unlock()
+	if n := len(f.requests()); n != 3 || searches != 2 {
+		t.Errorf("%d sends and %d searches, want 3 sends and 2 searches (pb.20 found, pb.21 not, then none)", n, searches)
 	}
 }
