@@ -163,7 +163,41 @@ func (b *Bridge) resolveRoutes(ctx context.Context) error {
 	}
 	b.router.Store(NewRouter(resolved, b.takesChat))
 	b.tellRoutedChats(resolved)
+	b.mirrorChats(resolved)
 	return errors.Join(problems...)
+}
+
+// mirrorChats hands each ChatMirror the chats of every ChatLister whose
+// chats all reach it through a `chats: all` route, in the background.
+func (b *Bridge) mirrorChats(routes []config.Route) {
+	type pair struct{ origin, mirror string }
+	pairs := map[pair]bool{}
+	for _, r := range routes {
+		for _, src := range r.Endpoints {
+			if _, ok := b.conns[src.Connector].(ChatLister); !ok || src.Chats != config.AllChats || !src.Direction.Sends() {
+				continue
+			}
+			for _, dst := range r.Endpoints {
+				if _, ok := b.conns[dst.Connector].(ChatMirror); ok && dst.Connector != src.Connector && dst.Chats == config.AllChats && dst.Direction.Receives() {
+					pairs[pair{src.Connector, dst.Connector}] = true
+				}
+			}
+		}
+	}
+	for p := range pairs {
+		lister, mirror := b.conns[p.origin].(ChatLister), b.conns[p.mirror].(ChatMirror)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			chats, err := lister.Chats(ctx, "")
+			if err != nil {
+				// Not linked or not loaded yet: ChatsChanged brings them.
+				b.log.Debug("no chats to mirror yet", "origin", p.origin, "mirror", p.mirror, "reason", err)
+				return
+			}
+			mirror.MirrorChats(p.origin, chats)
+		}()
+	}
 }
 
 // tellRoutedChats gives each RouteWatcher the fixed chats routes name on it.

@@ -72,6 +72,17 @@ type RouteWatcher interface {
 	RoutedChats(chats []string)
 }
 
+// ChatMirror is implemented by connectors that make a room per chat of
+// another platform (Matrix portals), so rooms can exist before a chat's
+// first message. For each `chats: all` route that carries the chats of a
+// ChatLister (the origin) to a ChatMirror, the core hands the mirror the
+// origin's chats after each resolution of the routes: at start, on
+// reload, and when the origin says its chats changed. It is called from
+// its own goroutine, possibly before Start; it must not block long.
+type ChatMirror interface {
+	MirrorChats(origin string, chats []ChatInfo)
+}
+
 // ErrChatListUnavailable is what ResolveChat returns (wrapped) while the
 // connector cannot know its chats yet (not linked, chat list not loaded):
 // the core leaves the endpoint waiting and resolves it again on

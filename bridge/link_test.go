@@ -74,3 +74,68 @@ func TestLinkConsoleGetsTheCoresLinksBeforeStart(t *testing.T) {
 		t.Error("the console sees a linker in a connector that links nothing")
 	}
 }
+
+// listerFake lists two chats.
+type listerFake struct{ *bridgetest.Fake }
+
+func (listerFake) Chats(context.Context, string) ([]bridge.ChatInfo, error) {
+	return []bridge.ChatInfo{{ID: "g1", Name: "Family", Group: true}, {ID: "u1", Name: "Bob"}}, nil
+}
+
+// mirrorFake records the chats it is asked to mirror.
+type mirrorFake struct {
+	*bridgetest.Fake
+	got chan string
+}
+
+func (m mirrorFake) MirrorChats(origin string, chats []bridge.ChatInfo) {
+	for _, c := range chats {
+		m.got <- origin + "/" + c.ID
+	}
+}
+
+func TestChatMirrorGetsTheOriginsChats(t *testing.T) {
+	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults()
+	// phone's chats all reach mx; mx's never reach quiet, which only
+	// sends, so quiet's would never be mirrored even if it listed them.
+	out := bridgetest.Route("one-way", "quiet/*", "mx/*")
+	out.Endpoints[1].Direction = config.In
+	cfg.Routes = []config.Route{bridgetest.Route("all", "phone/*", "mx/*"), out}
+	mirror := mirrorFake{bridgetest.NewFake("mx", all), make(chan string, 10)}
+	conns := map[string]bridge.Connector{
+		"phone": listerFake{bridgetest.NewFake("phone", all)},
+		"quiet": listerFake{bridgetest.NewFake("quiet", all)},
+		"mx":    mirror,
+	}
+	b := bridge.New(store, conns, &cfg, slog.New(slog.DiscardHandler))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.Stop(ctx)
+		store.Close()
+	})
+	got := map[string]bool{}
+	for len(got) < 2 {
+		select {
+		case c := <-mirror.got:
+			got[c] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the mirror got %v, want phone's two chats", got)
+		}
+	}
+	if !got["phone/g1"] || !got["phone/u1"] {
+		t.Errorf("the mirror got %v, want phone/g1 and phone/u1", got)
+	}
+	select {
+	case c := <-mirror.got:
+		t.Errorf("the mirror also got %s, from a route that does not carry it", c)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

@@ -59,7 +59,7 @@ func (c *Connector) startAppservice(ctx context.Context, sink bridge.Sink) error
 	}
 	c.srv = srv
 	sink.SetState(bridge.StateConnecting, "waiting for "+c.opts.Homeserver)
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		c.asRun()
@@ -67,6 +67,10 @@ func (c *Connector) startAppservice(ctx context.Context, sink bridge.Sink) error
 	go func() {
 		defer c.wg.Done()
 		c.joinLoop()
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.mirrorLoop()
 	}()
 	return nil
 }
@@ -100,6 +104,10 @@ func (c *Connector) asRun() {
 	c.sink.Resume("")
 	c.sink.ChatsChanged()
 	c.kickJoiner()
+	select {
+	case c.mirrorKick <- struct{}{}:
+	default:
+	}
 }
 
 // asPrepare asks the homeserver for /versions, registers the bot (the

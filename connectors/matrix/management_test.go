@@ -203,9 +203,10 @@ func (r *asRig) stopAndStart(t *testing.T) {
 	r.start(t)
 }
 
-// TestPortalShowsTheOriginsDescription: a portal made for a chat of an
-// origin that describes its chats (WhatsApp) gets the chat's topic and
-// picture, and the ghost the sender's picture, through the real core.
+// TestPortalShowsTheOriginsDescription: the groups of an origin that lists
+// and describes its chats (WhatsApp) get portals at start, with the chat's
+// topic and picture; a message lands in that portal, and the ghost gets
+// the sender's picture, all through the real core.
 func TestPortalShowsTheOriginsDescription(t *testing.T) {
 	r := newASRig(t)
 	phone := r.withPhone(t)
@@ -225,13 +226,19 @@ func TestPortalShowsTheOriginsDescription(t *testing.T) {
 		picture)
 	r.start(t)
 	ctx := t.Context()
+	// The phone's groups get their portals at start (portals_at_start:
+	// groups), its contacts do not.
+	var room id.RoomID
+	waitFor(t, "the groups' portals", func() bool {
+		room, _ = r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: group})
+		other, _ := r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: "120363000000000002@g.us"})
+		return room != "" && other != ""
+	})
+	if dm, err := r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: "15550001111@s.whatsapp.net"}); err != nil || dm != "" {
+		t.Errorf("a contact got a portal at start: %q (%v)", dm, err)
+	}
 	phone.Say(t, bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: group, Name: "Family"}, ID: "g1",
 		Sender: bridge.Sender{ID: bob, Name: "Bob"}, Time: time.Now(), Text: "hi family"})
-	var room id.RoomID
-	waitFor(t, "the group's portal", func() bool {
-		room, _ = r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: group})
-		return room != ""
-	})
 	if _, err := r.owner.cli.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,10 @@ type Connector struct {
 	srv     *asServer
 	refused map[string]bool
 	mgmt    management
+	// mirror holds, per origin connector, the chats whose portals are
+	// to be made (MirrorChats); mirrorKick wakes mirrorLoop.
+	mirror     map[string][]bridge.ChatInfo
+	mirrorKick chan struct{}
 
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
@@ -128,6 +132,8 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		typing:        map[id.RoomID]map[id.UserID]bool{},
 		guard:         newTxnGuard(),
 		joinKick:      make(chan struct{}, 1),
+		mirror:        map[string][]bridge.ChatInfo{},
+		mirrorKick:    make(chan struct{}, 1),
 		mgmt:          management{rooms: map[id.RoomID]bool{}, linking: map[id.RoomID]context.CancelFunc{}},
 	}, nil
 }

@@ -67,6 +67,10 @@ type Options struct {
 	// user ids (@u:example.org) or whole domains (example.org). Others
 	// are not relayed and get a notice.
 	Allow []string `yaml:"allow"`
+	// PortalsAtStart says which chats of a `chats: all` route get their
+	// portal before their first message: "groups" (the default; a phone's
+	// contacts are its whole address book), "all" or "none".
+	PortalsAtStart string `yaml:"portals_at_start"`
 }
 
 // Defaults.
@@ -80,17 +84,25 @@ const (
 	DefaultGhostName     = "{name} (WhatsApp)"
 )
 
+// Values of portals_at_start.
+const (
+	PortalsGroups = "groups"
+	PortalsAll    = "all"
+	PortalsNone   = "none"
+)
+
 // NewOptions returns Options with every default set.
 func NewOptions() *Options {
 	return &Options{
-		Mode:          ModeAppservice,
-		MaxMediaBytes: DefaultMaxMediaBytes,
-		SyncTimeout:   DefaultSyncTimeout,
-		SenderFormat:  DefaultSenderFormat,
-		Listen:        DefaultListen,
-		BotLocalpart:  DefaultBotLocalpart,
-		GhostPrefix:   DefaultGhostPrefix,
-		GhostName:     DefaultGhostName,
+		Mode:           ModeAppservice,
+		MaxMediaBytes:  DefaultMaxMediaBytes,
+		SyncTimeout:    DefaultSyncTimeout,
+		SenderFormat:   DefaultSenderFormat,
+		Listen:         DefaultListen,
+		BotLocalpart:   DefaultBotLocalpart,
+		GhostPrefix:    DefaultGhostPrefix,
+		GhostName:      DefaultGhostName,
+		PortalsAtStart: PortalsGroups,
 	}
 }
 
@@ -137,6 +149,7 @@ func (o *Options) Validate(c *config.Checker) {
 		if c.Required("owner", o.Owner) && !isUserID(o.Owner) {
 			c.Errorf("owner", "%q is not a Matrix user id such as @you:example.org", o.Owner)
 		}
+		c.OneOf("portals_at_start", o.PortalsAtStart, PortalsGroups, PortalsAll, PortalsNone)
 		for i, a := range o.Allow {
 			if a == "" || (strings.HasPrefix(a, "@") && !isUserID(a)) {
 				c.At("allow").Errorf("["+strconv.Itoa(i)+"]", "%q is neither a user id (@you:example.org) nor a domain", a)
