@@ -119,6 +119,17 @@ func TestChatsListAndSearch(t *testing.T) {
 	if len(got) != 1 || got[0].ID != workGroup {
 		t.Errorf("after the rename Chats(office) = %+v", got)
 	}
+
+	// A group joined later is a chat at once.
+	s.mu.Lock()
+	changed = s.chatsChg
+	s.mu.Unlock()
+	const joined = "120363000000000099@g.us"
+	r.wa.client(t, 1).deliver(&events.JoinedGroup{GroupInfo: types.GroupInfo{JID: mustJID(t, joined), GroupName: types.GroupName{Name: "Book club"}}})
+	s.waitFor(t, "ChatsChanged after joining a group", func() bool { return s.chatsChg > changed })
+	if got, _ := c.Chats(context.Background(), "book"); len(got) != 1 || got[0].ID != joined || !got[0].Group {
+		t.Errorf("after joining Chats(book) = %+v", got)
+	}
 }
 
 func TestResolveChat(t *testing.T) {

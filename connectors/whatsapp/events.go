@@ -36,6 +36,11 @@ func (c *Connector) handle(evt any) bool {
 		// What was asked while not a member (no topic, no picture) is wrong now.
 		jid := e.JID.ToNonAD()
 		c.desc.forget(descKey{descTopic, jid}, descKey{descPicture, jid})
+		// A new chat: routes may name it, and mirrors (Matrix portals) want it.
+		ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
+		c.chats.putGroup(ctx, e.JID, e.GroupInfo.Name)
+		cancel()
+		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 
 	case *events.Connected:
 		c.setState(bridge.LinkConnected, "")
