@@ -26,6 +26,13 @@ type Config struct {
 	// WhatsApp link logged out from the phone, a ban): any connector's
 	// chat. Empty: notices go to the log only.
 	Notices Notices `yaml:"notices"`
+	// Web is the local page that shows the links and links a phone.
+	Web Web `yaml:"web"`
+	// Metrics serves Prometheus metrics, /healthz and /readyz.
+	Metrics Metrics `yaml:"metrics"`
+	// Media serves attachments to destinations that can only show a link
+	// (IRC, bot-mode templates).
+	Media Media `yaml:"media"`
 
 	// Path is the file this config was loaded from; "" when parsed from bytes.
 	Path string `yaml:"-"`
@@ -35,6 +42,33 @@ type Config struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text, json
+}
+
+// Web configures the link page. It is off unless Listen is set.
+type Web struct {
+	// Listen is host:port; keep it on loopback unless a proxy in front
+	// adds TLS.
+	Listen string `yaml:"listen"`
+	// Token is what the page asks for (also accepted as ?token=). Empty:
+	// one is generated and kept in state_dir/web.token.
+	Token string `yaml:"token" secret:"true"`
+}
+
+// Metrics configures the Prometheus endpoint. It is off unless Listen is
+// set.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Media configures the media server. It is off unless PublicURL is set.
+type Media struct {
+	// Listen is where it serves; PublicURL is how others reach it (a
+	// reverse proxy's https URL), the base of every link handed out.
+	Listen    string `yaml:"listen"`
+	PublicURL string `yaml:"public_url"`
+	// MaxBytes bounds one file; Expiry is how long a link works.
+	MaxBytes int64         `yaml:"max_bytes"`
+	Expiry   time.Duration `yaml:"expiry"`
 }
 
 // Store configures the SQLite database.
@@ -131,6 +165,7 @@ func Defaults() Config {
 		},
 		Relay:      Relay{Edits: "copy", Reactions: "notice", Deletes: "notice"},
 		Connectors: map[string]*Connector{},
+		Media:      Media{Listen: "127.0.0.1:8790", MaxBytes: 100 << 20, Expiry: 7 * 24 * time.Hour},
 	}
 }
 

@@ -131,7 +131,32 @@ func TestParseBadConfigs(t *testing.T) {
 		{
 			name: "unknown top-level key without a close match",
 			yaml: okConns + "frobnicate: true\n",
-			path: "frobnicate", msg: "unknown key (known: connectors, delivery, log, notices, relay, routes, state_dir, store)", line: 8,
+			path: "frobnicate", msg: "unknown key (known: connectors, delivery, log, media, metrics, notices, relay, routes, state_dir, store, web)", line: 8,
+		},
+		{
+			name: "web listen not host:port",
+			yaml: okConns + "web:\n  listen: localhost\n",
+			path: "web.listen", msg: "is not host:port",
+		},
+		{
+			name: "short web token",
+			yaml: okConns + "web:\n  listen: 127.0.0.1:8791\n  token: short\n",
+			path: "web.token", msg: "use at least 16",
+		},
+		{
+			name: "metrics listen bad port",
+			yaml: okConns + "metrics:\n  listen: 127.0.0.1:99999\n",
+			path: "metrics.listen", msg: "bad port",
+		},
+		{
+			name: "media public_url not a URL",
+			yaml: okConns + "media:\n  public_url: bridge.example.org\n",
+			path: "media.public_url", msg: "is not an http(s) URL",
+		},
+		{
+			name: "media expiry zero",
+			yaml: okConns + "media:\n  public_url: https://bridge.example.org/media\n  expiry: 0s\n",
+			path: "media.expiry", msg: "",
 		},
 		{
 			name: "misspelled connector option",

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -65,6 +66,25 @@ func (c *Config) validate(items *[]Problem) {
 			continue
 		}
 		checkType(cc, conn.Type)
+	}
+
+	if c.Web.Listen != "" {
+		ck.ListenAddr("web.listen", c.Web.Listen)
+		if c.Web.Token != "" && len(c.Web.Token) < 16 {
+			ck.Errorf("web.token", "is %d characters; use at least 16, or leave it empty to have one generated", len(c.Web.Token))
+		}
+	}
+	if c.Metrics.Listen != "" {
+		ck.ListenAddr("metrics.listen", c.Metrics.Listen)
+	}
+	if c.Media.PublicURL != "" {
+		md := ck.At("media")
+		if u, err := url.Parse(c.Media.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			md.Errorf("public_url", "%q is not an http(s) URL such as https://bridge.example.org/media", c.Media.PublicURL)
+		}
+		md.ListenAddr("listen", c.Media.Listen)
+		md.Positive("max_bytes", c.Media.MaxBytes)
+		positive(md, "expiry", c.Media.Expiry)
 	}
 
 	c.validateRoutes(ck, names)
