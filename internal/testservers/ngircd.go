@@ -179,3 +179,30 @@ func (n *Ngircd) Restart(t testing.TB) {
 		t.Fatalf("testservers: ngircd restart on port %d: %v\nlog tail:\n%s", n.port, err, logTail(n.logPath(), 40))
 	}
 }
+
+// Freeze stops the server with SIGSTOP, as a hung host would: its
+// connections stay open, but it reads and answers nothing. Thaw or Kill
+// ends the freeze (Stop would wait out its grace period).
+func (n *Ngircd) Freeze(t testing.TB) {
+	t.Helper()
+	n.signal(t, "freeze", signalStop)
+}
+
+// Thaw resumes a frozen server with SIGCONT.
+func (n *Ngircd) Thaw(t testing.TB) {
+	t.Helper()
+	n.signal(t, "thaw", signalCont)
+}
+
+func (n *Ngircd) signal(t testing.TB, what string, send func(*os.Process) error) {
+	t.Helper()
+	n.mu.Lock()
+	p := n.p
+	n.mu.Unlock()
+	if p == nil || p.exited() {
+		t.Fatalf("testservers: ngircd %s: not running", what)
+	}
+	if err := send(p.cmd.Process); err != nil {
+		t.Fatalf("testservers: ngircd %s: %v", what, err)
+	}
+}
