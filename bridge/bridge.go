@@ -53,9 +53,17 @@ type ConnectorStatus struct {
 	Since  time.Time
 }
 
+// Option adds to what Open builds the connectors with.
+type Option func(*Env)
+
+// WithMedia gives every connector the media server (Env.Media).
+func WithMedia(m MediaPublisher) Option {
+	return func(e *Env) { e.Media = m }
+}
+
 // Open opens the store under cfg and builds every configured connector
 // from its registered type.
-func Open(cfg *config.Config, log *slog.Logger) (*Bridge, error) {
+func Open(cfg *config.Config, log *slog.Logger, opts ...Option) (*Bridge, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err)
 	}
@@ -70,7 +78,11 @@ func Open(cfg *config.Config, log *slog.Logger) (*Bridge, error) {
 			store.Close()
 			return nil, fmt.Errorf("connectors.%s.type: connector type %q is not built into this phonebridge", name, c.Type)
 		}
-		conn, err := t.New(NewEnv(cfg, name, store, log), c.Options)
+		env := NewEnv(cfg, name, store, log)
+		for _, o := range opts {
+			o(&env)
+		}
+		conn, err := t.New(env, c.Options)
 		if err != nil {
 			store.Close()
 			return nil, fmt.Errorf("connector %s: %w", name, err)

@@ -143,6 +143,18 @@ type Env struct {
 	// ConfigDir is the config file's directory ("" when the config did not
 	// come from a file): relative paths in options are relative to it.
 	ConfigDir string
+	// Media publishes attachments at a URL for platforms that can only
+	// show a link; nil when no media server is configured.
+	Media MediaPublisher
+}
+
+// MediaPublisher serves files at public, unguessable, expiring URLs: the
+// media server (config `media:`), for destinations that can carry a link
+// but not the file (IRC).
+type MediaPublisher interface {
+	// Publish copies m's bytes (through m.Open) and returns the URL that
+	// serves them until they expire.
+	Publish(ctx context.Context, m Media) (url string, err error)
 }
 
 // NewEnv is the Env of the connector called name in cfg.
