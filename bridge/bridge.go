@@ -21,9 +21,14 @@ type Bridge struct {
 	log       *slog.Logger
 	store     *Store
 	ownsStore bool
-	conns     map[string]Connector
-	names     []string // start order
-	router    atomic.Pointer[Router]
+	// set holds the connectors; Reload swaps it for another.
+	set    atomic.Pointer[connSet]
+	router atomic.Pointer[Router]
+	// build makes a connector from the config (Open's); nil when the
+	// bridge was given its connectors (New), which Reload then keeps.
+	build    func(cfg *config.Config, name string) (Connector, error)
+	cfg      *config.Config
+	reloadMu sync.Mutex
 	del       *deliverer
 	ledger    ledger
 
@@ -36,12 +41,30 @@ type Bridge struct {
 	routes    []config.Route
 	resolveMu sync.Mutex // one resolution at a time
 	// noticesTo is where Sink.Notice posts; zero when not configured.
-	noticesTo Endpoint
+	noticesTo atomic.Pointer[Endpoint]
 
 	mu      sync.Mutex
 	states  map[string]ConnectorStatus
-	started []string
+	started []startedConn
 }
+
+// connSet is the bridge's connectors at one time, never changed once made.
+type connSet struct {
+	conns map[string]Connector
+	names []string // sorted: start order
+}
+
+func newConnSet(conns map[string]Connector) *connSet {
+	cs := &connSet{conns: conns}
+	for name := range conns {
+		cs.names = append(cs.names, name)
+	}
+	sort.Strings(cs.names)
+	return cs
+}
+
+// conns is the current set of connectors.
+func (b *Bridge) conns() *connSet { return b.set.Load() }
 
 // NoticeOrigin is the connector name notices come from: phonebridge itself.
 const NoticeOrigin = "phonebridge"
@@ -71,11 +94,10 @@ func Open(cfg *config.Config, log *slog.Logger, opts ...Option) (*Bridge, error)
 	if err != nil {
 		return nil, err
 	}
-	conns := map[string]Connector{}
-	for name, c := range cfg.Connectors {
+	build := func(cfg *config.Config, name string) (Connector, error) {
+		c := cfg.Connectors[name]
 		t, ok := LookupType(c.Type)
 		if !ok {
-			store.Close()
 			return nil, fmt.Errorf("connectors.%s.type: connector type %q is not built into this phonebridge", name, c.Type)
 		}
 		env := NewEnv(cfg, name, store, log)
@@ -84,13 +106,22 @@ func Open(cfg *config.Config, log *slog.Logger, opts ...Option) (*Bridge, error)
 		}
 		conn, err := t.New(env, c.Options)
 		if err != nil {
-			store.Close()
 			return nil, fmt.Errorf("connector %s: %w", name, err)
+		}
+		return conn, nil
+	}
+	conns := map[string]Connector{}
+	for name := range cfg.Connectors {
+		conn, err := build(cfg, name)
+		if err != nil {
+			store.Close()
+			return nil, err
 		}
 		conns[name] = conn
 	}
 	b := New(store, conns, cfg, log)
 	b.ownsStore = true
+	b.build = build
 	return b, nil
 }
 
@@ -100,29 +131,26 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	b := &Bridge{
 		log:       log,
 		store:     store,
-		conns:     conns,
 		ephemeral: make(chan struct{}, 64),
 		states:    map[string]ConnectorStatus{},
 	}
-	for name := range conns {
-		b.names = append(b.names, name)
-	}
-	sort.Strings(b.names)
+	b.set.Store(newConnSet(conns))
+	b.cfg = cfg
 	b.routes = cfg.Routes
-	b.noticesTo = Endpoint{cfg.Notices.Connector, cfg.Notices.Chat}
+	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
 	return b
 }
 
 func (b *Bridge) connector(name string) (Connector, bool) {
-	c, ok := b.conns[name]
+	c, ok := b.conns().conns[name]
 	return c, ok
 }
 
 // takesChat reports whether connector could have a chat called chat.
 func (b *Bridge) takesChat(connector, chat string) bool {
-	checker, ok := b.conns[connector].(ChatIDChecker)
+	checker, ok := b.conns().conns[connector].(ChatIDChecker)
 	return !ok || checker.IsChatID(chat)
 }
 
@@ -147,12 +175,13 @@ func (b *Bridge) resolveRoutes(ctx context.Context) error {
 	b.resolveMu.Lock()
 	defer b.resolveMu.Unlock()
 	resolved := make([]config.Route, 0, len(b.routes))
+	conns := b.conns().conns
 	var problems []error
 	for i, route := range b.routes {
 		r := route
 		r.Endpoints = nil
 		for j, ep := range route.Endpoints {
-			resolver, ok := b.conns[ep.Connector].(ChatResolver)
+			resolver, ok := conns[ep.Connector].(ChatResolver)
 			if ep.Chat == "" || !ok {
 				r.Endpoints = append(r.Endpoints, ep)
 				continue
@@ -184,20 +213,21 @@ func (b *Bridge) resolveRoutes(ctx context.Context) error {
 func (b *Bridge) mirrorChats(routes []config.Route) {
 	type pair struct{ origin, mirror string }
 	pairs := map[pair]bool{}
+	conns := b.conns().conns
 	for _, r := range routes {
 		for _, src := range r.Endpoints {
-			if _, ok := b.conns[src.Connector].(ChatLister); !ok || src.Chats != config.AllChats || !src.Direction.Sends() {
+			if _, ok := conns[src.Connector].(ChatLister); !ok || src.Chats != config.AllChats || !src.Direction.Sends() {
 				continue
 			}
 			for _, dst := range r.Endpoints {
-				if _, ok := b.conns[dst.Connector].(ChatMirror); ok && dst.Connector != src.Connector && dst.Chats == config.AllChats && dst.Direction.Receives() {
+				if _, ok := conns[dst.Connector].(ChatMirror); ok && dst.Connector != src.Connector && dst.Chats == config.AllChats && dst.Direction.Receives() {
 					pairs[pair{src.Connector, dst.Connector}] = true
 				}
 			}
 		}
 	}
 	for p := range pairs {
-		lister, mirror := b.conns[p.origin].(ChatLister), b.conns[p.mirror].(ChatMirror)
+		lister, mirror := conns[p.origin].(ChatLister), conns[p.mirror].(ChatMirror)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -222,8 +252,9 @@ func (b *Bridge) tellRoutedChats(routes []config.Route) {
 			}
 		}
 	}
-	for _, name := range b.names {
-		if w, ok := b.conns[name].(RouteWatcher); ok {
+	cs := b.conns()
+	for _, name := range cs.names {
+		if w, ok := cs.conns[name].(RouteWatcher); ok {
 			list := chats[name]
 			sort.Strings(list)
 			w.RoutedChats(list)
@@ -253,23 +284,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.resolveRoutes(ctx); err != nil {
 		return err
 	}
-	for _, name := range b.names {
-		if lc, ok := b.conns[name].(LinkConsole); ok {
-			lc.SetLinkAdmin(b)
-		}
-	}
-	for _, name := range b.names {
-		b.setState(name, StateStarting, "")
-		if err := b.conns[name].Start(ctx, sink{b, name}); err != nil {
-			b.setState(name, StateFailed, err.Error())
+	cs := b.conns()
+	for _, name := range cs.names {
+		if err := b.startConnector(ctx, name, cs.conns[name]); err != nil {
 			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			b.stopConnectors(stopCtx)
 			cancel()
-			return fmt.Errorf("connector %s: %w", name, err)
+			return err
 		}
-		b.mu.Lock()
-		b.started = append(b.started, name)
-		b.mu.Unlock()
 	}
 	dests, err := pendingDestinations(ctx, b.store)
 	if err != nil {
@@ -308,6 +330,29 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// startConnector starts conn as name, handing it what it asks of the
+// core first, and records it as started.
+func (b *Bridge) startConnector(ctx context.Context, name string, conn Connector) error {
+	if lc, ok := conn.(LinkConsole); ok {
+		lc.SetLinkAdmin(b)
+	}
+	b.setState(name, StateStarting, "")
+	if err := conn.Start(ctx, sink{b, name}); err != nil {
+		b.setState(name, StateFailed, err.Error())
+		return fmt.Errorf("connector %s: %w", name, err)
+	}
+	b.mu.Lock()
+	b.started = append(b.started, startedConn{name, conn})
+	b.mu.Unlock()
+	return nil
+}
+
+// startedConn is a connector Start succeeded for, to stop at the end.
+type startedConn struct {
+	name string
+	conn Connector
+}
+
 func (b *Bridge) stopConnectors(ctx context.Context) error {
 	b.mu.Lock()
 	started := b.started
@@ -315,21 +360,29 @@ func (b *Bridge) stopConnectors(ctx context.Context) error {
 	b.mu.Unlock()
 	var errs []error
 	for i := len(started) - 1; i >= 0; i-- {
-		name := started[i]
-		if err := b.conns[name].Stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop connector %s: %w", name, err))
+		if err := b.stopOne(ctx, started[i]); err != nil {
+			errs = append(errs, err)
 		}
-		b.setState(name, StateStopped, "")
 	}
 	return errors.Join(errs...)
+}
+
+func (b *Bridge) stopOne(ctx context.Context, sc startedConn) error {
+	err := sc.conn.Stop(ctx)
+	b.setState(sc.name, StateStopped, "")
+	if err != nil {
+		return fmt.Errorf("stop connector %s: %w", sc.name, err)
+	}
+	return nil
 }
 
 // Links reports every connector that links an account (bridge.Linker),
 // sorted by name.
 func (b *Bridge) Links() []LinkStatus {
 	var out []LinkStatus
-	for _, name := range b.names {
-		if l, ok := b.conns[name].(Linker); ok {
+	cs := b.conns()
+	for _, name := range cs.names {
+		if l, ok := cs.conns[name].(Linker); ok {
 			st := l.LinkStatus()
 			st.Name = name
 			out = append(out, st)
@@ -340,13 +393,13 @@ func (b *Bridge) Links() []LinkStatus {
 
 // Linker returns the named connector if it links accounts.
 func (b *Bridge) Linker(name string) (Linker, bool) {
-	l, ok := b.conns[name].(Linker)
+	l, ok := b.conns().conns[name].(Linker)
 	return l, ok
 }
 
 // ChatLister returns the named connector if it lists its chats.
 func (b *Bridge) ChatLister(name string) (ChatLister, bool) {
-	l, ok := b.conns[name].(ChatLister)
+	l, ok := b.conns().conns[name].(ChatLister)
 	return l, ok
 }
 
@@ -445,7 +498,7 @@ func (b *Bridge) accept(ev *Event, dests []Endpoint, done func(error)) {
 // that show them, without the outbox: they are worthless late.
 func (b *Bridge) relayEphemeral(ev *Event, dests []Endpoint) {
 	for _, d := range dests {
-		conn, ok := b.conns[d.Connector]
+		conn, ok := b.connector(d.Connector)
 		if !ok {
 			continue
 		}
@@ -515,7 +568,8 @@ func (s sink) ChatsChanged() {
 // chat, through the outbox like any event.
 func (b *Bridge) notice(from, text string) {
 	b.log.Info("notice", "connector", from, "text", text)
-	if b.noticesTo == (Endpoint{}) {
+	to := *b.noticesTo.Load()
+	if to == (Endpoint{}) {
 		return
 	}
 	ev := Event{
@@ -527,7 +581,7 @@ func (b *Bridge) notice(from, text string) {
 		Text:   text,
 		Notice: true,
 	}
-	b.accept(&ev, []Endpoint{b.noticesTo}, func(err error) {
+	b.accept(&ev, []Endpoint{to}, func(err error) {
 		if err != nil {
 			b.log.Error("a notice could not be queued", "connector", from, "err", err)
 		}

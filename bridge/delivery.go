@@ -444,7 +444,9 @@ type step struct {
 func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]createdCopy, error) {
 	conn, ok := d.connectors(q.dest.Connector)
 	if !ok {
-		return nil, Permanentf("connector %q is not configured", q.dest.Connector)
+		// Removed from the config (by a reload, or before this start): the
+		// event waits for the connector to come back, up to give_up_after.
+		return nil, fmt.Errorf("connector %q is not configured; the event waits in the outbox until it is", q.dest.Connector)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.delivery.SendTimeout)
 	defer cancel()
