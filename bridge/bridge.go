@@ -29,8 +29,8 @@ type Bridge struct {
 	build    func(cfg *config.Config, name string) (Connector, error)
 	cfg      *config.Config
 	reloadMu sync.Mutex
-	del       *deliverer
-	ledger    ledger
+	del      *deliverer
+	ledger   ledger
 
 	// ephemeral bounds typing and read relays in flight; beyond it they
 	// are shed, which is what best effort means.
