@@ -5,13 +5,14 @@ BIN     := bin/phonebridge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build run test bench fmt vet clean
+.PHONY: help build run test bench install fmt vet clean
 
 help:
 	@echo "make build   build $(BIN)"
 	@echo "make run     build, then run the daemon on example.yaml"
 	@echo "make test    install test dependencies, then gofmt, vet and every test with -race"
 	@echo "make bench   run the benchmarks (figures go in docs/BENCHMARKS.md)"
+	@echo "make install build, then install the binary, the systemd unit and a starting config (as root)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/phonebridge
@@ -21,6 +22,9 @@ run: build
 
 test:
 	./scripts/test.sh
+
+install: build
+	./scripts/install.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 30000x ./bench/

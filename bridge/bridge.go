@@ -27,7 +27,7 @@ type Bridge struct {
 	// build makes a connector from the config (Open's); nil when the
 	// bridge was given its connectors (New), which Reload then keeps.
 	build    func(cfg *config.Config, name string) (Connector, error)
-	cfg      *config.Config
+	cfg      atomic.Pointer[config.Config]
 	reloadMu sync.Mutex
 	del      *deliverer
 	ledger   ledger
@@ -42,6 +42,10 @@ type Bridge struct {
 	resolveMu sync.Mutex // one resolution at a time
 	// noticesTo is where Sink.Notice posts; zero when not configured.
 	noticesTo atomic.Pointer[Endpoint]
+
+	// onState, when set, is called after each change of a connector's
+	// state (the daemon's systemd status line).
+	onState atomic.Pointer[func()]
 
 	mu      sync.Mutex
 	states  map[string]ConnectorStatus
@@ -135,7 +139,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 		states:    map[string]ConnectorStatus{},
 	}
 	b.set.Store(newConnSet(conns))
-	b.cfg = cfg
+	b.cfg.Store(cfg)
 	b.routes = cfg.Routes
 	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
@@ -437,7 +441,14 @@ func (b *Bridge) setState(name string, st State, detail string) {
 		attrs = append(attrs, "detail", detail)
 	}
 	b.log.Log(context.Background(), level, "connector "+string(st), attrs...)
+	if fn := b.onState.Load(); fn != nil {
+		(*fn)()
+	}
 }
+
+// OnStateChange makes fn be called after each change of a connector's
+// state; it must not block.
+func (b *Bridge) OnStateChange(fn func()) { b.onState.Store(&fn) }
 
 // submit accepts one inbound event from connector name.
 func (b *Bridge) submit(name string, in *Event, done func(error)) {

@@ -17,6 +17,8 @@ type ReloadResult struct {
 	// Ignored lists settings that changed but apply only at the next
 	// start (their YAML paths).
 	Ignored []string
+	// Applied is false when the reload was refused and nothing changed.
+	Applied bool
 }
 
 // Reload applies a new, validated config to the running bridge: routes and
@@ -34,7 +36,7 @@ type ReloadResult struct {
 func (b *Bridge) Reload(ctx context.Context, cfg *config.Config) (ReloadResult, error) {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
-	old := b.cfg
+	old := b.cfg.Load()
 	var res ReloadResult
 	res.Ignored = restartOnly(old, cfg)
 
@@ -78,8 +80,9 @@ func (b *Bridge) Reload(ctx context.Context, cfg *config.Config) (ReloadResult, 
 	}
 	maps.Copy(next, built)
 	b.set.Store(newConnSet(next))
+	res.Applied = true
 	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
-	b.cfg = cfg
+	b.cfg.Store(cfg)
 	b.resolveMu.Lock()
 	b.routes = cfg.Routes
 	b.resolveMu.Unlock()

@@ -108,7 +108,7 @@ func TestReload(t *testing.T) {
 	broken := reloadConfig(t, dir,
 		"  rl-a: {type: reloadfake, tag: one}\n  rl-b: {type: reloadfake, tag: broken}\n",
 		"  - {name: ab, endpoints: [{connector: rl-a, chat: x}, {connector: rl-b, chat: y}]}\n")
-	if _, err := b.Reload(t.Context(), broken); err == nil {
+	if res, err := b.Reload(t.Context(), broken); err == nil || res.Applied {
 		t.Fatal("a config whose connector cannot be built was applied")
 	}
 	if len(built("rl-b")) != 1 || oldB.stopped.Load() || built("rl-c")[0].stopped.Load() {
@@ -120,8 +120,8 @@ func TestReload(t *testing.T) {
 		"  - {name: ab, endpoints: [{connector: rl-a, chat: x}, {connector: rl-b, chat: y}]}\n"+
 			"  - {name: ad, endpoints: [{connector: rl-a, chat: x}, {connector: rl-d, chat: z}]}\n")
 	res, err := b.Reload(t.Context(), next)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !res.Applied {
+		t.Fatal(res, err)
 	}
 	if fmt.Sprint(res.Added, res.Restarted, res.Removed) != "[rl-d] [rl-b] [rl-c]" {
 		t.Errorf("reload added %v, restarted %v, removed %v; want [rl-d] [rl-b] [rl-c]", res.Added, res.Restarted, res.Removed)

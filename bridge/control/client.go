@@ -24,9 +24,10 @@ var ErrNotRunning = errors.New("phonebridge is not running")
 
 // Error is an error the daemon answered with.
 type Error struct {
-	Status  int    // the HTTP status
-	Code    string // the error's code, such as "not_found"
-	Message string // the one-line reason
+	Status   int      // the HTTP status
+	Code     string   // the error's code, such as "not_found"
+	Message  string   // the one-line reason
+	Problems []string // a refused config's problems
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -69,6 +70,21 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/version", nil, &out)
 	return out.Version, err
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (StatusReport, error) {
+	var out StatusReport
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &out)
+	return out, err
+}
+
+// Reload makes the daemon read its config again. A refused config is an
+// *Error with Code "bad_config" and the problems in Problems.
+func (c *Client) Reload(ctx context.Context) (ReloadReport, error) {
+	var out ReloadReport
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &out)
+	return out, err
 }
 
 // Links returns the state of every link.
@@ -233,7 +249,7 @@ func answerError(status int, body []byte) error {
 			return &bridge.LinkError{Reason: reason, Detail: strings.TrimPrefix(detail, ": ")}
 		}
 	}
-	return &Error{Status: status, Code: eb.Code, Message: eb.Error}
+	return &Error{Status: status, Code: eb.Code, Message: eb.Error, Problems: eb.Problems}
 }
 
 // connError says, in one line, why the daemon could not be reached.

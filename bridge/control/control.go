@@ -6,6 +6,8 @@
 // never served on TCP. Errors are {"error": "one line", "code": "..."}.
 //
 //	GET  /v1/version                      {"version": "..."}
+//	GET  /v1/status                       StatusReport
+//	POST /v1/reload                       ReloadReport, or 422 with the problems
 //	GET  /v1/links                        {"links": [LinkStatus...]}
 //	GET  /v1/links/{name}/chats?search=   {"chats": [ChatInfo...]}
 //	POST /v1/links/{name}/unlink?local=   {"unlinked": "name"}
@@ -15,6 +17,7 @@ package control
 
 import (
 	"strings"
+	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 )
@@ -26,7 +29,34 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeUnavailable      = "unavailable"
 	codeInternal         = "internal"
+	codeBadConfig        = "bad_config"
 )
+
+// StatusReport is what GET /v1/status answers: `phonebridge status`.
+type StatusReport struct {
+	Version    string                   `json:"version"`
+	Started    time.Time                `json:"started"`
+	Config     string                   `json:"config"`
+	Connectors []bridge.ConnectorReport `json:"connectors"`
+	Links      []bridge.LinkStatus      `json:"links"`
+	// Outbox lists the chats with deliveries waiting, oldest first;
+	// Failed counts deliveries skipped for good.
+	Outbox []bridge.QueueStatus `json:"outbox"`
+	Failed int                  `json:"failed"`
+}
+
+// ReloadReport is what POST /v1/reload answers.
+type ReloadReport struct {
+	Config    string   `json:"config"`
+	Added     []string `json:"added"`
+	Restarted []string `json:"restarted"`
+	Removed   []string `json:"removed"`
+	// Ignored are settings that changed but apply at the next start.
+	Ignored []string `json:"ignored"`
+	// Error is what went wrong applying it, if anything (a connector that
+	// did not start); the rest stands.
+	Error string `json:"error,omitempty"`
+}
 
 // failureCodes are the codes of errors that carry a bridge.LinkError, so
 // the client can give the caller back the same Reason.
@@ -61,6 +91,8 @@ type frame struct {
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// Problems lists a refused config's problems, one per line.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // oneLine keeps an error a single line, whatever a connector put in it.

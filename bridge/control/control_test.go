@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
 )
 
 type linkFunc func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error)
@@ -60,6 +61,18 @@ func (f fakeLister) Chats(ctx context.Context, search string) ([]bridge.ChatInfo
 type fakeBackend struct {
 	linkers map[string]*fakeLinker
 	listers map[string]bridge.ChatLister
+	// reload is what Reload answers.
+	reload    ReloadReport
+	reloadErr error
+}
+
+func (b *fakeBackend) Status(ctx context.Context) (StatusReport, error) {
+	return StatusReport{Version: "1.2.3-test", Config: "/etc/phonebridge/config.yaml", Links: b.Links(),
+		Outbox: []bridge.QueueStatus{{Connector: "irc", Chat: "#family", Depth: 3, Attempts: 2, LastError: "connection refused"}}}, nil
+}
+
+func (b *fakeBackend) Reload(ctx context.Context) (ReloadReport, error) {
+	return b.reload, b.reloadErr
 }
 
 func (b *fakeBackend) Links() []bridge.LinkStatus {
@@ -508,5 +521,35 @@ func TestCloseDuringLink(t *testing.T) {
 	}
 	if _, err := Dial(path); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Dial after Close: %v", err)
+	}
+}
+
+func TestStatusAndReload(t *testing.T) {
+	b := &fakeBackend{linkers: map[string]*fakeLinker{"wa": {status: bridge.LinkStatus{Name: "wa", State: bridge.LinkConnected}}}}
+	_, c, _ := start(t, b)
+	st, err := c.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != "1.2.3-test" || len(st.Links) != 1 || len(st.Outbox) != 1 || st.Outbox[0].LastError != "connection refused" {
+		t.Errorf("status = %+v", st)
+	}
+
+	b.reload = ReloadReport{Config: "/etc/phonebridge/config.yaml", Restarted: []string{"irc"}}
+	if rep, err := c.Reload(t.Context()); err != nil || fmt.Sprint(rep.Restarted) != "[irc]" {
+		t.Errorf("reload = %+v, %v", rep, err)
+	}
+	b.reload, b.reloadErr = ReloadReport{}, &config.Problems{File: "/etc/phonebridge/config.yaml", Items: []config.Problem{
+		{Path: "routes[0].endpoints[1].connector", Message: "unknown connector \"ircc\""},
+		{Path: "connectors.irc.server", Message: "is required"},
+	}}
+	_, err = c.Reload(t.Context())
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Status != 422 || ce.Code != "bad_config" || len(ce.Problems) != 2 || !strings.Contains(ce.Problems[0], "routes[0].endpoints[1].connector") {
+		t.Errorf("a refused reload: %#v", err)
+	}
+	// Reload changes things: GET is refused.
+	if status, _ := raw(t, c, http.MethodGet, "/v1/reload"); status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/reload: %d, want 405", status)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
 )
 
 // Backend is what the daemon exposes to the control API.
@@ -32,6 +33,11 @@ type Backend interface {
 	ChatLister(name string) (bridge.ChatLister, bool)
 	// Version is the daemon's version string.
 	Version() string
+	// Status reports the daemon: connectors, links, the outbox.
+	Status(ctx context.Context) (StatusReport, error)
+	// Reload reads the config file again and applies it; a config with
+	// problems is refused (a *config.Problems) and the running one stays.
+	Reload(ctx context.Context) (ReloadReport, error)
 }
 
 const (
@@ -161,6 +167,19 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			}
 			writeJSON(w, http.StatusOK, map[string][]bridge.LinkStatus{"links": links})
 		}
+	case path == "/v1/status":
+		if allow(w, r, http.MethodGet) {
+			st, err := s.b.Status(r.Context())
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
+		}
+	case path == "/v1/reload":
+		if allow(w, r, http.MethodPost) {
+			s.handleReload(w, r)
+		}
 	case strings.HasPrefix(path, "/v1/links/"):
 		rawName, action, _ := strings.Cut(strings.TrimPrefix(path, "/v1/links/"), "/")
 		name, err := url.PathUnescape(rawName)
@@ -264,6 +283,31 @@ func (s *Server) handleChats(w http.ResponseWriter, r *http.Request, name string
 		chats = []bridge.ChatInfo{}
 	}
 	writeJSON(w, http.StatusOK, map[string][]bridge.ChatInfo{"chats": chats})
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	rep, err := s.b.Reload(r.Context())
+	var problems *config.Problems
+	switch {
+	case errors.As(err, &problems):
+		items := make([]string, len(problems.Items))
+		for i, p := range problems.Items {
+			items[i] = p.String()
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, errorBody{
+			Error:    fmt.Sprintf("the config has %d problem(s); the running config stays", len(items)),
+			Code:     codeBadConfig,
+			Problems: items,
+		})
+	case err != nil && rep.Config == "":
+		writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
+	default:
+		// Applied, perhaps in part: the report says what, the error what failed.
+		if err != nil {
+			rep.Error = oneLine(err.Error())
+		}
+		writeJSON(w, http.StatusOK, rep)
+	}
 }
 
 func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request, name string) {

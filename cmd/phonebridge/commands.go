@@ -37,7 +37,8 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "text or json (overrides log.format)")
 	root.AddCommand(newRunCommand(&g), newConfigCommand(&g), newVersionCommand(),
-		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g), newMatrixCommand(&g))
+		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g), newMatrixCommand(&g),
+		newStatusCommand(&g), newReloadCommand(&g))
 	return root
 }
 
@@ -74,7 +75,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
 		Short: "Run the bridge daemon",
-		Long:  "Run the bridge daemon in the foreground until SIGTERM or SIGINT; it stops within 5 seconds.",
+		Long:  "Run the bridge daemon in the foreground until SIGTERM or SIGINT; it stops within 5 seconds.\nSIGHUP makes it read the config again (as `phonebridge reload` does).",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := load(g, false)

@@ -486,6 +486,14 @@ type ctlBackend struct{ *bridge.Bridge }
 
 func (ctlBackend) Version() string { return "test" }
 
+func (ctlBackend) Status(context.Context) (control.StatusReport, error) {
+	return control.StatusReport{}, errors.New("this test serves links only")
+}
+
+func (ctlBackend) Reload(context.Context) (control.ReloadReport, error) {
+	return control.ReloadReport{}, errors.New("this test serves links only")
+}
+
 // TestLinkThroughControlSocket drives linking the way `phonebridge link`
 // does with a daemon running: through the control socket's link stream.
 func TestLinkThroughControlSocket(t *testing.T) {

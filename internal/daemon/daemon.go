@@ -8,12 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/mediaserver"
+	"github.com/phonebridge/phonebridge/internal/sdnotify"
 )
 
 // StopTimeout keeps shutdown inside the 5 s systemd and operators expect.
@@ -29,40 +36,217 @@ func SocketPath(cfg *config.Config) string {
 }
 
 // Run runs the daemon until ctx ends, then stops within StopTimeout.
+// SIGHUP reloads the config, as `phonebridge reload` does. Under systemd
+// (Type=notify) it reports READY, STATUS, RELOADING, STOPPING and, when
+// the unit sets WatchdogSec, watchdog pings.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) error {
-	b, err := bridge.Open(cfg, log)
+	notify, err := sdnotify.New()
 	if err != nil {
-		return err
+		log.Warn("cannot talk to systemd; running without its notifications", "err", err)
+		notify = &sdnotify.Notifier{}
 	}
+	defer notify.Close()
+	var opts []bridge.Option
+	var media *mediaserver.Server
+	if cfg.Media.PublicURL != "" {
+		if media, err = mediaserver.Start(cfg.Media, cfg.StateDir, log); err != nil {
+			return err
+		}
+		opts = append(opts, bridge.WithMedia(media)) // never a nil *Server in the interface
+	}
+	b, err := bridge.Open(cfg, log, opts...)
+	if err != nil {
+		return errors.Join(err, closeMedia(context.Background(), media))
+	}
+	d := &daemon{Bridge: b, cfg: cfg, log: log, version: version, started: time.Now(), notify: notify}
 	if err := b.Start(ctx); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
-		return errors.Join(err, b.Stop(stopCtx))
+		return errors.Join(err, b.Stop(stopCtx), closeMedia(stopCtx, media))
 	}
-	srv, err := control.Listen(SocketPath(cfg), backend{b, version}, log)
+	srv, err := control.Listen(SocketPath(cfg), d, log)
 	if err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
-		return errors.Join(fmt.Errorf("control socket: %w", err), b.Stop(stopCtx))
+		return errors.Join(fmt.Errorf("control socket: %w", err), b.Stop(stopCtx), closeMedia(stopCtx, media))
 	}
 	log.Info(ReadyMessage, "version", version, "database", cfg.Store.Path, "control", SocketPath(cfg))
-	<-ctx.Done()
+	b.OnStateChange(func() { notify.Status(d.statusLine()) })
+	notify.Ready(d.statusLine())
+	watchdogDone := d.watchdog(ctx)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			d.Reload(ctx) // it logs what it did
+		}
+	}
 	log.Info("stopping", "within", StopTimeout)
+	notify.Stopping("stopping")
+	<-watchdogDone
 	stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
 	// The control API first: no new link may start while connectors stop.
 	ctlCtx, ctlCancel := context.WithTimeout(stopCtx, StopTimeout/5)
 	defer ctlCancel()
-	return errors.Join(srv.Close(ctlCtx), b.Stop(stopCtx))
+	// The media server last: connectors may publish while they stop.
+	return errors.Join(srv.Close(ctlCtx), b.Stop(stopCtx), closeMedia(stopCtx, media))
 }
 
-// backend is the bridge as the control API sees it.
-type backend struct {
+// closeMedia stops the media server, if one runs.
+func closeMedia(ctx context.Context, m *mediaserver.Server) error {
+	if m == nil {
+		return nil
+	}
+	return m.Close(ctx)
+}
+
+// daemon is the running bridge as the control API sees it.
+type daemon struct {
 	*bridge.Bridge
+	log     *slog.Logger
 	version string
+	started time.Time
+	notify  *sdnotify.Notifier
+
+	mu  sync.Mutex // one reload at a time; guards cfg
+	cfg *config.Config
 }
 
-func (b backend) Version() string { return b.version }
+func (d *daemon) Version() string { return d.version }
+
+// Status implements control.Backend.
+func (d *daemon) Status(ctx context.Context) (control.StatusReport, error) {
+	d.mu.Lock()
+	path := d.cfg.Path
+	d.mu.Unlock()
+	queues, failed, err := d.Outbox(ctx)
+	if err != nil {
+		return control.StatusReport{}, err
+	}
+	return control.StatusReport{
+		Version: d.version, Started: d.started, Config: path,
+		Connectors: d.Connectors(), Links: d.Links(), Outbox: queues, Failed: failed,
+	}, nil
+}
+
+// Reload implements control.Backend: the config file is read again and,
+// if it has no problems, applied. The outcome is logged.
+func (d *daemon) Reload(ctx context.Context) (rep control.ReloadReport, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	defer func() { d.logReload(rep, err) }()
+	if d.cfg.Path == "" {
+		return control.ReloadReport{}, errors.New("the running config did not come from a file; nothing to read again")
+	}
+	d.notify.Reloading()
+	defer func() { d.notify.Ready(d.statusLine()) }()
+	cfg, err := config.Load(d.cfg.Path)
+	if err != nil {
+		return control.ReloadReport{}, err
+	}
+	res, err := d.Bridge.Reload(ctx, cfg)
+	rep = control.ReloadReport{Config: cfg.Path, Added: res.Added, Restarted: res.Restarted, Removed: res.Removed,
+		Ignored: append(res.Ignored, daemonRestartOnly(d.cfg, cfg)...)}
+	if !res.Applied {
+		return control.ReloadReport{}, err // refused before anything changed
+	}
+	d.cfg = cfg
+	return rep, err
+}
+
+// daemonRestartOnly lists the daemon's own settings that changed and
+// apply at the next start.
+func daemonRestartOnly(old, cfg *config.Config) []string {
+	var out []string
+	for _, c := range []struct {
+		path string
+		same bool
+	}{
+		{"log", old.Log == cfg.Log},
+		{"web", old.Web == cfg.Web},
+		{"metrics", old.Metrics == cfg.Metrics},
+		{"media", old.Media == cfg.Media},
+	} {
+		if !c.same {
+			out = append(out, c.path)
+		}
+	}
+	return out
+}
+
+// logReload says in one line what a SIGHUP did.
+func (d *daemon) logReload(rep control.ReloadReport, err error) {
+	var problems *config.Problems
+	switch {
+	case errors.As(err, &problems):
+		d.log.Error("config not reloaded: it has problems; the running config stays", "problems", problems.Error())
+	case err != nil && rep.Config == "":
+		d.log.Error("config not reloaded; the running config stays", "err", err)
+	default:
+		attrs := []any{"config", rep.Config, "added", rep.Added, "restarted", rep.Restarted, "removed", rep.Removed}
+		if len(rep.Ignored) > 0 {
+			attrs = append(attrs, "apply_at_next_start", rep.Ignored)
+		}
+		if err != nil {
+			d.log.Error("config reloaded in part", append(attrs, "err", err)...)
+			return
+		}
+		d.log.Info("config reloaded", attrs...)
+	}
+}
+
+// statusLine is the one line `systemctl status` shows.
+func (d *daemon) statusLine() string {
+	var parts []string
+	for _, c := range d.Connectors() {
+		parts = append(parts, c.Name+" "+string(c.State))
+	}
+	return "connectors: " + strings.Join(parts, ", ")
+}
+
+// watchdog pings systemd while the store answers, when the unit asks
+// for pings; a bridge whose database hangs is restarted. The returned
+// channel closes when it has stopped.
+func (d *daemon) watchdog(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	every, on, err := sdnotify.WatchdogInterval()
+	if err != nil {
+		d.log.Warn("systemd's watchdog setting is unreadable; not pinging it", "err", err)
+	}
+	if !on || !d.notify.Enabled() {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			check, cancel := context.WithTimeout(ctx, every)
+			var one int
+			err := d.Store().QueryRowContext(check, "SELECT 1").Scan(&one)
+			cancel()
+			if err != nil {
+				d.log.Error("the database does not answer; not pinging systemd's watchdog", "err", err)
+				continue
+			}
+			d.notify.Watchdog()
+		}
+	}()
+	return done
+}
 
 // Local is one connector opened without a daemon, for a CLI command.
 type Local struct {

@@ -99,8 +99,18 @@ const ReadyLine = "phonebridge is running"
 // process is killed at cleanup if the test left it running.
 func Start(t testing.TB, bin string, args ...string) *Daemon {
 	t.Helper()
+	return StartEnv(t, nil, bin, args...)
+}
+
+// StartEnv is Start with env ("KEY=value") added to the process's
+// environment.
+func StartEnv(t testing.TB, env []string, bin string, args ...string) *Daemon {
+	t.Helper()
 	d := &Daemon{t: t, logs: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
+	if env != nil {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +181,14 @@ func (d *Daemon) Stop(limit time.Duration) time.Duration {
 		d.t.Fatalf("phonebridge exited with %v after SIGTERM:\n%s", d.err, d.Logs())
 	}
 	return took
+}
+
+// Signal sends sig to the process.
+func (d *Daemon) Signal(sig os.Signal) {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatalf("signal %v: %v", sig, err)
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -17,6 +19,15 @@ func New(level, format string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level %q is not one of debug, info, warn, error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	if toJournal(w) {
+		// journald stamps each line itself; a second time is noise.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
 	switch format {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -24,4 +35,20 @@ func New(level, format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q is not text or json", format)
+}
+
+// toJournal reports whether w is the stream systemd connected to the
+// journal: $JOURNAL_STREAM names its device and inode ("dev:ino").
+func toJournal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	stream := os.Getenv("JOURNAL_STREAM")
+	if !ok || stream == "" {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && stream == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+)
+
+// notifySocket is a fake systemd: the datagram socket a Type=notify
+// service reports to. Its messages arrive on the returned channel.
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pbsd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	msgs := make(chan string, 1024)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return path, msgs
+}
+
+// await returns the next notification that starts with prefix.
+func await(t *testing.T, msgs <-chan string, prefix string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-msgs:
+			if strings.HasPrefix(m, prefix) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("systemd was not sent %q within 10s", prefix)
+		}
+	}
+}
+
+// TestSystemdReloadAndStatus runs the real binary as systemd would: it
+// reports READY with a status line and pings the watchdog; SIGHUP applies
+// a new config and `phonebridge reload` refuses a broken one, keeping the
+// running config; `phonebridge status` shows it all; SIGTERM says
+// STOPPING and exits cleanly within 5 s.
+func TestSystemdReloadAndStatus(t *testing.T) {
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	pair := daemontest.WriteAPIPair(t, dir, 1, "")
+	sock, msgs := notifySocket(t)
+	d := daemontest.StartEnv(t, []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"}, bin, "run", "-c", pair.Path)
+	if ready := await(t, msgs, "READY=1"); !strings.Contains(ready, "STATUS=connectors: in connected, out connected") {
+		t.Errorf("READY came with %q", ready)
+	}
+	await(t, msgs, "WATCHDOG=1")
+
+	out, stderr, code := daemontest.RunCommand(t, bin, "status", "-c", pair.Path)
+	if code != 0 || !strings.Contains(out, "in ") || !strings.Contains(out, "api") || !strings.Contains(out, "Outbox: empty") {
+		t.Errorf("status (%d):\n%s%s", code, out, stderr)
+	}
+
+	// A third connector and its route, applied by SIGHUP.
+	cfg, err := os.ReadFile(pair.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := strings.Replace(string(cfg), "routes:\n", "  third:\n    type: api\n    listen: 127.0.0.1:0\n    token: "+daemontest.Token+"\nroutes:\n", 1) +
+		"  - name: third\n    endpoints:\n      - {connector: in, chat: general}\n      - {connector: third, chat: general}\n"
+	if err := os.WriteFile(pair.Path, []byte(more), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGHUP)
+	await(t, msgs, "RELOADING=1")
+	await(t, msgs, "READY=1")
+	out, _, _ = daemontest.RunCommand(t, bin, "status", "-c", pair.Path)
+	if !strings.Contains(out, "third") {
+		t.Errorf("after SIGHUP the status does not show the new connector:\n%s\n%s", out, d.Logs())
+	}
+	if !strings.Contains(d.Logs(), "config reloaded") {
+		t.Errorf("the reload was not logged:\n%s", d.Logs())
+	}
+
+	// A broken config is refused with its problems; the running one stays.
+	broken := strings.Replace(more, "connector: third, chat: general", "connector: thrid, chat: general", 1)
+	if err := os.WriteFile(pair.Path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = daemontest.RunCommand(t, bin, "reload", "-c", filepath.Join(dir, "running.yaml"))
+	if code == 0 {
+		t.Error("reload with no config of its own succeeded")
+	}
+	// The CLI loads the config to find the socket: point it at a valid
+	// copy, as an operator whose edit broke the file would still have.
+	if err := os.WriteFile(filepath.Join(dir, "cli.yaml"), []byte(more), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = daemontest.RunCommand(t, bin, "reload", "-c", filepath.Join(dir, "cli.yaml"))
+	if code == 0 || !strings.Contains(stderr, "routes[1].endpoints[1].connector") || !strings.Contains(stderr, "running config stays") {
+		t.Errorf("reload of a broken config (%d): %s", code, stderr)
+	}
+	out, _, _ = daemontest.RunCommand(t, bin, "status", "-c", filepath.Join(dir, "cli.yaml"))
+	if !strings.Contains(out, "third") || strings.Contains(out, "thrid") {
+		t.Errorf("after a refused reload the status is:\n%s", out)
+	}
+
+	if !strings.Contains(d.Logs(), "config not reloaded: it has problems") {
+		t.Errorf("the refused reload was not logged:\n%s", d.Logs())
+	}
+	d.Stop(5 * time.Second)
+	await(t, msgs, "STOPPING=1")
+}
+
+// TestInstallIntoATree: the install script puts the binary, the unit and
+// a starting config in place with the right modes; the config is valid
+// and keeps its state in /var/lib/phonebridge; systemd accepts the unit;
+// a second install keeps the operator's config.
+func TestInstallIntoATree(t *testing.T) {
+	bin := daemontest.Binary(t)
+	dest := t.TempDir()
+	install := func() string {
+		t.Helper()
+		cmd := exec.Command("../../scripts/install.sh")
+		cmd.Env = append(os.Environ(), "DESTDIR="+dest, "BIN="+bin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	install()
+	for path, mode := range map[string]os.FileMode{
+		"usr/local/bin/phonebridge":              0o755,
+		"etc/systemd/system/phonebridge.service": 0o644,
+		"etc/phonebridge":                        0o750 | os.ModeDir,
+		"etc/phonebridge/config.yaml":            0o640,
+	} {
+		fi, err := os.Stat(filepath.Join(dest, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != mode {
+			t.Errorf("%s has mode %v, want %v", path, fi.Mode(), mode)
+		}
+	}
+	config := filepath.Join(dest, "etc/phonebridge/config.yaml")
+	if out, stderr, code := daemontest.RunCommand(t, bin, "config", "validate", "-c", config); code != 0 {
+		t.Errorf("the installed config is not valid: %s%s", out, stderr)
+	}
+	data, _ := os.ReadFile(config)
+	if !strings.Contains(string(data), "\nstate_dir: /var/lib/phonebridge\n") {
+		t.Error("the installed config does not keep its state in /var/lib/phonebridge, the unit's StateDirectory")
+	}
+
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze is missing: install the systemd package")
+	}
+	unit, _ := os.ReadFile(filepath.Join(dest, "etc/systemd/system/phonebridge.service"))
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "StateDirectory=phonebridge", "ConfigurationDirectory=phonebridge",
+		"User=phonebridge", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+		"RestrictAddressFamilies=", "SystemCallFilter=@system-service", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
+	// Verified with ExecStart pointing at the installed binary.
+	check := filepath.Join(t.TempDir(), "phonebridge.service")
+	os.WriteFile(check, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/phonebridge", filepath.Join(dest, "usr/local/bin/phonebridge"))), 0o644)
+	if out, err := exec.Command(analyze, "verify", check).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+
+	os.WriteFile(config, []byte("# mine\n"), 0o640)
+	if out := install(); !strings.Contains(out, "kept the existing") {
+		t.Errorf("a second install said:\n%s", out)
+	}
+	if data, _ := os.ReadFile(config); string(data) != "# mine\n" {
+		t.Error("a second install overwrote the operator's config")
+	}
+}
