@@ -4,6 +4,7 @@ package all
 
 import (
 	_ "github.com/phonebridge/phonebridge/connectors/api"      // type "api"
+	_ "github.com/phonebridge/phonebridge/connectors/irc"      // type "irc"
 	_ "github.com/phonebridge/phonebridge/connectors/matrix"   // type "matrix"
 	_ "github.com/phonebridge/phonebridge/connectors/whatsapp" // type "whatsapp"
 )

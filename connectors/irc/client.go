@@ -2,18 +2,21 @@ package irc
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
+	"fmt"
+	"strings"
 
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
 )
 
-// ircClient is one IRC connection as the connector uses it: ircconn.Client
-// in production, a fake in unit tests. Puppet mode will hold one per
-// relayed sender.
+// ircClient is one IRC connection as the connector uses it:
+// *ircconn.Client in production, a fake in unit tests. Puppet mode will
+// hold one per relayed sender.
 type ircClient interface {
 	// Run connects and keeps reconnecting until ctx ends.
 	Run(ctx context.Context) error
-	// Send writes m and returns once the server has read it.
+	// Send writes m and returns once the server has processed it.
 	Send(ctx context.Context, m *ircmsg.Message) error
 	Nick() string
 	// Prefix is nick!user@host as others see it (overestimated until
@@ -21,43 +24,61 @@ type ircClient interface {
 	Prefix() string
 	Join(channel, key string)
 	Part(channel, reason string)
-	State() connState
+	// Channels are those the connection is in now.
+	Channels() []string
+	// Fold is the server's case-insensitive form of a nick or channel.
+	Fold(name string) string
 }
 
-// connState is a connection's state, as the client reports it.
-type connState string
+var _ ircClient = (*ircconn.Client)(nil)
 
-// clientHandler receives a connection's lines and state changes, on one
-// goroutine, in arrival order.
-type clientHandler interface {
-	Message(m *ircmsg.Message)
-	State(s connState, detail string)
-}
-
-// Connection states.
-const (
-	stateConnecting   connState = "connecting"
-	stateRegistered   connState = "registered"
-	stateDisconnected connState = "disconnected"
-	stateStopped      connState = "stopped"
-)
-
-// Send errors: not registered, dropped before the server confirmed, a
-// line the client refuses to write, and one the server refused (404).
-var (
-	errNotConnected   = errors.New("not connected to the IRC server")
-	errConnectionLost = errors.New("the connection to the IRC server was lost before it confirmed the line")
-	errInvalidLine    = errors.New("invalid IRC line")
-	errRejected       = errors.New("the IRC server refused the line")
-)
-
-// clientConfig is what a connection is built from.
+// clientConfig is what a connection is built from besides the options.
 type clientConfig struct {
 	nick     string
 	channels map[string]string // channel → key ("" for none)
 }
 
-// dialClient builds the production connection.
-func (c *Connector) dialClient(cfg clientConfig, h clientHandler) (ircClient, error) {
-	return nil, errors.New("the IRC protocol client is not built yet")
+// dialClient builds the production connection from the options.
+func (c *Connector) dialClient(cfg clientConfig, h ircconn.Handler) (ircClient, error) {
+	o := c.opts
+	ic := ircconn.Config{
+		Addr:             o.Server,
+		TLS:              o.TLS,
+		TLSInsecure:      o.TLSInsecure,
+		TLSFingerprint:   o.TLSFingerprint,
+		ServerPassword:   o.Password,
+		Nick:             cfg.nick,
+		User:             o.User,
+		RealName:         o.RealName,
+		SASLUser:         o.SASL.User,
+		SASLPassword:     o.SASL.Password,
+		NickServPassword: o.NickServPassword,
+		Channels:         cfg.channels,
+		FloodBurst:       o.Flood.Burst,
+		FloodRate:        o.Flood.Rate,
+		Logger:           c.log,
+	}
+	if ic.User == "" {
+		ic.User = strings.ToLower(cfg.nick)
+	}
+	switch o.SASL.Mechanism {
+	case SASLPlain:
+		ic.SASL = ircconn.SASLPlain
+		if ic.SASLUser == "" {
+			ic.SASLUser = cfg.nick
+		}
+	case SASLExternal:
+		ic.SASL = ircconn.SASLExternal
+	}
+	if o.ClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.ClientCert, o.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("load the client certificate (client_cert, client_key): %w", err)
+		}
+		ic.ClientCert = &cert
+	}
+	if c.tune != nil {
+		c.tune(&ic)
+	}
+	return ircconn.New(ic, h)
 }

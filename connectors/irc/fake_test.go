@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
 )
 
 // fakeClient is an ircClient that records what the connector sends and
 // lets the test play the server through the handler.
 type fakeClient struct {
-	h clientHandler
+	h ircconn.Handler
 
 	mu     sync.Mutex
 	nick   string
@@ -26,6 +27,7 @@ type fakeClient struct {
 	sent   []*ircmsg.Message
 	joins  []string
 	parts  []string
+	joined []string
 	sends  int
 	// fail, if set, may fail the n-th Send (counting from 1) with an error.
 	fail func(n int, m *ircmsg.Message) error
@@ -46,7 +48,7 @@ func (f *fakeClient) Send(ctx context.Context, m *ircmsg.Message) error {
 		}
 	}
 	if err := m.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errInvalidLine, err)
+		return fmt.Errorf("%w: %v", ircconn.ErrInvalidLine, err)
 	}
 	f.sent = append(f.sent, m)
 	return nil
@@ -76,7 +78,16 @@ func (f *fakeClient) Part(channel, reason string) {
 	f.parts = append(f.parts, channel)
 }
 
-func (f *fakeClient) State() connState { return stateRegistered }
+func (f *fakeClient) Channels() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.joined)
+}
+
+// Fold is rfc1459's, the protocol's default.
+func (f *fakeClient) Fold(name string) string {
+	return strings.NewReplacer("[", "{", "]", "}", "\\", "|", "~", "^").Replace(strings.ToLower(name))
+}
 
 // lines returns the bodies of what was sent, "COMMAND target body".
 func (f *fakeClient) lines() []string {
@@ -96,6 +107,16 @@ func (f *fakeClient) server(t *testing.T, line string) {
 	if err != nil {
 		t.Fatalf("test line %q: %v", line, err)
 	}
+	// The channel set, as ircconn keeps it before the handler hears.
+	self := f.Fold(m.Nick()) == f.Fold(f.Nick())
+	f.mu.Lock()
+	switch {
+	case m.Command == "JOIN" && self:
+		f.joined = append(f.joined, m.Param(0))
+	case m.Command == "PART" && self, m.Command == "KICK" && f.Fold(m.Param(1)) == f.Fold(f.nick):
+		f.joined = slices.DeleteFunc(f.joined, func(ch string) bool { return f.Fold(ch) == f.Fold(m.Param(0)) })
+	}
+	f.mu.Unlock()
 	f.h.Message(m)
 }
 
@@ -181,7 +202,7 @@ func newRig(t *testing.T, store *bridge.Store, tune func(o *Options)) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{c: c, sink: &recordingSink{}, store: store}
-	c.newClient = func(cfg clientConfig, h clientHandler) (ircClient, error) {
+	c.newClient = func(cfg clientConfig, h ircconn.Handler) (ircClient, error) {
 		r.cli = &fakeClient{h: h, nick: cfg.nick, prefix: cfg.nick + "!~" + cfg.nick + "@example.org"}
 		return r.cli, nil
 	}
@@ -196,7 +217,7 @@ func newRig(t *testing.T, store *bridge.Store, tune func(o *Options)) *rig {
 			t.Error(err)
 		}
 	})
-	r.cli.h.State(stateRegistered, "registered")
+	r.cli.h.State(ircconn.StateRegistered, "registered")
 	r.cli.server(t, ":bridge!~bridge@example.org JOIN #chan")
 	return r
 }

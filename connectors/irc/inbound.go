@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
 )
 
@@ -16,39 +17,37 @@ import (
 // no acknowledgement to wait for, so the read loop is never held up.
 type handler struct{ c *Connector }
 
-// State maps the connection's state onto the connector's.
-func (h handler) State(s connState, detail string) {
+// State maps the connection's state onto the connector's. Within
+// StateRegistered the client also reports news (a kick, a refused join):
+// the detail changes, the state does not.
+func (h handler) State(s ircconn.State, detail string) {
 	c := h.c
 	c.mu.Lock()
 	sink := c.sink
-	if s != stateRegistered {
-		c.joined = map[string]bool{}
-		if c.members != nil {
-			c.members.reset()
-		}
-	}
 	c.mu.Unlock()
+	if s != ircconn.StateRegistered && c.members != nil {
+		c.members.reset()
+	}
 	if sink == nil {
 		return
 	}
 	switch s {
-	case stateConnecting:
+	case ircconn.StateConnecting:
 		sink.SetState(bridge.StateConnecting, detail)
-	case stateRegistered:
+	case ircconn.StateRegistered:
 		sink.SetState(bridge.StateConnected, detail)
 		// Deliveries waiting out a backoff go now; those for channels
-		// not joined yet wait for the join (see JOIN).
+		// not joined yet wait for the join (see join).
 		sink.Resume("")
-	case stateDisconnected:
+	case ircconn.StateDisconnected:
 		sink.SetState(bridge.StateDisconnected, detail)
-	case stateStopped:
+	case ircconn.StateStopped:
 		sink.SetState(bridge.StateStopped, detail)
 	}
 }
 
 // IRC numerics the connector acts on.
 const (
-	rplISupport        = "005"
 	rplNamReply        = "353"
 	errNoSuchNick      = "401"
 	errNoSuchChannel   = "403"
@@ -77,54 +76,50 @@ var joinRefusals = map[string]string{
 // Message handles one line from the server.
 func (h handler) Message(m *ircmsg.Message) {
 	c := h.c
+	cli := c.client()
+	if cli == nil {
+		return
+	}
 	switch m.Command {
 	case "PRIVMSG", "NOTICE":
-		if ev := c.inbound(m); ev != nil {
+		if ev := c.inbound(cli, m); ev != nil {
 			c.submit(ev)
 		}
 	case "JOIN":
-		h.join(m)
+		h.join(cli, m)
 	case "PART":
-		h.left(m, m.Param(0), m.Nick(), "left", m.Param(1))
+		h.left(cli, m, m.Param(0), m.Nick(), "left", m.Param(1))
 	case "KICK":
-		h.kick(m)
+		h.kick(cli, m)
 	case "QUIT":
-		h.quit(m)
+		h.quit(cli, m)
 	case "NICK":
-		h.nick(m)
-	case rplISupport:
-		for _, p := range m.Params[1:] {
-			if v, ok := strings.CutPrefix(p, "CASEMAPPING="); ok {
-				c.mu.Lock()
-				c.casemap = v
-				c.mu.Unlock()
-			}
-		}
+		h.nick(cli, m)
 	case rplNamReply:
 		if c.members != nil && len(m.Params) >= 4 {
-			ch := c.fold(m.Params[2])
+			ch := cli.Fold(m.Params[2])
 			for _, n := range strings.Fields(m.Params[3]) {
 				n = strings.TrimLeft(n, "~&@%+")
-				c.members.add(ch, c.fold(n), n)
+				c.members.add(ch, cli.Fold(n), n)
 			}
 		}
 	case errCannotSendToChn:
 		// Send fails the line (ErrRejected) and the event is dropped; the
 		// operator hears of it once per join.
 		ch := m.Param(1)
-		c.warnOnce("send:"+c.fold(ch), "IRC connector "+c.name+": "+ch+" refuses the bot's messages ("+oneLine(m.Trailing())+"); they are dropped until it may speak again (voice it, or lift +m or the ban)")
+		c.warnOnce("send:"+cli.Fold(ch), "IRC connector "+c.name+": "+ch+" refuses the bot's messages ("+oneLine(m.Trailing())+"); they are dropped until it may speak again (voice it, or lift +m or the ban)")
 	case errNoSuchNick:
 		c.log.Warn("a private message was not delivered: no such nick on IRC", "nick", m.Param(1))
 	default:
 		if why, ok := joinRefusals[m.Command]; ok && len(m.Params) >= 2 {
 			ch := m.Param(1)
-			c.mu.Lock()
-			f := c.foldLocked(ch)
-			_, routed := c.routed[f]
+			f := cli.Fold(ch)
+			routed := c.isRouted(cli, ch)
 			if routed {
+				c.mu.Lock()
 				c.refused[f] = why
+				c.mu.Unlock()
 			}
-			c.mu.Unlock()
 			if routed {
 				c.warnOnce("join:"+f, "IRC connector "+c.name+" cannot join "+ch+": "+why+" ("+oneLine(m.Trailing())+"); messages for it are dropped until it can")
 			}
@@ -132,95 +127,104 @@ func (h handler) Message(m *ircmsg.Message) {
 	}
 }
 
-func (h handler) join(m *ircmsg.Message) {
+func (h handler) join(cli ircClient, m *ircmsg.Message) {
 	c := h.c
 	ch := m.Param(0)
-	if c.isOwn(m.Nick()) {
+	if isOwn(cli, m.Nick()) {
+		f := cli.Fold(ch)
 		c.mu.Lock()
-		f := c.foldLocked(ch)
-		c.joined[f] = true
 		delete(c.refused, f)
-		c.forgetLocked("join:" + f)
-		c.forgetLocked("send:" + f)
-		c.forgetLocked("kick:" + f)
+		delete(c.warned, "join:"+f)
+		delete(c.warned, "send:"+f)
+		delete(c.warned, "kick:"+f)
+		sink := c.sink
+		c.mu.Unlock()
 		if c.members != nil {
 			c.members.dropChannel(f)
 		}
-		sink := c.sink
-		chat := c.routed[f]
-		c.mu.Unlock()
-		if sink != nil && chat != "" {
-			sink.Resume(chat)
+		if sink != nil {
+			sink.Resume(c.chatOf(cli, ch))
 		}
 		return
 	}
 	if c.members != nil {
-		c.members.add(c.fold(ch), c.fold(m.Nick()), m.Nick())
-		c.joinNotice(ch, m, m.Nick()+" joined")
+		c.members.add(cli.Fold(ch), cli.Fold(m.Nick()), m.Nick())
+		c.joinNotice(cli, ch, m, m.Nick()+" joined")
 	}
 }
 
-func (h handler) left(m *ircmsg.Message, ch, nick, verb, reason string) {
+func (h handler) left(cli ircClient, m *ircmsg.Message, ch, nick, verb, reason string) {
 	c := h.c
-	if c.isOwn(nick) {
-		c.mu.Lock()
-		delete(c.joined, c.foldLocked(ch))
-		c.mu.Unlock()
+	if c.members == nil || isOwn(cli, nick) {
 		return
 	}
-	if c.members != nil {
-		c.members.remove(c.fold(ch), c.fold(nick))
-		text := nick + " " + verb
-		if reason = oneLine(ircmsg.StripFormatting(reason)); reason != "" {
-			text += " (" + reason + ")"
-		}
-		c.joinNotice(ch, m, text)
+	c.members.remove(cli.Fold(ch), cli.Fold(nick))
+	text := nick + " " + verb
+	if reason = oneLine(ircmsg.StripFormatting(reason)); reason != "" {
+		text += " (" + reason + ")"
 	}
+	c.joinNotice(cli, ch, m, text)
 }
 
-func (h handler) kick(m *ircmsg.Message) {
+// kickWindow mirrors the client's: kicked again this soon, it stays out
+// until the next connection or a change of routes.
+const kickWindow = 5 * time.Minute
+
+func (h handler) kick(cli ircClient, m *ircmsg.Message) {
 	c := h.c
 	ch, who, reason := m.Param(0), m.Param(1), oneLine(ircmsg.StripFormatting(m.Param(2)))
-	if c.isOwn(who) {
-		c.mu.Lock()
-		delete(c.joined, c.foldLocked(ch))
-		c.mu.Unlock()
-		c.warnOnce("kick:"+c.fold(ch), "IRC connector "+c.name+" was kicked from "+ch+" by "+m.Nick()+" ("+reason+"); it rejoins shortly, and messages wait until then")
+	if !isOwn(cli, who) {
+		h.left(cli, m, ch, who, "was kicked by "+m.Nick(), reason)
 		return
 	}
-	h.left(m, ch, who, "was kicked by "+m.Nick(), reason)
+	f := cli.Fold(ch)
+	c.mu.Lock()
+	last := c.kicked[f]
+	c.kicked[f] = time.Now()
+	again := !last.IsZero() && time.Since(last) < kickWindow
+	if again {
+		c.refused[f] = "the bot was kicked twice in a row; it stays out until it reconnects or the routes change"
+	}
+	c.mu.Unlock()
+	text := "IRC connector " + c.name + " was kicked from " + ch + " by " + m.Nick() + " (" + reason + ")"
+	if again {
+		c.warnOnce("kick:"+f, text+" again; it stays out, and messages for it are dropped, until it reconnects or the routes change")
+		return
+	}
+	c.warnOnce("kick:"+f, text+"; it rejoins shortly, and messages wait until then")
 }
 
-func (h handler) quit(m *ircmsg.Message) {
+func (h handler) quit(cli ircClient, m *ircmsg.Message) {
 	c := h.c
-	if c.members == nil || c.isOwn(m.Nick()) {
+	if c.members == nil || isOwn(cli, m.Nick()) {
 		return
 	}
 	text := m.Nick() + " quit"
 	if r := oneLine(ircmsg.StripFormatting(m.Param(0))); r != "" {
 		text += " (" + r + ")"
 	}
-	for _, ch := range c.members.removeEverywhere(c.fold(m.Nick())) {
-		c.joinNotice(c.chatOf(ch), m, text)
+	for _, ch := range c.members.removeEverywhere(cli.Fold(m.Nick())) {
+		c.joinNotice(cli, ch, m, text)
 	}
 }
 
-func (h handler) nick(m *ircmsg.Message) {
+func (h handler) nick(cli ircClient, m *ircmsg.Message) {
 	c := h.c
-	if c.members == nil || c.isOwn(m.Nick()) || c.isOwn(m.Param(0)) {
+	to := m.Param(0)
+	if c.members == nil || isOwn(cli, m.Nick()) || isOwn(cli, to) {
 		return
 	}
-	to := m.Param(0)
-	for _, ch := range c.members.rename(c.fold(m.Nick()), c.fold(to), to) {
-		c.joinNotice(c.chatOf(ch), m, m.Nick()+" is now known as "+to)
+	for _, ch := range c.members.rename(cli.Fold(m.Nick()), cli.Fold(to), to) {
+		c.joinNotice(cli, ch, m, m.Nick()+" is now known as "+to)
 	}
 }
 
 // joinNotice submits a membership change as a notice in ch.
-func (c *Connector) joinNotice(ch string, m *ircmsg.Message, text string) {
+func (c *Connector) joinNotice(cli ircClient, ch string, m *ircmsg.Message, text string) {
+	chat := c.chatOf(cli, ch)
 	ev := &bridge.Event{
 		Kind:   bridge.KindMessage,
-		Chat:   bridge.ChatRef{ID: c.chatOf(ch), Name: c.chatOf(ch)},
+		Chat:   bridge.ChatRef{ID: chat, Name: chat},
 		ID:     m.Tags["msgid"],
 		Sender: senderOf(m),
 		Time:   timeOf(m),
@@ -232,8 +236,8 @@ func (c *Connector) joinNotice(ch string, m *ircmsg.Message, text string) {
 
 // inbound converts a PRIVMSG or NOTICE into an event, or nil for what is
 // not relayed: our own lines, server notices, CTCP other than ACTION.
-func (c *Connector) inbound(m *ircmsg.Message) *bridge.Event {
-	if len(m.Params) < 2 || m.Source == "" || c.isOwn(m.Nick()) {
+func (c *Connector) inbound(cli ircClient, m *ircmsg.Message) *bridge.Event {
+	if len(m.Params) < 2 || m.Source == "" || isOwn(cli, m.Nick()) {
 		return nil
 	}
 	// A server, not a user: "irc.example.org" has no ! and a dot.
@@ -246,7 +250,7 @@ func (c *Connector) inbound(m *ircmsg.Message) *bridge.Event {
 	if cmd, args, ok := ircmsg.ParseCTCP(text); ok {
 		if notice || !strings.EqualFold(cmd, "ACTION") {
 			if !notice && strings.EqualFold(cmd, "VERSION") {
-				c.replyVersion(m.Nick())
+				c.replyVersion(cli, m.Nick())
 			}
 			return nil
 		}
@@ -255,9 +259,9 @@ func (c *Connector) inbound(m *ircmsg.Message) *bridge.Event {
 	var chat bridge.ChatRef
 	switch {
 	case isChannel(target):
-		id := c.chatOf(target)
+		id := c.chatOf(cli, target)
 		chat = bridge.ChatRef{ID: id, Name: id}
-	case c.isOwn(target):
+	case isOwn(cli, target):
 		// A private message: the chat is the sender's nick, a query.
 		chat = bridge.ChatRef{ID: m.Nick(), Name: m.Nick()}
 	default:
@@ -327,11 +331,7 @@ const versionReply = "phonebridge (WhatsApp bridge)"
 
 // replyVersion answers a CTCP VERSION off the handler goroutine: Send
 // waits for the server.
-func (c *Connector) replyVersion(nick string) {
-	bot := c.client()
-	if bot == nil {
-		return
-	}
+func (c *Connector) replyVersion(bot ircClient, nick string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

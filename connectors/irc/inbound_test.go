@@ -113,15 +113,3 @@ func TestJoinsShownOnlyWhenAsked(t *testing.T) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 }
-
-func TestCaseMapping(t *testing.T) {
-	for _, tc := range []struct{ casemap, in, want string }{
-		{"rfc1459", "Nick[A]\\^", "nick{a}|~"},
-		{"strict-rfc1459", "Nick[A]\\^", "nick{a}|^"},
-		{"ascii", "Nick[A]", "nick[a]"},
-	} {
-		if got := foldCase(tc.casemap, tc.in); got != tc.want {
-			t.Errorf("%s: %q → %q, want %q", tc.casemap, tc.in, got, tc.want)
-		}
-	}
-}

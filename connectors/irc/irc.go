@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 )
 
 // Connector is one irc connector in relay-bot mode: one connection joins
@@ -19,24 +21,26 @@ type Connector struct {
 	opts  Options
 	store *bridge.Store
 	rend  renderer
-	// newClient builds the connection; tests replace it.
-	newClient func(cfg clientConfig, h clientHandler) (ircClient, error)
+	// newClient builds the connection; tests replace it, or tune the
+	// real one's settings.
+	newClient func(cfg clientConfig, h ircconn.Handler) (ircClient, error)
+	tune      func(*ircconn.Config)
 
 	sent *progress
 
 	mu   sync.Mutex
 	sink bridge.Sink
 	bot  ircClient
-	// casemap is the server's CASEMAPPING: "rfc1459" (default) or "ascii".
-	casemap string
-	// routed are the routes' fixed chats: channels (joined) and nicks
-	// (queries), by folded name.
-	routed map[string]string
-	// joined are the channels the bot is in, by folded name.
-	joined map[string]bool
-	// refused are channels the server would not let the bot join, with
-	// why: sends to them fail until a join succeeds.
+	// routed are the routes' fixed chats on this connector: channels,
+	// which the bot joins, and nicks, for queries.
+	routed []string
+	// refused are channels the bot cannot be in (join refused, kicked
+	// twice), by folded name, with why: sends to them fail until a join
+	// succeeds.
 	refused map[string]string
+	// kicked is when the bot was last kicked from a channel, by folded
+	// name: a second kick soon after means it stays out.
+	kicked map[string]time.Time
 	// warned are one-time operator notices already given.
 	warned  map[string]bool
 	members *members // nil unless show_joins
@@ -77,10 +81,8 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		store:   env.Store,
 		rend:    renderer{format: tpl, zeroWidth: o.ZeroWidthNames, colours: o.NickColors, maxLines: o.MaxLines},
 		sent:    newProgress(env.Store, env.Name, log),
-		casemap: "rfc1459",
-		routed:  map[string]string{},
-		joined:  map[string]bool{},
 		refused: map[string]string{},
+		kicked:  map[string]time.Time{},
 		warned:  map[string]bool{},
 	}
 	c.newClient = c.dialClient
@@ -109,7 +111,7 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	cfg := clientConfig{nick: c.opts.Nick, channels: map[string]string{}}
 	for _, chat := range c.routed {
 		if isChannel(chat) {
-			cfg.channels[chat] = c.channelKey(chat)
+			cfg.channels[chat] = c.opts.channelKey(chat, strings.EqualFold)
 		}
 	}
 	c.mu.Unlock()
@@ -122,7 +124,16 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	c.bot = cli
 	c.cancel = cancel
 	c.done = make(chan struct{})
+	var late []string // routed since the config was made
+	for _, chat := range c.routed {
+		if _, ok := cfg.channels[chat]; !ok && isChannel(chat) {
+			late = append(late, chat)
+		}
+	}
 	c.mu.Unlock()
+	for _, chat := range late {
+		cli.Join(chat, c.opts.channelKey(chat, foldEqual(cli)))
+	}
 	if !c.opts.TLS {
 		c.log.Warn("the IRC connection is not encrypted; set tls: true unless the server is on this machine", "server", c.opts.Server)
 	}
@@ -154,51 +165,50 @@ func (c *Connector) Stop(ctx context.Context) error {
 	}
 }
 
-// channelKey is the configured key of channel, matched case-insensitively.
-func (c *Connector) channelKey(channel string) string {
-	for ch, key := range c.opts.ChannelKeys {
-		if c.foldLocked(ch) == c.foldLocked(channel) {
+// RoutedChats implements bridge.RouteWatcher: the bot joins the routed
+// channels and parts those no route names any more. Nicks are queries:
+// nothing to join. On a change every routed channel is joined again,
+// which lifts the client's give-up on one that refused the bot: a change
+// of routes is the operator's answer to such a notice.
+func (c *Connector) RoutedChats(chats []string) {
+	c.mu.Lock()
+	old := c.routed
+	if slices.Equal(old, chats) {
+		c.mu.Unlock()
+		return // routes resolved again, nothing new for IRC
+	}
+	c.routed = slices.Clone(chats)
+	c.refused = map[string]string{}
+	c.kicked = map[string]time.Time{}
+	bot := c.bot
+	c.mu.Unlock()
+	if bot == nil {
+		return // Start joins them
+	}
+	for _, chat := range chats {
+		if isChannel(chat) {
+			bot.Join(chat, c.opts.channelKey(chat, foldEqual(bot)))
+		}
+	}
+	for _, chat := range old {
+		if isChannel(chat) && !slices.ContainsFunc(chats, func(s string) bool { return bot.Fold(s) == bot.Fold(chat) }) {
+			bot.Part(chat, "no longer bridged")
+		}
+	}
+}
+
+// channelKey is the configured key of channel, matched with equal.
+func (o *Options) channelKey(channel string, equal func(a, b string) bool) string {
+	for ch, key := range o.ChannelKeys {
+		if equal(ch, channel) {
 			return key
 		}
 	}
 	return ""
 }
 
-// RoutedChats implements bridge.RouteWatcher: the bot joins the routed
-// channels and parts those no route names any more. Nicks are queries:
-// nothing to join.
-func (c *Connector) RoutedChats(chats []string) {
-	c.mu.Lock()
-	old := c.routed
-	c.routed = make(map[string]string, len(chats))
-	for _, chat := range chats {
-		c.routed[c.foldLocked(chat)] = chat
-	}
-	bot := c.bot
-	type join struct{ ch, key string }
-	var joins []join
-	var parts []string
-	for f, chat := range c.routed {
-		if _, was := old[f]; !was && isChannel(chat) {
-			joins = append(joins, join{chat, c.channelKey(chat)})
-			delete(c.refused, f) // a new route is the operator's answer
-		}
-	}
-	for f, chat := range old {
-		if _, still := c.routed[f]; !still && isChannel(chat) {
-			parts = append(parts, chat)
-		}
-	}
-	c.mu.Unlock()
-	if bot == nil {
-		return // Start joins them
-	}
-	for _, j := range joins {
-		bot.Join(j.ch, j.key)
-	}
-	for _, ch := range parts {
-		bot.Part(ch, "no longer bridged")
-	}
+func foldEqual(cli ircClient) func(a, b string) bool {
+	return func(a, b string) bool { return cli.Fold(a) == cli.Fold(b) }
 }
 
 // IsChatID implements bridge.ChatIDChecker: a channel, or a nick for a
@@ -208,55 +218,18 @@ func (c *Connector) IsChatID(chat string) bool { return isChannel(chat) || valid
 
 // Chats implements bridge.ChatLister: the channels the bot is in.
 func (c *Connector) Chats(ctx context.Context, search string) ([]bridge.ChatInfo, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	bot := c.client()
+	if bot == nil {
+		return nil, fmt.Errorf("%w: the IRC connection has not started", bridge.ErrChatListUnavailable)
+	}
 	var out []bridge.ChatInfo
-	for f := range c.joined {
-		name := f
-		if r, ok := c.routed[f]; ok {
-			name = r
-		}
-		if search == "" || strings.Contains(f, c.foldLocked(search)) {
-			out = append(out, bridge.ChatInfo{ID: name, Name: name, Group: true})
+	for _, ch := range bot.Channels() {
+		chat := c.chatOf(bot, ch)
+		if search == "" || strings.Contains(bot.Fold(chat), bot.Fold(search)) {
+			out = append(out, bridge.ChatInfo{ID: chat, Name: chat, Group: true})
 		}
 	}
-	slices.SortFunc(out, func(a, b bridge.ChatInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
-}
-
-// fold is the server's case-insensitive form of a nick or channel.
-func (c *Connector) fold(s string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.foldLocked(s)
-}
-
-func (c *Connector) foldLocked(s string) string { return foldCase(c.casemap, s) }
-
-// foldCase lower-cases s by the server's CASEMAPPING: ASCII letters, and
-// under rfc1459 also []\^ as {}|~ (strict-rfc1459 leaves ^ alone).
-func foldCase(casemap, s string) string {
-	var b []byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		l := c
-		switch {
-		case 'A' <= c && c <= 'Z':
-			l = c + 'a' - 'A'
-		case casemap != "ascii" && (c == '[' || c == ']' || c == '\\' || (c == '^' && casemap != "strict-rfc1459")):
-			l = c + 0x20
-		}
-		if l != c && b == nil {
-			b = []byte(s)
-		}
-		if b != nil {
-			b[i] = l
-		}
-	}
-	if b == nil {
-		return s
-	}
-	return string(b)
 }
 
 // warnOnce logs text and posts it as an operator notice the first time
@@ -276,8 +249,6 @@ func (c *Connector) warnOnce(key, text string) {
 	}
 }
 
-func (c *Connector) forgetLocked(key string) { delete(c.warned, key) }
-
 // client is the bot's connection, or nil before Start.
 func (c *Connector) client() ircClient {
 	c.mu.Lock()
@@ -285,21 +256,30 @@ func (c *Connector) client() ircClient {
 	return c.bot
 }
 
-// isOwn reports whether nick is one of ours, whose lines are never relayed.
-func (c *Connector) isOwn(nick string) bool {
-	bot := c.client()
-	return bot != nil && c.fold(nick) == c.fold(bot.Nick())
+// isOwn reports whether nick is the bot's, whose lines are never relayed.
+func isOwn(cli ircClient, nick string) bool {
+	return cli.Fold(nick) == cli.Fold(cli.Nick())
 }
 
-// chatOf is the routes' spelling of channel, so events match routes
+// chatOf is the routes' spelling of a chat, so events match routes
 // whatever case the server uses.
-func (c *Connector) chatOf(channel string) string {
+func (c *Connector) chatOf(cli ircClient, chat string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r, ok := c.routed[c.foldLocked(channel)]; ok {
-		return r
+	f := cli.Fold(chat)
+	for _, r := range c.routed {
+		if cli.Fold(r) == f {
+			return r
+		}
 	}
-	return channel
+	return chat
+}
+
+// isRouted reports whether a route names chat.
+func (c *Connector) isRouted(cli ircClient, chat string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.ContainsFunc(c.routed, func(r string) bool { return cli.Fold(r) == cli.Fold(chat) })
 }
 
 // oneLine keeps an error or server text to one log line.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
 )
 
@@ -23,10 +25,10 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	}
 	bot := c.client()
 	if bot == nil {
-		return "", errNotConnected
+		return "", ircconn.ErrNotConnected
 	}
 	target := out.Chat.ID
-	if err := c.canSend(target); err != nil {
+	if err := c.canSend(bot, target); err != nil {
 		return "", err
 	}
 	lines, done := c.sent.resume(out.Key, func() []*ircmsg.Message {
@@ -50,23 +52,24 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 }
 
 // canSend says whether the bot can speak to target now.
-func (c *Connector) canSend(target string) error {
+func (c *Connector) canSend(bot ircClient, target string) error {
 	if !isChannel(target) {
 		if !validNick(target) {
 			return bridge.Permanentf("%q is neither an IRC channel (#name) nor a nick", target)
 		}
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f := c.foldLocked(target)
-	if _, ok := c.routed[f]; !ok {
+	if !c.isRouted(bot, target) {
 		return bridge.Permanentf("the bot is not in %s: name the channel in a route so that it joins", target)
 	}
-	if why, ok := c.refused[f]; ok {
-		return bridge.Permanentf("cannot join %s: %s", target, why)
+	f := bot.Fold(target)
+	c.mu.Lock()
+	why, refused := c.refused[f]
+	c.mu.Unlock()
+	if refused {
+		return bridge.Permanentf("the bot cannot be in %s: %s", target, why)
 	}
-	if !c.joined[f] {
+	if !slices.ContainsFunc(bot.Channels(), func(ch string) bool { return bot.Fold(ch) == f }) {
 		return errNotJoined
 	}
 	return nil
@@ -75,9 +78,9 @@ func (c *Connector) canSend(target string) error {
 // sendError classifies a client's Send error for the core's retries.
 func sendError(target string, err error) error {
 	switch {
-	case errors.Is(err, errInvalidLine):
+	case errors.Is(err, ircconn.ErrInvalidLine):
 		return bridge.Permanent(fmt.Errorf("line to %s refused by the IRC client: %w", target, err))
-	case errors.Is(err, errRejected):
+	case errors.Is(err, ircconn.ErrRejected):
 		// 404 and the like: the same line again would be refused again,
 		// so the event is dropped rather than retried forever. The
 		// handler told the operator once.

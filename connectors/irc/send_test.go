@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
 )
 
@@ -88,11 +89,11 @@ func TestSendErrors(t *testing.T) {
 	r.cli.fail = func(n int, m *ircmsg.Message) error {
 		switch m.Params[1] {
 		case "<A\u200dnn> lost":
-			return errConnectionLost
+			return ircconn.ErrConnectionLost
 		case "<A\u200dnn> down":
-			return errNotConnected
+			return ircconn.ErrNotConnected
 		case "<A\u200dnn> moderated":
-			return fmt.Errorf("%w: 404 cannot send to channel", errRejected)
+			return fmt.Errorf("%w: 404 cannot send to channel", ircconn.ErrRejected)
 		}
 		return nil
 	}
@@ -116,7 +117,7 @@ func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
 	failing := true
 	r.cli.fail = func(n int, m *ircmsg.Message) error {
 		if failing && strings.HasSuffix(m.Params[1], "three") {
-			return errConnectionLost
+			return ircconn.ErrConnectionLost
 		}
 		return nil
 	}
@@ -143,7 +144,7 @@ func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
 	// rest only, and nothing of an event it finished.
 	r.cli.fail = func(n int, m *ircmsg.Message) error {
 		if strings.HasSuffix(m.Params[1], "c") {
-			return errConnectionLost
+			return ircconn.ErrConnectionLost
 		}
 		return nil
 	}
@@ -173,13 +174,10 @@ func TestShowDeletesGivesIDs(t *testing.T) {
 func TestStatesAndResume(t *testing.T) {
 	r := newRig(t, nil, nil)
 	h := r.cli.h
-	h.State(stateDisconnected, "connection reset")
-	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hi")); !errors.Is(err, errNotJoined) {
-		t.Errorf("after a disconnect: %v", err)
-	}
-	h.State(stateConnecting, "")
-	h.State(stateRegistered, "")
-	h.State(stateStopped, "")
+	h.State(ircconn.StateDisconnected, "connection reset")
+	h.State(ircconn.StateConnecting, "")
+	h.State(ircconn.StateRegistered, "")
+	h.State(ircconn.StateStopped, "")
 	want := []bridge.State{bridge.StateConnecting, bridge.StateConnected, bridge.StateDisconnected, bridge.StateConnecting, bridge.StateConnected, bridge.StateStopped}
 	if fmt.Sprint(r.sink.states) != fmt.Sprint(want) {
 		t.Errorf("states %v, want %v", r.sink.states, want)
@@ -189,20 +187,35 @@ func TestStatesAndResume(t *testing.T) {
 	}
 }
 
-func TestKickIsReportedOnce(t *testing.T) {
+func TestKicks(t *testing.T) {
 	r := newRig(t, nil, nil)
 	r.cli.server(t, ":op!o@h KICK #chan bridge :\x02spam\x02")
-	r.cli.server(t, ":op!o@h KICK #chan bridge :spam")
-	if len(r.sink.notices) != 1 || !strings.Contains(r.sink.notices[0], "was kicked from #chan by op (spam)") {
+	if len(r.sink.notices) != 1 || !strings.Contains(r.sink.notices[0], "was kicked from #chan by op (spam); it rejoins shortly") {
 		t.Errorf("notices %q", r.sink.notices)
 	}
+	// The client rejoins after a delay: messages wait for it.
 	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hi")); !errors.Is(err, errNotJoined) {
 		t.Errorf("while out: %v", err)
 	}
 	r.cli.server(t, ":bridge!~bridge@example.org JOIN #chan")
-	r.cli.server(t, ":op!o@h KICK #chan bridge :again")
-	if len(r.sink.notices) != 2 {
-		t.Errorf("a kick after a rejoin is news: %q", r.sink.notices)
+	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "hi")); err != nil {
+		t.Errorf("back in: %v", err)
+	}
+	// Kicked again soon: the client stays out, so messages are dropped.
+	r.cli.server(t, ":op!o@h KICK #chan bridge :go away")
+	if len(r.sink.notices) != 2 || !strings.Contains(r.sink.notices[1], "again; it stays out") {
+		t.Errorf("notices %q", r.sink.notices)
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.2", "#chan", "Ann", "hi")); !bridge.IsPermanent(err) {
+		t.Errorf("after the second kick: %v", err)
+	}
+	// A change of routes joins again.
+	r.c.RoutedChats([]string{"#chan", "#other"})
+	if n := strings.Count(strings.Join(r.cli.joins, ","), "#chan"); n != 1 {
+		t.Errorf("joins %q, want #chan joined again", r.cli.joins)
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.2", "#chan", "Ann", "hi")); !errors.Is(err, errNotJoined) {
+		t.Errorf("after the routes changed: %v", err)
 	}
 }
 

@@ -1,0 +1,587 @@
+package irc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
+	_ "github.com/phonebridge/phonebridge/connectors/api" // the api connector type
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/testservers"
+)
+
+// End to end: the real core with an api connector and this connector,
+// against a real ngIRCd, with a plain IRC client (observer) in the
+// channels and a websocket client on the API.
+
+const e2eWait = 30 * time.Second
+
+// observer is a person on IRC: a raw connection that answers PINGs and
+// queues every other line.
+type observer struct {
+	addr, nick string
+	chans      []string
+
+	mu    sync.Mutex
+	conn  net.Conn
+	lines chan *ircmsg.Message
+	// raw lengths of PRIVMSG lines as received, CRLF included.
+	sizes chan int
+}
+
+func dialObserver(t testing.TB, addr, nick string, chans ...string) *observer {
+	t.Helper()
+	o := &observer{addr: addr, nick: nick, chans: chans, lines: make(chan *ircmsg.Message, 1<<16), sizes: make(chan int, 1<<16)}
+	o.connect(t)
+	t.Cleanup(func() { o.close() })
+	return o
+}
+
+// connect registers and joins the channels, waiting for each JOIN.
+func (o *observer) connect(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(e2eWait)
+	var conn net.Conn
+	for {
+		var err error
+		if conn, err = net.DialTimeout("tcp", o.addr, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("observer cannot reach %s: %v", o.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	o.mu.Lock()
+	o.conn = conn
+	o.mu.Unlock()
+	fmt.Fprintf(conn, "NICK %s\r\nUSER %s 0 * :observer\r\n", o.nick, o.nick)
+	go o.read(conn)
+	o.expect(t, "welcome", func(m *ircmsg.Message) bool { return m.Command == "001" })
+	for _, ch := range o.chans {
+		o.raw(t, "JOIN "+ch)
+		o.expect(t, "its join of "+ch, func(m *ircmsg.Message) bool { return m.Command == "JOIN" && m.Nick() == o.nick })
+	}
+}
+
+func (o *observer) read(conn net.Conn) {
+	r := bufio.NewReaderSize(conn, 1<<16)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		m, err := ircmsg.Parse(line)
+		if err != nil {
+			continue
+		}
+		if m.Command == "PING" {
+			fmt.Fprintf(conn, "PONG :%s\r\n", m.Trailing())
+			continue
+		}
+		if m.Command == "PRIVMSG" {
+			select {
+			case o.sizes <- len(line):
+			default: // only tests that drain it look
+			}
+		}
+		o.lines <- m
+	}
+}
+
+func (o *observer) raw(t testing.TB, line string) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, err := fmt.Fprintf(o.conn, "%s\r\n", line); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (o *observer) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conn != nil {
+		o.conn.Close()
+	}
+}
+
+// expect waits for a line that matches, skipping others.
+func (o *observer) expect(t testing.TB, what string, match func(*ircmsg.Message) bool) *ircmsg.Message {
+	t.Helper()
+	timeout := time.After(e2eWait)
+	for {
+		select {
+		case m := <-o.lines:
+			if match(m) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("observer %s did not see %s within %v", o.nick, what, e2eWait)
+		}
+	}
+}
+
+// fromBridge matches the bridge's PRIVMSGs to channel.
+func fromBridge(channel string) func(*ircmsg.Message) bool {
+	return func(m *ircmsg.Message) bool {
+		return m.Command == "PRIVMSG" && m.Nick() == "wabridge" && m.Param(0) == channel
+	}
+}
+
+// apiEvent and apiFrame are the API's wire format as far as the tests
+// need it, emote and notice included.
+type apiEvent struct {
+	ID     string                  `json:"id,omitempty"`
+	Kind   string                  `json:"kind,omitempty"`
+	Chat   string                  `json:"chat,omitempty"`
+	Sender *daemontest.WireSender  `json:"sender,omitempty"`
+	Text   string                  `json:"text,omitempty"`
+	HTML   string                  `json:"html,omitempty"`
+	Emote  bool                    `json:"emote,omitempty"`
+	Notice bool                    `json:"notice,omitempty"`
+	Origin *map[string]interface{} `json:"origin,omitempty"`
+}
+
+type apiFrame struct {
+	Type  string    `json:"type"`
+	Chat  string    `json:"chat,omitempty"`
+	Error string    `json:"error,omitempty"`
+	Event *apiEvent `json:"event,omitempty"`
+}
+
+// apiClient is a websocket client of the api connector.
+type apiClient struct {
+	ws      *websocket.Conn
+	writeMu sync.Mutex
+	events  chan apiFrame
+	other   chan apiFrame
+}
+
+func dialAPI(t testing.TB, addr string, chats ...string) *apiClient {
+	t.Helper()
+	ws, err := daemontest.DialRaw(addr, daemontest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadLimit(64 << 20)
+	c := &apiClient{ws: ws, events: make(chan apiFrame, 1<<16), other: make(chan apiFrame, 1<<16)}
+	t.Cleanup(func() { ws.Close() })
+	go func() {
+		for {
+			var f apiFrame
+			if err := ws.ReadJSON(&f); err != nil {
+				close(c.other)
+				return
+			}
+			if f.Type == "event" {
+				c.events <- f
+			} else {
+				c.other <- f
+			}
+		}
+	}()
+	for _, chat := range chats {
+		c.write(t, map[string]any{"type": "subscribe", "chat": chat})
+		if f := c.reply(t); f.Type != "subscribed" {
+			t.Fatalf("subscribe %s: %+v", chat, f)
+		}
+	}
+	return c
+}
+
+func (c *apiClient) write(t testing.TB, v any) {
+	t.Helper()
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.ws.WriteJSON(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *apiClient) reply(t testing.TB) apiFrame {
+	t.Helper()
+	select {
+	case f, ok := <-c.other:
+		if !ok {
+			t.Fatal("the API connection closed")
+		}
+		return f
+	case <-time.After(e2eWait):
+		t.Fatal("no answer from the API")
+	}
+	return apiFrame{}
+}
+
+// send sends ev from "Ann" unless it names a sender, and waits for the ack.
+func (c *apiClient) send(t testing.TB, ev apiEvent) {
+	t.Helper()
+	c.sendAsync(t, ev)
+	if f := c.reply(t); f.Type != "ack" {
+		t.Fatalf("send %s: %+v", ev.ID, f)
+	}
+}
+
+func (c *apiClient) sendAsync(t testing.TB, ev apiEvent) {
+	t.Helper()
+	if ev.Kind == "" {
+		ev.Kind = "message"
+	}
+	if ev.Sender == nil {
+		ev.Sender = &daemontest.WireSender{ID: "ann", Name: "Ann"}
+	}
+	c.write(t, map[string]any{"type": "send", "ref": ev.ID, "event": ev})
+}
+
+// event waits for the next event delivered in chat.
+func (c *apiClient) event(t testing.TB, chat string) *apiEvent {
+	t.Helper()
+	timeout := time.After(e2eWait)
+	for {
+		select {
+		case f := <-c.events:
+			if f.Event != nil && f.Chat == chat {
+				return f.Event
+			}
+		case <-timeout:
+			t.Fatalf("no event in %s within %v", chat, e2eWait)
+		}
+	}
+}
+
+// e2e is a bridge joining API chats to IRC channels on one ngIRCd.
+type e2e struct {
+	srv     *testservers.Ngircd
+	cfgPath string
+	apiAddr string
+	b       *bridge.Bridge
+	irc     *Connector
+	api     *apiClient
+	obs     *observer
+	// gate, while open, holds the bridge's dials to the IRC server.
+	gate atomic.Pointer[chan struct{}]
+}
+
+// newE2E starts ngIRCd, an observer in the channels, and the bridge with
+// one route per channel: API chat "c1" ↔ "#c1" and so on. ircExtra is
+// added to the irc connector's section.
+func newE2E(t testing.TB, penalties bool, channels int, ircExtra string) *e2e {
+	t.Helper()
+	r := &e2e{srv: testservers.StartNgircd(t, testservers.NgircdOptions{Penalties: penalties})}
+	open := make(chan struct{})
+	close(open)
+	r.gate.Store(&open)
+	var chans, apiChats []string
+	var routes strings.Builder
+	for i := 1; i <= channels; i++ {
+		chans = append(chans, fmt.Sprintf("#c%d", i))
+		apiChats = append(apiChats, fmt.Sprintf("c%d", i))
+		fmt.Fprintf(&routes, "  - name: r%d\n    endpoints:\n      - {connector: api, chat: c%d}\n      - {connector: irc, chat: \"#c%d\"}\n", i, i, i)
+	}
+	routes.WriteString("  - name: queries\n    endpoints:\n      - {connector: api, chat: pms}\n      - {connector: irc, chat: watcher}\n")
+	r.obs = dialObserver(t, r.srv.Addr(), "watcher", chans...)
+	dir := t.TempDir()
+	r.apiAddr = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	r.cfgPath = filepath.Join(dir, "phonebridge.yaml")
+	cfg := fmt.Sprintf(`state_dir: ./state
+delivery:
+  retry_min: 20ms
+  retry_max: 300ms
+notices:
+  connector: api
+  chat: notices
+connectors:
+  api:
+    type: api
+    listen: %s
+    token: %s
+    # The benchmarks' client decodes every frame while sharing the CPU.
+    client_buffer: 65536
+  irc:
+    type: irc
+    server: %s
+    tls: false
+    nick: wabridge
+%sroutes:
+%s`, r.apiAddr, daemontest.Token, r.srv.Addr(), ircExtra, routes.String())
+	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t)
+	r.api = dialAPI(t, r.apiAddr, append(apiChats, "pms", "notices")...)
+	for _, ch := range chans {
+		r.obs.expect(t, "the bridge join "+ch, func(m *ircmsg.Message) bool {
+			return m.Command == "JOIN" && m.Nick() == "wabridge" && m.Param(0) == ch
+		})
+	}
+	return r
+}
+
+func (r *e2e) start(t testing.TB) {
+	t.Helper()
+	cfg, err := config.Load(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("IRC_TEST_SHOW_LOGS") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	b, err := bridge.Open(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := b.ChatLister("irc")
+	if !ok {
+		t.Fatal("the irc connector lists no chats")
+	}
+	r.b, r.irc = b, l.(*Connector)
+	r.irc.tune = func(c *ircconn.Config) {
+		c.ReconnectMin, c.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
+		c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			select {
+			case <-*r.gate.Load():
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Stop(ctx); err != nil {
+			t.Errorf("stop the bridge: %v", err)
+		}
+	})
+}
+
+// noFlood turns the bridge's flood control off, for tests about
+// something else against a server without penalties.
+const noFlood = "    flood:\n      rate: -1\n"
+
+func TestEndToEnd(t *testing.T) {
+	r := newE2E(t, false, 1, noFlood)
+
+	t.Run("API to IRC", func(t *testing.T) {
+		r.api.send(t, apiEvent{ID: "m1", Chat: "c1", Text: "hello from WhatsApp", HTML: "hello from <b>WhatsApp</b>"})
+		m := r.obs.expect(t, "the relayed message", fromBridge("#c1"))
+		if got := m.Trailing(); got != "<A\u200dnn> hello from \x02WhatsApp\x02" {
+			t.Errorf("IRC got %q", got)
+		}
+	})
+
+	t.Run("IRC to API", func(t *testing.T) {
+		r.obs.raw(t, "PRIVMSG #c1 :hi from \x02IRC\x02")
+		ev := r.api.event(t, "c1")
+		if ev.Text != "hi from IRC" || ev.HTML != "hi from <b>IRC</b>" || ev.Sender == nil || ev.Sender.Name != "watcher" || ev.Emote {
+			t.Errorf("API got %+v", ev)
+		}
+	})
+
+	t.Run("actions both ways", func(t *testing.T) {
+		r.api.send(t, apiEvent{ID: "m2", Chat: "c1", Text: "waves", Emote: true})
+		m := r.obs.expect(t, "the relayed action", fromBridge("#c1"))
+		if got := m.Trailing(); got != "\x01ACTION A\u200dnn waves\x01" {
+			t.Errorf("IRC got %q", got)
+		}
+		r.obs.raw(t, "PRIVMSG #c1 :\x01ACTION dances\x01")
+		if ev := r.api.event(t, "c1"); ev.Text != "dances" || !ev.Emote {
+			t.Errorf("API got %+v", ev)
+		}
+	})
+
+	t.Run("long message split under 512 bytes", func(t *testing.T) {
+		for len(r.obs.sizes) > 0 {
+			<-r.obs.sizes
+		}
+		words := make([]string, 300)
+		for i := range words {
+			words[i] = fmt.Sprintf("w%03d", i)
+		}
+		text := strings.Join(words, " ")
+		r.api.send(t, apiEvent{ID: "m3", Chat: "c1", Text: text})
+		var got []string
+		for len(strings.Join(got, " ")) < len(text) {
+			m := r.obs.expect(t, "the next part", fromBridge("#c1"))
+			got = append(got, strings.TrimPrefix(m.Trailing(), "<A\u200dnn> "))
+			if size := <-r.obs.sizes; size > ircmsg.MaxLineLen {
+				t.Errorf("a line of %d bytes", size)
+			}
+		}
+		if len(got) < 3 || strings.Join(got, " ") != text {
+			t.Errorf("%d lines adding up to %q", len(got), strings.Join(got, " "))
+		}
+	})
+
+	t.Run("private messages", func(t *testing.T) {
+		r.obs.raw(t, "PRIVMSG wabridge :just for you")
+		if ev := r.api.event(t, "pms"); ev.Text != "just for you" || ev.Sender.Name != "watcher" {
+			t.Errorf("API got %+v", ev)
+		}
+		r.api.send(t, apiEvent{ID: "m4", Chat: "pms", Text: "answer"})
+		m := r.obs.expect(t, "the private answer", func(m *ircmsg.Message) bool {
+			return m.Command == "PRIVMSG" && m.Nick() == "wabridge" && m.Param(0) == "watcher"
+		})
+		if m.Trailing() != "<A\u200dnn> answer" {
+			t.Errorf("IRC got %q", m.Trailing())
+		}
+	})
+}
+
+// TestServerRestartMidStream kills ngIRCd while the API sends a stream of
+// messages: each arrives on IRC, in order. The bridge redials only once
+// the observer is back in the channel, so the observer can see all.
+func TestServerRestartMidStream(t *testing.T) {
+	r := newE2E(t, false, 1, noFlood)
+	const n = 40
+	go func() {
+		// The API acks once the core has the message, whatever IRC does.
+		for i := 0; i < n; i++ {
+			ev := apiEvent{ID: fmt.Sprintf("s%d", i), Kind: "message", Chat: "c1", Sender: &daemontest.WireSender{ID: "ann", Name: "Ann"}, Text: fmt.Sprintf("stream %d", i)}
+			r.api.writeMu.Lock()
+			err := r.api.ws.WriteJSON(map[string]any{"type": "send", "ref": ev.ID, "event": ev})
+			r.api.writeMu.Unlock()
+			if err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+			select {
+			case f := <-r.api.other:
+				if f.Type != "ack" {
+					t.Errorf("send %d: %+v", i, f)
+					return
+				}
+			case <-time.After(e2eWait):
+				t.Errorf("send %d: no ack", i)
+				return
+			}
+			time.Sleep(15 * time.Millisecond)
+		}
+	}()
+	var got []string
+	next := func() string {
+		m := r.obs.expect(t, fmt.Sprintf("message %d", len(got)), fromBridge("#c1"))
+		return strings.TrimPrefix(m.Trailing(), "<A\u200dnn> ")
+	}
+	for len(got) < n/4 {
+		got = append(got, next())
+	}
+	hold := make(chan struct{})
+	r.gate.Store(&hold)
+	r.srv.Kill()
+	// Lines the server relayed before it died may still be read.
+	drain := time.After(200 * time.Millisecond)
+drained:
+	for {
+		select {
+		case m := <-r.obs.lines:
+			if fromBridge("#c1")(m) {
+				got = append(got, strings.TrimPrefix(m.Trailing(), "<A\u200dnn> "))
+			}
+		case <-drain:
+			break drained
+		}
+	}
+	r.srv.Restart(t)
+	r.obs.connect(t)
+	close(hold)
+	for {
+		want := fmt.Sprintf("stream %d", n-1)
+		if len(got) > 0 && got[len(got)-1] == want {
+			break
+		}
+		got = append(got, next())
+	}
+	// Each once and in order; a repeat is only possible for a line whose
+	// confirmation the kill cut off.
+	var uniq []string
+	dups := 0
+	for _, s := range got {
+		if len(uniq) > 0 && uniq[len(uniq)-1] == s {
+			dups++
+			continue
+		}
+		uniq = append(uniq, s)
+	}
+	for i, s := range uniq {
+		if s != fmt.Sprintf("stream %d", i) {
+			t.Fatalf("message %d is %q; all: %q", i, s, got)
+		}
+	}
+	if len(uniq) != n || dups > 1 {
+		t.Errorf("%d distinct of %d, %d repeated: %q", len(uniq), n, dups, got)
+	}
+	t.Logf("%d messages across a server kill, %d repeated", n, dups)
+}
+
+// TestFloodPacing runs ngIRCd with its flood penalties and sends bursts
+// to several channels at once. ngIRCd 26 throttles a flooding client
+// rather than disconnecting it, so what is checked is that the bridge
+// paces itself (burst, then rate lines a second, however many chats
+// send at once), stays connected, and delivers every line in order.
+func TestFloodPacing(t *testing.T) {
+	const chans, each, burst, rate = 3, 6, 5, 2.0
+	r := newE2E(t, true, chans, fmt.Sprintf("    flood:\n      burst: %d\n      rate: %g\n", burst, rate))
+	joins := 0
+	for i := 0; i < each; i++ {
+		for c := 1; c <= chans; c++ {
+			r.api.sendAsync(t, apiEvent{ID: fmt.Sprintf("f%d-%d", c, i), Chat: fmt.Sprintf("c%d", c), Text: fmt.Sprintf("flood %d %d", c, i)})
+		}
+	}
+	for i := 0; i < chans*each; i++ {
+		if f := r.api.reply(t); f.Type != "ack" {
+			t.Fatalf("send: %+v", f)
+		}
+	}
+	next := map[string]int{}
+	var start time.Time // the first line's arrival
+	for total := 0; total < chans*each; total++ {
+		m := r.obs.expect(t, "the next flood line", func(m *ircmsg.Message) bool {
+			if m.Nick() == "wabridge" && (m.Command == "QUIT" || m.Command == "JOIN") {
+				joins++ // a reconnection
+			}
+			return m.Command == "PRIVMSG" && m.Nick() == "wabridge"
+		})
+		if total == 0 {
+			start = time.Now()
+		}
+		ch := m.Param(0)
+		want := fmt.Sprintf("<A\u200dnn> flood %s %d", strings.TrimPrefix(ch, "#c"), next[ch])
+		if m.Trailing() != want {
+			t.Errorf("in %s got %q, want %q", ch, m.Trailing(), want)
+		}
+		next[ch]++
+	}
+	elapsed := time.Since(start)
+	if joins > 0 {
+		t.Errorf("the bridge reconnected %d times", joins)
+	}
+	if st := r.b.Status()["irc"]; st.State != bridge.StateConnected {
+		t.Errorf("the connector is %s: %s", st.State, st.Detail)
+	}
+	// The bucket holds burst lines; the rest come at rate a second.
+	if least := time.Duration(float64(chans*each-burst-1) / rate * float64(time.Second)); elapsed < least {
+		t.Errorf("%d lines in %v: faster than the flood settings allow (%v)", chans*each, elapsed, least)
+	}
+	t.Logf("%d lines in %v under ngIRCd's penalties", chans*each, elapsed.Round(time.Millisecond))
+}
