@@ -43,6 +43,7 @@ type Bridge struct {
 	// noticesTo is where Sink.Notice posts; zero when not configured.
 	noticesTo atomic.Pointer[Endpoint]
 
+	obs Observer // set before Start
 	// onState, when set, is called after each change of a connector's
 	// state (the daemon's systemd status line).
 	onState atomic.Pointer[func()]
@@ -144,6 +145,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
+	b.SetObserver(noObserver{})
 	return b
 }
 
@@ -441,6 +443,7 @@ func (b *Bridge) setState(name string, st State, detail string) {
 		attrs = append(attrs, "detail", detail)
 	}
 	b.log.Log(context.Background(), level, "connector "+string(st), attrs...)
+	b.obs.StateChanged(name, st)
 	if fn := b.onState.Load(); fn != nil {
 		(*fn)()
 	}
@@ -469,6 +472,7 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 	}
 	if !ev.Kind.Durable() {
 		b.relayEphemeral(&ev, dests)
+		b.obs.Accepted(name, ev.Kind)
 		done(nil)
 		return
 	}
@@ -501,6 +505,7 @@ func (b *Bridge) accept(ev *Event, dests []Endpoint, done func(error)) {
 		for _, q := range res.queued {
 			b.del.offer(q.dest, q.row)
 		}
+		b.obs.Accepted(ev.Chat.Connector, ev.Kind)
 		done(nil)
 	})
 }
@@ -541,9 +546,13 @@ func (b *Bridge) relayEphemeral(ev *Event, dests []Endpoint) {
 				}
 				out.Target = ids[len(ids)-1]
 			}
+			start := time.Now()
 			if _, err := conn.Send(ctx, &out); err != nil {
 				b.log.Debug("typing or read receipt not relayed", "destination", d.String(), "err", err)
+				b.obs.DeliveryFailed(d.Connector, ev.Kind, FailPermanent) // never retried
+				return
 			}
+			b.obs.Delivered(d.Connector, ev.Kind, time.Since(start))
 		}(d, conn)
 	}
 }

@@ -26,6 +26,7 @@ type deliverer struct {
 	delivery   config.Delivery
 	relay      config.Relay
 	connectors func(name string) (Connector, bool)
+	obs        Observer
 	// maybeSentBelow is, after an unclean stop, the last outbox id that
 	// the last run may have delivered unrecorded; set before any worker.
 	maybeSentBelow int64
@@ -356,19 +357,23 @@ func (d *deliverer) deliverRow(q *queue, r *pendingRow, done *completions) bool 
 		age := time.Since(r.createdAt)
 		switch {
 		case IsPermanent(err):
+			d.obs.DeliveryFailed(q.dest.Connector, r.ev.Event.Kind, FailPermanent)
 			d.fail(r, q.dest, err.Error())
 			d.log.Error("delivery failed permanently; event skipped", "destination", q.dest.String(), "kind", r.ev.Event.Kind, "err", err)
 			return true
 		case d.delivery.GiveUpAfter > 0 && age > d.delivery.GiveUpAfter:
+			d.obs.DeliveryFailed(q.dest.Connector, r.ev.Event.Kind, FailGaveUp)
 			d.fail(r, q.dest, fmt.Sprintf("gave up after %s of retries: %v", d.delivery.GiveUpAfter, err))
 			d.log.Error("delivery gave up; event skipped", "destination", q.dest.String(), "retried_for", age.Round(time.Second), "err", err)
 			return true
 		}
 		r.attempts++
 		wait := d.backoff(r.attempts)
+		reason := FailRetry
 		if ra, ok := retryAfterOf(err); ok {
-			wait = ra
+			wait, reason = ra, FailRateLimited
 		}
+		d.obs.DeliveryFailed(q.dest.Connector, r.ev.Event.Kind, reason)
 		r.nextAt = time.Now().Add(wait)
 		d.retryLater(r, err.Error())
 		d.flush(q, done) // record what went through before waiting
@@ -457,6 +462,7 @@ func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]crea
 	copies := sent
 	for i := len(sent); i < len(steps); i++ {
 		s := steps[i]
+		start := time.Now()
 		native, err := conn.Send(ctx, &s.out)
 		if err != nil {
 			if ctx.Err() != nil && !IsPermanent(err) {
@@ -467,6 +473,7 @@ func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]crea
 			}
 			return nil, err
 		}
+		d.obs.Delivered(q.dest.Connector, s.out.Kind, time.Since(start))
 		copies = append(copies, createdCopy{native: native, msg: s.msg, part: s.part})
 	}
 	return copies, nil

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/phonebridge/phonebridge/internal/daemontest"
 )
@@ -197,4 +203,95 @@ func TestInstallIntoATree(t *testing.T) {
 	if data, _ := os.ReadFile(config); string(data) != "# mine\n" {
 		t.Error("a second install overwrote the operator's config")
 	}
+}
+
+// TestMetricsOfTheRunningBinary scrapes the real binary's metrics after
+// one relayed message and parses them as Prometheus does.
+func TestMetricsOfTheRunningBinary(t *testing.T) {
+	bin := daemontest.Binary(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "metrics:\n  listen: "+addr+"\n")
+	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
+		strings.NewReader(`{"id":"m1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"counted"}`))
+	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %s", resp.Status)
+	}
+	scrape := func() map[string]*dto.MetricFamily {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		families, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			t.Fatalf("the metrics do not parse: %v", err)
+		}
+		return families
+	}
+	sample := func(families map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+		f := families[name]
+		if f == nil {
+			return -1
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		return -1
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var families map[string]*dto.MetricFamily
+	for {
+		families = scrape()
+		if sample(families, "phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"phonebridge_events_in_total", map[string]string{"connector": "in", "kind": "message"}, 1},
+		{"phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}, 1},
+		{"phonebridge_send_duration_seconds", map[string]string{"connector": "out"}, 1},
+		{"phonebridge_outbox_depth", map[string]string{"connector": "out"}, 0},
+		{"phonebridge_connector_state", map[string]string{"connector": "in", "state": "connected"}, 1},
+	} {
+		if got := sample(families, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	d.Stop(5 * time.Second)
 }

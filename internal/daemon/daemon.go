@@ -20,6 +20,7 @@ import (
 	"github.com/phonebridge/phonebridge/bridge/control"
 	"github.com/phonebridge/phonebridge/config"
 	"github.com/phonebridge/phonebridge/internal/mediaserver"
+	"github.com/phonebridge/phonebridge/internal/metrics"
 	"github.com/phonebridge/phonebridge/internal/sdnotify"
 )
 
@@ -59,16 +60,26 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return errors.Join(err, closeMedia(context.Background(), media))
 	}
 	d := &daemon{Bridge: b, cfg: cfg, log: log, version: version, started: time.Now(), notify: notify}
+	var mets *metrics.Server
+	if cfg.Metrics.Listen != "" {
+		// Before Start, so the first events are counted.
+		if mets, err = metrics.Start(cfg.Metrics, b, version, log); err != nil {
+			stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
+			defer cancel()
+			return errors.Join(err, b.Stop(stopCtx), closeMedia(stopCtx, media))
+		}
+		b.SetObserver(mets)
+	}
 	if err := b.Start(ctx); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
-		return errors.Join(err, b.Stop(stopCtx), closeMedia(stopCtx, media))
+		return errors.Join(err, b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
 	}
 	srv, err := control.Listen(SocketPath(cfg), d, log)
 	if err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
-		return errors.Join(fmt.Errorf("control socket: %w", err), b.Stop(stopCtx), closeMedia(stopCtx, media))
+		return errors.Join(fmt.Errorf("control socket: %w", err), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
 	}
 	log.Info(ReadyMessage, "version", version, "database", cfg.Store.Path, "control", SocketPath(cfg))
 	b.OnStateChange(func() { notify.Status(d.statusLine()) })
@@ -96,7 +107,15 @@ wait:
 	ctlCtx, ctlCancel := context.WithTimeout(stopCtx, StopTimeout/5)
 	defer ctlCancel()
 	// The media server last: connectors may publish while they stop.
-	return errors.Join(srv.Close(ctlCtx), b.Stop(stopCtx), closeMedia(stopCtx, media))
+	return errors.Join(srv.Close(ctlCtx), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
+}
+
+// closeMetrics stops the metrics endpoint, if one runs.
+func closeMetrics(ctx context.Context, m *metrics.Server) error {
+	if m == nil {
+		return nil
+	}
+	return m.Close(ctx)
 }
 
 // closeMedia stops the media server, if one runs.
