@@ -185,8 +185,9 @@ func openStore(t *testing.T, dir string) *bridge.Store {
 }
 
 // newRig starts a connector with options tuned by tune on store (a new
-// one when nil), routed to #chan and registered as "bridge".
-func newRig(t *testing.T, store *bridge.Store, tune func(o *Options)) *rig {
+// one when nil), routed to #chan and registered as "bridge"; media is
+// the media server, if any.
+func newRig(t *testing.T, store *bridge.Store, tune func(o *Options), media ...bridge.MediaPublisher) *rig {
 	t.Helper()
 	if store == nil {
 		store = openStore(t, t.TempDir())
@@ -197,7 +198,11 @@ func newRig(t *testing.T, store *bridge.Store, tune func(o *Options)) *rig {
 	if tune != nil {
 		tune(o)
 	}
-	c, err := New(bridge.Env{Name: "irc", Logger: slog.New(slog.DiscardHandler), Store: store}, o)
+	env := bridge.Env{Name: "irc", Logger: slog.New(slog.DiscardHandler), Store: store}
+	if len(media) > 0 {
+		env.Media = media[0]
+	}
+	c, err := New(env, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,8 @@ type Connector struct {
 	opts  Options
 	store *bridge.Store
 	rend  renderer
+	// media publishes attachments as links; nil without a media server.
+	media bridge.MediaPublisher
 	// newClient builds the connection; tests replace it, or tune the
 	// real one's settings.
 	newClient func(cfg clientConfig, h ircconn.Handler) (ircClient, error)
@@ -79,6 +81,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		log:     log,
 		opts:    o,
 		store:   env.Store,
+		media:   env.Media,
 		rend:    renderer{format: tpl, zeroWidth: o.ZeroWidthNames, colours: o.NickColors, maxLines: o.MaxLines},
 		sent:    newProgress(env.Store, env.Name, log),
 		refused: map[string]string{},
@@ -93,10 +96,11 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 }
 
 // Capabilities implements bridge.Connector. IRC has none of the extras:
-// the core turns edits, reactions, deletes, replies and media into text
-// (see the relay: section), and Send splits lines itself.
+// the core turns edits, reactions, deletes and replies into text (see the
+// relay: section), and attachments into placeholders unless the media
+// server gives them links; Send splits lines itself.
 func (c *Connector) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{HTML: true}
+	return bridge.Capabilities{HTML: true, Media: c.media != nil}
 }
 
 // Start implements bridge.Connector: the connection runs in the

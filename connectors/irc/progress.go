@@ -84,17 +84,34 @@ func (p *progress) load(ctx context.Context) error {
 
 // resume returns the lines to send for key: the ones kept from a failed
 // attempt, else render's, and how many of them were confirmed already.
-func (p *progress) resume(key string, render func() []*ircmsg.Message) ([]*ircmsg.Message, int) {
+func (p *progress) resume(key string, render func() ([]*ircmsg.Message, error)) ([]*ircmsg.Message, int, error) {
+	p.mu.Lock()
+	ps := p.partial[key]
+	n, ok := p.before[key]
+	p.mu.Unlock()
+	if ps != nil {
+		return ps.lines, ps.sent, nil
+	}
+	lines, err := render()
+	if err != nil || !ok {
+		return lines, 0, err
+	}
+	return lines, min(n, len(lines)), nil
+}
+
+// failed keeps lines for the retry (rendering again could publish the
+// attachments again, or split differently after a change of host), and
+// records the n confirmed when some were confirmed in this attempt.
+func (p *progress) failed(key string, lines []*ircmsg.Message, n int, progressed bool) {
+	if progressed {
+		p.confirmed(key, lines, n)
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ps := p.partial[key]; ps != nil {
-		return ps.lines, ps.sent
+	if p.partial[key] == nil {
+		p.partial[key] = &partialSend{lines: lines, sent: n}
 	}
-	lines := render()
-	if n, ok := p.before[key]; ok {
-		return lines, min(n, len(lines))
-	}
-	return lines, 0
 }
 
 // confirmed records that the server has the first n of lines. The write

@@ -197,15 +197,21 @@ type renderer struct {
 	maxLines  int
 }
 
-// lines renders out for target, seen by others as from prefix
-// (nick!user@host, whose length counts against the 512 bytes).
-func (r *renderer) lines(out *bridge.Outgoing, prefixLen int) (lineKind, []string) {
+// lines renders out for its chat, as sent by a client whose prefix
+// (nick!user@host) is prefixLen long: it counts against the 512 bytes.
+// media are lines to show before the text (attachments' links). When
+// max_lines cuts the message, full may publish the whole text and return
+// its link for the marker ("" for none).
+func (r *renderer) lines(out *bridge.Outgoing, prefixLen int, media []string, full func(text string) string) (lineKind, []string) {
 	kind := linePrivmsg
 	body := out.Text
 	if out.HTML != "" {
 		body = htmlToIRC(out.HTML)
 	} else {
 		body = cleanText(body)
+	}
+	if len(media) > 0 {
+		body = strings.Join(append(media, body), "\n")
 	}
 	name := cleanName(out.Sender)
 	dname := decorateName(name, r.zeroWidth, r.colours)
@@ -235,8 +241,11 @@ func (r *renderer) lines(out *bridge.Outgoing, prefixLen int) (lineKind, []strin
 	}
 	chunks = carryFormatting(chunks)
 	if r.maxLines > 0 && len(chunks) > r.maxLines {
-		more := len(chunks) - r.maxLines
-		chunks = append(chunks[:r.maxLines:r.maxLines], moreMarker(more))
+		link := ""
+		if full != nil {
+			link = full(ircmsg.StripFormatting(body))
+		}
+		chunks = append(chunks[:r.maxLines:r.maxLines], moreMarker(len(chunks)-r.maxLines, link))
 	}
 	lines := make([]string, len(chunks))
 	for i, c := range chunks {
@@ -249,11 +258,16 @@ func (r *renderer) lines(out *bridge.Outgoing, prefixLen int) (lineKind, []strin
 	return kind, lines
 }
 
-func moreMarker(n int) string {
-	if n == 1 {
-		return "… (1 more line)"
+// moreMarker stands for n lines cut, with a link to the whole if any.
+func moreMarker(n int, link string) string {
+	s := "… (1 more line"
+	if n != 1 {
+		s = "… (" + strconv.Itoa(n) + " more lines"
 	}
-	return "… (" + strconv.Itoa(n) + " more lines)"
+	if link != "" {
+		return s + ": " + link + ")"
+	}
+	return s + ")"
 }
 
 // carryFormatting makes every chunk stand alone: IRC formatting ends with

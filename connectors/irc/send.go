@@ -31,14 +31,15 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	if err := c.canSend(bot, target); err != nil {
 		return "", err
 	}
-	lines, done := c.sent.resume(out.Key, func() []*ircmsg.Message {
-		return c.messages(out, bot.Prefix())
+	lines, done, err := c.sent.resume(out.Key, func() ([]*ircmsg.Message, error) {
+		return c.messages(ctx, out, bot.Prefix())
 	})
+	if err != nil {
+		return "", err
+	}
 	for i := done; i < len(lines); i++ {
 		if err := bot.Send(ctx, lines[i]); err != nil {
-			if i > done {
-				c.sent.confirmed(out.Key, lines, i)
-			}
+			c.sent.failed(out.Key, lines, i, i > done)
 			return "", sendError(target, err)
 		}
 	}
@@ -91,9 +92,17 @@ func sendError(target string, err error) error {
 	return err
 }
 
-// messages renders out as the lines to send to its chat.
-func (c *Connector) messages(out *bridge.Outgoing, prefix string) []*ircmsg.Message {
-	kind, bodies := c.rend.lines(out, len(prefix))
+// messages renders out as the lines to send to its chat, publishing its
+// attachments on the media server.
+func (c *Connector) messages(ctx context.Context, out *bridge.Outgoing, prefix string) ([]*ircmsg.Message, error) {
+	var media []string
+	if len(out.Media) > 0 && c.media != nil {
+		var err error
+		if media, err = c.mediaLines(ctx, out); err != nil {
+			return nil, err
+		}
+	}
+	kind, bodies := c.rend.lines(out, len(prefix), media, func(text string) string { return c.publishText(ctx, text) })
 	cmd := "PRIVMSG"
 	if kind == lineNotice {
 		cmd = "NOTICE"
@@ -102,5 +111,5 @@ func (c *Connector) messages(out *bridge.Outgoing, prefix string) []*ircmsg.Mess
 	for i, b := range bodies {
 		msgs[i] = &ircmsg.Message{Command: cmd, Params: []string{out.Chat.ID, b}}
 	}
-	return msgs
+	return msgs, nil
 }

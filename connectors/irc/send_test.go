@@ -1,9 +1,12 @@
 package irc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/phonebridge/phonebridge/bridge"
@@ -235,4 +238,83 @@ func TestRoutesJoinAndPart(t *testing.T) {
 	if len(chats) != 1 || chats[0].ID != "#chan" {
 		t.Errorf("chats %+v", chats)
 	}
+}
+
+// fakeMedia is a media server that publishes into memory.
+type fakeMedia struct {
+	mu    sync.Mutex
+	files map[string]string
+	fail  error
+}
+
+func (f *fakeMedia) Publish(ctx context.Context, m bridge.Media) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return "", f.fail
+	}
+	r, err := m.Open(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	url := fmt.Sprintf("https://media.example.org/%d/%s", len(f.files), m.Name)
+	f.files[url] = string(b)
+	return url, nil
+}
+
+func TestMediaAsLinks(t *testing.T) {
+	fm := &fakeMedia{files: map[string]string{}}
+	r := newRig(t, nil, func(o *Options) {}, fm)
+	if !r.c.Capabilities().Media {
+		t.Fatal("with a media server the connector does not take media")
+	}
+	out := message("pb.1", "#chan", "Ann", "look at this")
+	out.Media = []bridge.Media{
+		{MIME: "image/jpeg", Name: "cat.jpg", Size: 1258291, Caption: "look at this", Open: opener("meow")},
+		{MIME: "application/pdf", Name: "menu.pdf", Size: 2048, Caption: "the menu", Open: opener("%PDF")},
+	}
+	if _, err := r.c.Send(t.Context(), out); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"PRIVMSG #chan <A\u200dnn> [image: cat.jpg, 1.2 MB] https://media.example.org/0/cat.jpg",
+		"PRIVMSG #chan <A\u200dnn> [file: menu.pdf, 2.0 KB] https://media.example.org/1/menu.pdf the menu",
+		"PRIVMSG #chan <A\u200dnn> look at this",
+	}
+	if got := r.cli.lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("sent\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if fm.files["https://media.example.org/0/cat.jpg"] != "meow" {
+		t.Errorf("published %v", fm.files)
+	}
+
+	// Too large for the server: the name without a link, and the text.
+	fm.fail = bridge.Permanentf("over media.max_bytes")
+	out = message("pb.2", "#chan", "Ann", "")
+	out.Media = []bridge.Media{{MIME: "video/mp4", Name: "big.mp4", Size: 300 << 20, Open: opener("")}}
+	if _, err := r.c.Send(t.Context(), out); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cli.lines(); got[len(got)-1] != "PRIVMSG #chan <A\u200dnn> [video: big.mp4, 300.0 MB] (not available)" {
+		t.Errorf("sent %q", got[len(got)-1])
+	}
+	// The server failing for now: the delivery is retried.
+	fm.fail = errors.New("disk full")
+	if _, err := r.c.Send(t.Context(), out); err == nil || bridge.IsPermanent(err) {
+		t.Errorf("with the media server failing: %v", err)
+	}
+
+	plain := newRig(t, nil, nil)
+	if plain.c.Capabilities().Media {
+		t.Error("without a media server the connector claims media; the core's placeholders are better")
+	}
+}
+
+func opener(content string) func(context.Context) (io.ReadCloser, error) {
+	return func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(content)), nil }
 }
