@@ -11,6 +11,7 @@ import (
 
 	"github.com/phonebridge/phonebridge"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/connectors/irc"
 	"github.com/phonebridge/phonebridge/connectors/matrix"
 )
 
@@ -161,12 +162,13 @@ func uncommentExample(t *testing.T) (string, []string) {
 	return strings.Join(out, "\n"), titles
 }
 
-// TestExampleMatrixSectionsValidate keeps the documented Matrix keys true:
-// the commented-out sections of example.yaml, uncommented, must validate.
+// TestExampleMatrixSectionsValidate keeps the documented Matrix and IRC
+// keys true: the commented-out sections of example.yaml, uncommented, must
+// validate.
 func TestExampleMatrixSectionsValidate(t *testing.T) {
 	text, titles := uncommentExample(t)
-	if strings.Join(titles, ",") != "matrix appservice,matrix bot" {
-		t.Fatalf("example.yaml's commented-out sections are %q, want the matrix appservice and bot ones", titles)
+	if strings.Join(titles, ",") != "matrix appservice,matrix bot,irc" {
+		t.Fatalf("example.yaml's commented-out sections are %q, want the matrix appservice and bot ones and irc", titles)
 	}
 	path := filepath.Join(t.TempDir(), "phonebridge.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -185,6 +187,11 @@ func TestExampleMatrixSectionsValidate(t *testing.T) {
 		if o, ok := c.Options.(*matrix.Options); !ok || o.Mode != mode {
 			t.Errorf("connector %s: options %#v, want a matrix connector in %s mode", name, c.Options, mode)
 		}
+	}
+	if c := cfg.Connectors["libera"]; c == nil {
+		t.Error("connector libera is missing once uncommented")
+	} else if o, ok := c.Options.(*irc.Options); !ok || o.Server != "irc.libera.chat:6697" || !o.TLS || o.SASL.Mechanism != irc.SASLPlain {
+		t.Errorf("connector libera: options %#v, want an irc connector with TLS and SASL", c.Options)
 	}
 	if _, err := execute(t, context.Background(), "config", "validate", "-c", path); err != nil {
 		t.Errorf("config validate: %v", err)
