@@ -295,3 +295,16 @@ func TestMetricsOfTheRunningBinary(t *testing.T) {
 	}
 	d.Stop(5 * time.Second)
 }
+
+// TestStatusWithoutADaemon: status and reload say the daemon is not
+// running and how to start it.
+func TestStatusWithoutADaemon(t *testing.T) {
+	bin := daemontest.Binary(t)
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
+	for _, cmd := range []string{"status", "reload"} {
+		_, stderr, code := daemontest.RunCommand(t, bin, cmd, "-c", pair.Path)
+		if code != 1 || !strings.Contains(stderr, "phonebridge is not running") || !strings.Contains(stderr, "phonebridge run -c "+pair.Path) {
+			t.Errorf("%s with no daemon (%d): %q", cmd, code, stderr)
+		}
+	}
+}
