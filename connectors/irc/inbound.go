@@ -263,7 +263,8 @@ func (c *Connector) inbound(cli ircClient, m *ircmsg.Message) *bridge.Event {
 		chat = bridge.ChatRef{ID: id, Name: id}
 	case isOwn(cli, target):
 		// A private message: the chat is the sender's nick, a query.
-		chat = bridge.ChatRef{ID: m.Nick(), Name: m.Nick()}
+		id := c.chatOf(cli, m.Nick())
+		chat = bridge.ChatRef{ID: id, Name: id}
 	default:
 		return nil // "*", "AUTH", a status message to ops
 	}

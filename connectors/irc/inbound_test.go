@@ -25,6 +25,8 @@ func TestInboundConversion(t *testing.T) {
 		// A private message is a chat of its own, named after the sender.
 		{":carol!c@h PRIVMSG bridge :are you a bot?", &bridge.Event{Chat: bridge.ChatRef{ID: "carol"}, Sender: bridge.Sender{ID: "carol", Name: "carol"}, Text: "are you a bot?"}},
 		{":carol!c@h PRIVMSG Bridge :case", &bridge.Event{Chat: bridge.ChatRef{ID: "carol"}, Sender: bridge.Sender{ID: "carol", Name: "carol"}, Text: "case"}},
+		// The routes' spelling of a nick too.
+		{":Alice!a@h PRIVMSG bridge :hey", &bridge.Event{Chat: bridge.ChatRef{ID: "alice"}, Sender: bridge.Sender{ID: "Alice", Name: "Alice"}, Text: "hey"}},
 		// Our own lines (an echo), server notices, other CTCPs, blanks.
 		{":bridge!~bridge@example.org PRIVMSG #chan :<Ann> hello", nil},
 		{":BRIDGE!~bridge@example.org PRIVMSG #chan :echo", nil},

@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,6 +36,29 @@ func TestOptionsDefaults(t *testing.T) {
 	if !o.TLS || !o.ZeroWidthNames || o.NickColors || o.MaxLines != want.MaxLines || o.SenderFormat != DefaultSenderFormat ||
 		o.Flood != want.Flood || o.ShowJoins || o.ShowDeletes || o.RealName != DefaultRealName {
 		t.Errorf("defaults not applied: %+v", o)
+	}
+}
+
+func TestOptionsSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "libera-password"), []byte("hunter2hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(`state_dir: ./state
+connectors:
+  libera:
+    type: irc
+    server: irc.libera.chat:6697
+    nick: wabridge
+    sasl:
+      mechanism: plain
+      password_file: libera-password
+`), filepath.Join(dir, "phonebridge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Connectors["libera"].Options.(*Options).SASL.Password; got != "hunter2hunter2" {
+		t.Errorf("sasl.password_file gave %q", got)
 	}
 }
 
