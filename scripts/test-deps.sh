@@ -35,6 +35,10 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet ngircd 2>/dev/
   as_root systemctl disable --now ngircd || true
 fi
 
+# The web link page's test drives a headless Chromium over the DevTools
+# protocol; Debian's package needs no browser download of its own.
+command -v chromium >/dev/null || apt_install chromium
+
 # Matrix integration tests run a real Dendrite homeserver (cgo SQLite).
 dendrite_version=v0.13.8
 gobin=$(go env GOBIN); gobin=${gobin:-$(go env GOPATH)/bin}
