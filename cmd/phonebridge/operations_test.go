@@ -263,7 +263,9 @@ func TestMetricsOfTheRunningBinary(t *testing.T) {
 	var families map[string]*dto.MetricFamily
 	for {
 		families = scrape()
-		if sample(families, "phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}) == 1 || time.Now().After(deadline) {
+		// Delivered first, then recorded (the outbox row goes in a batch).
+		delivered := sample(families, "phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}) == 1
+		if delivered && sample(families, "phonebridge_outbox_depth", map[string]string{"connector": "out"}) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
