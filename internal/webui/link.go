@@ -173,9 +173,15 @@ func (s *Server) stream(ctx context.Context, conn *websocket.Conn, name string, 
 	last, code := s.outcome(ctx, name, acct, linkErr)
 	write(last)
 	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(writeWait))
-	// The page gets closeGrace to answer the close; then the read ends.
+	// The page gets closeGrace to answer the close, unless phonebridge
+	// is stopping: then its shutdown budget matters more.
 	conn.SetReadDeadline(time.Now().Add(closeGrace))
-	<-pageGone
+	select {
+	case <-pageGone:
+	case <-s.base.Done():
+		conn.Close()
+		<-pageGone
+	}
 }
 
 // outcome is the last frame of linking name, logged once.
