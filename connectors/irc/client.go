@@ -36,6 +36,8 @@ var _ ircClient = (*ircconn.Client)(nil)
 type clientConfig struct {
 	nick     string
 	channels map[string]string // channel → key ("" for none)
+	// puppet: a sender's connection, which logs in to nothing.
+	puppet bool
 }
 
 // dialClient builds the production connection from the options.
@@ -59,7 +61,14 @@ func (c *Connector) dialClient(cfg clientConfig, h ircconn.Handler) (ircClient, 
 		Logger:           c.log,
 	}
 	if ic.User == "" {
-		ic.User = strings.ToLower(cfg.nick)
+		ic.User = strings.ToLower(o.Nick)
+	}
+	if cfg.puppet {
+		// The bot's credentials are the bot's: a puppet is a guest.
+		ic.RealName = "relayed by " + o.Nick + " (phonebridge)"
+		ic.NickServPassword, ic.SASLUser, ic.SASLPassword = "", "", ""
+		c.tuneClient(&ic)
+		return ircconn.New(ic, h)
 	}
 	switch o.SASL.Mechanism {
 	case SASLPlain:
@@ -77,8 +86,12 @@ func (c *Connector) dialClient(cfg clientConfig, h ircconn.Handler) (ircClient, 
 		}
 		ic.ClientCert = &cert
 	}
-	if c.tune != nil {
-		c.tune(&ic)
-	}
+	c.tuneClient(&ic)
 	return ircconn.New(ic, h)
+}
+
+func (c *Connector) tuneClient(ic *ircconn.Config) {
+	if c.tune != nil {
+		c.tune(ic)
+	}
 }

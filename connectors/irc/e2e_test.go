@@ -585,3 +585,28 @@ func TestFloodPacing(t *testing.T) {
 	}
 	t.Logf("%d lines in %v under ngIRCd's penalties", chans*each, elapsed.Round(time.Millisecond))
 }
+
+// TestPuppetsEndToEnd: in puppet mode two WhatsApp senders appear on IRC
+// as two nicks, and what they say is not relayed back.
+func TestPuppetsEndToEnd(t *testing.T) {
+	r := newE2E(t, false, 1, noFlood+"    mode: puppet\n")
+	r.api.send(t, apiEvent{ID: "p1", Chat: "c1", Text: "hello from Ann"})
+	r.api.send(t, apiEvent{ID: "p2", Chat: "c1", Sender: &daemontest.WireSender{ID: "bob", Name: "Bob"}, Text: "and from Bob"})
+	r.api.send(t, apiEvent{ID: "p3", Chat: "c1", Text: "waves", Emote: true})
+	said := func(m *ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Param(0) == "#c1" }
+	for _, want := range []struct{ nick, text string }{
+		{"Ann[wa]", "hello from Ann"},
+		{"Bob[wa]", "and from Bob"},
+		{"Ann[wa]", "\x01ACTION waves\x01"},
+	} {
+		m := r.obs.expect(t, want.nick+" saying "+want.text, said)
+		if m.Nick() != want.nick || m.Trailing() != want.text {
+			t.Errorf("IRC got %s: %q, want %s: %q", m.Nick(), m.Trailing(), want.nick, want.text)
+		}
+	}
+	// The bot still relays IRC, and nothing the puppets said comes back.
+	r.obs.raw(t, "PRIVMSG #c1 :hello puppets")
+	if ev := r.api.event(t, "c1"); ev.Text != "hello puppets" || ev.Sender.Name != "watcher" {
+		t.Errorf("API got %+v from %+v, want the watcher's line first", ev, ev.Sender)
+	}
+}

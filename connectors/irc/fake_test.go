@@ -31,10 +31,22 @@ type fakeClient struct {
 	sends  int
 	// fail, if set, may fail the n-th Send (counting from 1) with an error.
 	fail func(n int, m *ircmsg.Message) error
+	// autoJoin: the server lets it in at once (puppets): its channels
+	// are joined when it runs, and Join joins.
+	autoJoin bool
+	initial  []string
+	stopped  chan struct{}
 }
 
 func (f *fakeClient) Run(ctx context.Context) error {
+	if f.autoJoin {
+		f.h.State(ircconn.StateRegistered, "registered")
+		for _, ch := range f.initial {
+			f.Join(ch, "")
+		}
+	}
 	<-ctx.Done()
+	close(f.stopped)
 	return nil
 }
 
@@ -68,8 +80,15 @@ func (f *fakeClient) Prefix() string {
 
 func (f *fakeClient) Join(channel, key string) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.joins = append(f.joins, channel+" "+key)
+	auto := f.autoJoin
+	if auto {
+		f.joined = append(f.joined, channel)
+	}
+	f.mu.Unlock()
+	if auto {
+		f.h.Message(&ircmsg.Message{Source: f.Nick() + "!~p@h", Command: "JOIN", Params: []string{channel}})
+	}
 }
 
 func (f *fakeClient) Part(channel, reason string) {
@@ -168,10 +187,13 @@ func (s *recordingSink) take() []*bridge.Event {
 
 // rig is a connector on a fake client, registered and in #chan.
 type rig struct {
-	c     *Connector
-	cli   *fakeClient
-	sink  *recordingSink
-	store *bridge.Store
+	c   *Connector
+	cli *fakeClient
+	// puppets are the clients made after the bot's, in order.
+	puppetsMu sync.Mutex
+	puppets   []*fakeClient
+	sink      *recordingSink
+	store     *bridge.Store
 }
 
 func openStore(t *testing.T, dir string) *bridge.Store {
@@ -208,8 +230,19 @@ func newRig(t *testing.T, store *bridge.Store, tune func(o *Options), media ...b
 	}
 	r := &rig{c: c, sink: &recordingSink{}, store: store}
 	c.newClient = func(cfg clientConfig, h ircconn.Handler) (ircClient, error) {
-		r.cli = &fakeClient{h: h, nick: cfg.nick, prefix: cfg.nick + "!~" + cfg.nick + "@example.org"}
-		return r.cli, nil
+		f := &fakeClient{h: h, nick: cfg.nick, prefix: cfg.nick + "!~" + cfg.nick + "@example.org", stopped: make(chan struct{})}
+		if !cfg.puppet {
+			r.cli = f
+			return f, nil
+		}
+		f.autoJoin = true
+		for ch := range cfg.channels {
+			f.initial = append(f.initial, ch)
+		}
+		r.puppetsMu.Lock()
+		r.puppets = append(r.puppets, f)
+		r.puppetsMu.Unlock()
+		return f, nil
 	}
 	c.RoutedChats([]string{"#chan", "alice"})
 	if err := c.Start(t.Context(), r.sink); err != nil {

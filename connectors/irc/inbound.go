@@ -147,7 +147,7 @@ func (h handler) join(cli ircClient, m *ircmsg.Message) {
 		}
 		return
 	}
-	if c.members != nil {
+	if c.members != nil && !c.isPuppet(m.Nick()) {
 		c.members.add(cli.Fold(ch), cli.Fold(m.Nick()), m.Nick())
 		c.joinNotice(cli, ch, m, m.Nick()+" joined")
 	}
@@ -155,7 +155,7 @@ func (h handler) join(cli ircClient, m *ircmsg.Message) {
 
 func (h handler) left(cli ircClient, m *ircmsg.Message, ch, nick, verb, reason string) {
 	c := h.c
-	if c.members == nil || isOwn(cli, nick) {
+	if c.members == nil || c.isOurs(cli, nick) {
 		return
 	}
 	c.members.remove(cli.Fold(ch), cli.Fold(nick))
@@ -196,7 +196,7 @@ func (h handler) kick(cli ircClient, m *ircmsg.Message) {
 
 func (h handler) quit(cli ircClient, m *ircmsg.Message) {
 	c := h.c
-	if c.members == nil || isOwn(cli, m.Nick()) {
+	if c.members == nil || c.isOurs(cli, m.Nick()) {
 		return
 	}
 	text := m.Nick() + " quit"
@@ -211,7 +211,7 @@ func (h handler) quit(cli ircClient, m *ircmsg.Message) {
 func (h handler) nick(cli ircClient, m *ircmsg.Message) {
 	c := h.c
 	to := m.Param(0)
-	if c.members == nil || isOwn(cli, m.Nick()) || isOwn(cli, to) {
+	if c.members == nil || c.isOurs(cli, m.Nick()) || c.isOurs(cli, to) {
 		return
 	}
 	for _, ch := range c.members.rename(cli.Fold(m.Nick()), cli.Fold(to), to) {
@@ -237,7 +237,7 @@ func (c *Connector) joinNotice(cli ircClient, ch string, m *ircmsg.Message, text
 // inbound converts a PRIVMSG or NOTICE into an event, or nil for what is
 // not relayed: our own lines, server notices, CTCP other than ACTION.
 func (c *Connector) inbound(cli ircClient, m *ircmsg.Message) *bridge.Event {
-	if len(m.Params) < 2 || m.Source == "" || isOwn(cli, m.Nick()) {
+	if len(m.Params) < 2 || m.Source == "" || c.isOurs(cli, m.Nick()) {
 		return nil
 	}
 	// A server, not a user: "irc.example.org" has no ! and a dot.

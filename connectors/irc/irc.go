@@ -29,6 +29,8 @@ type Connector struct {
 	tune      func(*ircconn.Config)
 
 	sent *progress
+	// pups are the senders' connections in puppet mode.
+	pups puppets
 
 	mu   sync.Mutex
 	sink bridge.Sink
@@ -86,6 +88,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		sent:    newProgress(env.Store, env.Name, log),
 		refused: map[string]string{},
 		kicked:  map[string]time.Time{},
+		pups:    puppets{by: map[string]*puppet{}},
 		warned:  map[string]bool{},
 	}
 	c.newClient = c.dialClient
@@ -160,7 +163,11 @@ func (c *Connector) Stop(ctx context.Context) error {
 	if cancel == nil {
 		return nil
 	}
+	perr := c.stopPuppets(ctx)
 	cancel()
+	if perr != nil {
+		return fmt.Errorf("irc connector %s: puppets did not stop in time: %w", c.name, perr)
+	}
 	select {
 	case <-done:
 		return nil
@@ -260,9 +267,15 @@ func (c *Connector) client() ircClient {
 	return c.bot
 }
 
-// isOwn reports whether nick is the bot's, whose lines are never relayed.
+// isOwn reports whether nick is the bot's.
 func isOwn(cli ircClient, nick string) bool {
 	return cli.Fold(nick) == cli.Fold(cli.Nick())
+}
+
+// isOurs reports whether nick is the bot's or a puppet's: their lines are
+// never relayed.
+func (c *Connector) isOurs(cli ircClient, nick string) bool {
+	return isOwn(cli, nick) || c.isPuppet(nick)
 }
 
 // chatOf is the routes' spelling of a chat, so events match routes

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
@@ -73,6 +74,23 @@ type Options struct {
 	ShowDeletes bool `yaml:"show_deletes"`
 	// ShowJoins relays joins, parts, quits and nick changes as notices.
 	ShowJoins bool `yaml:"show_joins"`
+
+	// Mode is "relay" (the bot speaks for everyone) or "puppet" (each
+	// relayed sender gets a connection of their own, under a nick made
+	// from their name; the bot still relays what IRC says).
+	Mode    string  `yaml:"mode"`
+	Puppets Puppets `yaml:"puppets"`
+}
+
+// Puppets is the puppets: subsection, for mode puppet.
+type Puppets struct {
+	// Suffix ends every puppet's nick: "Ann[wa]".
+	Suffix string `yaml:"suffix"`
+	// Max bounds the puppet connections open at once (networks limit
+	// connections per address); beyond it the bot relays for the others.
+	Max int `yaml:"max"`
+	// IdleTimeout disconnects a puppet that has not spoken for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // SASL is the sasl: subsection.
@@ -92,6 +110,12 @@ type Flood struct {
 	Rate  float64 `yaml:"rate"`
 }
 
+// Modes.
+const (
+	ModeRelay  = "relay"
+	ModePuppet = "puppet"
+)
+
 // SASL mechanisms.
 const (
 	SASLPlain    = "plain"
@@ -105,6 +129,9 @@ const (
 	DefaultMaxLines     = 5
 	DefaultFloodBurst   = 5
 	DefaultFloodRate    = 1.0
+	DefaultPuppetSuffix = "[wa]"
+	DefaultPuppetMax    = 10
+	DefaultPuppetIdle   = 30 * time.Minute
 )
 
 // NewOptions returns Options with every default set.
@@ -116,6 +143,8 @@ func NewOptions() *Options {
 		SenderFormat:   DefaultSenderFormat,
 		ZeroWidthNames: true,
 		MaxLines:       DefaultMaxLines,
+		Mode:           ModeRelay,
+		Puppets:        Puppets{Suffix: DefaultPuppetSuffix, Max: DefaultPuppetMax, IdleTimeout: DefaultPuppetIdle},
 	}
 }
 
@@ -199,6 +228,16 @@ func (o *Options) Validate(c *config.Checker) {
 	}
 	if o.MaxLines < 0 {
 		c.Errorf("max_lines", "must be 0 (unlimited) or more (got %d)", o.MaxLines)
+	}
+	if c.OneOf("mode", o.Mode, ModeRelay, ModePuppet) && o.Mode == ModePuppet {
+		pc := c.At("puppets")
+		if len(o.Puppets.Suffix) > 8 || (o.Puppets.Suffix != "" && !validNick("a"+o.Puppets.Suffix)) {
+			pc.Errorf("suffix", "%q must be at most 8 nick characters (letters, digits and []\\`_^{|}-)", o.Puppets.Suffix)
+		}
+		pc.Positive("max", int64(o.Puppets.Max))
+		if o.Puppets.IdleTimeout < time.Second {
+			pc.Errorf("idle_timeout", "must be at least 1s (got %s)", o.Puppets.IdleTimeout)
+		}
 	}
 }
 

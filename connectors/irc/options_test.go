@@ -90,6 +90,9 @@ func TestOptionsProblemsNameTheirPath(t *testing.T) {
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    sender_format: \"<{name}>\"\n", []string{"connectors.libera.sender_format: must contain {text} exactly once"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    sender_format: \"<{nick}> {text}\"\n", []string{"connectors.libera.sender_format: has unknown placeholder {nick}"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    max_lines: -1\n", []string{"connectors.libera.max_lines: must be 0 (unlimited) or more"}},
+		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    mode: puppets\n", []string{"connectors.libera.mode: \"puppets\" is not one of relay, puppet"}},
+		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    mode: puppet\n    puppets:\n      suffix: \"(wa)\"\n      max: 0\n      idle_timeout: 10ms\n",
+			[]string{"connectors.libera.puppets.suffix: \"(wa)\" must be at most 8 nick characters", "connectors.libera.puppets.max: must be at least 1", "connectors.libera.puppets.idle_timeout: must be at least 1s"}},
 	} {
 		_, err := parseSection(t, tc.section)
 		if err == nil {
@@ -110,6 +113,7 @@ func TestOptionsAcceptValidSetups(t *testing.T) {
 		"    server: 127.0.0.1:6667\n    nick: wabridge\n    tls: false\n    password: serverpass\n",
 		"    server: irc.example.org:6697\n    nick: wa[bridge]\n    client_cert: bot.pem\n    client_key: bot.key\n    sasl:\n      mechanism: external\n",
 		"    server: irc.example.org:6697\n    nick: wabridge\n    tls_fingerprint: " + strings.Repeat("ab:", 31) + "ab\n    flood:\n      rate: -1\n",
+		"    server: irc.example.org:6697\n    nick: wabridge\n    mode: puppet\n    puppets:\n      suffix: \"|wa\"\n      max: 3\n      idle_timeout: 1h\n",
 		"    server: irc.example.org:6697\n    nick: wabridge\n    channel_keys:\n      \"#secret\": s3cret\n    sender_format: \"\\x02{name}\\x02: {text}\"\n",
 	} {
 		if _, err := parseSection(t, section); err != nil {

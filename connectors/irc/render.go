@@ -197,13 +197,24 @@ type renderer struct {
 	maxLines  int
 }
 
-// lines renders out for its chat, as sent by a client whose prefix
-// (nick!user@host) is prefixLen long: it counts against the 512 bytes.
-// media are lines to show before the text (attachments' links). When
-// max_lines cuts the message, full may publish the whole text and return
-// its link for the marker ("" for none).
-func (r *renderer) lines(out *bridge.Outgoing, prefixLen int, media []string, full func(text string) string) (lineKind, []string) {
+// lineOpts are the circumstances of one rendering.
+type lineOpts struct {
+	// prefixLen is the length of the sending client's nick!user@host,
+	// which counts against the 512 bytes.
+	prefixLen int
+	// media are lines to show before the text (attachments' links).
+	media []string
+	// full, when max_lines cuts the message, may publish the whole text
+	// and return its link for the marker ("" for none).
+	full func(text string) string
+	// asSender: the sender's own puppet sends, so no name is added.
+	asSender bool
+}
+
+// lines renders out for its chat.
+func (r *renderer) lines(out *bridge.Outgoing, o lineOpts) (lineKind, []string) {
 	kind := linePrivmsg
+	prefixLen, media, full := o.prefixLen, o.media, o.full
 	body := out.Text
 	if out.HTML != "" {
 		body = htmlToIRC(out.HTML)
@@ -216,7 +227,12 @@ func (r *renderer) lines(out *bridge.Outgoing, prefixLen int, media []string, fu
 	name := cleanName(out.Sender)
 	dname := decorateName(name, r.zeroWidth, r.colours)
 	tpl := r.format
+	if o.asSender {
+		tpl, dname = bareTemplate, ""
+	}
 	switch {
+	case out.Emote && o.asSender:
+		kind = lineAction
 	case out.Emote:
 		kind, tpl = lineAction, emoteTemplate
 	case out.Notice:

@@ -140,7 +140,7 @@ func TestLongMessagesSplitUnder512Bytes(t *testing.T) {
 	text := strings.Join(words, " ")
 	out := message("k", "#chan", "Ann", text)
 	out.HTML = "<b>" + text + "</b>"
-	kind, lines := r.lines(out, len(prefix), nil, nil)
+	kind, lines := r.lines(out, lineOpts{prefixLen: len(prefix)})
 	if kind != linePrivmsg || len(lines) < 5 {
 		t.Fatalf("%d lines of kind %d", len(lines), kind)
 	}
@@ -165,26 +165,26 @@ func TestLongMessagesSplitUnder512Bytes(t *testing.T) {
 
 func TestMaxLinesTruncates(t *testing.T) {
 	r := renderer{format: mustTemplate(t, DefaultSenderFormat), maxLines: 3}
-	_, lines := r.lines(message("k", "#chan", "Ann", "1\n2\n3\n4\n5\n6"), 30, nil, nil)
+	_, lines := r.lines(message("k", "#chan", "Ann", "1\n2\n3\n4\n5\n6"), lineOpts{prefixLen: 30})
 	want := []string{"<Ann> 1", "<Ann> 2", "<Ann> 3", "<Ann> … (3 more lines)"}
 	if strings.Join(lines, "|") != strings.Join(want, "|") {
 		t.Errorf("got %q, want %q", lines, want)
 	}
-	_, lines = r.lines(message("k", "#chan", "Ann", "1\n2\n3\n4"), 30, nil, nil)
+	_, lines = r.lines(message("k", "#chan", "Ann", "1\n2\n3\n4"), lineOpts{prefixLen: 30})
 	if lines[3] != "<Ann> … (1 more line)" {
 		t.Errorf("one more: %q", lines)
 	}
 	// With the media server, the marker links to the whole text.
 	var published string
-	_, lines = r.lines(message("k", "#chan", "Ann", "1\n\x02two\x02\n3\n4"), 30, nil, func(text string) string {
+	_, lines = r.lines(message("k", "#chan", "Ann", "1\n\x02two\x02\n3\n4"), lineOpts{prefixLen: 30, full: func(text string) string {
 		published = text
 		return "https://media.example.org/abc/message.txt"
-	})
+	}})
 	if lines[3] != "<Ann> … (1 more line: https://media.example.org/abc/message.txt)" || published != "1\ntwo\n3\n4" {
 		t.Errorf("with a link: %q, published %q", lines, published)
 	}
 	r.maxLines = 0
-	if _, lines = r.lines(message("k", "#chan", "Ann", strings.Repeat("x\n", 50)), 30, nil, nil); len(lines) != 50 {
+	if _, lines = r.lines(message("k", "#chan", "Ann", strings.Repeat("x\n", 50)), lineOpts{prefixLen: 30}); len(lines) != 50 {
 		t.Errorf("unlimited: %d lines", len(lines))
 	}
 }
@@ -193,33 +193,33 @@ func TestKindsOfLines(t *testing.T) {
 	r := renderer{format: mustTemplate(t, DefaultSenderFormat), zeroWidth: true}
 	emote := message("k", "#chan", "Ann", "waves")
 	emote.Emote = true
-	if kind, lines := r.lines(emote, 30, nil, nil); kind != lineAction || len(lines) != 1 || lines[0] != "\x01ACTION A\u200dnn waves\x01" {
+	if kind, lines := r.lines(emote, lineOpts{prefixLen: 30}); kind != lineAction || len(lines) != 1 || lines[0] != "\x01ACTION A\u200dnn waves\x01" {
 		t.Errorf("emote: %d %q", kind, lines)
 	}
 	// The core's reaction notice already names the sender.
 	reaction := message("k", "#chan", "Ann", "Ann reacted 👍 to “hello there”")
 	reaction.Notice = true
-	if kind, lines := r.lines(reaction, 30, nil, nil); kind != lineNotice || lines[0] != "A\u200dnn reacted 👍 to “hello there”" {
+	if kind, lines := r.lines(reaction, lineOpts{prefixLen: 30}); kind != lineNotice || lines[0] != "A\u200dnn reacted 👍 to “hello there”" {
 		t.Errorf("reaction notice: %d %q", kind, lines)
 	}
 	bot := message("k", "#chan", "Build bot", "build passed")
 	bot.Notice = true
-	if _, lines := r.lines(bot, 30, nil, nil); lines[0] != "<B\u200duild bot> build passed" {
+	if _, lines := r.lines(bot, lineOpts{prefixLen: 30}); lines[0] != "<B\u200duild bot> build passed" {
 		t.Errorf("a bot's notice: %q", lines)
 	}
 	op := message("k", "#chan", "phonebridge", "link 'phone' was logged out")
 	op.Notice, op.Origin = true, bridge.ChatRef{Connector: bridge.NoticeOrigin, ID: "notices"}
-	if _, lines := r.lines(op, 30, nil, nil); lines[0] != "link 'phone' was logged out" {
+	if _, lines := r.lines(op, lineOpts{prefixLen: 30}); lines[0] != "link 'phone' was logged out" {
 		t.Errorf("an operator notice: %q", lines)
 	}
 	// The core's placeholder for media IRC cannot carry.
 	media := message("k", "#chan", "Ann", "[image: cat.jpg, 1.2 MB] look")
-	if _, lines := r.lines(media, 30, nil, nil); lines[0] != "<A\u200dnn> [image: cat.jpg, 1.2 MB] look" {
+	if _, lines := r.lines(media, lineOpts{prefixLen: 30}); lines[0] != "<A\u200dnn> [image: cat.jpg, 1.2 MB] look" {
 		t.Errorf("media placeholder: %q", lines)
 	}
 	// Text trying to start a CTCP or smuggle a line.
 	evil := message("k", "#chan", "Ann", "\x01DCC SEND x\x01\r\nQUIT :bye")
-	if _, lines := r.lines(evil, 30, nil, nil); len(lines) != 2 || strings.ContainsAny(strings.Join(lines, ""), "\x01\r\n") {
+	if _, lines := r.lines(evil, lineOpts{prefixLen: 30}); len(lines) != 2 || strings.ContainsAny(strings.Join(lines, ""), "\x01\r\n") {
 		t.Errorf("CTCP or CRLF got through: %q", lines)
 	}
 }

@@ -31,14 +31,24 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	if err := c.canSend(bot, target); err != nil {
 		return "", err
 	}
+	cli, asSender := bot, false
+	if c.wantsPuppet(out) {
+		p, err := c.puppetFor(ctx, out)
+		if err != nil {
+			return "", err
+		}
+		if p != nil {
+			cli, asSender = p.cli, true
+		}
+	}
 	lines, done, err := c.sent.resume(out.Key, func() ([]*ircmsg.Message, error) {
-		return c.messages(ctx, out, bot.Prefix())
+		return c.messages(ctx, out, cli.Prefix(), asSender)
 	})
 	if err != nil {
 		return "", err
 	}
 	for i := done; i < len(lines); i++ {
-		if err := bot.Send(ctx, lines[i]); err != nil {
+		if err := cli.Send(ctx, lines[i]); err != nil {
 			c.sent.failed(out.Key, lines, i, i > done)
 			return "", sendError(target, err)
 		}
@@ -94,7 +104,7 @@ func sendError(target string, err error) error {
 
 // messages renders out as the lines to send to its chat, publishing its
 // attachments on the media server.
-func (c *Connector) messages(ctx context.Context, out *bridge.Outgoing, prefix string) ([]*ircmsg.Message, error) {
+func (c *Connector) messages(ctx context.Context, out *bridge.Outgoing, prefix string, asSender bool) ([]*ircmsg.Message, error) {
 	var media []string
 	if len(out.Media) > 0 && c.media != nil {
 		var err error
@@ -102,7 +112,12 @@ func (c *Connector) messages(ctx context.Context, out *bridge.Outgoing, prefix s
 			return nil, err
 		}
 	}
-	kind, bodies := c.rend.lines(out, len(prefix), media, func(text string) string { return c.publishText(ctx, text) })
+	kind, bodies := c.rend.lines(out, lineOpts{
+		prefixLen: len(prefix),
+		media:     media,
+		full:      func(text string) string { return c.publishText(ctx, text) },
+		asSender:  asSender,
+	})
 	cmd := "PRIVMSG"
 	if kind == lineNotice {
 		cmd = "NOTICE"

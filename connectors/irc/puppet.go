@@ -1,0 +1,248 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
+	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
+)
+
+// Puppet mode: each relayed sender speaks through a connection of their
+// own, under a nick made from their name, opened on their first message
+// and closed after puppets.idle_timeout of silence. Only the bot relays
+// what IRC says; the puppets' own lines are never relayed back.
+
+// maxNickLen keeps puppet nicks within what the big networks allow
+// (Libera.Chat's NICKLEN is 16).
+const maxNickLen = 16
+
+// puppetJoinWait bounds how long a send waits for a new puppet to
+// connect and join; past it the delivery is retried with backoff.
+const puppetJoinWait = 20 * time.Second
+
+// puppet is one sender's connection.
+type puppet struct {
+	key  string
+	cli  ircClient
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu sync.Mutex
+	// changed is closed and replaced whenever the connection's state or
+	// channels change, to wake sends waiting for it.
+	changed chan struct{}
+	idle    *time.Timer
+}
+
+// puppets are the open puppet connections, by sender.
+type puppets struct {
+	mu sync.Mutex
+	by map[string]*puppet
+	wg sync.WaitGroup
+}
+
+// puppetKey is who a puppet speaks for: a sender of one origin.
+func puppetKey(out *bridge.Outgoing) string {
+	id := out.Sender.ID
+	if id == "" {
+		id = out.Sender.Name
+	}
+	return out.Origin.Connector + "\x00" + id
+}
+
+// wantsPuppet reports whether out goes through its sender's puppet: a
+// message from a person, not the bridge's own notices or the core's
+// fallback notices (which name their sender in the text).
+func (c *Connector) wantsPuppet(out *bridge.Outgoing) bool {
+	return c.opts.Mode == ModePuppet && !out.Notice && out.Origin.Connector != bridge.NoticeOrigin &&
+		(out.Sender.ID != "" || out.Sender.Name != "")
+}
+
+// puppetFor returns out's sender's puppet, connected and in out's chat,
+// opening it if need be; nil (and no error) when puppets.max are open:
+// the bot then speaks for this sender.
+func (c *Connector) puppetFor(ctx context.Context, out *bridge.Outgoing) (*puppet, error) {
+	key := puppetKey(out)
+	c.pups.mu.Lock()
+	p := c.pups.by[key]
+	if p == nil {
+		if len(c.pups.by) >= c.opts.Puppets.Max {
+			c.pups.mu.Unlock()
+			return nil, nil
+		}
+		var err error
+		if p, err = c.openPuppet(key, out); err != nil {
+			c.pups.mu.Unlock()
+			return nil, err
+		}
+		c.pups.by[key] = p
+	}
+	c.pups.mu.Unlock()
+	p.mu.Lock()
+	p.idle.Reset(c.opts.Puppets.IdleTimeout)
+	p.mu.Unlock()
+	if !isChannel(out.Chat.ID) {
+		return p, p.wait(ctx, func() bool { return registered(p.cli) })
+	}
+	bot := c.client()
+	in := func() bool {
+		return slices.ContainsFunc(p.cli.Channels(), func(ch string) bool { return p.cli.Fold(ch) == p.cli.Fold(out.Chat.ID) })
+	}
+	if !in() {
+		p.cli.Join(out.Chat.ID, c.opts.channelKey(out.Chat.ID, foldEqual(bot)))
+	}
+	return p, p.wait(ctx, in)
+}
+
+// registered reports whether cli can send.
+func registered(cli ircClient) bool {
+	s, ok := cli.(interface{ State() ircconn.State })
+	return !ok || s.State() == ircconn.StateRegistered
+}
+
+// openPuppet starts a puppet's connection. Called with pups.mu held.
+func (c *Connector) openPuppet(key string, out *bridge.Outgoing) (*puppet, error) {
+	p := &puppet{key: key, changed: make(chan struct{}), done: make(chan struct{})}
+	cfg := clientConfig{nick: puppetNick(cleanName(out.Sender), c.opts.Puppets.Suffix), puppet: true, channels: map[string]string{}}
+	if isChannel(out.Chat.ID) {
+		cfg.channels[out.Chat.ID] = c.opts.channelKey(out.Chat.ID, foldEqual(c.client()))
+	}
+	cli, err := c.newClient(cfg, puppetHandler{p})
+	if err != nil {
+		return nil, err
+	}
+	p.cli = cli
+	ctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	p.idle = time.AfterFunc(c.opts.Puppets.IdleTimeout, func() { c.retirePuppet(p, "idle") })
+	c.pups.wg.Add(1)
+	go func() {
+		defer c.pups.wg.Done()
+		defer close(p.done)
+		if err := cli.Run(ctx); err != nil {
+			c.log.Error("a puppet connection stopped", "nick", cfg.nick, "err", err)
+		}
+	}()
+	c.log.Info("IRC puppet connecting", "nick", cfg.nick)
+	return p, nil
+}
+
+// retirePuppet closes p (it sends QUIT) and forgets it.
+func (c *Connector) retirePuppet(p *puppet, why string) {
+	c.pups.mu.Lock()
+	if c.pups.by[p.key] == p {
+		delete(c.pups.by, p.key)
+	}
+	c.pups.mu.Unlock()
+	p.mu.Lock()
+	p.idle.Stop()
+	p.mu.Unlock()
+	p.stop()
+	c.log.Debug("IRC puppet closed", "nick", p.cli.Nick(), "why", why)
+}
+
+// stopPuppets closes every puppet and waits for them within ctx.
+func (c *Connector) stopPuppets(ctx context.Context) error {
+	c.pups.mu.Lock()
+	all := make([]*puppet, 0, len(c.pups.by))
+	for _, p := range c.pups.by {
+		all = append(all, p)
+	}
+	c.pups.mu.Unlock()
+	for _, p := range all {
+		c.retirePuppet(p, "stopping")
+	}
+	done := make(chan struct{})
+	go func() { c.pups.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// isPuppet reports whether nick is one of our puppets.
+func (c *Connector) isPuppet(nick string) bool {
+	if c.opts.Mode != ModePuppet {
+		return false
+	}
+	c.pups.mu.Lock()
+	defer c.pups.mu.Unlock()
+	for _, p := range c.pups.by {
+		if p.cli.Fold(p.cli.Nick()) == p.cli.Fold(nick) {
+			return true
+		}
+	}
+	return false
+}
+
+// errPuppetNotReady is transient: the puppet is still connecting or
+// joining; the delivery is retried.
+var errPuppetNotReady = errors.New("the sender's IRC connection is not in the channel yet")
+
+// wait waits until ready holds, the puppet changes being signalled, for
+// at most puppetJoinWait within ctx.
+func (p *puppet) wait(ctx context.Context, ready func() bool) error {
+	t := time.NewTimer(puppetJoinWait)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		changed := p.changed
+		p.mu.Unlock()
+		if ready() {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return errPuppetNotReady
+		case <-ctx.Done():
+			return errPuppetNotReady
+		}
+	}
+}
+
+func (p *puppet) signal() {
+	p.mu.Lock()
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// puppetHandler hears a puppet's connection: it relays nothing (the bot
+// does), it only wakes the sends waiting for the puppet.
+type puppetHandler struct{ p *puppet }
+
+func (h puppetHandler) Message(m *ircmsg.Message) {
+	switch m.Command {
+	case "JOIN", "PART", "KICK", "001":
+		h.p.signal()
+	}
+}
+
+func (h puppetHandler) State(ircconn.State, string) { h.p.signal() }
+
+// puppetNick makes a nick from a sender's name: the characters a nick may
+// hold, cut so that with suffix it fits maxNickLen.
+func puppetNick(name, suffix string) string {
+	var b []byte
+	for i := 0; i < len(name); i++ {
+		ch := name[i]
+		if 'a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '_' || ch == '-' || ch == '[' || ch == ']' || ch == '`' || ch == '^' || ch == '|' || ch == '{' || ch == '}' {
+			b = append(b, ch)
+		}
+	}
+	if len(b) == 0 || b[0] == '-' || ('0' <= b[0] && b[0] <= '9') {
+		b = append([]byte("wa"), b...)
+	}
+	if room := maxNickLen - len(suffix); len(b) > room {
+		b = b[:max(room, 1)]
+	}
+	return string(b) + suffix
+}

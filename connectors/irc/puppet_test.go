@@ -1,0 +1,118 @@
+package irc
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+func puppetRig(t *testing.T, tune func(o *Options)) *rig {
+	t.Helper()
+	return newRig(t, nil, func(o *Options) {
+		o.Mode = ModePuppet
+		if tune != nil {
+			tune(o)
+		}
+	})
+}
+
+func (r *rig) puppet(t *testing.T, i int) *fakeClient {
+	t.Helper()
+	r.puppetsMu.Lock()
+	defer r.puppetsMu.Unlock()
+	if i >= len(r.puppets) {
+		t.Fatalf("%d puppets, want at least %d", len(r.puppets), i+1)
+	}
+	return r.puppets[i]
+}
+
+func TestPuppetsSpeakForTheirSenders(t *testing.T) {
+	r := puppetRig(t, nil)
+	for _, m := range []*bridge.Outgoing{
+		message("pb.1", "#chan", "Ann", "hello"),
+		message("pb.2", "#chan", "Bob Smith", "hi Ann"),
+		message("pb.3", "#chan", "Ann", "how are you"),
+	} {
+		if _, err := r.c.Send(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ann, bob := r.puppet(t, 0), r.puppet(t, 1)
+	if ann.Nick() != "Ann[wa]" || bob.Nick() != "BobSmith[wa]" || len(r.puppets) != 2 {
+		t.Errorf("puppets %q, %q (%d)", ann.Nick(), bob.Nick(), len(r.puppets))
+	}
+	if got := strings.Join(ann.lines(), "|"); got != "PRIVMSG #chan hello|PRIVMSG #chan how are you" {
+		t.Errorf("Ann's puppet sent %q", got)
+	}
+	if got := strings.Join(bob.lines(), "|"); got != "PRIVMSG #chan hi Ann" {
+		t.Errorf("Bob's puppet sent %q", got)
+	}
+	emote := message("pb.4", "#chan", "Ann", "waves")
+	emote.Emote = true
+	notice := message("pb.5", "#chan", "Ann", "Ann reacted 👍 to “hi Ann”")
+	notice.Notice = true
+	for _, m := range []*bridge.Outgoing{emote, notice} {
+		if _, err := r.c.Send(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ann.lines(); got[len(got)-1] != "PRIVMSG #chan \x01ACTION waves\x01" {
+		t.Errorf("Ann's action %q", got[len(got)-1])
+	}
+	if got := r.cli.lines(); len(got) != 1 || got[0] != "NOTICE #chan A\u200dnn reacted 👍 to “hi Ann”" {
+		t.Errorf("the bot sent %q, want the notice only", got)
+	}
+	// What the puppets say comes back to the bot: it is not relayed.
+	r.cli.server(t, ":Ann[wa]!~wa@h PRIVMSG #chan :hello")
+	r.cli.server(t, ":BobSmith[wa]!~wa@h PRIVMSG #chan :\x01ACTION waves\x01")
+	r.cli.server(t, ":carol!c@h PRIVMSG #chan :hi all")
+	if got := r.sink.take(); len(got) != 1 || got[0].Sender.Name != "carol" {
+		t.Errorf("relayed %d events, want carol's only", len(got))
+	}
+}
+
+func TestPuppetLimitAndIdleTimeout(t *testing.T) {
+	r := puppetRig(t, func(o *Options) {
+		o.Puppets.Max = 1
+		o.Puppets.IdleTimeout = 100 * time.Millisecond
+	})
+	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "one")); err != nil {
+		t.Fatal(err)
+	}
+	// Over the limit: the bot speaks for Bob.
+	if _, err := r.c.Send(t.Context(), message("pb.2", "#chan", "Bob", "two")); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cli.lines(); len(got) != 1 || got[0] != "PRIVMSG #chan <B\u200dob> two" {
+		t.Errorf("the bot sent %q", got)
+	}
+	// Idle: Ann's connection closes, and a new one opens when she speaks.
+	select {
+	case <-r.puppet(t, 0).stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle puppet was not closed")
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.3", "#chan", "Bob", "three")); err != nil {
+		t.Fatal(err)
+	}
+	if bob := r.puppet(t, 1); bob.Nick() != "Bob[wa]" || strings.Join(bob.lines(), "|") != "PRIVMSG #chan three" {
+		t.Errorf("after Ann left, Bob's puppet %q sent %q", bob.Nick(), bob.lines())
+	}
+}
+
+func TestPuppetNicks(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"Ann", "Ann[wa]"},
+		{"Bob Smith", "BobSmith[wa]"},
+		{"Élodie", "lodie[wa]"},
+		{"15551234567", "wa1555123456[wa]"},
+		{"李", "wa[wa]"},
+		{"Christopher Robin", "ChristopherR[wa]"},
+	} {
+		if got := puppetNick(tc.name, "[wa]"); got != tc.want || len(got) > maxNickLen || !validNick(got) {
+			t.Errorf("%q → %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
