@@ -310,3 +310,47 @@ func TestStatusWithoutADaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestWebPageOfTheRunningBinary: the daemon serves the link page when
+// web.listen is set, behind its token.
+func TestWebPageOfTheRunningBinary(t *testing.T) {
+	bin := daemontest.Binary(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	const token = "web-token-0123456789"
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "web:\n  listen: "+addr+"\n  token: "+token+"\n")
+	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get("http://" + addr + "/api/links")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the links without the token: %d, want 401", resp.StatusCode)
+	}
+	resp, err = noRedirect.Get("http://" + addr + "/?token=" + token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if len(cookies) == 0 {
+		t.Fatalf("signing in with the token set no cookie (%d)", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/links", nil)
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err = noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the links with the cookie: %d, want 200", resp.StatusCode)
+	}
+	if strings.Contains(d.Logs(), token) {
+		t.Error("the daemon logged the web token")
+	}
+	d.Stop(5 * time.Second)
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/phonebridge/phonebridge/internal/mediaserver"
 	"github.com/phonebridge/phonebridge/internal/metrics"
 	"github.com/phonebridge/phonebridge/internal/sdnotify"
+	"github.com/phonebridge/phonebridge/internal/webui"
 )
 
 // StopTimeout keeps shutdown inside the 5 s systemd and operators expect.
@@ -81,6 +82,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		defer cancel()
 		return errors.Join(fmt.Errorf("control socket: %w", err), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
 	}
+	web, err := webui.Start(cfg.Web, cfg.StateDir, b, log) // nil when web.listen is empty
+	if err != nil {
+		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
+		defer cancel()
+		return errors.Join(err, srv.Close(stopCtx), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
+	}
 	log.Info(ReadyMessage, "version", version, "database", cfg.Store.Path, "control", SocketPath(cfg))
 	b.OnStateChange(func() { notify.Status(d.statusLine()) })
 	notify.Ready(d.statusLine())
@@ -103,11 +110,12 @@ wait:
 	<-watchdogDone
 	stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 	defer cancel()
-	// The control API first: no new link may start while connectors stop.
 	ctlCtx, ctlCancel := context.WithTimeout(stopCtx, StopTimeout/5)
 	defer ctlCancel()
-	// The media server last: connectors may publish while they stop.
-	return errors.Join(srv.Close(ctlCtx), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
+	// The control socket and the web page first: no new link may start
+	// while connectors stop. The media server last: connectors may
+	// publish while they stop.
+	return errors.Join(srv.Close(ctlCtx), web.Close(ctlCtx), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
 }
 
 // closeMetrics stops the metrics endpoint, if one runs.
