@@ -39,6 +39,9 @@ fi
 # protocol; Debian's package needs no browser download of its own.
 command -v chromium >/dev/null || apt_install chromium
 
+# The install test checks the systemd unit with systemd-analyze.
+command -v systemd-analyze >/dev/null || apt_install systemd
+
 # Matrix integration tests run a real Dendrite homeserver (cgo SQLite).
 dendrite_version=v0.13.8
 gobin=$(go env GOBIN); gobin=${gobin:-$(go env GOPATH)/bin}
