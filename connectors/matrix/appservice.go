@@ -23,6 +23,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,6 +91,20 @@ var asMigrations = []string{
 	ALTER TABLE matrix_ghosts ADD COLUMN avatar_id TEXT NOT NULL DEFAULT '';`,
 	// Portals being created: a row left here by a crash says a room for
 	// the chat may exist unrecorded, to be found before making another.
+	// A transaction is recognised by its id and its body's digest:
+	// Dendrite names a transaction after its first event's queue time, so
+	// a redelivered event batched with new ones comes under an old id.
+	`CREATE TABLE matrix_as_txns_v2 (
+		connector TEXT NOT NULL,
+		txn_id    TEXT NOT NULL,
+		digest    TEXT NOT NULL,
+		done_at   INTEGER NOT NULL,
+		PRIMARY KEY (connector, txn_id, digest)
+	) WITHOUT ROWID;
+	INSERT INTO matrix_as_txns_v2 (connector, txn_id, digest, done_at) SELECT connector, txn_id, '', done_at FROM matrix_as_txns;
+	DROP TABLE matrix_as_txns;
+	ALTER TABLE matrix_as_txns_v2 RENAME TO matrix_as_txns;
+	CREATE INDEX matrix_as_txns_done ON matrix_as_txns (connector, done_at);`,
 	`CREATE TABLE matrix_portals_pending (
 		connector        TEXT NOT NULL,
 		origin_connector TEXT NOT NULL,
@@ -349,7 +364,8 @@ func (s *asServer) transaction(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { <-s.txn }()
 
-	done, err := s.txnDone(ctx, txnID)
+	digest := txnDigest(body)
+	done, err := s.txnDone(ctx, txnID, digest)
 	if err != nil {
 		s.b.log.Error("the appservice API could not read its transaction log", "txn", txnID, "err", err)
 		asWriteError(w, http.StatusInternalServerError, "M_UNKNOWN", "transaction log unreadable")
@@ -364,7 +380,7 @@ func (s *asServer) transaction(w http.ResponseWriter, r *http.Request) {
 		asWriteError(w, http.StatusInternalServerError, "M_UNKNOWN", "not applied; send again")
 		return
 	}
-	if err := s.recordTxn(ctx, txnID); err != nil {
+	if err := s.recordTxn(ctx, txnID, digest); err != nil {
 		// Applied but not recorded: the retry is applied again, which the
 		// handler's idempotency per event id absorbs.
 		s.b.log.Error("a transaction was applied but could not be recorded", "txn", txnID, "err", err)
@@ -385,22 +401,33 @@ func prepareTxnEvent(evt *event.Event) {
 	_ = evt.Content.ParseRaw(evt.Type)
 }
 
-func (s *asServer) txnDone(ctx context.Context, txnID string) (bool, error) {
+// txnDone reports whether the transaction txnID with this body was
+// applied already. The same id with another body is a new transaction.
+func (s *asServer) txnDone(ctx context.Context, txnID, digest string) (bool, error) {
+	// A row from before digests were kept ('') counts as the same body.
 	var one int
-	err := s.b.store.QueryRowContext(ctx, `SELECT 1 FROM matrix_as_txns WHERE connector = ? AND txn_id = ?`, s.b.name, txnID).Scan(&one)
+	err := s.b.store.QueryRowContext(ctx, `SELECT 1 FROM matrix_as_txns WHERE connector = ? AND txn_id = ? AND digest IN (?, '')`,
+		s.b.name, txnID, digest).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
-// recordTxn marks txnID applied; the caller holds s.txn.
-func (s *asServer) recordTxn(ctx context.Context, txnID string) error {
+// txnDigest identifies a transaction's body.
+func txnDigest(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:16])
+}
+
+// recordTxn marks txnID with this body applied; the caller holds s.txn.
+func (s *asServer) recordTxn(ctx context.Context, txnID, digest string) error {
 	now := time.Now()
 	s.recorded++
 	prune := s.recorded%pruneEvery == 0
 	return s.b.store.Write(ctx, func(tx *bridge.Tx) error {
-		if _, err := tx.Exec(`INSERT OR IGNORE INTO matrix_as_txns (connector, txn_id, done_at) VALUES (?, ?, ?)`, s.b.name, txnID, now.UnixMilli()); err != nil {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO matrix_as_txns (connector, txn_id, digest, done_at) VALUES (?, ?, ?, ?)`,
+			s.b.name, txnID, digest, now.UnixMilli()); err != nil {
 			return err
 		}
 		if prune {

@@ -202,6 +202,23 @@ func TestASServerTransactions(t *testing.T) {
 	if s := snapshot(); s != "1:$e1,$e2" {
 		t.Fatalf("applied %q after a retry, want txn 1 once", s)
 	}
+	// Dendrite names a transaction after its first event's queue time: an
+	// event redelivered after a crash, batched with a new one, comes under
+	// the old id. The new body is applied (per event, the core keeps it
+	// idempotent).
+	batched := strings.Replace(txnBody, `"$e2"`, `"$e3"`, 1)
+	if r := call(t, "PUT", base+"/_matrix/app/v1/transactions/1", hs, batched); r.status != 200 {
+		t.Fatalf("txn 1 with another body: %d %s", r.status, r.body)
+	}
+	if r := call(t, "PUT", base+"/_matrix/app/v1/transactions/1", hs, batched); r.status != 200 {
+		t.Fatalf("txn 1 with another body, retried: %d %s", r.status, r.body)
+	}
+	if s := snapshot(); s != "1:$e1,$e2 1:$e1,$e3" {
+		t.Fatalf("applied %q, want the other body once", s)
+	}
+	mu.Lock()
+	got = got[:1]
+	mu.Unlock()
 	// A handler failure answers 500 and records nothing: the retry is
 	// applied.
 	if r := put(base, "/_matrix/app/v1/transactions/2"); r.status != 500 {
