@@ -114,13 +114,10 @@ func (h handler) Message(m *ircmsg.Message) {
 		if why, ok := joinRefusals[m.Command]; ok && len(m.Params) >= 2 {
 			ch := m.Param(1)
 			f := cli.Fold(ch)
-			routed := c.isRouted(cli, ch)
-			if routed {
+			if c.isRouted(cli, ch) {
 				c.mu.Lock()
 				c.refused[f] = why
 				c.mu.Unlock()
-			}
-			if routed {
 				c.warnOnce("join:"+f, "IRC connector "+c.name+" cannot join "+ch+": "+why+" ("+oneLine(m.Trailing())+"); messages for it are dropped until it can")
 			}
 		}

@@ -13,8 +13,9 @@ import (
 	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 )
 
-// Connector is one irc connector in relay-bot mode: one connection joins
-// the channels the routes name and relays for everyone.
+// Connector is one irc connector: a bot connection joins the channels the
+// routes name, relays what is said there, and speaks for everyone else,
+// or, in puppet mode, lets each sender's own connection speak (puppet.go).
 type Connector struct {
 	name  string
 	log   *slog.Logger

@@ -74,10 +74,7 @@ func TestPuppetsSpeakForTheirSenders(t *testing.T) {
 }
 
 func TestPuppetLimitAndIdleTimeout(t *testing.T) {
-	r := puppetRig(t, func(o *Options) {
-		o.Puppets.Max = 1
-		o.Puppets.IdleTimeout = 100 * time.Millisecond
-	})
+	r := puppetRig(t, func(o *Options) { o.Puppets.Max = 1 })
 	if _, err := r.c.Send(t.Context(), message("pb.1", "#chan", "Ann", "one")); err != nil {
 		t.Fatal(err)
 	}
@@ -88,16 +85,22 @@ func TestPuppetLimitAndIdleTimeout(t *testing.T) {
 	if got := r.cli.lines(); len(got) != 1 || got[0] != "PRIVMSG #chan <B\u200dob> two" {
 		t.Errorf("the bot sent %q", got)
 	}
-	// Idle: Ann's connection closes, and a new one opens when she speaks.
+	// Idle: Ann's connection closes, and Bob gets one when he speaks. (A
+	// send rearms the idle timer with the current setting.)
+	r.c.opts.Puppets.IdleTimeout = 50 * time.Millisecond
+	if _, err := r.c.Send(t.Context(), message("pb.3", "#chan", "Ann", "three")); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-r.puppet(t, 0).stopped:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the idle puppet was not closed")
 	}
-	if _, err := r.c.Send(t.Context(), message("pb.3", "#chan", "Bob", "three")); err != nil {
+	r.c.opts.Puppets.IdleTimeout = time.Hour
+	if _, err := r.c.Send(t.Context(), message("pb.4", "#chan", "Bob", "four")); err != nil {
 		t.Fatal(err)
 	}
-	if bob := r.puppet(t, 1); bob.Nick() != "Bob[wa]" || strings.Join(bob.lines(), "|") != "PRIVMSG #chan three" {
+	if bob := r.puppet(t, 1); bob.Nick() != "Bob[wa]" || strings.Join(bob.lines(), "|") != "PRIVMSG #chan four" {
 		t.Errorf("after Ann left, Bob's puppet %q sent %q", bob.Nick(), bob.lines())
 	}
 }
