@@ -34,8 +34,10 @@ type fakeClient struct {
 	// autoJoin: the server lets it in at once (puppets): its channels
 	// are joined when it runs, and Join joins.
 	autoJoin bool
-	initial  []string
-	stopped  chan struct{}
+	// refuseJoins: the server answers joins with 474 (banned).
+	refuseJoins bool
+	initial     []string
+	stopped     chan struct{}
 }
 
 func (f *fakeClient) Run(ctx context.Context) error {
@@ -81,12 +83,15 @@ func (f *fakeClient) Prefix() string {
 func (f *fakeClient) Join(channel, key string) {
 	f.mu.Lock()
 	f.joins = append(f.joins, channel+" "+key)
-	auto := f.autoJoin
-	if auto {
+	auto, refuse := f.autoJoin, f.refuseJoins
+	if auto && !refuse {
 		f.joined = append(f.joined, channel)
 	}
 	f.mu.Unlock()
-	if auto {
+	switch {
+	case auto && refuse:
+		f.h.Message(&ircmsg.Message{Source: "irc.example.org", Command: "474", Params: []string{f.Nick(), channel, "Cannot join channel (+b)"}})
+	case auto:
 		f.h.Message(&ircmsg.Message{Source: f.Nick() + "!~p@h", Command: "JOIN", Params: []string{channel}})
 	}
 }
@@ -192,8 +197,10 @@ type rig struct {
 	// puppets are the clients made after the bot's, in order.
 	puppetsMu sync.Mutex
 	puppets   []*fakeClient
-	sink      *recordingSink
-	store     *bridge.Store
+	// puppetTune, if set, sets up each puppet's fake before it runs.
+	puppetTune func(*fakeClient)
+	sink       *recordingSink
+	store      *bridge.Store
 }
 
 func openStore(t *testing.T, dir string) *bridge.Store {
@@ -238,6 +245,9 @@ func newRig(t *testing.T, store *bridge.Store, tune func(o *Options), media ...b
 		f.autoJoin = true
 		for ch := range cfg.channels {
 			f.initial = append(f.initial, ch)
+		}
+		if r.puppetTune != nil {
+			r.puppetTune(f)
 		}
 		r.puppetsMu.Lock()
 		r.puppets = append(r.puppets, f)

@@ -2,7 +2,6 @@ package irc
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -22,8 +21,8 @@ import (
 const maxNickLen = 16
 
 // puppetJoinWait bounds how long a send waits for a new puppet to
-// connect and join; past it the delivery is retried with backoff.
-const puppetJoinWait = 20 * time.Second
+// connect and join; past it the bot speaks instead.
+const puppetJoinWait = 15 * time.Second
 
 // puppet is one sender's connection.
 type puppet struct {
@@ -37,6 +36,11 @@ type puppet struct {
 	// channels change, to wake sends waiting for it.
 	changed chan struct{}
 	idle    *time.Timer
+	// stuck: it did not get ready in time once; sends do not wait for
+	// it again until it is ready.
+	stuck bool
+	// refused: the server refused a join since the last wait.
+	refused bool
 }
 
 // puppets are the open puppet connections, by sender.
@@ -86,17 +90,24 @@ func (c *Connector) puppetFor(ctx context.Context, out *bridge.Outgoing) (*puppe
 	p.mu.Lock()
 	p.idle.Reset(c.opts.Puppets.IdleTimeout)
 	p.mu.Unlock()
-	if !isChannel(out.Chat.ID) {
-		return p, p.wait(ctx, func() bool { return registered(p.cli) })
+	ready := func() bool { return registered(p.cli) }
+	if target := out.Chat.ID; isChannel(target) {
+		ready = func() bool {
+			return slices.ContainsFunc(p.cli.Channels(), func(ch string) bool { return p.cli.Fold(ch) == p.cli.Fold(target) })
+		}
+		if !ready() {
+			p.cli.Join(target, c.opts.channelKey(target, foldEqual(c.client())))
+		}
 	}
-	bot := c.client()
-	in := func() bool {
-		return slices.ContainsFunc(p.cli.Channels(), func(ch string) bool { return p.cli.Fold(ch) == p.cli.Fold(out.Chat.ID) })
+	if p.wait(ctx, ready) {
+		return p, nil
 	}
-	if !in() {
-		p.cli.Join(out.Chat.ID, c.opts.channelKey(out.Chat.ID, foldEqual(bot)))
-	}
-	return p, p.wait(ctx, in)
+	// A puppet that cannot get in (the network refuses more connections,
+	// a ban on its nick) must not hold its sender's messages up: the bot
+	// speaks for them meanwhile, and the next message tries the puppet
+	// again without waiting.
+	c.log.Warn("an IRC puppet is not in the channel; the bot relays for its sender meanwhile", "nick", p.cli.Nick(), "chat", out.Chat.ID)
+	return nil, nil
 }
 
 // registered reports whether cli can send.
@@ -182,28 +193,33 @@ func (c *Connector) isPuppet(nick string) bool {
 	return false
 }
 
-// errPuppetNotReady is transient: the puppet is still connecting or
-// joining; the delivery is retried.
-var errPuppetNotReady = errors.New("the sender's IRC connection is not in the channel yet")
-
-// wait waits until ready holds, the puppet changes being signalled, for
-// at most puppetJoinWait within ctx.
-func (p *puppet) wait(ctx context.Context, ready func() bool) error {
+// wait waits until ready holds, for at most puppetJoinWait within ctx,
+// and not at all while the puppet is stuck or a join was refused.
+func (p *puppet) wait(ctx context.Context, ready func() bool) bool {
 	t := time.NewTimer(puppetJoinWait)
 	defer t.Stop()
 	for {
 		p.mu.Lock()
-		changed := p.changed
+		changed, stuck, refused := p.changed, p.stuck, p.refused
+		p.refused = false
+		ok := ready()
+		p.stuck = !ok && (stuck || refused)
 		p.mu.Unlock()
-		if ready() {
-			return nil
+		switch {
+		case ok:
+			return true
+		case stuck || refused:
+			return false
 		}
 		select {
 		case <-changed:
 		case <-t.C:
-			return errPuppetNotReady
+			p.mu.Lock()
+			p.stuck = true
+			p.mu.Unlock()
+			return false
 		case <-ctx.Done():
-			return errPuppetNotReady
+			return false
 		}
 	}
 }
@@ -220,6 +236,13 @@ func (p *puppet) signal() {
 type puppetHandler struct{ p *puppet }
 
 func (h puppetHandler) Message(m *ircmsg.Message) {
+	if _, refused := joinRefusals[m.Command]; refused {
+		h.p.mu.Lock()
+		h.p.refused = true
+		h.p.mu.Unlock()
+		h.p.signal()
+		return
+	}
 	switch m.Command {
 	case "JOIN", "PART", "KICK", "001":
 		h.p.signal()

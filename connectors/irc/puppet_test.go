@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,26 @@ func TestPuppetLimitAndIdleTimeout(t *testing.T) {
 	}
 	if bob := r.puppet(t, 1); bob.Nick() != "Bob[wa]" || strings.Join(bob.lines(), "|") != "PRIVMSG #chan four" {
 		t.Errorf("after Ann left, Bob's puppet %q sent %q", bob.Nick(), bob.lines())
+	}
+}
+
+func TestBannedPuppetLetsTheBotSpeak(t *testing.T) {
+	r := puppetRig(t, nil)
+	r.puppetTune = func(f *fakeClient) { f.refuseJoins = true }
+	start := time.Now()
+	for i, text := range []string{"one", "two"} {
+		if _, err := r.c.Send(t.Context(), message(fmt.Sprintf("pb.%d", i), "#chan", "Ann", text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(r.cli.lines(), "|"); got != "PRIVMSG #chan <A\u200dnn> one|PRIVMSG #chan <A\u200dnn> two" {
+		t.Errorf("the bot sent %q", got)
+	}
+	if d := time.Since(start); d > puppetJoinWait/2 {
+		t.Errorf("the sends waited %v for a puppet that was refused", d)
+	}
+	if ann := r.puppet(t, 0); len(ann.lines()) != 0 || len(r.puppets) != 1 {
+		t.Errorf("the refused puppet sent %q; %d puppets", ann.lines(), len(r.puppets))
 	}
 }
 
