@@ -2,6 +2,7 @@ package irc
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +81,41 @@ func BenchmarkRelayIRCToAPI(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkRelayLatency sends one message at a time and reports the
+// median and 99th percentile of the time until it arrives on the other
+// side, API → IRC and IRC → API: what one person waits for another's line.
+func BenchmarkRelayLatency(b *testing.B) {
+	r := newE2E(b, false, 1, noFlood)
+	report := func(b *testing.B, took []time.Duration) {
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+	}
+	sent := 0 // ids stay unique across the runs b.Run makes: the API drops a repeated id
+	b.Run("api-to-irc", func(b *testing.B) {
+		took := make([]time.Duration, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			sent++
+			start := time.Now()
+			r.api.sendAsync(b, apiEvent{ID: fmt.Sprintf("l%d", sent), Chat: "c1", Text: fmt.Sprintf("latency %d", sent)})
+			for m := <-r.obs.lines; !fromBridge("#c1")(m); m = <-r.obs.lines {
+			}
+			took = append(took, time.Since(start))
+			r.api.reply(b)
+		}
+		report(b, took)
+	})
+	b.Run("irc-to-api", func(b *testing.B) {
+		took := make([]time.Duration, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			r.obs.raw(b, fmt.Sprintf("PRIVMSG #c1 :latency %d", i))
+			for f := <-r.api.events; f.Chat != "c1"; f = <-r.api.events {
+			}
+			took = append(took, time.Since(start))
+		}
+		report(b, took)
+	})
 }
