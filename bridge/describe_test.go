@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/bridgetest"
@@ -28,24 +25,11 @@ func (describingFake) DescribeSender(_ context.Context, chat, sender string) (br
 }
 
 func TestDescribeAsksTheOriginAndOpensItsPicture(t *testing.T) {
-	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
-	if err != nil {
-		t.Fatal(err)
-	}
 	origin := describingFake{bridgetest.NewFake("phone", all)}
 	origin.SetMedia("pic", "jpeg bytes")
 	dest, plain := bridgetest.NewFake("mx", all), bridgetest.NewFake("api", all)
 	cfg := config.Defaults()
-	b := bridge.New(store, map[string]bridge.Connector{"phone": origin, "mx": dest, "api": plain}, &cfg, slog.New(slog.DiscardHandler))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b.Stop(ctx)
-		store.Close()
-	})
+	startBridge(t, map[string]bridge.Connector{"phone": origin, "mx": dest, "api": plain}, &cfg)
 	sink := dest.Sink()
 	desc, err := sink.DescribeChat(t.Context(), bridge.ChatRef{Connector: "phone", ID: "g1"})
 	if err != nil || desc.Topic != "about g1" || desc.AvatarID != "pic-1" || desc.Avatar == nil || desc.Avatar.Open == nil {

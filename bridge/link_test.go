@@ -43,23 +43,10 @@ func (linkerFake) Link(context.Context, bridge.LinkOptions, func(bridge.LinkProg
 func (linkerFake) Unlink(context.Context, bool) error { return nil }
 
 func TestLinkConsoleGetsTheCoresLinksBeforeStart(t *testing.T) {
-	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Defaults()
 	console := &consoleFake{Fake: bridgetest.NewFake("mx", all)}
 	phone := linkerFake{bridgetest.NewFake("phone", all)}
-	b := bridge.New(store, map[string]bridge.Connector{"mx": console, "phone": phone}, &cfg, slog.New(slog.DiscardHandler))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b.Stop(ctx)
-		store.Close()
-	})
+	startBridge(t, map[string]bridge.Connector{"mx": console, "phone": phone}, &cfg)
 	if !console.adminAtStart {
 		t.Fatal("the console connector was started without the core's link admin")
 	}
@@ -95,10 +82,6 @@ func (m mirrorFake) MirrorChats(origin string, chats []bridge.ChatInfo) {
 }
 
 func TestChatMirrorGetsTheOriginsChats(t *testing.T) {
-	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Defaults()
 	// phone's chats all reach mx; mx's never reach quiet, which only
 	// sends, so quiet's would never be mirrored even if it listed them.
@@ -111,16 +94,7 @@ func TestChatMirrorGetsTheOriginsChats(t *testing.T) {
 		"quiet": listerFake{bridgetest.NewFake("quiet", all)},
 		"mx":    mirror,
 	}
-	b := bridge.New(store, conns, &cfg, slog.New(slog.DiscardHandler))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b.Stop(ctx)
-		store.Close()
-	})
+	startBridge(t, conns, &cfg)
 	got := map[string]bool{}
 	for len(got) < 2 {
 		select {
@@ -138,4 +112,25 @@ func TestChatMirrorGetsTheOriginsChats(t *testing.T) {
 		t.Errorf("the mirror also got %s, from a route that does not carry it", c)
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// startBridge starts a bridge over conns on a store in a temp dir, stopped
+// at cleanup.
+func startBridge(t *testing.T, conns map[string]bridge.Connector, cfg *config.Config) *bridge.Bridge {
+	t.Helper()
+	store, err := bridge.OpenStore(filepath.Join(t.TempDir(), "bridge.db"), "normal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bridge.New(store, conns, cfg, slog.New(slog.DiscardHandler))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.Stop(ctx)
+		store.Close()
+	})
+	return b
 }

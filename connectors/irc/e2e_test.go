@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/phonebridge/phonebridge/bridge"
-	"github.com/phonebridge/phonebridge/config"
 	_ "github.com/phonebridge/phonebridge/connectors/api" // the api connector type
 	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircmsg"
@@ -334,18 +332,7 @@ connectors:
 
 func (r *e2e) start(t testing.TB) {
 	t.Helper()
-	cfg, err := config.Load(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("IRC_TEST_SHOW_LOGS") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	b, err := bridge.Open(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := daemontest.OpenBridge(t, r.cfgPath, "IRC_TEST_SHOW_LOGS")
 	l, ok := b.ChatLister("irc")
 	if !ok {
 		t.Fatal("the irc connector lists no chats")

@@ -256,18 +256,7 @@ func (r *botRig) dial(t *testing.T) {
 // when MATRIX_TEST_SHOW_LOGS is set, and returns its matrix connector "mx".
 func openBridge(t *testing.T, cfgPath string) (*bridge.Bridge, *Connector) {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("MATRIX_TEST_SHOW_LOGS") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	b, err := bridge.Open(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := daemontest.OpenBridge(t, cfgPath, "MATRIX_TEST_SHOW_LOGS")
 	l, ok := b.ChatLister("mx")
 	if !ok {
 		t.Fatal("the matrix connector lists no chats")
