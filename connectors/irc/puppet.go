@@ -2,6 +2,7 @@ package irc
 
 import (
 	"context"
+	"html"
 	"slices"
 	"sync"
 	"time"
@@ -123,7 +124,7 @@ func (c *Connector) openPuppet(key string, out *bridge.Outgoing) (*puppet, error
 	if isChannel(out.Chat.ID) {
 		cfg.channels[out.Chat.ID] = c.opts.channelKey(out.Chat.ID, foldEqual(c.client()))
 	}
-	cli, err := c.newClient(cfg, puppetHandler{p})
+	cli, err := c.newClient(cfg, puppetHandler{c, p})
 	if err != nil {
 		return nil, err
 	}
@@ -231,9 +232,13 @@ func (p *puppet) signal() {
 	p.mu.Unlock()
 }
 
-// puppetHandler hears a puppet's connection: it relays nothing (the bot
-// does), it only wakes the sends waiting for the puppet.
-type puppetHandler struct{ p *puppet }
+// puppetHandler hears a puppet's connection: the bot relays the channels,
+// so a puppet relays only the private messages written to it, and wakes
+// the sends waiting for it.
+type puppetHandler struct {
+	c *Connector
+	p *puppet
+}
 
 func (h puppetHandler) Message(m *ircmsg.Message) {
 	if _, refused := joinRefusals[m.Command]; refused {
@@ -246,6 +251,20 @@ func (h puppetHandler) Message(m *ircmsg.Message) {
 	switch m.Command {
 	case "JOIN", "PART", "KICK", "001":
 		h.p.signal()
+	case "PRIVMSG", "NOTICE":
+		// Written to the person: it goes where the bot's private messages
+		// go (the chat named after the writer), saying to whom it was.
+		if isChannel(m.Param(0)) {
+			return
+		}
+		if ev := h.c.inbound(h.p.cli, m); ev != nil {
+			to := "(to " + h.p.cli.Nick() + ") "
+			ev.Text = to + ev.Text
+			if ev.HTML != "" {
+				ev.HTML = html.EscapeString(to) + ev.HTML
+			}
+			h.c.submit(ev)
+		}
 	}
 }
 

@@ -72,6 +72,15 @@ func TestPuppetsSpeakForTheirSenders(t *testing.T) {
 	if got := r.sink.take(); len(got) != 1 || got[0].Sender.Name != "carol" {
 		t.Errorf("relayed %d events, want carol's only", len(got))
 	}
+	// A private message to a puppet goes where the bot's would: the chat
+	// named after the writer, saying to whom it was written. What the
+	// puppet hears in a channel is the bot's to relay.
+	ann.server(t, ":carol!c@h PRIVMSG Ann[wa] :are you there?")
+	ann.server(t, ":carol!c@h PRIVMSG #chan :heard twice?")
+	got := r.sink.take()
+	if len(got) != 1 || got[0].Chat.ID != "carol" || got[0].Text != "(to Ann[wa]) are you there?" || got[0].Sender.Name != "carol" {
+		t.Errorf("a private message to a puppet relayed as %+v", got)
+	}
 }
 
 func TestPuppetLimitAndIdleTimeout(t *testing.T) {
