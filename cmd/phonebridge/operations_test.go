@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/testservers"
 )
 
 // notifySocket is a fake systemd: the datagram socket a Type=notify
@@ -353,4 +358,130 @@ func TestWebPageOfTheRunningBinary(t *testing.T) {
 		t.Error("the daemon logged the web token")
 	}
 	d.Stop(5 * time.Second)
+}
+
+// TestMediaLinksOfTheRunningBinary: the real binary with the media server
+// relays an API attachment to IRC (a real ngIRCd) as a link that serves
+// the bytes, refuses a guessed link, and stops serving once it expires.
+func TestMediaLinksOfTheRunningBinary(t *testing.T) {
+	bin := daemontest.Binary(t)
+	irc := testservers.StartNgircd(t, testservers.NgircdOptions{})
+	mediaAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	extra := fmt.Sprintf(`media:
+  listen: %s
+  public_url: http://%s/files
+  expiry: 3s
+`, mediaAddr, mediaAddr)
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
+	// An irc connector and a route from the API's "general" to #general.
+	cfg, _ := os.ReadFile(pair.Path)
+	withIRC := extra + strings.Replace(string(cfg), "routes:\n", fmt.Sprintf("  irc:\n    type: irc\n    server: %s\n    tls: false\n    nick: wabridge\nroutes:\n", irc.Addr()), 1) +
+		"  - name: irc\n    endpoints:\n      - {connector: in, chat: general}\n      - {connector: irc, chat: \"#general\"}\n"
+	if err := os.WriteFile(pair.Path, []byte(withIRC), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	watcher := dialIRC(t, irc.Addr(), "watcher", "#general")
+	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
+	watcher.await(t, func(line string) bool {
+		return strings.Contains(line, " JOIN ") && strings.HasPrefix(line, ":wabridge!")
+	})
+
+	photo := []byte("\x89PNG\r\n\x1a\nnot really a picture")
+	body := fmt.Sprintf(`{"id":"p1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"media":[{"mime":"image/png","name":"cat.png","data":%q}]}`,
+		base64.StdEncoding.EncodeToString(photo))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %s", resp.Status)
+	}
+	line := watcher.await(t, func(line string) bool {
+		return strings.Contains(line, "PRIVMSG #general") && strings.Contains(line, "http://")
+	})
+	link := line[strings.Index(line, "http://"):]
+	if i := strings.IndexAny(link, " )\x0f"); i >= 0 {
+		link = link[:i]
+	}
+	get := func(u string) (int, []byte) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, data
+	}
+	// The proxy the public URL stands for strips /files.
+	direct := strings.Replace(link, "/files/", "/", 1)
+	if code, data := get(direct); code != 200 || !bytes.Equal(data, photo) {
+		t.Fatalf("the link %s served %d, %d bytes; want the photo (IRC line %q)", link, code, len(data), line)
+	}
+	id := strings.Split(strings.TrimPrefix(direct, "http://"+mediaAddr+"/"), "/")[0]
+	guess := []byte(id)
+	guess[0] ^= 1
+	if code, _ := get("http://" + mediaAddr + "/" + string(guess) + "/cat.png"); code != 404 {
+		t.Errorf("a guessed link answered %d, want 404", code)
+	}
+	time.Sleep(3500 * time.Millisecond) // past the 3 s expiry
+	if code, _ := get(direct); code != 404 {
+		t.Errorf("the expired link answered %d, want 404", code)
+	}
+	d.Stop(5 * time.Second)
+}
+
+// ircWatcher is a person on IRC: a raw connection that collects lines.
+type ircWatcher struct {
+	conn  net.Conn
+	lines chan string
+}
+
+// dialIRC registers nick on addr and joins channel.
+func dialIRC(t *testing.T, addr, nick, channel string) *ircWatcher {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	w := &ircWatcher{conn: conn, lines: make(chan string, 1024)}
+	go func() {
+		sc := bufio.NewScanner(conn)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "PING ") {
+				fmt.Fprintf(conn, "PONG %s\r\n", strings.TrimPrefix(line, "PING "))
+				continue
+			}
+			w.lines <- line
+		}
+		close(w.lines)
+	}()
+	fmt.Fprintf(conn, "NICK %s\r\nUSER %s 0 * :%s\r\n", nick, nick, nick)
+	w.await(t, func(line string) bool { return strings.Contains(line, " 001 ") })
+	fmt.Fprintf(conn, "JOIN %s\r\n", channel)
+	w.await(t, func(line string) bool { return strings.Contains(line, " JOIN ") })
+	return w
+}
+
+// await returns the next line match takes.
+func (w *ircWatcher) await(t *testing.T, match func(string) bool) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				t.Fatal("the IRC connection closed")
+			}
+			if match(line) {
+				return line
+			}
+		case <-timeout:
+			t.Fatal("no such IRC line within 20s")
+		}
+	}
 }
