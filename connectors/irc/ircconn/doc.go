@@ -1,4 +1,11 @@
-// API CHANGES: none to the agreed signatures. Additions and precisions:
+// Package ircconn is one IRC client connection: dialling (plain or TLS),
+// registration with IRCv3 capability negotiation and SASL, keep-alive,
+// reconnection with backoff, the channel set, nick recovery, flood
+// control, and sending with confirmation. Lines are read and written by
+// ircmsg; what the connection sees goes to a Handler.
+//
+// # For callers
+//
 //   - ErrRejected: Send returns an error wrapping it when the server answered
 //     the line with an error (404 cannot send to channel, 401 no such nick,
 //     482, 421, a labeled error or FAIL). The server read the line and
@@ -17,12 +24,6 @@
 //     the server negotiated message-tags.
 //   - Run returns an error only when called while another Run of the same
 //     Client is running.
-
-// Package ircconn is one IRC client connection: dialling (plain or TLS),
-// registration with IRCv3 capability negotiation and SASL, keep-alive,
-// reconnection with backoff, the channel set, nick recovery, flood
-// control, and sending with confirmation. Lines are read and written by
-// ircmsg; what the connection sees goes to a Handler.
 //
 // # Confirmed sends
 //
