@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -92,8 +91,8 @@ func WithMedia(m MediaPublisher) Option {
 // Open opens the store under cfg and builds every configured connector
 // from its registered type.
 func Open(cfg *config.Config, log *slog.Logger, opts ...Option) (*Bridge, error) {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err)
+	if err := PrepareStateDir(cfg.StateDir); err != nil {
+		return nil, err
 	}
 	store, err := OpenStore(cfg.Store.Path, cfg.Store.Sync)
 	if err != nil {

@@ -485,3 +485,61 @@ func (w *ircWatcher) await(t *testing.T, match func(string) bool) string {
 		}
 	}
 }
+
+// TestSecretsStayOutOfLogsAndStatus runs the real binary with every kind
+// of secret configured and scans what it prints, at debug level, and what
+// `status` shows.
+func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
+	bin := daemontest.Binary(t)
+	irc := testservers.StartNgircd(t, testservers.NgircdOptions{})
+	const (
+		webToken = "web-secret-0123456789abcdef"
+		ircPass  = "irc-secret-0123456789abcdef"
+		nickserv = "nickserv-secret-0123456789"
+	)
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
+	cfg, _ := os.ReadFile(pair.Path)
+	secrets := fmt.Sprintf("log:\n  level: debug\nweb:\n  listen: 127.0.0.1:%d\n  token: %s\n", daemontest.FreePort(t), webToken) +
+		strings.Replace(string(cfg), "routes:\n", fmt.Sprintf("  irc:\n    type: irc\n    server: %s\n    tls: false\n    nick: wabridge\n    password: %s\n    nickserv_password: %s\nroutes:\n", irc.Addr(), ircPass, nickserv), 1) +
+		"  - name: irc\n    endpoints:\n      - {connector: in, chat: general}\n      - {connector: irc, chat: \"#general\"}\n"
+	if err := os.WriteFile(pair.Path, []byte(secrets), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
+		strings.NewReader(`{"id":"s1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"hi"}`))
+	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	status, _, _ := daemontest.RunCommand(t, bin, "status", "--json", "-c", pair.Path)
+	human, _, _ := daemontest.RunCommand(t, bin, "status", "-c", pair.Path)
+	d.Stop(5 * time.Second)
+	for _, secret := range []string{daemontest.Token, webToken, ircPass, nickserv} {
+		for what, text := range map[string]string{"the log": d.Logs(), "status --json": status, "status": human} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s shows the secret %q", what, secret)
+			}
+		}
+	}
+	if !strings.Contains(d.Logs(), "level=DEBUG") {
+		t.Error("the daemon did not log at debug level: the scan proves little")
+	}
+}
+
+// TestStateDirWritableByOthersStopsTheDaemon: the daemon refuses to start
+// on a state_dir others may write to.
+func TestStateDirWritableByOthersStopsTheDaemon(t *testing.T) {
+	bin := daemontest.Binary(t)
+	dir := t.TempDir()
+	pair := daemontest.WriteAPIPair(t, dir, 1, "")
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(state, 0o777)
+	_, stderr, code := daemontest.RunCommand(t, bin, "run", "-c", pair.Path)
+	if code != 1 || !strings.Contains(stderr, "writable by others") {
+		t.Errorf("run on a world-writable state_dir (%d): %s", code, stderr)
+	}
+}

@@ -292,6 +292,9 @@ func OpenLocal(cfg *config.Config, name string, log *slog.Logger) (*Local, error
 	if !ok {
 		return nil, fmt.Errorf("connectors.%s.type: connector type %q is not built into this phonebridge", name, cc.Type)
 	}
+	if err := bridge.PrepareStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	store, err := bridge.OpenStore(cfg.Store.Path, cfg.Store.Sync)
 	if err != nil {
 		return nil, err
