@@ -5,13 +5,14 @@ BIN     := bin/phonebridge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build run test bench install fmt vet clean
+.PHONY: help build run test bench soak install fmt vet clean
 
 help:
 	@echo "make build   build $(BIN)"
 	@echo "make run     build, then run the daemon on example.yaml"
 	@echo "make test    install test dependencies, then gofmt, vet and every test with -race"
 	@echo "make bench   run the benchmarks (figures go in docs/BENCHMARKS.md)"
+	@echo "make soak    relay 100,000 messages across 1,000 chats through the daemon; checks memory and the outbox"
 	@echo "make install build, then install the binary, the systemd unit and a starting config (as root)"
 
 build:
@@ -27,7 +28,10 @@ install: build
 	./scripts/install.sh
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 30000x ./bench/
+	$(GO) test -run '^$$' -bench 'Relay' -benchtime 30000x ./bench/
+
+soak:
+	$(GO) test -run '^$$' -bench 'Soak' -benchtime 100000x -timeout 30m ./bench/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

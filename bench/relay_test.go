@@ -31,6 +31,7 @@ type rig struct {
 	rcv   *websocket.Conn
 	chats []string
 	acks  chan struct{}
+	cfg   string // the config file
 }
 
 func newRig(b *testing.B, chats int) *rig {
@@ -54,7 +55,7 @@ func newRig(b *testing.B, chats int) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &rig{d: d, snd: snd, rcv: rcv, chats: pair.Chats, acks: make(chan struct{}, 1<<16)}
+	r := &rig{d: d, snd: snd, rcv: rcv, chats: pair.Chats, acks: make(chan struct{}, 1<<16), cfg: pair.Path}
 	go func() {
 		for {
 			_, m, err := snd.ReadMessage()
@@ -225,13 +226,19 @@ func selfCPU() time.Duration {
 }
 
 // peakRSS is the process's peak resident set (VmHWM) in MB.
-func peakRSS(b *testing.B, pid int) float64 {
+func peakRSS(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "VmHWM:") }
+
+// rssNow is the process's resident set now (VmRSS) in MB.
+func rssNow(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "VmRSS:") }
+
+// procStatusMB reads one kB field of /proc/PID/status, in MB.
+func procStatusMB(b *testing.B, pid int, field string) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
+		if strings.HasPrefix(line, field) {
 			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
 			return kb / 1024
 		}
