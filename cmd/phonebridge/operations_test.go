@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"database/sql"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	_ "modernc.org/sqlite"
 
 	"github.com/phonebridge/phonebridge/internal/daemontest"
 	"github.com/phonebridge/phonebridge/internal/testservers"
@@ -542,4 +544,72 @@ func TestStateDirWritableByOthersStopsTheDaemon(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "writable by others") {
 		t.Errorf("run on a world-writable state_dir (%d): %s", code, stderr)
 	}
+}
+
+// TestLockedDatabaseRefusesRatherThanLoses: while another process holds
+// the database locked past SQLite's busy timeout (10 s), an event is
+// refused with 503 and a reason, not acknowledged; once the lock goes,
+// events are accepted and delivered again.
+func TestLockedDatabaseRefusesRatherThanLoses(t *testing.T) {
+	bin := daemontest.Binary(t)
+	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
+	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
+	db, err := sql.Open("sqlite", filepath.Join(filepath.Dir(pair.Path), "state", "phonebridge.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(t.Context(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	post := func(id string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
+			strings.NewReader(`{"id":"`+id+`","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"`+id+`"}`))
+		req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := post("locked"); code != http.StatusServiceUnavailable || !strings.Contains(body, "did not take the event") {
+		t.Errorf("an event while the database is locked: %d %s, want 503 with the reason", code, body)
+	}
+	if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if code, body := post("after"); code != http.StatusAccepted {
+		t.Fatalf("an event after the lock went: %d %s", code, body)
+	}
+	out, err := daemontest.Dial(pair.OutAddr, daemontest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := out.Subscribe("general", 0); err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	timeout := time.After(10 * time.Second)
+	for len(texts) == 0 || texts[len(texts)-1] != "after" {
+		select {
+		case f := <-out.Events:
+			if f.Event != nil {
+				texts = append(texts, f.Event.Text)
+			}
+		case <-timeout:
+			t.Fatalf("the API received %q, want the event sent after the lock", texts)
+		}
+	}
+	if fmt.Sprint(texts) != "[after]" {
+		t.Errorf("the API received %q, want only the accepted event", texts)
+	}
+	d.Stop(5 * time.Second)
 }
