@@ -75,6 +75,18 @@ func waitConns(t *testing.T, p *Proxy, want int) {
 	}
 }
 
+// connected starts a proxy to an echo server and a connection through it
+// that has carried a byte each way.
+func connected(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
+	p := Start(t, echoServer(t))
+	c := dial(t, p.Addr())
+	if _, err := roundTrip(c, "x", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, c
+}
+
 func TestForwardsBothWays(t *testing.T) {
 	p := Start(t, echoServer(t))
 	c := dial(t, p.Addr())
@@ -87,11 +99,7 @@ func TestForwardsBothWays(t *testing.T) {
 }
 
 func TestCutResetsOpenAndNewConnectionsUntilHealed(t *testing.T) {
-	p := Start(t, echoServer(t))
-	c := dial(t, p.Addr())
-	if _, err := roundTrip(c, "x", 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := connected(t)
 	p.Cut()
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
@@ -120,11 +128,7 @@ func TestCutResetsOpenAndNewConnectionsUntilHealed(t *testing.T) {
 }
 
 func TestBlackHoleIsSilenceThenDeliversOnHeal(t *testing.T) {
-	p := Start(t, echoServer(t))
-	c := dial(t, p.Addr())
-	if _, err := roundTrip(c, "x", 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, c := connected(t)
 	p.BlackHole()
 	got, err := roundTrip(c, "lost?", 300*time.Millisecond)
 	if !errors.Is(err, os.ErrDeadlineExceeded) || got != "" {
