@@ -58,6 +58,8 @@ func (c *Connector) dialClient(cfg clientConfig, h ircconn.Handler) (ircClient, 
 		Channels:         cfg.channels,
 		FloodBurst:       o.Flood.Burst,
 		FloodRate:        o.Flood.Rate,
+		PingInterval:     o.PingInterval,
+		PingTimeout:      o.PingTimeout,
 		Logger:           c.log,
 	}
 	if ic.User == "" {

@@ -56,6 +56,12 @@ type Options struct {
 	// ChannelKeys are the keys (+k) of routed channels that have one.
 	ChannelKeys map[string]string `yaml:"channel_keys"`
 	Flood       Flood             `yaml:"flood"`
+	// PingInterval is how long the server may be silent before the bot
+	// PINGs it; PingTimeout how long it then waits for any line before
+	// it calls the connection dead and reconnects. A dead route sends no
+	// RST, so only this notices it.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	PingTimeout  time.Duration `yaml:"ping_timeout"`
 
 	// SenderFormat is each relayed line: {name} is the sender, {text} a
 	// line of the message.
@@ -132,6 +138,8 @@ const (
 	DefaultPuppetSuffix = "[wa]"
 	DefaultPuppetMax    = 10
 	DefaultPuppetIdle   = 30 * time.Minute
+	DefaultPingInterval = 90 * time.Second
+	DefaultPingTimeout  = 60 * time.Second
 )
 
 // NewOptions returns Options with every default set.
@@ -140,6 +148,8 @@ func NewOptions() *Options {
 		TLS:            true,
 		RealName:       DefaultRealName,
 		Flood:          Flood{Burst: DefaultFloodBurst, Rate: DefaultFloodRate},
+		PingInterval:   DefaultPingInterval,
+		PingTimeout:    DefaultPingTimeout,
 		SenderFormat:   DefaultSenderFormat,
 		ZeroWidthNames: true,
 		MaxLines:       DefaultMaxLines,
@@ -222,6 +232,11 @@ func (o *Options) Validate(c *config.Checker) {
 	fc.Positive("burst", int64(o.Flood.Burst))
 	if o.Flood.Rate == 0 {
 		fc.Errorf("rate", "must be more than 0 lines a second, or negative to turn flood control off")
+	}
+	for key, d := range map[string]time.Duration{"ping_interval": o.PingInterval, "ping_timeout": o.PingTimeout} {
+		if d < time.Second {
+			c.Errorf(key, "must be at least 1s (got %s)", d)
+		}
 	}
 	if err := checkSenderFormat(o.SenderFormat); err != nil {
 		c.Errorf("sender_format", "%v", err)

@@ -34,7 +34,7 @@ func TestOptionsDefaults(t *testing.T) {
 	}
 	want := NewOptions()
 	if !o.TLS || !o.ZeroWidthNames || o.NickColors || o.MaxLines != want.MaxLines || o.SenderFormat != DefaultSenderFormat ||
-		o.Flood != want.Flood || o.ShowJoins || o.ShowDeletes || o.RealName != DefaultRealName {
+		o.Flood != want.Flood || o.PingInterval != DefaultPingInterval || o.PingTimeout != DefaultPingTimeout || o.ShowJoins || o.ShowDeletes || o.RealName != DefaultRealName {
 		t.Errorf("defaults not applied: %+v", o)
 	}
 }
@@ -89,6 +89,8 @@ func TestOptionsProblemsNameTheirPath(t *testing.T) {
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    flood:\n      rate: fast\n", []string{"connectors.libera.flood.rate: expected a number"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    sender_format: \"<{name}>\"\n", []string{"connectors.libera.sender_format: must contain {text} exactly once"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    sender_format: \"<{nick}> {text}\"\n", []string{"connectors.libera.sender_format: has unknown placeholder {nick}"}},
+		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    ping_interval: 0s\n    ping_timeout: 500ms\n",
+			[]string{"connectors.libera.ping_interval: must be at least 1s (got 0s)", "connectors.libera.ping_timeout: must be at least 1s (got 500ms)"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    max_lines: -1\n", []string{"connectors.libera.max_lines: must be 0 (unlimited) or more"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    mode: puppets\n", []string{"connectors.libera.mode: \"puppets\" is not one of relay, puppet"}},
 		{"    server: irc.libera.chat:6697\n    nick: wabridge\n    mode: puppet\n    puppets:\n      suffix: \"(wa)\"\n      max: 0\n      idle_timeout: 10ms\n",
