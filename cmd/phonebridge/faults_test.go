@@ -248,9 +248,14 @@ func TestIRCBlackHoleIsNoticedAndNothingIsLost(t *testing.T) {
 		t.Fatalf("IRC got %d lines through a black hole", got)
 	}
 
+	healedAt := r.watch.count()
 	r.proxy.Heal()
 	healed := time.Now()
 	repeats := r.watch.awaitAll(t, total, 30*time.Second, d)
+	// The dead connection was given up: the bot joined again on a new one.
+	r.watch.awaitLine(t, healedAt, 10*time.Second, func(l string) bool {
+		return strings.HasPrefix(l, ":wabridge") && strings.Contains(l, " JOIN ")
+	}, d)
 	t.Logf("keep-alive noticed the black hole after %v; all %d on IRC %v after the heal (%d repeated)", noticed.Round(time.Millisecond), total, time.Since(healed).Round(time.Millisecond), repeats)
 	d.Stop(5 * time.Second)
 }
