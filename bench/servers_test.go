@@ -76,7 +76,9 @@ routes:
 	}
 	r.d = daemontest.Start(b, bin, "run", "-c", pair.Path)
 	r.api = senderOnly(b, r.d, pair)
-	r.irc.await(b, func(line string) bool { return strings.HasPrefix(line, ":wabridge!") && strings.Contains(line, " JOIN ") })
+	r.irc.await(b, func(line string) bool {
+		return strings.HasPrefix(line, ":wabridge!") && strings.Contains(line, " JOIN ")
+	})
 	r.syncMatrix(b, id.UserID(botID))
 	// The bot joins the room the route names; messages before that would
 	// be refused.
@@ -289,7 +291,6 @@ func (p *ircPerson) await(b *testing.B, match func(string) bool) {
 		}
 	}
 }
-
 
 func hasMember(m *mautrix.RespJoinedMembers, u id.UserID) bool {
 	_, ok := m.Joined[u]
