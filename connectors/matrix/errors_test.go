@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,4 +148,43 @@ func startCore(t *testing.T, c *Connector) *bridgetest.Fake {
 	})
 	waitFor(t, "the bot to log in", func() bool { return c.client() != nil })
 	return src
+}
+
+// TestRoutedRoomNotJoinedYetIsJoinedNotDropped: a message for a routed
+// room the bot has not joined yet (the joiner still at it at start) is a
+// transient failure that gets the room joined, not a dropped message.
+func TestRoutedRoomNotJoinedYetIsJoinedNotDropped(t *testing.T) {
+	f := newFakeHS(t)
+	f.setAnswer(func(r *fakeRequest) (int, string) {
+		f.mu.Lock()
+		in := slices.Contains(f.joined, r.Room)
+		f.mu.Unlock()
+		if !in {
+			return 403, `{"errcode":"M_FORBIDDEN","error":"eventauth: sender not in room"}`
+		}
+		return 0, ""
+	})
+	c, sink := startFakeBot(t, f)
+	// The joiner gets the route only after this first send is tried.
+	send := func() error {
+		_, err := c.Send(t.Context(), &bridge.Outgoing{Event: bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "!new:example.org"}, Text: "x"}, Key: "pb.new"})
+		return err
+	}
+	c.mu.Lock()
+	c.routed = []string{"!new:example.org"}
+	c.mu.Unlock()
+	if err := send(); err == nil || bridge.IsPermanent(err) || !strings.Contains(err.Error(), "joining it first") {
+		t.Fatalf("a send to a routed room not joined yet: %v, want a transient error", err)
+	}
+	waitFor(t, "the bot to join the routed room", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.Contains(f.joined, "!new:example.org")
+	})
+	if err := send(); err != nil {
+		t.Errorf("the retry after the join: %v", err)
+	}
+	if n := len(sink.noticeList()); n != 0 {
+		t.Errorf("%d notices, want none: nothing was wrong for long", n)
+	}
 }

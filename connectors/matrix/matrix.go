@@ -261,6 +261,16 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	s := &roomSender{cli: cli, room: room, self: c.self, guard: c.guard, senderFormat: c.opts.SenderFormat, maxMediaBytes: c.opts.MaxMediaBytes}
 	native, err := s.send(ctx, out)
 	if err != nil && errors.Is(err, mautrix.MForbidden) && c.notInRoom(ctx, cli, room) {
+		c.mu.Lock()
+		unjoinable := c.unjoinable[out.Chat.ID] || c.unjoinable[string(room)]
+		c.mu.Unlock()
+		if c.isRouted(room) && !unjoinable {
+			// Not joined yet (the joiner is still at it, at start), or
+			// left without the bot seeing it: join, and retry this then.
+			// A join the homeserver refuses marks the room unjoinable.
+			c.kickJoiner()
+			return "", fmt.Errorf("the bot is not in room %s yet; joining it first", room)
+		}
 		c.reportRemoved(room, fmt.Sprintf("matrix connector %s: the bot %s is not in room %s, so events for it are dropped; invite it back", c.name, c.self, room))
 		return "", bridge.Permanentf("the bot is not in room %s: %v", room, err)
 	}

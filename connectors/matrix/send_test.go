@@ -78,6 +78,12 @@ func (f *fakeHS) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case p == "account/whoami":
 		reply(200, `{"user_id":"`+fakeUser+`","device_id":"DEV"}`)
+	case len(parts) == 2 && parts[0] == "join" && r.Method == http.MethodPost:
+		room, _ := url.PathUnescape(parts[1])
+		f.mu.Lock()
+		f.joined = append(f.joined, room)
+		f.mu.Unlock()
+		reply(200, `{"room_id":"`+room+`"}`)
 	case p == "joined_rooms":
 		f.mu.Lock()
 		js, _ := json.Marshal(map[string]any{"joined_rooms": append([]string{}, f.joined...)})
