@@ -26,7 +26,24 @@ type decoder struct {
 	secretValues map[string]bool
 	secretFiles  map[string]secretRef
 	dupReported  map[*yaml.Node]bool
+	// left is how many more values decoding may visit; tooBig says it ran
+	// out. merging lists the mappings whose entries are being gathered, so
+	// a merge key that brings a mapping into itself is caught rather than
+	// recursed into.
+	left    int
+	tooBig  *Problem
+	merging map[*yaml.Node]bool
 }
+
+// maxKeyBytes bounds a mapping key (a field, a connector's name, an IRC
+// channel's).
+const maxKeyBytes = 256
+
+// maxValues bounds the values decoding visits, counting a value again
+// each time an alias or a merge key brings it in: a few hundred bytes of
+// nested aliases (a "billion laughs") would otherwise expand to billions.
+// No real config comes near it.
+const maxValues = 100_000
 
 // secretRef is a <key>_file entry: the file to read a secret from.
 type secretRef struct {
@@ -41,11 +58,29 @@ func newDecoder() *decoder {
 		secretValues: map[string]bool{},
 		secretFiles:  map[string]secretRef{},
 		dupReported:  map[*yaml.Node]bool{},
+		left:         maxValues,
+		merging:      map[*yaml.Node]bool{},
 	}
 }
 
+// spend counts one value visited at n. Past maxValues it records the
+// problem in tooBig and returns false, and decoding stops.
+func (d *decoder) spend(n *yaml.Node) bool {
+	if d.left > 0 {
+		d.left--
+		return true
+	}
+	if d.tooBig == nil {
+		d.tooBig = &Problem{Message: fmt.Sprintf("the config expands to more than %d values, counting a value each time an alias (*name) or merge key (<<) uses it; refusing it", maxValues)}
+		if n != nil {
+			d.tooBig.Line = n.Line
+		}
+	}
+	return false
+}
+
 func (d *decoder) problemAt(line int, path, format string, args ...any) {
-	d.problems = append(d.problems, Problem{Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+	addProblem(&d.problems, Problem{Path: path, Line: line}, format, args...)
 }
 
 func (d *decoder) problem(path, format string, args ...any) {
@@ -118,7 +153,7 @@ func describeNode(n *yaml.Node, secret bool) string {
 	if secret {
 		return "a value"
 	}
-	return strconv.Quote(n.Value)
+	return quoted(n.Value)
 }
 
 // describeType says what a Go type wants, for "expected X, got Y".
@@ -157,9 +192,14 @@ type entry struct{ key, val *yaml.Node }
 // at path. Merge keys (<<: *anchor) are expanded; keys given explicitly
 // win over merged ones, as YAML says.
 func (d *decoder) entries(n *yaml.Node, path string) []entry {
+	d.merging[n] = true
+	defer delete(d.merging, n)
 	seen := map[string]int{}
 	var own, merged []entry
 	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !d.spend(n.Content[i]) {
+			return nil
+		}
 		k, v := resolve(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			d.problemAt(k.Line, path, "mapping keys must be plain strings, got %s", describeNode(k, false))
@@ -167,6 +207,12 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 		}
 		if k.Tag == "!!merge" {
 			merged = append(merged, d.mergeEntries(v, path)...)
+			continue
+		}
+		if len(k.Value) > maxKeyBytes {
+			// Every path below a key repeats it: a long one would be
+			// copied once per value under it.
+			d.problemAt(k.Line, path, "key %s is too long; keys are names of at most %d bytes", quoted(k.Value), maxKeyBytes)
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
@@ -193,15 +239,16 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 
 // mergeEntries expands the value of a << key: a mapping or a list of them.
 func (d *decoder) mergeEntries(v *yaml.Node, path string) []entry {
+	at := v
 	v = resolve(v)
 	switch v.Kind {
 	case yaml.MappingNode:
-		return d.entries(v, path)
+		return d.mergeMapping(at, v, path)
 	case yaml.SequenceNode:
 		var out []entry
-		for _, m := range v.Content {
-			if m = resolve(m); m.Kind == yaml.MappingNode {
-				out = append(out, d.entries(m, path)...)
+		for _, el := range v.Content {
+			if m := resolve(el); m.Kind == yaml.MappingNode {
+				out = append(out, d.mergeMapping(el, m, path)...)
 			} else {
 				d.problemAt(m.Line, joinPath(path, "<<"), "expected a mapping to merge, got %s", describeNode(m, false))
 			}
@@ -210,6 +257,17 @@ func (d *decoder) mergeEntries(v *yaml.Node, path string) []entry {
 	}
 	d.problemAt(v.Line, joinPath(path, "<<"), "expected a mapping to merge, got %s", describeNode(v, false))
 	return nil
+}
+
+// mergeMapping returns the entries of m, merged in at the node at (m or
+// an alias of it), unless m is a mapping being gathered already: merging
+// a mapping into itself would never end.
+func (d *decoder) mergeMapping(at, m *yaml.Node, path string) []entry {
+	if d.merging[m] {
+		d.problemAt(at.Line, joinPath(path, "<<"), "merges a mapping into itself (or into a mapping it holds)")
+		return nil
+	}
+	return d.entries(m, path)
 }
 
 // field is one decodable struct field.
@@ -287,7 +345,8 @@ func fieldNames(fs []field) []string {
 // value decodes n into v, which is settable, at path.
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, secret bool) {
 	n = resolve(n)
-	if isNull(n) {
+	// Nulls count too: a list of them still takes room once decoded.
+	if !d.spend(n) || isNull(n) {
 		return
 	}
 	t := v.Type()
@@ -502,7 +561,7 @@ func isScalarKind(k reflect.Kind) bool {
 // and returns "" or what is wrong, without a path. Both the file and the
 // environment come through here, so both accept the same spellings.
 func setScalar(v reflect.Value, s string, secret bool) string {
-	shown := strconv.Quote(s)
+	shown := quoted(s)
 	if secret {
 		shown = "the value"
 	}
@@ -577,13 +636,17 @@ func isRange(err error) bool {
 	return ok && ne.Err == strconv.ErrRange
 }
 
+// maxKnownListed is the most names an "unknown" message lists; a list of
+// the config's own connectors can be as long as the config.
+const maxKnownListed = 20
+
 // suggestion returns " (did you mean X?)" for the known name closest to
 // got, or " (known: ...)" when none is close, for an "unknown" message.
 func suggestion(got string, known []string) string {
 	if best := closest(got, known); best != "" {
 		return " (did you mean " + best + "?)"
 	}
-	if len(known) == 0 {
+	if len(known) == 0 || len(known) > maxKnownListed {
 		return ""
 	}
 	sorted := append([]string(nil), known...)
@@ -595,6 +658,9 @@ func suggestion(got string, known []string) string {
 // half its length, or short names would match nearly anything), or one
 // that is a prefix of got or has got as its prefix; "" if none.
 func closest(got string, known []string) string {
+	if len(got) > maxKeyBytes {
+		return "" // not a typo of a name, and edit distance is quadratic
+	}
 	g := strings.ToLower(got)
 	maxDist := min(2, len([]rune(g))/2)
 	best, bestDist := "", maxDist+1

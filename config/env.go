@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -196,7 +197,7 @@ func (d *decoder) readSecrets(ls []leaf, ov overrides, dir string) {
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(dir, name)
 		}
-		data, err := os.ReadFile(name)
+		data, err := readSecretFile(name)
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
@@ -210,4 +211,26 @@ func (d *decoder) readSecrets(ls []leaf, ov overrides, dir string) {
 			ov.set[l.path] = ref.env
 		}
 	}
+}
+
+// maxSecretBytes bounds a secret file: a secret is a line, and a name
+// such as /dev/zero must not read forever.
+const maxSecretBytes = 64 << 10
+
+var errSecretTooLarge = fmt.Errorf("over %d bytes; a secret file holds only the secret", maxSecretBytes)
+
+func readSecretFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSecretBytes {
+		return nil, errSecretTooLarge
+	}
+	return data, nil
 }

@@ -105,6 +105,11 @@ func Parse(data []byte, path string) (*Config, error) {
 	if root != nil {
 		d.root(root, &cfg)
 	}
+	if d.tooBig != nil {
+		// What was decoded before the limit is a fragment; problems
+		// with it would only bury the one that matters.
+		return nil, &Problems{File: path, Items: []Problem{*d.tooBig}}
+	}
 	ls := configLeaves(&cfg)
 	ov := d.applyEnv(&cfg, ls)
 	d.readSecrets(ls, ov, dir)
@@ -142,7 +147,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 		return li < lj
 	})
-	return nil, &Problems{File: path, Items: items}
+	return nil, &Problems{File: path, Items: capProblems(items)}
 }
 
 // baseDir is the absolute directory relative paths in the config resolve

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Problem is one thing wrong with a config, at a YAML path such as
@@ -89,7 +90,69 @@ func (c *Checker) At(key string) *Checker {
 
 // Errorf records a problem at key.
 func (c *Checker) Errorf(key, format string, args ...any) {
-	*c.problems = append(*c.problems, Problem{Path: c.Path(key), Message: fmt.Sprintf(format, args...)})
+	addProblem(c.problems, Problem{Path: c.Path(key)}, format, args...)
+}
+
+// full reports whether the problems list is full, so that work toward a
+// message (a suggestion) can be skipped.
+func (c *Checker) full() bool { return len(*c.problems) >= maxProblems }
+
+// capProblems trims items, in file order, to maxProblems, ending it with
+// one moreProblems item when anything was dropped.
+func capProblems(items []Problem) []Problem {
+	out := items[:0]
+	more := false
+	for _, p := range items {
+		if p.Message == moreProblems && p.Path == "" && p.Line == 0 {
+			more = true
+			continue
+		}
+		if len(out) == maxProblems {
+			more = true
+			break
+		}
+		out = append(out, p)
+	}
+	if more {
+		out = append(out, Problem{Message: moreProblems})
+	}
+	return out
+}
+
+// maxProblems bounds the problems collected in one list; past it they are
+// dropped. A config can make as many problems as it has values, each
+// message quoting one: listing them all would take memory quadratic in
+// the file's size, and no one reads past the first screen.
+const maxProblems = 100
+
+// moreProblems is the message of the item that ends a full list.
+const moreProblems = "more problems not listed; fix these first"
+
+// addProblem appends p, its message formatted, to *list. Once the list
+// holds maxProblems it ends it with a moreProblems item and drops the rest.
+func addProblem(list *[]Problem, p Problem, format string, args ...any) {
+	switch n := len(*list); {
+	case n > maxProblems:
+		return
+	case n == maxProblems:
+		*list = append(*list, Problem{Message: moreProblems})
+		return
+	}
+	p.Message = fmt.Sprintf(format, args...)
+	*list = append(*list, p)
+}
+
+// quoted quotes a value for a message, cut short when it is long.
+func quoted(s string) string {
+	const keep = 64
+	if len(s) <= keep {
+		return strconv.Quote(s)
+	}
+	cut := keep
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 // Required records a problem when value is empty.
@@ -108,7 +171,7 @@ func (c *Checker) OneOf(key, value string, allowed ...string) bool {
 			return true
 		}
 	}
-	c.Errorf(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	c.Errorf(key, "%s is not one of %s", quoted(value), strings.Join(allowed, ", "))
 	return false
 }
 
@@ -120,15 +183,15 @@ func (c *Checker) ListenAddr(key, value string) bool {
 	}
 	host, port, err := net.SplitHostPort(value)
 	if err != nil {
-		c.Errorf(key, "%q is not host:port (e.g. 127.0.0.1:8780)", value)
+		c.Errorf(key, "%s is not host:port (e.g. 127.0.0.1:8780)", quoted(value))
 		return false
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		c.Errorf(key, "%q has a bad port (0-65535)", value)
+		c.Errorf(key, "%s has a bad port (0-65535)", quoted(value))
 		return false
 	}
 	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
-		c.Errorf(key, "%q has a bad host", value)
+		c.Errorf(key, "%s has a bad host", quoted(value))
 		return false
 	}
 	return true

@@ -58,7 +58,7 @@ func (c *Config) validate(items *[]Problem) {
 	for _, name := range names {
 		cc := ck.At("connectors").At(name)
 		if !connectorName.MatchString(name) {
-			cc.Errorf("", "bad connector name %q: use lowercase letters, digits and dashes, starting with a letter or digit", name)
+			cc.Errorf("", "bad connector name %s: use lowercase letters, digits and dashes, starting with a letter or digit", quoted(name))
 		}
 		conn := c.Connectors[name]
 		if conn == nil {
@@ -80,7 +80,7 @@ func (c *Config) validate(items *[]Problem) {
 	if c.Media.PublicURL != "" {
 		md := ck.At("media")
 		if u, err := url.Parse(c.Media.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			md.Errorf("public_url", "%q is not an http(s) URL such as https://bridge.example.org/media", c.Media.PublicURL)
+			md.Errorf("public_url", "%s is not an http(s) URL such as https://bridge.example.org/media", quoted(c.Media.PublicURL))
 		}
 		md.ListenAddr("listen", c.Media.Listen)
 		md.Positive("max_bytes", c.Media.MaxBytes)
@@ -92,7 +92,7 @@ func (c *Config) validate(items *[]Problem) {
 		nc := ck.At("notices")
 		if nc.Required("connector", c.Notices.Connector) {
 			if _, ok := c.Connectors[c.Notices.Connector]; !ok {
-				nc.Errorf("connector", "unknown connector %q%s", c.Notices.Connector, suggestion(c.Notices.Connector, names))
+				nc.Errorf("connector", "unknown connector %s%s", quoted(c.Notices.Connector), suggestion(c.Notices.Connector, names))
 			}
 		}
 		nc.Required("chat", c.Notices.Chat)
@@ -136,7 +136,7 @@ func checkType(cc *Checker, typ string) {
 	if best := closest(typ, known); best != "" {
 		hint = "did you mean " + best + "?; "
 	}
-	cc.Errorf("type", "unknown connector type %q (%s%s)", typ, hint, list)
+	cc.Errorf("type", "unknown connector type %s (%s%s)", quoted(typ), hint, list)
 }
 
 func (c *Config) validateRoutes(ck *Checker, connectors []string) {
@@ -145,7 +145,7 @@ func (c *Config) validateRoutes(ck *Checker, connectors []string) {
 		rc := ck.At(fmt.Sprintf("routes[%d]", i))
 		if rc.Required("name", r.Name) {
 			if first, dup := firstNamed[r.Name]; dup {
-				rc.Errorf("name", "duplicate route name %q (also routes[%d])", r.Name, first)
+				rc.Errorf("name", "duplicate route name %s (also routes[%d])", quoted(r.Name), first)
 			} else {
 				firstNamed[r.Name] = i
 			}
@@ -160,7 +160,13 @@ func (c *Config) validateRoutes(ck *Checker, connectors []string) {
 			ec := rc.At(fmt.Sprintf("endpoints[%d]", j))
 			if ec.Required("connector", ep.Connector) {
 				if _, ok := c.Connectors[ep.Connector]; !ok {
-					ec.Errorf("connector", "unknown connector %q%s", ep.Connector, suggestion(ep.Connector, connectors))
+					// Finding the closest name costs: not for a problem
+					// that will not be listed.
+					hint := ""
+					if !ec.full() {
+						hint = suggestion(ep.Connector, connectors)
+					}
+					ec.Errorf("connector", "unknown connector %s%s", quoted(ep.Connector), hint)
 				}
 			}
 			switch {
@@ -185,7 +191,7 @@ func (c *Config) validateRoutes(ck *Checker, connectors []string) {
 			}
 			k := [2]string{ep.Connector, chat}
 			if first, dup := seen[k]; dup {
-				ec.Errorf("", "connector %q chat %q is already in this route (endpoints[%d])", ep.Connector, ep.Chat, first)
+				ec.Errorf("", "connector %s chat %s is already in this route (endpoints[%d])", quoted(ep.Connector), quoted(ep.Chat), first)
 			} else {
 				seen[k] = j
 			}
