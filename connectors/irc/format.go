@@ -32,9 +32,17 @@ type ircWriter struct {
 	quote   int
 	pre     int
 	lists   []int // per open list: 0 for ul, else the next number of an ol
-	// links holds, per open <a>, its href and where its text starts.
-	links []link
+	// links holds, per open <a>, its href and where its text starts;
+	// deepLinks counts those opened past maxNest, which are not shown.
+	links     []link
+	deepLinks int
 }
+
+// maxNest bounds the nesting that shows: quote marks, list indents and
+// links within links. Each level costs bytes on every line under it (or
+// a scan of the link's text), so unbounded nesting would make a message
+// grow quadratically.
+const maxNest = 8
 
 type link struct {
 	href  string
@@ -53,7 +61,7 @@ func (w *ircWriter) write(s string) {
 		return
 	}
 	if w.atStart {
-		w.b.WriteString(strings.Repeat("> ", w.quote))
+		w.b.WriteString(strings.Repeat("> ", min(w.quote, maxNest)))
 		w.b.Write(w.lineBuf)
 		w.lineBuf = w.lineBuf[:0]
 		w.atStart = false
@@ -149,7 +157,7 @@ func htmlToIRC(src string) string {
 			case atom.Li:
 				w.newline()
 				space = false
-				indent := strings.Repeat("  ", max(len(w.lists)-1, 0))
+				indent := strings.Repeat("  ", min(max(len(w.lists)-1, 0), maxNest))
 				bullet := "• "
 				if l := len(w.lists); l > 0 && w.lists[l-1] > 0 {
 					bullet = strconv.Itoa(w.lists[l-1]) + ". "
@@ -167,6 +175,10 @@ func htmlToIRC(src string) string {
 					w.write(" ")
 				}
 				space = false
+				if len(w.links) == maxNest {
+					w.deepLinks++
+					continue
+				}
 				w.links = append(w.links, link{href: href, start: w.b.Len()})
 			}
 		case nethtml.EndTagToken:
@@ -200,7 +212,9 @@ func htmlToIRC(src string) string {
 				w.newline()
 				space = false
 			case atom.A:
-				if n := len(w.links); n > 0 {
+				if w.deepLinks > 0 {
+					w.deepLinks--
+				} else if n := len(w.links); n > 0 {
 					l := w.links[n-1]
 					w.links = w.links[:n-1]
 					w.endLink(l)

@@ -245,14 +245,19 @@ func (r *renderer) lines(out *bridge.Outgoing, o lineOpts) (lineKind, []string) 
 			tpl, body = emoteTemplate, rest
 		}
 	}
-	budget := ircmsg.MaxLineLen - tpl.overhead(dname) - formatReserve
+	budget := ircmsg.MaxLineLen - formatReserve
 	if kind == lineAction {
 		budget -= len("\x01ACTION \x01")
 	}
-	chunks := ircmsg.SplitText(prefixLen, out.Chat.ID, body, budget)
+	var chunks []string
+	// SplitText takes a limit of 0 or less as 512: a name longer than a
+	// line must not get there.
+	if room := budget - tpl.overhead(dname); room > 0 {
+		chunks = ircmsg.SplitText(prefixLen, out.Chat.ID, body, room)
+	}
 	if len(chunks) == 0 && body != "" {
-		// The name and template leave no room: send the name alone.
-		chunks = ircmsg.SplitText(prefixLen, out.Chat.ID, body, 0)
+		// The name and template leave no room: send the text alone.
+		chunks = ircmsg.SplitText(prefixLen, out.Chat.ID, body, budget)
 		tpl, dname = bareTemplate, ""
 	}
 	chunks = carryFormatting(chunks)
