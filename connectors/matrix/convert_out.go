@@ -2,9 +2,11 @@ package matrix
 
 import (
 	"context"
+	"encoding/json"
 	"html"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
@@ -85,7 +87,9 @@ func showsSender(senderFormat string, out *bridge.Outgoing) bool {
 // sender's name in front where senderFormat asks, HTML where there is
 // formatting.
 func textContent(out *bridge.Outgoing, senderFormat string) *event.MessageEventContent {
-	text, htmlText := out.Text, out.HTML
+	// The core's HTML comes from other platforms' users, the API's
+	// clients among them: only the subset goes on.
+	text, htmlText := out.Text, normalizeHTML(out.HTML)
 	if text == "" && htmlText != "" {
 		text = htmlToText(htmlText)
 	}
@@ -124,15 +128,62 @@ func textContent(out *bridge.Outgoing, senderFormat string) *event.MessageEventC
 }
 
 // maxContentBytes keeps an event under Matrix's 64 KiB limit, with room
-// for the envelope the homeserver adds.
+// for the envelope the homeserver adds (and a reply's relation).
 const maxContentBytes = 60000
 
-// fitContent drops the HTML copy of an over-long message, which is what
-// lets the text through.
+// fitContent makes content fit maxContentBytes as JSON, escapes counted
+// (a control character takes six bytes): it drops the HTML copies, which
+// is what lets the text through, and if that is not enough, cuts the
+// text, marked. An edit carries its text twice, so both are cut.
 func fitContent(content *event.MessageEventContent) {
-	if len(content.Body)+len(content.FormattedBody) > maxContentBytes {
-		content.Format, content.FormattedBody = "", ""
+	if contentSize(content) <= maxContentBytes {
+		return
 	}
+	content.Format, content.FormattedBody = "", ""
+	nc := content.NewContent
+	if nc != nil {
+		nc.Format, nc.FormattedBody = "", ""
+	}
+	for over := contentSize(content) - maxContentBytes; over > 0; over = contentSize(content) - maxContentBytes {
+		// Each byte cut takes at least a byte off the JSON.
+		before := len(content.Body)
+		content.Body = cutText(content.Body, len(content.Body)-over)
+		cut := len(content.Body) < before
+		if nc != nil {
+			before = len(nc.Body)
+			nc.Body = cutText(nc.Body, len(nc.Body)-over)
+			cut = cut || len(nc.Body) < before
+		}
+		if !cut {
+			return // what is left over is not text; the homeserver decides
+		}
+	}
+}
+
+// contentSize is the length of content as JSON.
+func contentSize(content *event.MessageEventContent) int {
+	b, err := json.Marshal(content)
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}
+
+// cutText shortens s to n bytes or less, at a character boundary, ending
+// in "…"; s already that short is returned as it is.
+func cutText(s string, n int) string {
+	const mark = "…"
+	if len(s) <= n {
+		return s
+	}
+	if n < len(mark) {
+		return ""
+	}
+	n -= len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
 }
 
 // withReply points content at the message it answers.
@@ -147,8 +198,8 @@ func withReply(content *event.MessageEventContent, replyTo string) {
 // that do not show edits.
 func editContent(out *bridge.Outgoing, senderFormat string) *event.MessageEventContent {
 	content := textContent(out, senderFormat)
-	fitContent(content)
 	content.SetEdit(id.EventID(out.Target))
+	fitContent(content)
 	return content
 }
 
