@@ -2,10 +2,11 @@
 
 GO      ?= go
 BIN     := bin/phonebridge
+FUZZTIME ?= 30s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build run test bench soak install fmt vet clean
+.PHONY: help build run test bench soak fuzz install fmt vet clean
 
 help:
 	@echo "make build   build $(BIN)"
@@ -13,6 +14,7 @@ help:
 	@echo "make test    install test dependencies, then gofmt, vet and every test with -race"
 	@echo "make bench   run the benchmarks (figures go in docs/BENCHMARKS.md)"
 	@echo "make soak    relay 100,000 messages across 1,000 chats through the daemon; checks memory and the outbox"
+	@echo "make fuzz    run every fuzz target for FUZZTIME ($(FUZZTIME)) each, one after another"
 	@echo "make install build, then install the binary, the systemd unit and a starting config (as root)"
 
 build:
@@ -32,6 +34,9 @@ bench:
 
 soak:
 	$(GO) test -run '^$$' -bench 'Soak' -benchtime 100000x -timeout 30m ./bench/
+
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
