@@ -441,7 +441,9 @@ func TestEndToEnd(t *testing.T) {
 func TestServerRestartMidStream(t *testing.T) {
 	r := newE2E(t, false, 1, noFlood)
 	const n = 40
+	sent := make(chan struct{})
 	go func() {
+		defer close(sent)
 		// The API acks once the core has the message, whatever IRC does.
 		for i := 0; i < n; i++ {
 			ev := apiEvent{ID: fmt.Sprintf("s%d", i), Kind: "message", Chat: "c1", Sender: &daemontest.WireSender{ID: "ann", Name: "Ann"}, Text: fmt.Sprintf("stream %d", i)}
@@ -519,6 +521,13 @@ drained:
 		t.Errorf("%d distinct of %d, %d repeated: %q", len(uniq), n, dups, got)
 	}
 	t.Logf("%d messages across a server kill, %d repeated", n, dups)
+	// The last ack may come after the last line: the sender must be done
+	// before the test ends and its connection closes.
+	select {
+	case <-sent:
+	case <-time.After(e2eWait):
+		t.Error("the sender did not get its last ack")
+	}
 }
 
 // TestFloodPacing runs ngIRCd with its flood penalties and sends bursts
