@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -25,7 +23,7 @@ import (
 type serversRig struct {
 	d     *daemontest.Daemon
 	api   *rig // only its sender is used
-	irc   *ircPerson
+	irc   *daemontest.IRCPerson
 	mx    *mautrix.Client
 	room  id.RoomID
 	mxMsg chan string // bodies of the bot's messages in the room
@@ -36,56 +34,33 @@ func newServersRig(b *testing.B) *serversRig {
 	bin := daemontest.Binary(b)
 	ngircd := testservers.StartNgircd(b, testservers.NgircdOptions{})
 	hs := testservers.StartDendrite(b, testservers.DendriteOptions{})
-	annID, annToken := hs.Register(b, "ann", "ann-password-1", false)
-	botID, botToken := hs.Register(b, "bridge", "bridge-password-1", false)
-	ann, err := mautrix.NewClient(hs.URL(), id.UserID(annID), annToken)
-	if err != nil {
-		b.Fatal(err)
-	}
-	created, err := ann.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "General"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &serversRig{mx: ann, room: created.RoomID, mxMsg: make(chan string, 1<<16)}
-	r.irc = dialPerson(b, ngircd.Addr(), "watcher", "#general")
+	mr := daemontest.NewMatrixRoom(b, hs)
+	r := &serversRig{mx: mr.Ann, room: mr.Room, mxMsg: make(chan string, 1<<16)}
+	r.irc = daemontest.DialIRC(b, ngircd.Addr(), "watcher", "#general")
 
 	dir := b.TempDir()
 	pair := daemontest.WriteAPIPair(b, dir, 1, "")
 	cfg, _ := os.ReadFile(pair.Path)
-	conns := fmt.Sprintf(`  irc:
-    type: irc
-    server: %s
-    tls: false
-    nick: wabridge
-    flood: {burst: 5, rate: -1}
-  mx:
-    type: matrix
-    mode: bot
-    homeserver: %s
-    domain: localhost
-    user_id: "%s"
-    access_token: %s
-    sync_timeout: 5s
-routes:
-`, ngircd.Addr(), hs.URL(), botID, botToken)
+	conns := fmt.Sprintf("  irc:\n    type: irc\n    server: %s\n    tls: false\n    nick: wabridge\n    flood: {burst: 5, rate: -1}\n", ngircd.Addr()) +
+		mr.BotConnector("mx", hs) + "    sync_timeout: 5s\nroutes:\n"
 	text := strings.Replace(string(cfg), "routes:\n", conns, 1) +
 		"  - name: three-ways\n    endpoints:\n      - {connector: in, chat: general}\n      - {connector: irc, chat: \"#general\"}\n" +
-		"      - {connector: mx, chat: \"" + string(created.RoomID) + "\"}\n"
+		"      - {connector: mx, chat: \"" + string(mr.Room) + "\"}\n"
 	if err := os.WriteFile(pair.Path, []byte(text), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	r.d = daemontest.Start(b, bin, "run", "-c", pair.Path)
 	r.api = senderOnly(b, r.d, pair)
-	r.irc.await(b, func(line string) bool {
+	r.irc.Await(b, func(line string) bool {
 		return strings.HasPrefix(line, ":wabridge!") && strings.Contains(line, " JOIN ")
 	})
-	r.syncMatrix(b, id.UserID(botID))
+	r.syncMatrix(b, mr.BotID)
 	// The bot joins the room the route names; messages before that would
 	// be refused.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		members, err := ann.JoinedMembers(context.Background(), r.room)
-		if err == nil && hasMember(members, id.UserID(botID)) {
+		members, err := r.mx.JoinedMembers(context.Background(), r.room)
+		if err == nil && hasMember(members, mr.BotID) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -96,7 +71,7 @@ routes:
 	// A first message all the way through.
 	r.api.send(b, 0, "warm-up")
 	r.api.ack(b)
-	r.irc.await(b, func(line string) bool { return strings.Contains(line, "warm-up") })
+	r.irc.Await(b, func(line string) bool { return strings.Contains(line, "warm-up") })
 	r.awaitMatrix(b, 1)
 	return r
 }
@@ -195,7 +170,7 @@ func BenchmarkThroughServers(b *testing.B) {
 			r.api.ack(b)
 		}
 		for range b.N {
-			r.irc.await(b, func(line string) bool { return strings.Contains(line, "PRIVMSG #general") })
+			r.irc.Await(b, func(line string) bool { return strings.Contains(line, "PRIVMSG #general") })
 		}
 		r.awaitMatrix(b, b.N)
 		report(b, b.N, time.Since(start), cpu)
@@ -209,7 +184,7 @@ func BenchmarkThroughServers(b *testing.B) {
 			}
 		}
 		for range b.N {
-			r.irc.await(b, func(line string) bool { return strings.Contains(line, "from matrix") })
+			r.irc.Await(b, func(line string) bool { return strings.Contains(line, "from matrix") })
 		}
 		report(b, b.N, time.Since(start), cpu)
 	})
@@ -219,7 +194,7 @@ func BenchmarkThroughServers(b *testing.B) {
 			start := time.Now()
 			r.api.send(b, sent, fmt.Sprintf("one %d", sent))
 			sent++
-			r.irc.await(b, func(line string) bool { return strings.Contains(line, "one ") })
+			r.irc.Await(b, func(line string) bool { return strings.Contains(line, "one ") })
 			toIRC = append(toIRC, time.Since(start))
 			r.awaitMatrix(b, 1)
 			toMatrix = append(toMatrix, time.Since(start))
@@ -228,7 +203,7 @@ func BenchmarkThroughServers(b *testing.B) {
 			if _, err := r.mx.SendText(context.Background(), r.room, "back"); err != nil {
 				b.Fatal(err)
 			}
-			r.irc.await(b, func(line string) bool { return strings.Contains(line, "back") })
+			r.irc.Await(b, func(line string) bool { return strings.Contains(line, "back") })
 			fromMatrix = append(fromMatrix, time.Since(start))
 		}
 		for _, m := range []struct {
@@ -240,56 +215,6 @@ func BenchmarkThroughServers(b *testing.B) {
 			b.ReportMetric(float64(m.d[len(m.d)*99/100].Microseconds())/1000, m.name+"-p99-ms")
 		}
 	})
-}
-
-// ircPerson is someone in an IRC channel: a raw connection.
-type ircPerson struct {
-	lines chan string
-}
-
-func dialPerson(b *testing.B, addr, nick, channel string) *ircPerson {
-	b.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	p := &ircPerson{lines: make(chan string, 1<<16)}
-	go func() {
-		sc := bufio.NewScanner(conn)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.HasPrefix(line, "PING ") {
-				fmt.Fprintf(conn, "PONG %s\r\n", strings.TrimPrefix(line, "PING "))
-				continue
-			}
-			p.lines <- line
-		}
-		close(p.lines)
-	}()
-	fmt.Fprintf(conn, "NICK %s\r\nUSER %s 0 * :%s\r\n", nick, nick, nick)
-	p.await(b, func(line string) bool { return strings.Contains(line, " 001 ") })
-	fmt.Fprintf(conn, "JOIN %s\r\n", channel)
-	p.await(b, func(line string) bool { return strings.Contains(line, " JOIN ") })
-	return p
-}
-
-func (p *ircPerson) await(b *testing.B, match func(string) bool) {
-	b.Helper()
-	timeout := time.After(5 * time.Minute)
-	for {
-		select {
-		case line, ok := <-p.lines:
-			if !ok {
-				b.Fatal("the IRC connection closed")
-			}
-			if match(line) {
-				return
-			}
-		case <-timeout:
-			b.Fatal("no such IRC line within 5 minutes")
-		}
-	}
 }
 
 func hasMember(m *mautrix.RespJoinedMembers, u id.UserID) bool {

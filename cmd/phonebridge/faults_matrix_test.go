@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/phonebridge/phonebridge/internal/daemontest"
 	"github.com/phonebridge/phonebridge/internal/testservers"
 )
 
@@ -29,27 +29,17 @@ type matrixRoom struct {
 func (r *faultRig) addMatrix(t *testing.T) *matrixRoom {
 	t.Helper()
 	hs := testservers.StartDendrite(t, testservers.DendriteOptions{})
-	annID, annToken := hs.Register(t, "ann", "ann-password-1", false)
-	botID, botToken := hs.Register(t, "bridge", "bridge-password-1", false)
-	ann, err := mautrix.NewClient(hs.URL(), id.UserID(annID), annToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	created, err := ann.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "General"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mr := daemontest.NewMatrixRoom(t, hs)
 	cfg, err := os.ReadFile(r.pair.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := fmt.Sprintf("  mx:\n    type: matrix\n    mode: bot\n    homeserver: %s\n    domain: localhost\n    user_id: \"%s\"\n    access_token: %s\nroutes:\n", hs.URL(), botID, botToken)
-	text := strings.Replace(string(cfg), "routes:\n", conn, 1) +
-		"  - name: matrix\n    endpoints:\n      - {connector: in, chat: general, direction: in}\n      - {connector: mx, chat: \"" + string(created.RoomID) + "\"}\n"
+	text := strings.Replace(string(cfg), "routes:\n", mr.BotConnector("mx", hs)+"routes:\n", 1) +
+		"  - name: matrix\n    endpoints:\n      - {connector: in, chat: general, direction: in}\n      - {connector: mx, chat: \"" + string(mr.Room) + "\"}\n"
 	if err := os.WriteFile(r.pair.Path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &matrixRoom{ann: ann, room: created.RoomID, bot: id.UserID(botID)}
+	return &matrixRoom{ann: mr.Ann, room: mr.Room, bot: mr.BotID}
 }
 
 // relayed returns the message tokens the bot said in the room, oldest

@@ -88,18 +88,17 @@ type ircStream struct {
 }
 
 func watchIRC(t *testing.T, addr string) *ircStream {
-	w := dialIRC(t, addr, "watcher", "#general")
+	w := daemontest.DialIRC(t, addr, "watcher", "#general")
 	s := &ircStream{}
 	go func() {
-		for line := range w.lines {
+		for line := range w.Lines() {
 			s.mu.Lock()
 			s.lines = append(s.lines, line)
 			s.mu.Unlock()
 		}
 	}()
 	// The watcher created #general, so it is its operator (test d).
-	t.Cleanup(func() { w.conn.Close() })
-	s.send = func(line string) { fmt.Fprintf(w.conn, "%s\r\n", line) }
+	s.send = w.Send
 	return s
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"database/sql"
 	"encoding/base64"
@@ -382,9 +381,9 @@ func TestMediaLinksOfTheRunningBinary(t *testing.T) {
 	if err := os.WriteFile(pair.Path, []byte(withIRC), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	watcher := dialIRC(t, irc.Addr(), "watcher", "#general")
+	watcher := daemontest.DialIRC(t, irc.Addr(), "watcher", "#general")
 	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
-	watcher.await(t, func(line string) bool {
+	watcher.Await(t, func(line string) bool {
 		return strings.Contains(line, " JOIN ") && strings.HasPrefix(line, ":wabridge!")
 	})
 
@@ -401,7 +400,7 @@ func TestMediaLinksOfTheRunningBinary(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /v1/events: %s", resp.Status)
 	}
-	line := watcher.await(t, func(line string) bool {
+	line := watcher.Await(t, func(line string) bool {
 		return strings.Contains(line, "PRIVMSG #general") && strings.Contains(line, "http://")
 	})
 	link := line[strings.Index(line, "http://"):]
@@ -433,59 +432,6 @@ func TestMediaLinksOfTheRunningBinary(t *testing.T) {
 		t.Errorf("the expired link answered %d, want 404", code)
 	}
 	d.Stop(5 * time.Second)
-}
-
-// ircWatcher is a person on IRC: a raw connection that collects lines.
-type ircWatcher struct {
-	conn  net.Conn
-	lines chan string
-}
-
-// dialIRC registers nick on addr and joins channel.
-func dialIRC(t *testing.T, addr, nick, channel string) *ircWatcher {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	w := &ircWatcher{conn: conn, lines: make(chan string, 1024)}
-	go func() {
-		sc := bufio.NewScanner(conn)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.HasPrefix(line, "PING ") {
-				fmt.Fprintf(conn, "PONG %s\r\n", strings.TrimPrefix(line, "PING "))
-				continue
-			}
-			w.lines <- line
-		}
-		close(w.lines)
-	}()
-	fmt.Fprintf(conn, "NICK %s\r\nUSER %s 0 * :%s\r\n", nick, nick, nick)
-	w.await(t, func(line string) bool { return strings.Contains(line, " 001 ") })
-	fmt.Fprintf(conn, "JOIN %s\r\n", channel)
-	w.await(t, func(line string) bool { return strings.Contains(line, " JOIN ") })
-	return w
-}
-
-// await returns the next line match takes.
-func (w *ircWatcher) await(t *testing.T, match func(string) bool) string {
-	t.Helper()
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case line, ok := <-w.lines:
-			if !ok {
-				t.Fatal("the IRC connection closed")
-			}
-			if match(line) {
-				return line
-			}
-		case <-timeout:
-			t.Fatal("no such IRC line within 20s")
-		}
-	}
 }
 
 // TestSecretsStayOutOfLogsAndStatus runs the real binary with every kind
