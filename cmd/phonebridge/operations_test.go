@@ -218,16 +218,8 @@ func TestMetricsOfTheRunningBinary(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
 	pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "metrics:\n  listen: "+addr+"\n")
 	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
-		strings.NewReader(`{"id":"m1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"counted"}`))
-	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/events: %s", resp.Status)
+	if code, answer := postEvent(t, pair.InAddr, textEvent("m1", "counted")); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %d %s", code, answer)
 	}
 	scrape := func() map[string]*dto.MetricFamily {
 		resp, err := http.Get("http://" + addr + "/metrics")
@@ -390,15 +382,8 @@ func TestMediaLinksOfTheRunningBinary(t *testing.T) {
 	photo := []byte("\x89PNG\r\n\x1a\nnot really a picture")
 	body := fmt.Sprintf(`{"id":"p1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"media":[{"mime":"image/png","name":"cat.png","data":%q}]}`,
 		base64.StdEncoding.EncodeToString(photo))
-	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/events: %s", resp.Status)
+	if code, answer := postEvent(t, pair.InAddr, body); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %d %s", code, answer)
 	}
 	line := watcher.Await(t, func(line string) bool {
 		return strings.Contains(line, "PRIVMSG #general") && strings.Contains(line, "http://")
@@ -454,12 +439,7 @@ func TestSecretsStayOutOfLogsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := daemontest.Start(t, bin, "run", "-c", pair.Path)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
-		strings.NewReader(`{"id":"s1","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"hi"}`))
-	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		resp.Body.Close()
-	}
+	postEvent(t, pair.InAddr, textEvent("s1", "hi"))
 	status, _, _ := daemontest.RunCommand(t, bin, "status", "--json", "-c", pair.Path)
 	human, _, _ := daemontest.RunCommand(t, bin, "status", "-c", pair.Path)
 	d.Stop(5 * time.Second)
@@ -512,18 +492,7 @@ func TestLockedDatabaseRefusesRatherThanLoses(t *testing.T) {
 	if _, err := conn.ExecContext(t.Context(), "BEGIN EXCLUSIVE"); err != nil {
 		t.Fatal(err)
 	}
-	post := func(id string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+pair.InAddr+"/v1/events",
-			strings.NewReader(`{"id":"`+id+`","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"`+id+`"}`))
-		req.Header.Set("Authorization", "Bearer "+daemontest.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	post := func(id string) (int, string) { return postEvent(t, pair.InAddr, textEvent(id, id)) }
 	if code, body := post("locked"); code != http.StatusServiceUnavailable || !strings.Contains(body, "did not take the event") {
 		t.Errorf("an event while the database is locked: %d %s, want 503 with the reason", code, body)
 	}
@@ -558,4 +527,24 @@ func TestLockedDatabaseRefusesRatherThanLoses(t *testing.T) {
 		t.Errorf("the API received %q, want only the accepted event", texts)
 	}
 	d.Stop(5 * time.Second)
+}
+
+// postEvent posts one API event body to the api connector at addr and
+// returns the status and the answer.
+func postEvent(t *testing.T, addr, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/events", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
+}
+
+// textEvent is an API message event from Ann in general.
+func textEvent(id, text string) string {
+	return `{"id":"` + id + `","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"` + text + `"}`
 }
