@@ -529,3 +529,59 @@ func TestIRCRefusedMessageIsReportedAndSkipped(t *testing.T) {
 	}
 	d.Stop(5 * time.Second)
 }
+
+// TestIRCServerRestartedMidStream: ngIRCd is killed and restarted while
+// the real daemon streams to it. The daemon's connection is cut first and
+// held off until the watcher is back in the channel, because IRC keeps no
+// history: what the server relays while nobody listens is not the
+// bridge's to lose. Every message then reaches IRC at least once, first
+// arrivals in order.
+func TestIRCServerRestartedMidStream(t *testing.T) {
+	r := newFaultRig(t, "    ping_interval: 1s\n    ping_timeout: 2s\n")
+	d := r.start(t)
+	snd := dialSubscribed(t, r.pair.InAddr, "", 0)
+	const total = 100
+	sendAll(t, snd, 0, total/2)
+	before := r.watch
+	before.awaitLine(t, 0, 20*time.Second, func(l string) bool { return strings.Contains(l, msgText(total/4)) }, d)
+
+	r.proxy.Cut()
+	time.Sleep(500 * time.Millisecond) // the watcher reads what the server relayed
+	r.irc.Kill()
+	sendAll(t, snd, total/2, total) // committed while IRC is down
+	r.irc.Restart(t)
+	r.watch = watchIRC(t, r.irc.Addr())
+	from := r.watch.count()
+	r.proxy.Heal()
+	r.watch.awaitLine(t, from, 30*time.Second, func(l string) bool {
+		return strings.HasPrefix(l, ":wabridge") && strings.Contains(l, " JOIN ")
+	}, d)
+
+	// The two watchers together saw every message, first arrivals in order.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		all := append(before.relayed(), r.watch.relayed()...)
+		var first []string
+		seen := map[string]bool{}
+		for _, m := range all {
+			if m != "" && !seen[m] {
+				seen[m] = true
+				first = append(first, m)
+			}
+		}
+		if len(first) >= total {
+			for i, m := range first {
+				if m != msgText(i) {
+					t.Fatalf("IRC: message %d to arrive was %q, want %q", i, m, msgText(i))
+				}
+			}
+			t.Logf("%d messages across a server restart, %d repeated", total, len(all)-len(first))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IRC had %d of %d messages 60s after the restart\n%s", len(first), total, d.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.Stop(5 * time.Second)
+}
