@@ -252,7 +252,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 		return "", err
 	}
 	c.mu.Lock()
-	removed := c.removed[room]
+	removed, wasJoined := c.removed[room], c.joined[room]
 	c.mu.Unlock()
 	if removed {
 		// Reported already; an invite clears it.
@@ -260,16 +260,26 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	}
 	s := &roomSender{cli: cli, room: room, self: c.self, guard: c.guard, senderFormat: c.opts.SenderFormat, maxMediaBytes: c.opts.MaxMediaBytes}
 	native, err := s.send(ctx, out)
-	if err != nil && errors.Is(err, mautrix.MForbidden) && c.notInRoom(ctx, cli, room) {
-		c.mu.Lock()
-		unjoinable := c.unjoinable[out.Chat.ID] || c.unjoinable[string(room)]
-		c.mu.Unlock()
-		if c.isRouted(room) && !unjoinable {
-			// Not joined yet (the joiner is still at it, at start), or
-			// left without the bot seeing it: join, and retry this then.
-			// A join the homeserver refuses marks the room unjoinable.
+	if err == nil || !errors.Is(err, mautrix.MForbidden) {
+		return native, err
+	}
+	c.mu.Lock()
+	unjoinable := c.unjoinable[out.Chat.ID] || c.unjoinable[string(room)]
+	c.mu.Unlock()
+	joinable := c.isRouted(room) && !unjoinable
+	if joinable && !wasJoined {
+		// Not known to be joined yet (at start the joiner races the first
+		// delivery; it may even have joined since the refusal): join, and
+		// retry this then. A join the homeserver refuses marks the room
+		// unjoinable.
+		c.kickJoiner()
+		return "", fmt.Errorf("the bot is not in room %s yet; joining it first", room)
+	}
+	if c.notInRoom(ctx, cli, room) {
+		if joinable {
+			// Left without the bot seeing it: join again, then retry.
 			c.kickJoiner()
-			return "", fmt.Errorf("the bot is not in room %s yet; joining it first", room)
+			return "", fmt.Errorf("the bot is not in room %s; joining it again first", room)
 		}
 		c.reportRemoved(room, fmt.Sprintf("matrix connector %s: the bot %s is not in room %s, so events for it are dropped; invite it back", c.name, c.self, room))
 		return "", bridge.Permanentf("the bot is not in room %s: %v", room, err)
