@@ -43,9 +43,6 @@ type Bridge struct {
 	noticesTo atomic.Pointer[Endpoint]
 
 	obs Observer // set before Start
-	// onState, when set, is called after each change of a connector's
-	// state (the daemon's systemd status line).
-	onState atomic.Pointer[func()]
 
 	mu      sync.Mutex
 	states  map[string]ConnectorStatus
@@ -144,7 +141,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
-	b.SetObserver(noObserver{})
+	b.SetObserver(NopObserver{})
 	return b
 }
 
@@ -155,7 +152,8 @@ func (b *Bridge) connector(name string) (Connector, bool) {
 
 // takesChat reports whether connector could have a chat called chat.
 func (b *Bridge) takesChat(connector, chat string) bool {
-	checker, ok := b.conns().conns[connector].(ChatIDChecker)
+	c, _ := b.connector(connector)
+	checker, ok := c.(ChatIDChecker)
 	return !ok || checker.IsChatID(chat)
 }
 
@@ -398,13 +396,15 @@ func (b *Bridge) Links() []LinkStatus {
 
 // Linker returns the named connector if it links accounts.
 func (b *Bridge) Linker(name string) (Linker, bool) {
-	l, ok := b.conns().conns[name].(Linker)
+	c, _ := b.connector(name)
+	l, ok := c.(Linker)
 	return l, ok
 }
 
 // ChatLister returns the named connector if it lists its chats.
 func (b *Bridge) ChatLister(name string) (ChatLister, bool) {
-	l, ok := b.conns().conns[name].(ChatLister)
+	c, _ := b.connector(name)
+	l, ok := c.(ChatLister)
 	return l, ok
 }
 
@@ -443,14 +443,7 @@ func (b *Bridge) setState(name string, st State, detail string) {
 	}
 	b.log.Log(context.Background(), level, "connector "+string(st), attrs...)
 	b.obs.StateChanged(name, st)
-	if fn := b.onState.Load(); fn != nil {
-		(*fn)()
-	}
 }
-
-// OnStateChange makes fn be called after each change of a connector's
-// state; it must not block.
-func (b *Bridge) OnStateChange(fn func()) { b.onState.Store(&fn) }
 
 // submit accepts one inbound event from connector name.
 func (b *Bridge) submit(name string, in *Event, done func(error)) {

@@ -27,13 +27,14 @@ const (
 	FailGaveUp      = "gave_up"
 )
 
-// noObserver is the Observer of a bridge nobody watches.
-type noObserver struct{}
+// NopObserver is the Observer of a bridge nobody watches; embed it to
+// watch only some of what happens.
+type NopObserver struct{}
 
-func (noObserver) Accepted(string, Kind)                 {}
-func (noObserver) Delivered(string, Kind, time.Duration) {}
-func (noObserver) DeliveryFailed(string, Kind, string)   {}
-func (noObserver) StateChanged(string, State)            {}
+func (NopObserver) Accepted(string, Kind)                 {}
+func (NopObserver) Delivered(string, Kind, time.Duration) {}
+func (NopObserver) DeliveryFailed(string, Kind, string)   {}
+func (NopObserver) StateChanged(string, State)            {}
 
 // SetObserver makes o watch the bridge; call it before Start.
 func (b *Bridge) SetObserver(o Observer) {

@@ -123,8 +123,8 @@ func sameConnector(a, b *config.Connector) bool {
 	return a != nil && b != nil && a.Type == b.Type && reflect.DeepEqual(a.Options, b.Options)
 }
 
-// restartOnly lists the settings that differ and that a running bridge
-// keeps until it starts again.
+// restartOnly lists the settings that differ and that the running
+// process keeps until it starts again.
 func restartOnly(old, cfg *config.Config) []string {
 	var out []string
 	for _, c := range []struct {
@@ -135,6 +135,11 @@ func restartOnly(old, cfg *config.Config) []string {
 		{"store", old.Store, cfg.Store},
 		{"delivery", old.Delivery, cfg.Delivery},
 		{"relay", old.Relay, cfg.Relay},
+		// The daemon's own, which it starts once.
+		{"log", old.Log, cfg.Log},
+		{"web", old.Web, cfg.Web},
+		{"metrics", old.Metrics, cfg.Metrics},
+		{"media", old.Media, cfg.Media},
 	} {
 		if !reflect.DeepEqual(c.old, c.new) {
 			out = append(out, c.path)

@@ -23,14 +23,8 @@ import (
 
 // Backend is what the daemon exposes to the control API.
 type Backend interface {
-	// Links lists every connector that implements bridge.Linker, by
-	// connector name, sorted.
-	Links() []bridge.LinkStatus
-	// Linker returns the named connector's Linker (and whether it exists
-	// and links).
-	Linker(name string) (bridge.Linker, bool)
-	// ChatLister returns the named connector's ChatLister, if it has one.
-	ChatLister(name string) (bridge.ChatLister, bool)
+	// LinkAdmin gives the links and their chats, by connector name.
+	bridge.LinkAdmin
 	// Version is the daemon's version string.
 	Version() string
 	// Status reports the daemon: connectors, links, the outbox.

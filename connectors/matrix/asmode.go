@@ -167,17 +167,27 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 			}
 		} else {
 			info := c.describeChat(ctx, origin)
-			create := info
-			if create.Name == "" {
-				create.Name = chat
-			}
-			if room, err = as.ensurePortal(ctx, origin, create); err != nil {
-				return "", classify(err)
-			}
-			// The chat may have been renamed or given another topic or
-			// picture since; a failed update must not hold the message up.
-			if err := as.syncPortal(ctx, origin, info); err != nil {
-				c.warnOnce("portal:"+chat, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, chat, oneLine(err)))
+			p, ok, err := as.portal(ctx, origin)
+			switch {
+			case err != nil:
+				return "", err
+			case !ok:
+				create := info
+				if create.Name == "" {
+					create.Name = chat
+				}
+				if room, err = as.ensurePortal(ctx, origin, create); err != nil {
+					return "", classify(err)
+				}
+			default:
+				room = p.room
+				// The chat may have been renamed or given another topic or
+				// picture since; a failed update must not hold the message up.
+				if p.outdated(info) {
+					if err := as.syncPortal(ctx, origin, info); err != nil {
+						c.warnOnce("portal:"+chat, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, chat, oneLine(err)))
+					}
+				}
 			}
 		}
 	}

@@ -188,18 +188,40 @@ func (b *asBridge) creatorsPrivileged(ctx context.Context) bool {
 	return b.roomVersion.PrivilegedRoomCreators()
 }
 
-// portalRoom is the room made for the origin chat, "" if none.
-func (b *asBridge) portalRoom(ctx context.Context, origin bridge.ChatRef) (id.RoomID, error) {
+// portalRow is what is recorded of a portal: its room and what it was
+// last given of the origin chat.
+type portalRow struct {
+	room                  id.RoomID
+	name, topic, avatarID string
+}
+
+// outdated reports whether the portal shows other than info: a name the
+// event gives, or, where the origin described the chat, its topic and
+// picture.
+func (p portalRow) outdated(info portalInfo) bool {
+	return info.Name != "" && info.Name != p.name ||
+		info.Described && (info.Topic != p.topic || info.AvatarID != p.avatarID)
+}
+
+// portal is the recorded portal of the origin chat; ok is false if none.
+func (b *asBridge) portal(ctx context.Context, origin bridge.ChatRef) (p portalRow, ok bool, err error) {
 	var room string
-	err := b.store.QueryRowContext(ctx, `SELECT room_id FROM matrix_portals WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
-		b.name, origin.Connector, origin.ID).Scan(&room)
+	err = b.store.QueryRowContext(ctx, `SELECT room_id, name, topic, avatar_id FROM matrix_portals WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
+		b.name, origin.Connector, origin.ID).Scan(&room, &p.name, &p.topic, &p.avatarID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return portalRow{}, false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("look up the portal of %s: %w", origin, err)
+		return portalRow{}, false, fmt.Errorf("look up the portal of %s: %w", origin, err)
 	}
-	return id.RoomID(room), nil
+	p.room = id.RoomID(room)
+	return p, true, nil
+}
+
+// portalRoom is the room made for the origin chat, "" if none.
+func (b *asBridge) portalRoom(ctx context.Context, origin bridge.ChatRef) (id.RoomID, error) {
+	p, _, err := b.portal(ctx, origin)
+	return p.room, err
 }
 
 // portalOrigin is the origin chat a portal room was made for, with the
@@ -221,21 +243,21 @@ func (b *asBridge) portalOrigin(ctx context.Context, room id.RoomID) (origin bri
 // sent only when it differs from what was last set. A chat without a
 // portal is left alone: its room gets all of it when it is made.
 func (b *asBridge) syncPortal(ctx context.Context, origin bridge.ChatRef, info portalInfo) error {
+	// The common case, nothing changed, takes no lock.
+	if p, ok, err := b.portal(ctx, origin); err != nil || !ok || !p.outdated(info) {
+		return err
+	}
 	unlock, err := b.portalLocks.lock(ctx, origin.Connector+"\x00"+origin.ID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	var room, name, topic, avatarID string
-	err = b.store.QueryRowContext(ctx, `SELECT room_id, name, topic, avatar_id FROM matrix_portals WHERE connector = ? AND origin_connector = ? AND origin_chat = ?`,
-		b.name, origin.Connector, origin.ID).Scan(&room, &name, &topic, &avatarID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
+	p, ok, err := b.portal(ctx, origin) // another caller may have updated it
+	if err != nil || !ok {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("look up the portal of %s: %w", origin, err)
-	}
-	bot, roomID := b.botIntent(), id.RoomID(room)
+	name, topic, avatarID := p.name, p.topic, p.avatarID
+	bot, roomID := b.botIntent(), p.room
 	var errs []error
 	set := func(column, value string, typ event.Type, content any) {
 		if _, err := bot.SendStateEvent(ctx, roomID, typ, "", content); err != nil {

@@ -61,16 +61,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return errors.Join(err, closeMedia(context.Background(), media))
 	}
 	d := &daemon{Bridge: b, cfg: cfg, log: log, version: version, started: time.Now(), notify: notify}
+	// The observer is set before Start, so the first events count.
+	obs := statusObserver{Observer: bridge.NopObserver{}, d: d}
 	var mets *metrics.Server
 	if cfg.Metrics.Listen != "" {
-		// Before Start, so the first events are counted.
 		if mets, err = metrics.Start(cfg.Metrics, b, version, log); err != nil {
 			stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 			defer cancel()
 			return errors.Join(err, b.Stop(stopCtx), closeMedia(stopCtx, media))
 		}
-		b.SetObserver(mets)
+		obs.Observer = mets
 	}
+	b.SetObserver(obs)
 	if err := b.Start(ctx); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), StopTimeout)
 		defer cancel()
@@ -89,7 +91,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return errors.Join(err, srv.Close(stopCtx), b.Stop(stopCtx), closeMetrics(stopCtx, mets), closeMedia(stopCtx, media))
 	}
 	log.Info(ReadyMessage, "version", version, "database", cfg.Store.Path, "control", SocketPath(cfg))
-	b.OnStateChange(func() { notify.Status(d.statusLine()) })
 	notify.Ready(d.statusLine())
 	watchdogDone := d.watchdog(ctx)
 
@@ -180,32 +181,12 @@ func (d *daemon) Reload(ctx context.Context) (rep control.ReloadReport, err erro
 	}
 	res, err := d.Bridge.Reload(ctx, cfg)
 	rep = control.ReloadReport{Config: cfg.Path, Added: res.Added, Restarted: res.Restarted, Removed: res.Removed,
-		Ignored: append(res.Ignored, daemonRestartOnly(d.cfg, cfg)...)}
+		Ignored: res.Ignored}
 	if !res.Applied {
 		return control.ReloadReport{}, err // refused before anything changed
 	}
 	d.cfg = cfg
 	return rep, err
-}
-
-// daemonRestartOnly lists the daemon's own settings that changed and
-// apply at the next start.
-func daemonRestartOnly(old, cfg *config.Config) []string {
-	var out []string
-	for _, c := range []struct {
-		path string
-		same bool
-	}{
-		{"log", old.Log == cfg.Log},
-		{"web", old.Web == cfg.Web},
-		{"metrics", old.Metrics == cfg.Metrics},
-		{"media", old.Media == cfg.Media},
-	} {
-		if !c.same {
-			out = append(out, c.path)
-		}
-	}
-	return out
 }
 
 // logReload says in one line what a SIGHUP did.
@@ -227,6 +208,18 @@ func (d *daemon) logReload(rep control.ReloadReport, err error) {
 		}
 		d.log.Info("config reloaded", attrs...)
 	}
+}
+
+// statusObserver keeps systemd's status line current as connectors
+// change state, passing everything on to the metrics (if any).
+type statusObserver struct {
+	bridge.Observer
+	d *daemon
+}
+
+func (o statusObserver) StateChanged(connector string, state bridge.State) {
+	o.Observer.StateChanged(connector, state)
+	o.d.notify.Status(o.d.statusLine())
 }
 
 // statusLine is the one line `systemctl status` shows.
