@@ -169,7 +169,13 @@ type txnGuard struct {
 	// MaybeSent found nothing: deliveries to a room go in order, so none
 	// after it was attempted and their searches are skipped.
 	checked map[id.RoomID]bool
-	history int // how many recent events are searched
+	// history is how many of the sender's latest events a search for a
+	// flagged delivery reads (up to 64 a chat may have gone out
+	// unrecorded). recent is how many a search for an unanswered one
+	// reads: if it got there it is the newest, since the room's later
+	// deliveries wait behind it; a page of 100 would not download within
+	// send_timeout over a link that crawls.
+	history, recent int
 	// settle is how long a search that finds nothing is repeated: a
 	// homeserver back from a crash may show a stored event in /messages
 	// only after a while (Dendrite replays its internal stream).
@@ -177,7 +183,7 @@ type txnGuard struct {
 }
 
 func newTxnGuard() *txnGuard {
-	return &txnGuard{unsure: map[string]bool{}, checked: map[id.RoomID]bool{}, history: 100, settle: 2 * time.Second}
+	return &txnGuard{unsure: map[string]bool{}, checked: map[id.RoomID]bool{}, history: 100, recent: 10, settle: 2 * time.Second}
 }
 
 // settleStep is the pause between repeated searches.
@@ -234,7 +240,7 @@ func (g *txnGuard) lookup(ctx context.Context, s *roomSender, txn string) string
 	}
 	deadline := time.Now().Add(g.settle)
 	for {
-		found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.history)
+		found, err := findSent(ctx, s.cli, s.room, s.self, txn, g.recent)
 		if err != nil {
 			return "" // cannot tell: sending again is the lesser harm
 		}
