@@ -455,6 +455,7 @@ func TestMatrixCrawlDoesNotHoldOthers(t *testing.T) {
 	const before, total = 100, 300
 	const rate = 3000            // bytes a second each way
 	const rssLimitKB = 150 << 10 // far above the ~40 MB the daemon runs in
+	// A short send_timeout keeps the moment of a timeout short.
 	r := newMatrixNetRig(t, "  send_timeout: 3s\n", nil)
 	d, api, snd := r.start(t, before)
 
