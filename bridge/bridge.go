@@ -142,6 +142,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
 	b.del = newDeliverer(store, log, cfg.Delivery, cfg.Relay, b.connector)
 	b.SetObserver(NopObserver{})
+	store.setLog(log)
 	return b
 }
 
@@ -321,7 +322,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		defer cancel()
 	}
 	delErr := b.del.shutdown(delCtx)
-	if delErr == nil {
+	if delErr == nil && b.del.allRecorded(ctx) {
 		// Every delivery made is recorded: the next start need not check.
 		delErr = markStopped(ctx, b.store)
 	}

@@ -46,6 +46,12 @@ type Outgoing struct {
 	// idempotency key may not hold (a homeserver that forgot it) checks
 	// for the earlier copy before sending.
 	MaybeSent bool
+	// After is the key of the delivery made to the same chat just before
+	// this one, "" when unknown. A destination that commits what it is
+	// sent after Send returns (the api connector) checks that After's
+	// commit did not fail before it takes this one, so the chat keeps its
+	// order while the core sends the failed one again.
+	After string
 }
 
 // Capabilities is what a connector's Send supports. Where a capability is

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/phonebridge/phonebridge/config"
@@ -57,8 +58,21 @@ type queue struct {
 	buffered []pendingRow
 	spilled  bool
 
+	// Rows whose record did not commit (flush), to send again from the
+	// first: redoFrom and redoThrough are guarded by deliverer.mu, redo
+	// says they are set, recordFails counts records failed in a row.
+	redo        atomic.Bool
+	redoFrom    int64
+	redoThrough int64
+	recordFails atomic.Int32
+
 	// Only the worker touches these, and only one worker runs at a time.
 	after int64 // last outbox id handed on; survives worker restarts
+	// maybeSentThrough is the last row sent again after its record
+	// failed: those may be on the destination already.
+	maybeSentThrough int64
+	// lastKey is the key of the last send (Outgoing.After of the next).
+	lastKey string
 
 	// created holds ids this queue made whose bookkeeping is not yet
 	// committed, so an edit right behind its message still finds it.
@@ -183,6 +197,9 @@ func (d *deliverer) work(q *queue) {
 	var done completions
 	defer d.flush(q, &done)
 	for !d.stopping() {
+		if !d.rewind(q, &done) {
+			break
+		}
 		rows, err := d.next(q)
 		if err != nil {
 			d.log.Error("cannot read the outbox; will retry", "destination", q.dest.String(), "err", err)
@@ -210,6 +227,9 @@ func (d *deliverer) work(q *queue) {
 			return
 		}
 		for i := range rows {
+			if q.redo.Load() {
+				break // rows before these go again first
+			}
 			if rows[i].id <= q.after {
 				continue // read from the outbox already
 			}
@@ -261,6 +281,63 @@ func (d *deliverer) next(q *queue) ([]pendingRow, error) {
 	return rows, err
 }
 
+// rewind sends again, after a backoff, the rows whose record did not
+// commit: they are still in the outbox, and they are sent before any
+// later row, so the chat's order holds. False on shutdown.
+func (d *deliverer) rewind(q *queue, done *completions) bool {
+	if !q.redo.Load() {
+		return true
+	}
+	d.flush(q, done)
+	// Wait for the records queued so far, so rows recorded meanwhile are
+	// not read back from the outbox and sent once more.
+	d.store.Write(context.Background(), func(*Tx) error { return nil })
+	if !d.sleep(q, d.backoff(int(q.recordFails.Load()))) {
+		return false
+	}
+	d.mu.Lock()
+	from, through := q.redoFrom, q.redoThrough
+	q.redoFrom, q.redoThrough = 0, 0
+	q.redo.Store(false)
+	q.spilled = true
+	q.buffered = nil
+	d.mu.Unlock()
+	q.maybeSentThrough = max(q.maybeSentThrough, through, q.after)
+	q.after = min(q.after, from-1)
+	q.lastKey = "" // the key sent before row from is not known
+	return true
+}
+
+// redeliver has rows first..last of q sent again: their record did not
+// commit, so nothing says they reached the destination.
+func (d *deliverer) redeliver(q *queue, first, last int64) {
+	q.recordFails.Add(1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q.redoFrom == 0 || first < q.redoFrom {
+		q.redoFrom = first
+	}
+	q.redoThrough = max(q.redoThrough, last)
+	q.redo.Store(true)
+	d.kickLocked(q)
+}
+
+// allRecorded waits for the records queued so far and reports whether
+// every delivery made is recorded: none waits to be sent again.
+func (d *deliverer) allRecorded(ctx context.Context) bool {
+	if d.store.Write(ctx, func(*Tx) error { return nil }) != nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range d.queues {
+		if q.redo.Load() {
+			return false
+		}
+	}
+	return true
+}
+
 // flushEvery bounds how many delivered rows a worker records at once.
 // Recording in batches saves the store most of its work under load; the
 // price is that a crash may resend up to this many events per chat, with
@@ -271,6 +348,8 @@ const flushEvery = 64
 type completions struct {
 	rows   []int64
 	copies []createdCopy
+	// mark is Store.FailedWrites when the first of rows began to be sent.
+	mark uint64
 }
 
 // flush records the deliveries in done: the ids they created and the end
@@ -282,11 +361,18 @@ func (d *deliverer) flush(q *queue, done *completions) {
 	if len(done.rows) == 0 {
 		return
 	}
-	first, last, n := done.rows[0], done.rows[len(done.rows)-1], len(done.rows)
+	first, last, n, mark := done.rows[0], done.rows[len(done.rows)-1], len(done.rows), done.mark
 	copies := done.copies
 	*done = completions{}
 	dest := q.dest
+	unconfirmed := false
 	d.store.WriteAsync(func(tx *Tx) error {
+		// A write that failed since these sends began may be one a
+		// destination queued without waiting (the api connector logs what
+		// it is sent that way): then recording them could lose them.
+		if unconfirmed = d.store.FailedWrites() != mark; unconfirmed {
+			return nil
+		}
 		return delivered(tx, dest, first, last, copies)
 	}, func(err error) {
 		q.cacheMu.Lock()
@@ -296,11 +382,18 @@ func (d *deliverer) flush(q *queue, done *completions) {
 			}
 		}
 		q.cacheMu.Unlock()
-		if err != nil {
-			// The sends happened; only our record of them is missing, so a
-			// restart may send them again (with the same keys).
-			d.log.Error("cannot record deliveries; they may be repeated after a restart", "destination", dest.String(), "events", n, "err", err)
+		if err == nil && !unconfirmed {
+			q.recordFails.Store(0)
+			return
 		}
+		// They stay in the outbox and go again, with the same keys, which
+		// destinations that already have them ignore.
+		level := slog.LevelDebug
+		if err != nil && q.recordFails.Load() == 0 && !errors.Is(err, ErrCannotWrite) {
+			level = slog.LevelWarn // the store reports ErrCannotWrite itself
+		}
+		d.log.Log(context.Background(), level, "deliveries not recorded; they are sent again", "destination", dest.String(), "events", n, "err", err)
+		d.redeliver(q, first, last)
 	})
 }
 
@@ -331,6 +424,7 @@ func (d *deliverer) sleep(q *queue, wait time.Duration) bool {
 // false when the deliverer is stopping and the row is left for next time.
 func (d *deliverer) deliverRow(q *queue, r *pendingRow, done *completions) bool {
 	var sent []createdCopy // parts already sent, kept across retries
+	mark := d.store.FailedWrites()
 	for {
 		if d.stopping() {
 			return false
@@ -342,6 +436,9 @@ func (d *deliverer) deliverRow(q *queue, r *pendingRow, done *completions) bool 
 		}
 		copies, err := d.attempt(q, r, sent)
 		if err == nil {
+			if len(done.rows) == 0 {
+				done.mark = mark
+			}
 			d.finish(q, r, copies, done)
 			if r.attempts > 0 {
 				d.log.Info("delivery resumed", "destination", q.dest.String(), "attempts", r.attempts+1)
@@ -461,6 +558,7 @@ func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]crea
 	copies := sent
 	for i := len(sent); i < len(steps); i++ {
 		s := steps[i]
+		s.out.After = q.lastKey
 		start := time.Now()
 		native, err := conn.Send(ctx, &s.out)
 		if err != nil {
@@ -473,6 +571,7 @@ func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]crea
 			return nil, err
 		}
 		d.obs.Delivered(q.dest.Connector, s.out.Kind, time.Since(start))
+		q.lastKey = s.out.Key
 		copies = append(copies, createdCopy{native: native, msg: s.msg, part: s.part})
 	}
 	return copies, nil
@@ -517,7 +616,7 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		}
 	}
 
-	out := Outgoing{Event: ev, Key: deliveryKey(r.id, 0), MaybeSent: r.attempts > 0 || r.id <= d.maybeSentBelow}
+	out := Outgoing{Event: ev, Key: deliveryKey(r.id, 0), MaybeSent: r.attempts > 0 || r.id <= d.maybeSentBelow || r.id <= q.maybeSentThrough}
 	out.Origin = ev.Chat
 	out.Chat = ChatRef{Connector: q.dest.Connector, ID: q.dest.Chat}
 	out.ReplyTo, out.Target, out.TargetReaction = "", "", ""

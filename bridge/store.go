@@ -5,12 +5,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
-	_ "modernc.org/sqlite" // pure Go driver "sqlite"
+	"modernc.org/sqlite" // pure Go driver "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Store is the bridge's SQLite database. All writes go through one writer
@@ -44,6 +47,14 @@ type Store struct {
 	dones   chan []doneCall
 	closeMu sync.RWMutex // held for reading while queuing, for writing by Close
 	closed  bool
+
+	// failed counts write ops that failed (FailedWrites).
+	failed atomic.Uint64
+	// log gets the one line that says the disk refuses writes, and the
+	// one that says it takes them again; nil logs nothing.
+	log atomic.Pointer[slog.Logger]
+	// refusing is true while the disk refuses writes; writer goroutine only.
+	refusing bool
 }
 
 type writeOp struct {
@@ -118,6 +129,38 @@ const maxBatch = 512
 
 // ErrStoreClosed is returned for writes submitted after Close.
 var ErrStoreClosed = errors.New("store is closed")
+
+// ErrCannotWrite is what a write fails with (errors.Is) when the disk
+// refused it: full, over a file size limit, or failing. Nothing of it was
+// committed; the same write succeeds once the disk takes writes again.
+var ErrCannotWrite = errors.New("the store cannot write")
+
+// cannotWriteError is a write the disk refused, with the remedy.
+type cannotWriteError struct {
+	dir string
+	err error
+}
+
+func (e *cannotWriteError) Error() string {
+	return fmt.Sprintf("%v (disk full, a file size limit, or a failing disk): free space in %s, then send again: %v", ErrCannotWrite, e.dir, e.err)
+}
+
+func (e *cannotWriteError) Is(target error) bool { return target == ErrCannotWrite }
+func (e *cannotWriteError) Unwrap() error        { return e.err }
+
+// classify marks err as ErrCannotWrite when SQLite says the disk refused
+// the write: SQLITE_FULL for ENOSPC, SQLITE_IOERR for the rest (EFBIG
+// past RLIMIT_FSIZE is SQLITE_IOERR_WRITE).
+func (s *Store) classify(err error) error {
+	var se *sqlite.Error
+	if err == nil || errors.Is(err, ErrCannotWrite) || !errors.As(err, &se) {
+		return err
+	}
+	if c := se.Code() & 0xff; c == sqlite3.SQLITE_FULL || c == sqlite3.SQLITE_IOERR {
+		return &cannotWriteError{dir: filepath.Dir(s.path), err: err}
+	}
+	return err
+}
 
 // OpenStore opens (creating, mode 0600) the database at path. sync is
 // "normal" or "full" (SQLite's synchronous pragma in WAL mode).
@@ -364,17 +407,75 @@ func (s *Store) commit(batch []writeOp) {
 	defer s.prepareNoted()
 	defer s.noteWrites(len(batch))
 	calls := make([]doneCall, len(batch))
+	var changes int64
+	if s.refusing {
+		changes = s.totalChanges()
+	}
 	err := s.runTx(batch)
 	for i, op := range batch {
 		calls[i] = doneCall{done: op.done, err: err}
 	}
-	if err != nil && len(batch) > 1 {
+	switch {
+	case err != nil && len(batch) > 1:
 		// One op spoiled the batch: isolate it by running each on its own.
+		// A failure is counted before the next op runs, so that op sees it.
 		for i, op := range batch {
-			calls[i].err = s.runTx([]writeOp{op})
+			if calls[i].err = s.runTx([]writeOp{op}); calls[i].err != nil {
+				s.failed.Add(1)
+			}
+		}
+	case err != nil:
+		s.failed.Add(1)
+	}
+	s.noteRefusal(calls, changes)
+	s.dones <- calls
+}
+
+// FailedWrites counts the write ops that have failed since the store
+// opened. Writes queued without waiting (WriteAsync) can use it: a later
+// write that sees it unchanged since the earlier one was queued knows the
+// earlier one committed (the writer runs ops in queue order).
+func (s *Store) FailedWrites() uint64 { return s.failed.Load() }
+
+// setLog makes the store report when the disk starts and stops refusing
+// its writes.
+func (s *Store) setLog(l *slog.Logger) { s.log.Store(l) }
+
+// totalChanges is how many rows the writer's connection has changed.
+func (s *Store) totalChanges() int64 {
+	var n int64
+	s.writer.QueryRow(`SELECT total_changes()`).Scan(&n)
+	return n
+}
+
+// noteRefusal logs once when the disk starts refusing writes and once
+// when it takes them again, rather than a line per refused write. While
+// refusing, a commit counts as taken only if it changed rows (changes is
+// the count before it): one that changed none wrote nothing to the disk.
+func (s *Store) noteRefusal(calls []doneCall, changes int64) {
+	var refused error
+	ok := false
+	for _, c := range calls {
+		switch {
+		case c.err == nil:
+			ok = true
+		case refused == nil && errors.Is(c.err, ErrCannotWrite):
+			refused = c.err
 		}
 	}
-	s.dones <- calls
+	log := s.log.Load()
+	switch {
+	case refused != nil && !s.refusing:
+		s.refusing = true
+		if log != nil {
+			log.Error("the store cannot write: inbound events are refused and deliveries wait until it can; free space in "+filepath.Dir(s.path)+", or raise the file size limit, or check the disk", "err", errors.Unwrap(refused))
+		}
+	case refused == nil && ok && s.refusing && s.totalChanges() > changes:
+		s.refusing = false
+		if log != nil {
+			log.Info("the store writes again: refused events can be sent again")
+		}
+	}
 }
 
 // prepareNoted prepares the queries transactions noted, now that the
@@ -395,17 +496,17 @@ func (s *Store) prepareNoted() {
 func (s *Store) runTx(ops []writeOp) error {
 	sqlTx, err := s.writer.Begin()
 	if err != nil {
-		return fmt.Errorf("begin write: %w", err)
+		return s.classify(fmt.Errorf("begin write: %w", err))
 	}
 	tx := &Tx{Tx: sqlTx, s: s, bound: map[string]*sql.Stmt{}}
 	for _, op := range ops {
 		if err := op.fn(tx); err != nil {
 			tx.Rollback()
-			return err
+			return s.classify(err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return s.classify(fmt.Errorf("commit: %w", err))
 	}
 	return nil
 }

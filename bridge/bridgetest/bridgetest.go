@@ -300,6 +300,42 @@ type Harness struct {
 	Bridge *bridge.Bridge
 	Fakes  map[string]*Fake
 	Config *config.Config
+	Logs   *Logs // what the bridge logged, across restarts
+}
+
+// Logs keeps what a bridge logs, a line per record, for tests to read.
+type Logs struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// Write implements io.Writer for a slog handler, which writes a record a
+// call.
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// Count is how many lines contain s.
+func (l *Logs) Count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// String is every line logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 // Route is shorthand for a route joining chats given as "connector/chat";
@@ -332,7 +368,7 @@ func New(t testing.TB, routes []config.Route, fakes ...*Fake) *Harness {
 	cfg.Delivery.RetryMin = 10 * time.Millisecond
 	cfg.Delivery.RetryMax = 100 * time.Millisecond
 	cfg.Delivery.SendTimeout = 5 * time.Second
-	h := &Harness{t: t, Path: filepath.Join(t.TempDir(), "bridge.db"), Fakes: map[string]*Fake{}, Config: &cfg}
+	h := &Harness{t: t, Path: filepath.Join(t.TempDir(), "bridge.db"), Fakes: map[string]*Fake{}, Config: &cfg, Logs: &Logs{}}
 	for _, f := range fakes {
 		h.Fakes[f.name] = f
 	}
@@ -357,7 +393,7 @@ func (h *Harness) Start() {
 		conns[n] = f
 	}
 	h.Store = store
-	h.Bridge = bridge.New(store, conns, h.Config, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.Bridge = bridge.New(store, conns, h.Config, slog.New(slog.NewTextHandler(h.Logs, nil)))
 	if err := h.Bridge.Start(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
@@ -416,4 +452,19 @@ func (NoDescriptions) DescribeChat(context.Context, bridge.ChatRef) (bridge.Chat
 // DescribeSender implements bridge.Sink.
 func (NoDescriptions) DescribeSender(context.Context, bridge.ChatRef, string) (bridge.SenderDescription, error) {
 	return bridge.SenderDescription{}, bridge.ErrNotDescribed
+}
+
+// CapStore stops the database growing past pages (1: past the pages it
+// has) through SQLite's max_page_count on the store's one writing
+// connection: writes that need a new page then fail with SQLITE_FULL, as
+// on a full disk, with no root or filesystem to fill. A large cap lifts it.
+func CapStore(t testing.TB, s *bridge.Store, pages int64) {
+	t.Helper()
+	err := s.Write(context.Background(), func(tx *bridge.Tx) error {
+		_, err := tx.Exec(fmt.Sprintf("PRAGMA max_page_count = %d", pages))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("cap the store at %d pages: %v", pages, err)
+	}
 }

@@ -104,7 +104,7 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 		return err
 	}
 	c.sink = sink
-	c.events = &eventLog{store: c.store, connector: c.name, history: int64(c.opts.History), kept: map[string]int64{}}
+	c.events = &eventLog{store: c.store, connector: c.name, history: int64(c.opts.History), kept: map[string]int64{}, last: map[string]lastAppend{}}
 	c.hub = newHub(c)
 	c.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,

@@ -50,7 +50,20 @@ type eventLog struct {
 	// (appendTx runs there). A write op that runs twice can leave it a
 	// little high, which only makes a trim come early.
 	kept map[string]int64
+	// last is the key each chat's newest append was tried for, with
+	// Store.FailedWrites at the time; writer goroutine only, like kept.
+	last map[string]lastAppend
 }
+
+type lastAppend struct {
+	key    string
+	failed uint64
+}
+
+// errEarlierMissing refuses an event while the one sent before it to its
+// chat is not logged: the core sends that one again first (its record is
+// refused too), so the chat's log keeps the order events were sent in.
+var errEarlierMissing = errors.New("an earlier event of this chat is not logged yet; it goes first")
 
 // appendResult is what one append did; the write fn may run twice (the
 // store retries a failed batch op by op), so it is reset on every run.
@@ -69,8 +82,26 @@ func (l *eventLog) trimEvery() int64 {
 // redelivery, which must be neither stored nor broadcast twice). The seq
 // is the row id: the store has one writer, so seqs rise in commit order,
 // and they survive restarts.
-func (l *eventLog) appendTx(tx *bridge.Tx, chat, key string, payload []byte, media []storedMedia, res *appendResult) error {
+func (l *eventLog) appendTx(tx *bridge.Tx, chat, key, after string, payload []byte, media []storedMedia, res *appendResult) error {
 	*res = appendResult{}
+	failed := l.store.FailedWrites()
+	// after's append ran just before this one with no write failed since:
+	// it is committed, or in this transaction. Otherwise it may have
+	// failed (or never run), and then a new event must wait for it.
+	if prev := l.last[chat]; after != "" && after != key && (prev.key != after || prev.failed != failed) {
+		afterLogged, err := l.logged(tx, after)
+		if err != nil {
+			return err
+		}
+		if !afterLogged {
+			if logged, err := l.logged(tx, key); err != nil || logged {
+				return err // a repeat of a logged event needs nothing
+			}
+			return errEarlierMissing
+		}
+	}
+	// Noted before the insert, which may be what fails.
+	l.last[chat] = lastAppend{key, failed}
 	r, err := tx.Exec(`INSERT OR IGNORE INTO api_events (connector, chat, key, payload, created_at) VALUES (?, ?, ?, ?, ?)`,
 		l.connector, chat, key, string(payload), time.Now().UnixMilli())
 	if err != nil {
@@ -106,6 +137,16 @@ func (l *eventLog) appendTx(tx *bridge.Tx, chat, key string, payload []byte, med
 	l.kept[chat] = kept
 	res.seq, res.inserted = seq, true
 	return nil
+}
+
+// logged reports whether key is in the log.
+func (l *eventLog) logged(tx *bridge.Tx, key string) (bool, error) {
+	var one int
+	err := tx.QueryRow(`SELECT 1 FROM api_events WHERE key = ?`, key).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // trimTx deletes a chat's oldest n events and records how far it deleted.

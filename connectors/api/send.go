@@ -13,7 +13,9 @@ import (
 // The append is queued (Store.WriteAsync) and Send returns at once: the
 // core writes its own bookkeeping for this delivery after Send returns,
 // through the same FIFO writer, so ours always commits first, and a crash
-// in between redelivers with the same key, which the log ignores.
+// in between redelivers with the same key, which the log ignores. If the
+// append fails (the disk is full), the core sees a failed write before
+// its bookkeeping (Store.FailedWrites) and sends the event again.
 func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	if c.events == nil {
 		return "", fmt.Errorf("api connector %q is not started", c.name)
@@ -40,11 +42,11 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	var res appendResult
 	refused := make(chan error, 1)
 	c.store.WriteAsync(func(tx *bridge.Tx) error {
-		return c.events.appendTx(tx, chat, id, payload, media, &res)
+		return c.events.appendTx(tx, chat, id, out.After, payload, media, &res)
 	}, func(err error) {
 		if err != nil {
 			refused <- err
-			c.log.Error("an event for the API was not logged; its subscribers miss it", "chat", chat, "id", id, "err", err)
+			c.log.Debug("an event for the API was not logged; the core sends it again", "chat", chat, "id", id, "err", err)
 			return
 		}
 		if res.inserted {
