@@ -102,9 +102,9 @@ func (p *progress) resume(key string, render func() ([]*ircmsg.Message, error)) 
 // failed keeps lines for the retry (rendering again could publish the
 // attachments again, or split differently after a change of host), and
 // records the n confirmed when some were confirmed in this attempt.
-func (p *progress) failed(key string, lines []*ircmsg.Message, n int, progressed bool) {
+func (p *progress) failed(ctx context.Context, key string, lines []*ircmsg.Message, n int, progressed bool) {
 	if progressed {
-		p.confirmed(key, lines, n)
+		p.confirmed(ctx, key, lines, n)
 		return
 	}
 	p.mu.Lock()
@@ -114,10 +114,12 @@ func (p *progress) failed(key string, lines []*ircmsg.Message, n int, progressed
 	}
 }
 
-// confirmed records that the server has the first n of lines. The write
-// is queued before Send returns, so it commits before the core's record
-// of the delivery: after a crash the count is never behind that record.
-func (p *progress) confirmed(key string, lines []*ircmsg.Message, n int) {
+// confirmed records that the server has the first n of lines, and returns
+// once the record is committed: a crash can then repeat only the message
+// in flight, never the several whose records were still queued. If the
+// record cannot be written, the count stays in memory, so a retry in this
+// run still skips what the server has.
+func (p *progress) confirmed(ctx context.Context, key string, lines []*ircmsg.Message, n int) {
 	p.mu.Lock()
 	total := len(lines)
 	if n < total {
@@ -135,7 +137,7 @@ func (p *progress) confirmed(key string, lines []*ircmsg.Message, n int) {
 	p.mu.Unlock()
 	now := time.Now()
 	connector := p.connector
-	p.store.WriteAsync(func(tx *bridge.Tx) error {
+	err := p.store.Write(ctx, func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`INSERT INTO irc_sent (connector, key, lines, total, at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (connector, key) DO UPDATE SET lines = excluded.lines, total = excluded.total, at = excluded.at`,
 			connector, key, n, total, now.UnixMilli())
@@ -145,9 +147,13 @@ func (p *progress) confirmed(key string, lines []*ircmsg.Message, n int) {
 		_, err = tx.Exec(`DELETE FROM irc_sent WHERE connector = ? AND ((lines >= total AND at < ?) OR at < ?)`,
 			connector, now.Add(-keepFinished).UnixMilli(), now.Add(-keepUnfinished).UnixMilli())
 		return err
-	}, func(err error) {
-		if err != nil {
-			p.log.Error("cannot record which IRC lines were sent; after a restart some may be sent twice", "err", err)
-		}
 	})
+	if err != nil {
+		p.log.Error("cannot record which IRC lines were sent; after a restart some may be sent twice", "err", err)
+		if n == total {
+			p.mu.Lock()
+			p.before[key] = n
+			p.mu.Unlock()
+		}
+	}
 }

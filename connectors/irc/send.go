@@ -49,11 +49,11 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	}
 	for i := done; i < len(lines); i++ {
 		if err := cli.Send(ctx, lines[i]); err != nil {
-			c.sent.failed(out.Key, lines, i, i > done)
+			c.sent.failed(ctx, out.Key, lines, i, i > done)
 			return "", sendError(target, err)
 		}
 	}
-	c.sent.confirmed(out.Key, lines, len(lines))
+	c.sent.confirmed(ctx, out.Key, lines, len(lines))
 	if c.opts.ShowDeletes {
 		// An id gives the core a copy to delete, so a delete becomes a
 		// notice (relay.deletes) rather than nothing.
