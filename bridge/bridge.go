@@ -321,8 +321,11 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		delCtx, cancel = context.WithTimeout(ctx, time.Until(deadline)*6/10)
 		defer cancel()
 	}
-	delErr := b.del.shutdown(delCtx)
-	if delErr == nil && b.del.allRecorded(ctx) {
+	answered, delErr := b.del.shutdown(delCtx, time.Second)
+	if !answered {
+		b.log.Warn("stopped with deliveries unanswered; their events stay in the outbox and are checked and sent again at the next start")
+	}
+	if answered && b.del.allRecorded(ctx) {
 		// Every delivery made is recorded: the next start need not check.
 		delErr = markStopped(ctx, b.store)
 	}

@@ -32,9 +32,12 @@ type deliverer struct {
 	maybeSentBelow int64
 
 	// stop ends workers between sends; in-flight sends finish under
-	// their own timeout.
-	stop     chan struct{}
-	stopOnce sync.Once
+	// their own timeout, unless shutdown's budget runs out first and
+	// abortSends cancels them.
+	stop       chan struct{}
+	stopOnce   sync.Once
+	sends      context.Context
+	abortSends context.CancelFunc
 
 	mu     sync.Mutex
 	queues map[Endpoint]*queue
@@ -83,6 +86,7 @@ type queue struct {
 const batchSize = 128
 
 func newDeliverer(store *Store, log *slog.Logger, d config.Delivery, r config.Relay, conns func(string) (Connector, bool)) *deliverer {
+	sends, abort := context.WithCancel(context.Background())
 	return &deliverer{
 		store:      store,
 		log:        log,
@@ -90,6 +94,8 @@ func newDeliverer(store *Store, log *slog.Logger, d config.Delivery, r config.Re
 		relay:      r,
 		connectors: conns,
 		stop:       make(chan struct{}),
+		sends:      sends,
+		abortSends: abort,
 		queues:     map[Endpoint]*queue{},
 	}
 }
@@ -168,7 +174,12 @@ func (d *deliverer) resume(connector, chat string) {
 }
 
 // shutdown stops workers after their current send and waits for them.
-func (d *deliverer) shutdown(ctx context.Context) error {
+// shutdown stops the workers, letting sends in flight finish within
+// ctx. A send still unanswered then (a destination that went silent) is
+// cancelled: its event stays in the outbox, and answered is false, so the
+// stop is not marked clean and the next start checks before resending.
+// The error is for workers that do not end even then, within wait.
+func (d *deliverer) shutdown(ctx context.Context, wait time.Duration) (answered bool, err error) {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
@@ -177,9 +188,15 @@ func (d *deliverer) shutdown(ctx context.Context) error {
 	go func() { d.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		return true, nil
 	case <-ctx.Done():
-		return fmt.Errorf("deliveries still in flight at shutdown: %w", ctx.Err())
+	}
+	d.abortSends()
+	select {
+	case <-done:
+		return false, nil
+	case <-time.After(wait):
+		return false, fmt.Errorf("deliveries still in flight at shutdown, even after they were cancelled")
 	}
 }
 
@@ -549,7 +566,7 @@ func (d *deliverer) attempt(q *queue, r *pendingRow, sent []createdCopy) ([]crea
 		// event waits for the connector to come back, up to give_up_after.
 		return nil, fmt.Errorf("connector %q is not configured; the event waits in the outbox until it is", q.dest.Connector)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.delivery.SendTimeout)
+	ctx, cancel := context.WithTimeout(d.sends, d.delivery.SendTimeout)
 	defer cancel()
 	steps, err := d.plan(ctx, q, conn, r)
 	if err != nil {

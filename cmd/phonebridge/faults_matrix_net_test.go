@@ -501,3 +501,34 @@ func TestMatrixCrawlDoesNotHoldOthers(t *testing.T) {
 		onward, moved.Round(time.Millisecond), rate, allIn.Round(time.Millisecond), peak)
 	d.Stop(5 * time.Second)
 }
+
+// TestStopWhileTheHomeserverIsSilent: SIGTERM while a send to a
+// black-holed homeserver waits for its answer (send_timeout is the
+// default 30s, longer than the stop's budget). The daemon cancels the
+// send and exits cleanly, within its stop budget, saying the delivery was
+// unanswered; the event stays in the outbox. Started again with the route
+// healed, it looks for the send before repeating it: the message is in
+// the room exactly once.
+func TestStopWhileTheHomeserverIsSilent(t *testing.T) {
+	const before = 3
+	r := newMatrixNetRig(t, "", nil)
+	d, _, snd := r.start(t, before)
+	r.proxy.BlackHole()
+	sendAll(t, snd, before, before+1)
+	time.Sleep(time.Second) // the send is on its way into the hole
+	took := d.Stop(15 * time.Second)
+	if !strings.Contains(d.Logs(), "stopped with deliveries unanswered") {
+		t.Errorf("no word of the unanswered delivery in the log:\n%s", d.Logs())
+	}
+
+	r.proxy.Heal()
+	d2 := daemontest.Start(t, r.bin, "run", "-c", r.pair.Path)
+	r.mx.await(t, before+1, 60*time.Second)
+	// A later message proves the queue moved past it; then count.
+	snd2 := dialSubscribed(t, r.pair.InAddr, "", 0)
+	sendAll(t, snd2, before+1, before+2)
+	r.mx.await(t, before+2, 60*time.Second)
+	exactlyInOrder(t, "the Matrix room", r.inRoom(t), before+2)
+	t.Logf("stopped %v after SIGTERM with a send unanswered", took.Round(time.Millisecond))
+	d2.Stop(5 * time.Second)
+}

@@ -2,6 +2,8 @@ package irc
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,9 +14,10 @@ import (
 )
 
 // IRC has no message ids, so a resent line cannot be recognised: the
-// connector itself remembers, per delivery key, how many of an event's
-// lines the server confirmed. A retry after a partial failure, or a
-// redelivery after a crash, sends only the rest.
+// connector itself records, per delivery key, how many of an event's
+// lines the server confirmed, and commits that before Send returns. A
+// retry after a partial failure, or a redelivery after a crash or after
+// the core could not record the delivery, sends only the rest.
 
 var migrations = []string{
 	`CREATE TABLE IF NOT EXISTS irc_sent (
@@ -45,9 +48,10 @@ type progress struct {
 	// partial holds the lines of events that failed part way, as they
 	// were rendered, so a retry resumes with exactly the same lines.
 	partial map[string]*partialSend
-	// before holds confirmed counts from before a restart.
-	before map[string]int
-	writes int
+	// unrecorded holds confirmed counts whose record could not be
+	// written (the disk refused it), so a retry in this run skips them.
+	unrecorded map[string]int
+	writes     int
 }
 
 type partialSend struct {
@@ -56,45 +60,35 @@ type partialSend struct {
 }
 
 func newProgress(store *bridge.Store, connector string, log *slog.Logger) *progress {
-	return &progress{store: store, connector: connector, log: log, partial: map[string]*partialSend{}, before: map[string]int{}}
+	return &progress{store: store, connector: connector, log: log, partial: map[string]*partialSend{}, unrecorded: map[string]int{}}
 }
 
-// load migrates the table and reads what the last run recorded.
+// load migrates the table.
 func (p *progress) load(ctx context.Context) error {
-	if err := p.store.Migrate(ctx, "irc", migrations); err != nil {
-		return err
-	}
-	rows, err := p.store.QueryContext(ctx, `SELECT key, lines FROM irc_sent WHERE connector = ?`, p.connector)
-	if err != nil {
-		return fmt.Errorf("read the IRC send progress: %w", err)
-	}
-	defer rows.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for rows.Next() {
-		var key string
-		var n int
-		if err := rows.Scan(&key, &n); err != nil {
-			return fmt.Errorf("read the IRC send progress: %w", err)
-		}
-		p.before[key] = n
-	}
-	return rows.Err()
+	return p.store.Migrate(ctx, "irc", migrations)
 }
 
 // resume returns the lines to send for key: the ones kept from a failed
 // attempt, else render's, and how many of them were confirmed already.
-func (p *progress) resume(key string, render func() ([]*ircmsg.Message, error)) ([]*ircmsg.Message, int, error) {
+// Only a delivery the core says may have gone out (after a crash, or
+// when the core could not record it) is looked up in the table.
+func (p *progress) resume(ctx context.Context, key string, maybeSent bool, render func() ([]*ircmsg.Message, error)) ([]*ircmsg.Message, int, error) {
 	p.mu.Lock()
 	ps := p.partial[key]
-	n, ok := p.before[key]
+	n, ok := p.unrecorded[key]
 	p.mu.Unlock()
 	if ps != nil {
 		return ps.lines, ps.sent, nil
 	}
 	lines, err := render()
-	if err != nil || !ok {
-		return lines, 0, err
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok && maybeSent {
+		err := p.store.QueryRowContext(ctx, `SELECT lines FROM irc_sent WHERE connector = ? AND key = ?`, p.connector, key).Scan(&n)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, 0, fmt.Errorf("read which IRC lines were sent: %w", err)
+		}
 	}
 	return lines, min(n, len(lines)), nil
 }
@@ -130,7 +124,7 @@ func (p *progress) confirmed(ctx context.Context, key string, lines []*ircmsg.Me
 		}
 	} else {
 		delete(p.partial, key)
-		delete(p.before, key)
+		delete(p.unrecorded, key)
 	}
 	p.writes++
 	prune := p.writes%pruneEvery == 0
@@ -152,7 +146,7 @@ func (p *progress) confirmed(ctx context.Context, key string, lines []*ircmsg.Me
 		p.log.Error("cannot record which IRC lines were sent; after a restart some may be sent twice", "err", err)
 		if n == total {
 			p.mu.Lock()
-			p.before[key] = n
+			p.unrecorded[key] = n
 			p.mu.Unlock()
 		}
 	}

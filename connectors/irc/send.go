@@ -41,7 +41,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 			cli, asSender = p.cli, true
 		}
 	}
-	lines, done, err := c.sent.resume(out.Key, func() ([]*ircmsg.Message, error) {
+	lines, done, err := c.sent.resume(ctx, out.Key, out.MaybeSent, func() ([]*ircmsg.Message, error) {
 		return c.messages(ctx, out, cli.Prefix(), asSender)
 	})
 	if err != nil {

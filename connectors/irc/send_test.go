@@ -144,7 +144,8 @@ func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
 	}
 
 	// A crash after two lines: the next run on the same store sends the
-	// rest only, and nothing of an event it finished.
+	// rest only, and nothing of an event it finished. After a crash the
+	// core flags what it sends again MaybeSent; only those are looked up.
 	r.cli.fail = func(n int, m *ircmsg.Message) error {
 		if strings.HasSuffix(m.Params[1], "c") {
 			return ircconn.ErrConnectionLost
@@ -157,7 +158,9 @@ func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
 	r.flush(t)
 	r2 := newRig(t, store, func(o *Options) { o.MaxLines = 0 })
 	for _, key := range []string{"pb.7", "pb.8"} {
-		if _, err := r2.c.Send(t.Context(), message(key, "#chan", "Ann", map[string]string{"pb.7": text, "pb.8": "a\nb\nc\nd"}[key])); err != nil {
+		again := message(key, "#chan", "Ann", map[string]string{"pb.7": text, "pb.8": "a\nb\nc\nd"}[key])
+		again.MaybeSent = true
+		if _, err := r2.c.Send(t.Context(), again); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -317,4 +320,25 @@ func TestMediaAsLinks(t *testing.T) {
 
 func opener(content string) func(context.Context) (io.ReadCloser, error) {
 	return func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(content)), nil }
+}
+
+// TestRepeatAfterAnUnrecordedDeliverySendsNothing: the core sends a
+// delivery again, flagged MaybeSent, when it could not record it (a write
+// of the store failed); the server confirmed it the first time, so the
+// repeat sends no line.
+func TestRepeatAfterAnUnrecordedDeliverySendsNothing(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	r := newRig(t, store, func(o *Options) { o.MaxLines = 0 })
+	out := message("pb.9", "#chan", "Ann", "x\ny")
+	if _, err := r.c.Send(t.Context(), out); err != nil {
+		t.Fatal(err)
+	}
+	again := message("pb.9", "#chan", "Ann", "x\ny")
+	again.MaybeSent = true
+	if _, err := r.c.Send(t.Context(), again); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cli.lines(); len(got) != 2 {
+		t.Errorf("sent %q, want x and y once", got)
+	}
 }
