@@ -2,14 +2,16 @@ package main
 
 // Fault injection against the real binary: the network to IRC dies or
 // crawls (internal/faultproxy between the daemon and ngIRCd), the daemon
-// is SIGKILLed mid-stream, a destination refuses one message. A websocket
-// client that stops reading is connectors/api's TestSlowClientDropped:
-// its queue is bounded (client_buffer), it is dropped with "client too
-// slow: N frames unread", and the other client gets every event.
+// is SIGKILLed mid-stream, a destination refuses one message. The
+// Matrix side's faults are in faults_matrix_test.go and
+// faults_matrix_net_test.go, a stalled websocket client in
+// faults_api_test.go, a store that cannot write in faults_disk_test.go.
 //
 // IRC is checked for at-least-once, never exactly-once: it has no message
 // ids, so a line the server took just before the connection (or the
-// daemon) died, unconfirmed, is sent again and shows twice. The API
+// daemon) died, unconfirmed, is sent again and shows twice — at most the
+// one message in flight, since a message counts as sent only once the
+// record of its confirmed lines is committed. The API
 // destination uses the delivery key as event id and is checked for
 // exactly-once.
 
