@@ -212,33 +212,6 @@ func awaitTimeout(t *testing.T, d *daemontest.Daemon, seen int, limit time.Durat
 	}
 }
 
-// sampleRSS records the process's peak VmRSS every 100 ms until the
-// returned stop, which gives it in KiB.
-func sampleRSS(pid int) (stop func() int64) {
-	var peak atomic.Int64
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-				if kb := int64(vmRSS(pid)); kb > peak.Load() {
-					peak.Store(kb)
-				}
-			}
-		}
-	}()
-	return func() int64 {
-		close(quit)
-		<-done
-		return peak.Load()
-	}
-}
-
 // tripwire is a TCP relay to target. When bytes from a client hold one of
 // the marks for the first time, it calls that mark's trip before it passes
 // them on, and passes them on once trip returns.

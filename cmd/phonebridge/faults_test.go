@@ -276,6 +276,33 @@ func vmRSS(pid int) int {
 	return 0
 }
 
+// sampleRSS records the process's peak VmRSS every 100 ms until the
+// returned stop, which gives it in KiB.
+func sampleRSS(pid int) (stop func() int64) {
+	var peak atomic.Int64
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				if kb := int64(vmRSS(pid)); kb > peak.Load() {
+					peak.Store(kb)
+				}
+			}
+		}
+	}()
+	return func() int64 {
+		close(quit)
+		<-done
+		return peak.Load()
+	}
+}
+
 // TestSlowDestinationDoesNotHoldOthers: IRC crawls at 300 bytes a second
 // while the same messages go to an API chat. Each chat has its own queue,
 // so the API copies arrive with low latency while IRC falls ever further
@@ -290,24 +317,7 @@ func TestSlowDestinationDoesNotHoldOthers(t *testing.T) {
 	snd := dialSubscribed(t, r.pair.InAddr, "", 0)
 	r.proxy.Slow(300)
 
-	var peakRSS atomic.Int64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-				if kb := int64(vmRSS(d.Pid())); kb > peakRSS.Load() {
-					peakRSS.Store(kb)
-				}
-			}
-		}
-	}()
+	peakRSS := sampleRSS(d.Pid())
 
 	// One message every 5 ms, so latency is the bridge's, not a queue in
 	// front of it; each API copy's latency counts from its send.
@@ -358,9 +368,7 @@ func TestSlowDestinationDoesNotHoldOthers(t *testing.T) {
 	r.proxy.Heal()
 	healed := time.Now()
 	repeats := r.watch.awaitAll(t, total, 60*time.Second, d)
-	close(stopSampling)
-	<-sampled
-	peak := peakRSS.Load()
+	peak := peakRSS()
 	if peak == 0 || peak > rssLimitKB {
 		t.Errorf("peak VmRSS %d KiB, want above 0 and under %d KiB", peak, rssLimitKB)
 	}
