@@ -25,6 +25,9 @@ type matrixRoom struct {
 	ann  *mautrix.Client
 	room id.RoomID
 	bot  id.UserID
+	// diagnose, if set, adds to awaitLogging's failure what the daemon
+	// says of itself (its outbox, say).
+	diagnose func() string
 }
 
 // addMatrix starts Dendrite and adds a bot-mode matrix connector to the
@@ -95,7 +98,16 @@ func (m *matrixRoom) awaitLogging(t *testing.T, n int, limit time.Duration, d *d
 			var logs string
 			if d != nil {
 				hsLog, _ := os.ReadFile(filepath.Join(m.hs.Dir(), "dendrite.log"))
-				logs = "\ndaemon:\n" + d.Logs() + "\ndendrite (tail):\n" + string(hsLog[max(0, len(hsLog)-8000):])
+				var trouble []string
+				for _, l := range strings.Split(string(hsLog), "\n") {
+					if strings.Contains(l, "level=warn") || strings.Contains(l, "level=error") || strings.Contains(l, "level=fatal") || strings.Contains(l, "level=panic") {
+						trouble = append(trouble, l)
+					}
+				}
+				logs = "\ndaemon:\n" + d.Logs() + "\ndendrite's warnings and errors:\n" + strings.Join(trouble[max(0, len(trouble)-60):], "\n")
+				if m.diagnose != nil {
+					logs += "\n" + m.diagnose()
+				}
 			}
 			t.Fatalf("the Matrix room holds %d of %d messages after %v (%v)%s", len(got), n, limit, err, logs)
 		}
@@ -103,14 +115,22 @@ func (m *matrixRoom) awaitLogging(t *testing.T, n int, limit time.Duration, d *d
 	}
 }
 
-// TestHomeserverRestartedMidStream: Dendrite is SIGKILLed three times
-// while the real daemon streams to its room, stays dead while more
-// messages come in, then starts again. IRC, fed by the same route, keeps
-// getting every message while the homeserver is down; the room then gets
-// every message exactly once, in order — a send the homeserver took but
-// never answered is retried flagged MaybeSent and found rather than sent
-// twice. The bot's /sync resumes too: what Ann writes after the last
-// restart is relayed.
+// TestHomeserverRestartedMidStream: Dendrite is stopped three times while
+// the real daemon streams to its room (SIGTERM, as for an upgrade; its
+// in-flight requests are cut), stays down while more messages come in,
+// then starts again. IRC, fed by the same route, keeps getting every
+// message while the homeserver is down; the room then gets every message
+// exactly once, in order — a send cut off unanswered is retried flagged
+// MaybeSent and looked for rather than sent twice. The bot's /sync
+// resumes too: what Ann writes after the last restart is relayed.
+//
+// Not SIGKILL: Dendrite 0.13.8's embedded NATS can lose its output stream
+// on a SIGKILL ("consumer ... ack floor 101 is ahead of stream's last
+// sequence 0" in its log), and its sync API then skips the next ~100
+// events of the room although the roomserver took them and answered 200.
+// Seen here 3 runs in about 90, with the bridge's outbox empty: every event
+// delivered and acknowledged. That is Dendrite's loss, which no client can
+// see past, so a test of the bridge through /messages cannot use it.
 func TestHomeserverRestartedMidStream(t *testing.T) {
 	const cycles, batch = 3, 40
 	const total = cycles*batch + batch/2
@@ -126,6 +146,10 @@ func TestHomeserverRestartedMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := r.start(t)
+	mx.diagnose = func() string {
+		out, errOut, _ := daemontest.RunCommand(t, r.bin, "status", "-c", r.pair.Path)
+		return "phonebridge status:\n" + out + errOut
+	}
 	fromRoom := dialSubscribed(t, r.pair.OutAddr, "fromroom", -1)
 	snd := dialSubscribed(t, r.pair.InAddr, "", 0)
 
@@ -139,7 +163,7 @@ func TestHomeserverRestartedMidStream(t *testing.T) {
 		// it, so the kill lands while sends are in flight.
 		sendAll(t, snd, first, first+batch/2)
 		mx.awaitLogging(t, first+1+rng.IntN(batch/4), 3*time.Minute, d)
-		mx.hs.Kill()
+		mx.hs.Stop()
 		sendAll(t, snd, first+batch/2, first+batch)
 		// IRC is held up by nothing: everything so far reaches it while
 		// the homeserver is dead.
@@ -149,9 +173,6 @@ func TestHomeserverRestartedMidStream(t *testing.T) {
 	}
 	sendAll(t, snd, cycles*batch, total)
 
-	// Dendrite may take a while to accept events in a room again after
-	// being killed mid-write (seen: 26 s once in 60 runs); the bridge's
-	// backoff retries meanwhile.
 	inRoom := mx.awaitLogging(t, total, 3*time.Minute, d)
 	if len(inRoom) != total {
 		t.Fatalf("the Matrix room holds %d messages, want exactly %d", len(inRoom), total)
@@ -182,7 +203,7 @@ func TestHomeserverRestartedMidStream(t *testing.T) {
 			if f.Event.Text != "ann after the restart" {
 				continue
 			}
-			t.Logf("%d messages across %d homeserver kills (%d cut a send mid-request); the room caught up %v after the last restart",
+			t.Logf("%d messages across %d homeserver restarts (%d cut a send mid-request); the room caught up %v after the last restart",
 				total, cycles, cutMidSend, caughtUp.Round(time.Millisecond))
 			d.Stop(5 * time.Second)
 			return
