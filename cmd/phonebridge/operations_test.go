@@ -262,7 +262,11 @@ func TestMetricsOfTheRunningBinary(t *testing.T) {
 	for {
 		families = scrape()
 		// Delivered first, then recorded (the outbox row goes in a batch).
-		delivered := sample(families, "phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}) == 1
+		// A scrape is not one snapshot: collectors run side by side, so
+		// the latency histogram may be read before the delivery and the
+		// outbox after it. Wait until all three agree.
+		delivered := sample(families, "phonebridge_events_out_total", map[string]string{"connector": "out", "kind": "message"}) == 1 &&
+			sample(families, "phonebridge_send_duration_seconds", map[string]string{"connector": "out"}) == 1
 		if delivered && sample(families, "phonebridge_outbox_depth", map[string]string{"connector": "out"}) == 0 || time.Now().After(deadline) {
 			break
 		}
