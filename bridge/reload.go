@@ -135,8 +135,10 @@ func restartOnly(old, cfg *config.Config) []string {
 		{"store", old.Store, cfg.Store},
 		{"delivery", old.Delivery, cfg.Delivery},
 		{"relay", old.Relay, cfg.Relay},
-		// The daemon's own, which it starts once.
-		{"log", old.Log, cfg.Log},
+		// The daemon's own: it starts them once (the log level it may set
+		// itself, and then drops from this list).
+		{"log.level", old.Log.Level, cfg.Log.Level},
+		{"log.format", old.Log.Format, cfg.Log.Format},
 		{"web", old.Web, cfg.Web},
 		{"metrics", old.Metrics, cfg.Metrics},
 		{"media", old.Media, cfg.Media},

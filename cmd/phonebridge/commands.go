@@ -46,29 +46,51 @@ func newRootCommand() *cobra.Command {
 // quiet command (the CLI's, not the daemon's) logs warnings and worse
 // unless --log-level says otherwise.
 func load(g *globalFlags, quiet bool) (*config.Config, *slog.Logger, error) {
+	cfg, err := loadConfig(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, log, _, err := loadLeveled(g, quiet, cfg)
+	return cfg, log, err
+}
+
+// loadConfig finds and loads the config.
+func loadConfig(g *globalFlags) (*config.Config, error) {
 	path, err := config.Find(g.config)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	level, format := cfg.Log.Level, cfg.Log.Format
+	return config.Load(path)
+}
+
+// loadLeveled builds the logger for cfg. Its level follows the config
+// on a reload (level is non-nil) unless the command line set it.
+func loadLeveled(g *globalFlags, quiet bool, cfg *config.Config) (_ *config.Config, _ *slog.Logger, level *slog.LevelVar, _ error) {
+	name, format := cfg.Log.Level, cfg.Log.Format
+	pinned := quiet || g.logLevel != ""
 	if quiet {
-		level = "warn"
+		name = "warn"
 	}
 	if g.logLevel != "" {
-		level = g.logLevel
+		name = g.logLevel
 	}
 	if g.logFormat != "" {
 		format = g.logFormat
 	}
-	log, err := logging.New(level, format, os.Stderr)
+	lv, err := logging.ParseLevel(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return cfg, log, nil
+	level = new(slog.LevelVar)
+	level.Set(lv)
+	log, err := logging.NewLeveled(level, format, os.Stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if pinned {
+		level = nil
+	}
+	return cfg, log, level, nil
 }
 
 func newRunCommand(g *globalFlags) *cobra.Command {
@@ -78,12 +100,20 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 		Long:  "Run the bridge daemon in the foreground until SIGTERM or SIGINT; it stops within 5 seconds.\nSIGHUP makes it read the config again (as `phonebridge reload` does).",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := load(g, false)
+			cfg, err := loadConfig(g)
+			if err != nil {
+				return err
+			}
+			cfg, log, level, err := loadLeveled(g, false, cfg)
 			if err != nil {
 				return err
 			}
 			log.Info("starting phonebridge", "version", version, "config", cfg.Path)
-			return daemon.Run(cmd.Context(), cfg, log, version)
+			var opts []daemon.Option
+			if level != nil {
+				opts = append(opts, daemon.WithLogLevel(level))
+			}
+			return daemon.Run(cmd.Context(), cfg, log, version, opts...)
 		},
 	}
 }

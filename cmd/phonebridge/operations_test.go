@@ -552,3 +552,53 @@ func postEvent(t *testing.T, addr, body string) (int, string) {
 func textEvent(id, text string) string {
 	return `{"id":"` + id + `","kind":"message","chat":"general","sender":{"id":"ann","name":"Ann"},"text":"` + text + `"}`
 }
+
+// TestReloadChangesTheLogLevel: a reload applies log.level at once (an
+// operator turns on debug to look at a problem without a restart), unless
+// --log-level fixed it on the command line; then the reload says it waits
+// for the next start.
+func TestReloadChangesTheLogLevel(t *testing.T) {
+	bin := daemontest.Binary(t)
+	for _, c := range []struct {
+		name    string
+		args    []string
+		applied bool
+	}{
+		{"from the config", nil, true},
+		{"fixed by --log-level", []string{"--log-level", "info"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pair := daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
+			d := daemontest.Start(t, bin, append([]string{"run", "-c", pair.Path}, c.args...)...)
+			const debugLine = "websocket client connected"
+			connect := func() {
+				t.Helper()
+				cl, err := daemontest.Dial(pair.InAddr, daemontest.Token)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cl.Close()
+			}
+			connect()
+			cfg, err := os.ReadFile(pair.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(pair.Path, append(cfg, "log:\n  level: debug\n"...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, stderr, code := daemontest.RunCommand(t, bin, "reload", "-c", pair.Path)
+			if code != 0 {
+				t.Fatalf("reload (%d): %s%s", code, out, stderr)
+			}
+			if waits := strings.Contains(out, "log.level"); waits == c.applied {
+				t.Errorf("reload said %q; log.level applied now: %v", out, c.applied)
+			}
+			connect()
+			d.Stop(5 * time.Second) // the whole log is in once the process is gone
+			if n := strings.Count(d.Logs(), debugLine); c.applied && n != 1 || !c.applied && n != 0 {
+				t.Errorf("%d debug lines %q after the reload, want %d (only the connection made after it)\n%s", n, debugLine, map[bool]int{true: 1}[c.applied], d.Logs())
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/logging"
 	"github.com/phonebridge/phonebridge/internal/mediaserver"
 	"github.com/phonebridge/phonebridge/internal/metrics"
 	"github.com/phonebridge/phonebridge/internal/sdnotify"
@@ -27,6 +29,16 @@ import (
 
 // StopTimeout keeps shutdown inside the 5 s systemd and operators expect.
 const StopTimeout = 4500 * time.Millisecond
+
+// Option adjusts how Run runs the daemon.
+type Option func(*daemon)
+
+// WithLogLevel hands Run the level of its logger, which a reload sets to
+// the config's log.level. Without it (the command line fixed the level)
+// a changed log.level waits for the next start.
+func WithLogLevel(level *slog.LevelVar) Option {
+	return func(d *daemon) { d.logLevel = level }
+}
 
 // ReadyMessage is logged once every connector has started and the
 // control API listens.
@@ -41,26 +53,29 @@ func SocketPath(cfg *config.Config) string {
 // SIGHUP reloads the config, as `phonebridge reload` does. Under systemd
 // (Type=notify) it reports READY, STATUS, RELOADING, STOPPING and, when
 // the unit sets WatchdogSec, watchdog pings.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) error {
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, opts ...Option) error {
 	notify, err := sdnotify.New()
 	if err != nil {
 		log.Warn("cannot talk to systemd; running without its notifications", "err", err)
 		notify = &sdnotify.Notifier{}
 	}
 	defer notify.Close()
-	var opts []bridge.Option
+	var bridgeOpts []bridge.Option
 	var media *mediaserver.Server
 	if cfg.Media.PublicURL != "" {
 		if media, err = mediaserver.Start(cfg.Media, cfg.StateDir, log); err != nil {
 			return err
 		}
-		opts = append(opts, bridge.WithMedia(media)) // never a nil *Server in the interface
+		bridgeOpts = append(bridgeOpts, bridge.WithMedia(media)) // never a nil *Server in the interface
 	}
-	b, err := bridge.Open(cfg, log, opts...)
+	b, err := bridge.Open(cfg, log, bridgeOpts...)
 	if err != nil {
 		return errors.Join(err, closeMedia(context.Background(), media))
 	}
 	d := &daemon{Bridge: b, cfg: cfg, log: log, version: version, started: time.Now(), notify: notify}
+	for _, opt := range opts {
+		opt(d)
+	}
 	// The observer is set before Start, so the first events count.
 	obs := statusObserver{Observer: bridge.NopObserver{}, d: d}
 	var mets *metrics.Server
@@ -143,6 +158,8 @@ type daemon struct {
 	started time.Time
 	notify  *sdnotify.Notifier
 
+	logLevel *slog.LevelVar // nil: not the config's to change
+
 	mu  sync.Mutex // one reload at a time; guards cfg
 	cfg *config.Config
 }
@@ -184,6 +201,13 @@ func (d *daemon) Reload(ctx context.Context) (rep control.ReloadReport, err erro
 		Ignored: res.Ignored}
 	if !res.Applied {
 		return control.ReloadReport{}, err // refused before anything changed
+	}
+	if d.logLevel != nil && cfg.Log.Level != d.cfg.Log.Level {
+		// Validated with the rest of the config, so it parses.
+		if lv, perr := logging.ParseLevel(cfg.Log.Level); perr == nil {
+			d.logLevel.Set(lv)
+			rep.Ignored = slices.DeleteFunc(rep.Ignored, func(path string) bool { return path == "log.level" })
+		}
 	}
 	d.cfg = cfg
 	return rep, err

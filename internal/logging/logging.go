@@ -14,11 +14,28 @@ import (
 // New returns a logger writing to w at level ("debug", "info", "warn",
 // "error") in format ("text" or "json").
 func New(level, format string, w io.Writer) (*slog.Logger, error) {
+	lv, err := ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	var v slog.LevelVar
+	v.Set(lv)
+	return NewLeveled(&v, format, w)
+}
+
+// ParseLevel reads a level as the config and the command line name it.
+func ParseLevel(level string) (slog.Level, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, fmt.Errorf("log level %q is not one of debug, info, warn, error", level)
+		return 0, fmt.Errorf("log level %q is not one of debug, info, warn, error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	return lv, nil
+}
+
+// NewLeveled is New at a level that can change while the logger is in
+// use (a reload of the config sets it).
+func NewLeveled(level *slog.LevelVar, format string, w io.Writer) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	if toJournal(w) {
 		// journald stamps each line itself; a second time is noise.
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
