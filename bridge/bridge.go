@@ -30,6 +30,10 @@ type Bridge struct {
 	reloadMu sync.Mutex
 	del      *deliverer
 	ledger   ledger
+	// keepMessages is store.keep_messages as started (a restart-only
+	// setting); retention prunes past it from Start to Stop, nil when 0.
+	keepMessages time.Duration
+	retention    *retention
 
 	// ephemeral bounds typing and read relays in flight; beyond it they
 	// are shed, which is what best effort means.
@@ -137,6 +141,7 @@ func New(store *Store, conns map[string]Connector, cfg *config.Config, log *slog
 	}
 	b.set.Store(newConnSet(conns))
 	b.cfg.Store(cfg)
+	b.keepMessages = cfg.Store.KeepMessages
 	b.routes = cfg.Routes
 	b.noticesTo.Store(&Endpoint{cfg.Notices.Connector, cfg.Notices.Chat})
 	b.router.Store(NewRouter(cfg.Routes, b.takesChat))
@@ -307,6 +312,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	for _, d := range dests {
 		b.del.kick(d)
 	}
+	b.startRetention()
 	return nil
 }
 
@@ -321,6 +327,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		delCtx, cancel = context.WithTimeout(ctx, time.Until(deadline)*6/10)
 		defer cancel()
 	}
+	pruneErr := b.stopRetention(delCtx)
 	answered, delErr := b.del.shutdown(delCtx, time.Second)
 	if !answered {
 		b.log.Warn("stopped with deliveries unanswered; their events stay in the outbox and are checked and sent again at the next start")
@@ -329,7 +336,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		// Every delivery made is recorded: the next start need not check.
 		delErr = markStopped(ctx, b.store)
 	}
-	errs := []error{delErr}
+	errs := []error{delErr, pruneErr}
 	errs = append(errs, b.stopConnectors(ctx))
 	if b.ownsStore {
 		errs = append(errs, b.store.Close())

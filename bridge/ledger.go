@@ -64,6 +64,15 @@ var coreMigrations = []string{
 	// core_state holds "running" while a bridge runs: found at start, it
 	// says the last run did not stop cleanly.
 	`CREATE TABLE core_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+	// For the prune of old messages (retention.go): messages by age, an
+	// alias by its message, and the outbox's references, so checking that
+	// no delivery still needs a message is four index lookups.
+	`CREATE INDEX messages_created ON messages (created_at);
+	CREATE INDEX native_ids_aliases ON native_ids (message_id) WHERE role = 2;
+	CREATE INDEX outbox_msg ON outbox (msg) WHERE msg IS NOT NULL;
+	CREATE INDEX outbox_reply_msg ON outbox (reply_msg) WHERE reply_msg IS NOT NULL;
+	CREATE INDEX outbox_target_msg ON outbox (target_msg) WHERE target_msg IS NOT NULL;
+	CREATE INDEX outbox_reaction_msg ON outbox (reaction_msg) WHERE reaction_msg IS NOT NULL;`,
 }
 
 // Roles of a native id.

@@ -78,6 +78,9 @@ type Store struct {
 	// Sync is "normal" (survives a crash of the process) or "full" (also
 	// survives power loss, at a cost in throughput).
 	Sync string `yaml:"sync"`
+	// KeepMessages is how long the message map (ids, and the text kept
+	// for quotes) and failed deliveries are kept; 0 keeps them forever.
+	KeepMessages time.Duration `yaml:"keep_messages"`
 }
 
 // Delivery configures the outbox's retries.
@@ -156,7 +159,7 @@ func Defaults() Config {
 	return Config{
 		StateDir: "state",
 		Log:      Log{Level: "info", Format: "text"},
-		Store:    Store{Sync: "normal"},
+		Store:    Store{Sync: "normal", KeepMessages: 8760 * time.Hour},
 		Delivery: Delivery{
 			RetryMin:    time.Second,
 			RetryMax:    5 * time.Minute,

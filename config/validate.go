@@ -31,6 +31,14 @@ func (c *Config) validate(items *[]Problem) {
 	ck.OneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	ck.OneOf("log.format", c.Log.Format, "text", "json")
 	ck.OneOf("store.sync", c.Store.Sync, "normal", "full")
+	switch keep := c.Store.KeepMessages; {
+	case keep < 0:
+		ck.Errorf("store.keep_messages", "must not be negative (got %s; 0 keeps messages forever)", keep)
+	case keep > 0 && keep < 24*time.Hour:
+		// Replies and edits arrive hours later; a shorter span would
+		// turn them into unknown-message fallbacks.
+		ck.Errorf("store.keep_messages", "must be at least 24h (got %s): replies, edits and reactions to a message pruned sooner lose their link to it; 0 keeps messages forever", keep)
+	}
 
 	dl := ck.At("delivery")
 	minOK := positive(dl, "retry_min", c.Delivery.RetryMin)

@@ -40,6 +40,8 @@ var migrations = []string{
 		grp   INTEGER NOT NULL,
 		PRIMARY KEY (link, jid)
 	) WITHOUT ROWID;`,
+	// For Prune: a link's messages by age.
+	`CREATE INDEX whatsapp_messages_at ON whatsapp_messages (link, at);`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -108,6 +110,39 @@ func (c *Connector) remember(ref msgRef) {
 			c.log.Warn("could not remember a WhatsApp message; replies to it will quote it instead", "link", c.name, "err", err)
 		}
 	})
+}
+
+var _ bridge.Pruner = (*Connector)(nil)
+
+// pruneBatch is how many message records one write transaction deletes,
+// so the store's writer is never held long.
+const pruneBatch = 500
+
+// Prune implements bridge.Pruner: it deletes the records (and so the
+// text) of messages seen before before. Replying to one of them, reacting
+// to it or revoking it then goes as for a message the link never saw.
+func (c *Connector) Prune(ctx context.Context, before time.Time) (int, error) {
+	total := 0
+	for ctx.Err() == nil {
+		var n int64
+		err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+			r, err := tx.Exec(`DELETE FROM whatsapp_messages WHERE (link, chat, id) IN
+				(SELECT link, chat, id FROM whatsapp_messages WHERE link = ? AND at < ? LIMIT ?)`, c.name, before.Unix(), pruneBatch)
+			if err != nil {
+				return err
+			}
+			n, err = r.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("prune WhatsApp messages of link %q: %w", c.name, err)
+		}
+		total += int(n)
+		if n < pruneBatch {
+			break
+		}
+	}
+	return total, nil
 }
 
 // lookup returns a message's reference, or nil when unknown.
