@@ -959,3 +959,42 @@ func TestLateBroadcastAfterReplayIsNotRepeated(t *testing.T) {
 		t.Errorf("client got %v, want 7,8,typing", got)
 	}
 }
+
+// TestPruneTakesOldEventsOutOfTheLog: events logged before the cutoff
+// leave the log (the message text they carry with them), the rest stay,
+// and a client resuming from the start is told it missed some.
+func TestPruneTakesOldEventsOutOfTheLog(t *testing.T) {
+	h := newHarness(t, nil)
+	for i := 1; i <= 8; i++ {
+		h.send("general", fmt.Sprintf("pb.%d", i), fmt.Sprint(i))
+	}
+	h.send("other", "pb.o1", "other 1")
+	old := time.Now().Add(-48 * time.Hour).UnixMilli()
+	if err := h.store.Write(context.Background(), func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`UPDATE api_events SET created_at = ? WHERE key IN ('pb.1', 'pb.2', 'pb.3', 'pb.o1')`, old)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := h.c.Prune(context.Background(), time.Now().Add(-24*time.Hour))
+	if err != nil || n != 4 {
+		t.Fatalf("Prune = %d, %v; want 4 events", n, err)
+	}
+	if got := h.logged("general"); got != 5 {
+		t.Errorf("general keeps %d events, want 5", got)
+	}
+	if got := h.logged("other"); got != 0 {
+		t.Errorf("other keeps %d events, want 0", got)
+	}
+	ws := h.dial()
+	since := int64(0)
+	if m := subscribe(t, ws, "general", &since); m["truncated"] != true {
+		t.Fatalf("subscribed from 0 after a prune: %v, want truncated", m)
+	}
+	for i := 4; i <= 8; i++ {
+		expectEvent(t, ws, "general", int64(i), fmt.Sprint(i))
+	}
+	if n, err := h.c.Prune(context.Background(), time.Now().Add(-24*time.Hour)); err != nil || n != 0 {
+		t.Errorf("a second Prune = %d, %v; want nothing left to prune", n, err)
+	}
+}
