@@ -50,7 +50,7 @@ func load(g *globalFlags, quiet bool) (*config.Config, *slog.Logger, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, log, _, err := loadLeveled(g, quiet, cfg)
+	log, _, err := loadLeveled(g, quiet, cfg)
 	return cfg, log, err
 }
 
@@ -65,7 +65,7 @@ func loadConfig(g *globalFlags) (*config.Config, error) {
 
 // loadLeveled builds the logger for cfg. Its level follows the config
 // on a reload (level is non-nil) unless the command line set it.
-func loadLeveled(g *globalFlags, quiet bool, cfg *config.Config) (_ *config.Config, _ *slog.Logger, level *slog.LevelVar, _ error) {
+func loadLeveled(g *globalFlags, quiet bool, cfg *config.Config) (_ *slog.Logger, level *slog.LevelVar, _ error) {
 	name, format := cfg.Log.Level, cfg.Log.Format
 	pinned := quiet || g.logLevel != ""
 	if quiet {
@@ -79,18 +79,18 @@ func loadLeveled(g *globalFlags, quiet bool, cfg *config.Config) (_ *config.Conf
 	}
 	lv, err := logging.ParseLevel(name)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	level = new(slog.LevelVar)
 	level.Set(lv)
 	log, err := logging.NewLeveled(level, format, os.Stderr)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if pinned {
 		level = nil
 	}
-	return cfg, log, level, nil
+	return log, level, nil
 }
 
 func newRunCommand(g *globalFlags) *cobra.Command {
@@ -104,7 +104,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, log, level, err := loadLeveled(g, false, cfg)
+			log, level, err := loadLeveled(g, false, cfg)
 			if err != nil {
 				return err
 			}

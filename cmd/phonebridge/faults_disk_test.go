@@ -130,20 +130,8 @@ func TestStoreThatCannotWriteRefusesRatherThanLoses(t *testing.T) {
 	// Writes again: resend everything not acknowledged, in order.
 	limitFileSize(t, d.Pid(), unix.RLIM_INFINITY)
 	sendAll(t, snd, acked, total)
-	deadline := time.After(60 * time.Second)
-	for len(got) < total {
-		select {
-		case f := <-rcv.Events:
-			record(f)
-		case <-deadline:
-			t.Fatalf("the receiver got %d of %d after 60s\n%s", len(got), total, d.Logs())
-		}
-	}
-	for i, m := range got {
-		if m != msgText(i) {
-			t.Fatalf("the receiver's position %d holds %q, want %q (order broken, lost or doubled)", i, m, msgText(i))
-		}
-	}
+	receive(t, "the receiver", rcv, record, func() int { return len(got) }, total, d)
+	exactlyInOrder(t, "the receiver", got, total)
 	// Deliveries made while their record could not be written are
 	// recorded now, not left for a restart.
 	drained := time.Now().Add(30 * time.Second)

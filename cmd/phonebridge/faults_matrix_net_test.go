@@ -173,19 +173,6 @@ func streamMessages(t *testing.T, snd *daemontest.Client, from, to int, pause ti
 	return sent
 }
 
-// exactlyInOrder fails unless got is messages [0, n), each once, in order.
-func exactlyInOrder(t *testing.T, where string, got []string, n int) {
-	t.Helper()
-	for i, m := range got {
-		if i >= n || m != msgText(i) {
-			t.Fatalf("%s position %d holds %q, want messages 0 to %d each once, in order: %v", where, i, m, n-1, got)
-		}
-	}
-	if len(got) != n {
-		t.Fatalf("%s holds %d messages, want %d: %v", where, len(got), n, got)
-	}
-}
-
 // matrixTimeouts counts the warnings that a send to Matrix got no answer
 // within delivery.send_timeout (a delivery's first failure is a warning,
 // its retries debug lines).

@@ -174,14 +174,7 @@ func TestHomeserverRestartedMidStream(t *testing.T) {
 	sendAll(t, snd, cycles*batch, total)
 
 	inRoom := mx.awaitLogging(t, total, 3*time.Minute, d)
-	if len(inRoom) != total {
-		t.Fatalf("the Matrix room holds %d messages, want exactly %d", len(inRoom), total)
-	}
-	for i, m := range inRoom {
-		if m != msgText(i) {
-			t.Fatalf("Matrix position %d holds %q, want %q (order broken, lost or doubled)", i, m, msgText(i))
-		}
-	}
+	exactlyInOrder(t, "the Matrix room", inRoom, total)
 	caughtUp := time.Since(restarted)
 	r.watch.awaitAll(t, total, 30*time.Second, d)
 	// How many kills cut a send off mid-request, rather than between

@@ -80,6 +80,47 @@ func msgText(i int) string { return fmt.Sprintf("m-%05d", i) }
 
 var msgToken = regexp.MustCompile(`m-\d{5}`)
 
+// exactlyInOrder fails unless got is messages [0, n), each once, in order.
+func exactlyInOrder(t *testing.T, where string, got []string, n int) {
+	t.Helper()
+	for i, m := range got {
+		if i >= n || m != msgText(i) {
+			t.Fatalf("%s position %d holds %q, want messages 0 to %d each once, in order: %v", where, i, m, n-1, got)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%s holds %d messages, want %d: %v", where, len(got), n, got)
+	}
+}
+
+// firstArrivals is arrivals with every repeat after the first dropped.
+func firstArrivals(arrivals []string) []string {
+	var first []string
+	seen := map[string]bool{}
+	for _, m := range arrivals {
+		if !seen[m] {
+			seen[m] = true
+			first = append(first, m)
+		}
+	}
+	return first
+}
+
+// receive hands rcv's events to record until have reaches want, and
+// fails after 60s.
+func receive(t *testing.T, where string, rcv *daemontest.Client, record func(daemontest.Frame), have func() int, want int, d *daemontest.Daemon) {
+	t.Helper()
+	deadline := time.After(60 * time.Second)
+	for have() < want {
+		select {
+		case f := <-rcv.Events:
+			record(f)
+		case <-deadline:
+			t.Fatalf("%s got %d of %d after 60s\n%s", where, have(), want, d.Logs())
+		}
+	}
+}
+
 // ircStream is a person in #general on ngIRCd directly, recording every
 // line.
 type ircStream struct {
@@ -152,14 +193,7 @@ func (s *ircStream) awaitAll(t *testing.T, n int, limit time.Duration, d *daemon
 	deadline := time.Now().Add(limit)
 	for {
 		got := s.relayed()
-		var first []string
-		seen := map[string]bool{}
-		for _, m := range got {
-			if !seen[m] {
-				seen[m] = true
-				first = append(first, m)
-			}
-		}
+		first := firstArrivals(got)
 		if len(first) >= n {
 			for i, m := range first {
 				if m != msgText(i) {
@@ -466,15 +500,7 @@ func TestKilledMidFanOutLosesNothing(t *testing.T) {
 			}
 			continue
 		}
-		deadline := time.After(60 * time.Second)
-		for len(got) < total {
-			select {
-			case f := <-rcv.Events:
-				record(f)
-			case <-deadline:
-				t.Fatalf("API got %d of %d after 60s\n%s", len(got), total, d.Logs())
-			}
-		}
+		receive(t, "the API chat", rcv, record, func() int { return len(got) }, total, d)
 		repeats := r.watch.awaitAll(t, total, 60*time.Second, d)
 		t.Logf("%d messages, %d kills: all delivered %v after the start; IRC repeated %d", total, kills, time.Since(start).Round(time.Millisecond), repeats)
 		// The chat sends one message at a time and records each line once
@@ -491,25 +517,11 @@ func TestKilledMidFanOutLosesNothing(t *testing.T) {
 		d.Stop(5 * time.Second)
 		break
 	}
-	if len(got) != total {
-		t.Fatalf("API got %d messages, want exactly %d", len(got), total)
-	}
-	for i, m := range got {
-		if m != msgText(i) {
-			t.Fatalf("API position %d holds %q, want %q (order broken, lost or doubled)", i, m, msgText(i))
-		}
-	}
+	exactlyInOrder(t, "the API chat", got, total)
 	// Matrix: exactly once, in order. A delivery cut off by a kill is
 	// flagged MaybeSent after the restart and looked for in the room
 	// before it is sent again.
-	if len(inRoom) != total {
-		t.Fatalf("the Matrix room holds %d messages, want exactly %d", len(inRoom), total)
-	}
-	for i, m := range inRoom {
-		if m != msgText(i) {
-			t.Fatalf("Matrix position %d holds %q, want %q (order broken, lost or doubled)", i, m, msgText(i))
-		}
-	}
+	exactlyInOrder(t, "the Matrix room", inRoom, total)
 }
 
 // repeatedOn lists the messages that arrived more than once, with the
@@ -614,15 +626,8 @@ func TestIRCServerRestartedMidStream(t *testing.T) {
 	// The two watchers together saw every message, first arrivals in order.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		all := append(before.relayed(), r.watch.relayed()...)
-		var first []string
-		seen := map[string]bool{}
-		for _, m := range all {
-			if m != "" && !seen[m] {
-				seen[m] = true
-				first = append(first, m)
-			}
-		}
+		all := slices.DeleteFunc(append(before.relayed(), r.watch.relayed()...), func(m string) bool { return m == "" })
+		first := firstArrivals(all)
 		if len(first) >= total {
 			for i, m := range first {
 				if m != msgText(i) {
