@@ -91,6 +91,7 @@ type codePairing struct {
 	wrapped  []byte // the companion's ephemeral key, wrapped with the code
 	ref      string
 	finished chan *waBinary.Node // the client's companion_finish
+	taken    bool                // a phone is pairing with it
 }
 
 // accept runs after the handshake: a login for a paired device, or a new
@@ -373,7 +374,7 @@ func (p *Phone) EnterPairingCode(ctx context.Context, code string) (types.JID, e
 	s.mu.Lock()
 	var cp *codePairing
 	for _, x := range s.codes {
-		if x.phone.User == p.PN.User {
+		if x.phone.User == p.PN.User && !x.taken {
 			select {
 			case <-x.conn.done:
 				continue
@@ -383,12 +384,17 @@ func (p *Phone) EnterPairingCode(ctx context.Context, code string) (types.JID, e
 		}
 	}
 	if cp != nil {
-		delete(s.codes, cp.ref)
+		cp.taken = true
 	}
 	s.mu.Unlock()
 	if cp == nil {
 		return types.EmptyJID, ErrCodeExpired
 	}
+	defer func() {
+		s.mu.Lock()
+		delete(s.codes, cp.ref)
+		s.mu.Unlock()
+	}()
 	compEph := unwrapWithCode(code, cp.wrapped)
 	phoneEph := keys.NewKeyPair()
 	wrapped, err := wrapWithCode(code, phoneEph.Pub[:])

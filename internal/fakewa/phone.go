@@ -634,3 +634,35 @@ func (p *Phone) adoptRetryKeys(from *companion, keys *waBinary.Node) {
 	from.prekeys = append([]preKeyPub{k}, from.prekeys...)
 	p.srv.mu.Unlock()
 }
+
+// SendPeer sends a protocol message from the phone to its own companions
+// only, as phones send history sync notifications and app state keys
+// (category=peer).
+func (p *Phone) SendPeer(ctx context.Context, msg *waE2E.Message) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sendPeerLocked(ctx, msg)
+}
+
+func (p *Phone) sendPeerLocked(ctx context.Context, msg *waE2E.Message) (string, error) {
+	s := p.srv
+	id := NewMessageID()
+	s.mu.Lock()
+	comps := liveCompanions(p)
+	s.mu.Unlock()
+	plain, err := proto.Marshal(msg)
+	if err != nil {
+		return "", err
+	}
+	for _, comp := range comps {
+		enc, err := p.encryptFor(ctx, comp, plain, false)
+		if err != nil {
+			return "", err
+		}
+		attrs := waBinary.Attrs{"id": id, "t": s.clock().Unix(), "type": "text", "category": "peer", "from": p.PN}
+		s.mu.Lock()
+		s.deliver(comp, "message", waBinary.Node{Tag: "message", Attrs: attrs, Content: []waBinary.Node{enc}})
+		s.mu.Unlock()
+	}
+	return id, nil
+}
