@@ -252,8 +252,16 @@ func dsnFor(path, sync string) func(extra ...string) string {
 // library that needs its own *sql.DB (whatsmeow's session store). Its
 // writes take turns with the store's through SQLite's own lock; the
 // caller closes it.
+//
+// Its transactions take the write lock at BEGIN (IMMEDIATE), waiting
+// busy_timeout for it. A deferred one that read first and then writes
+// fails at once with SQLITE_BUSY if the store's writer committed in
+// between (in WAL mode busy_timeout cannot help a stale read snapshot):
+// whatsmeow then loses the message it was decrypting. Statements outside
+// a transaction take the lock as they start, so busy_timeout covers them.
+// Read-only transactions (sql.TxOptions.ReadOnly) stay deferred.
 func (s *Store) OpenPool(maxConns int) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", s.dsn())
+	db, err := sql.Open("sqlite", s.dsn()+"&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
@@ -526,10 +534,22 @@ func (s *Store) Migrate(ctx context.Context, component string, steps []string) e
 	for v := have; v < len(steps); v++ {
 		step := steps[v]
 		err := s.Write(ctx, func(tx *Tx) error {
+			// Another process on the database (a CLI command while the
+			// daemon starts) may have run the step since the read above.
+			// The writer's transactions hold the write lock from BEGIN, so
+			// the version read here stays true until the commit.
+			var now int
+			err := tx.QueryRow(`SELECT version FROM schema_versions WHERE component = ?`, component).Scan(&now)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if now > v {
+				return nil
+			}
 			if _, err := tx.Exec(step); err != nil {
 				return err
 			}
-			_, err := tx.Exec(`INSERT INTO schema_versions (component, version) VALUES (?, ?)
+			_, err = tx.Exec(`INSERT INTO schema_versions (component, version) VALUES (?, ?)
 				ON CONFLICT (component) DO UPDATE SET version = excluded.version`, component, v+1)
 			return err
 		})

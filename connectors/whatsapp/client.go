@@ -2,6 +2,7 @@ package whatsapp
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"go.mau.fi/whatsmeow"
@@ -32,3 +33,10 @@ type waClient interface {
 }
 
 var _ waClient = (*whatsmeow.Client)(nil)
+
+// clientHook is set only in binaries built with the fakewa tag
+// (fakewa_hook.go), for tests against a fake WhatsApp server; nil in
+// normal builds. New calls it: it returns what to do to every whatsmeow
+// client the connector makes (nil: nothing), or an error that stops the
+// connector from starting rather than let it talk to the real WhatsApp.
+var clientHook func(log *slog.Logger) (configure func(*whatsmeow.Client), err error)

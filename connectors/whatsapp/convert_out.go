@@ -17,12 +17,7 @@ import (
 // ExtendedTextMessage when it quotes quoted. The text is html turned into
 // WhatsApp markup when html is set, else text as it is.
 func textMessage(text, html string, quoted *msgRef) *waE2E.Message {
-	body := text
-	if html != "" {
-		if md := htmlToWA(html); md != "" {
-			body = md
-		}
-	}
+	body := waBody(text, html)
 	ctx := replyContext(quoted)
 	if ctx == nil {
 		return &waE2E.Message{Conversation: proto.String(body)}
@@ -31,6 +26,17 @@ func textMessage(text, html string, quoted *msgRef) *waE2E.Message {
 		Text:        proto.String(body),
 		ContextInfo: ctx,
 	}}
+}
+
+// waBody is html turned into WhatsApp markup when html is set, else text
+// as it is: a text's body or an attachment's caption.
+func waBody(text, html string) string {
+	if html != "" {
+		if md := htmlToWA(html); md != "" {
+			return md
+		}
+	}
+	return text
 }
 
 // replyContext is the context that makes a message a reply to quoted: the

@@ -35,10 +35,15 @@ import (
 const waitBound = 10 * time.Second
 
 // TestMain doubles as a helper process that holds a link's lock file, so
-// tests can check that two processes never drive one device.
+// tests can check that two processes never drive one device, and as one
+// that opens a connector on a state dir (see prepareInProcess).
 func TestMain(m *testing.M) {
 	if path := os.Getenv("PHONEBRIDGE_TEST_HOLD_LOCK"); path != "" {
 		holdLock(path)
+		return
+	}
+	if dir := os.Getenv("PHONEBRIDGE_TEST_PREPARE"); dir != "" {
+		prepareInProcess(dir)
 		return
 	}
 	os.Exit(m.Run())

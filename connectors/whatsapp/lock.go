@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 )
 
 // fileLock is an exclusive flock held by the process driving a link: the
@@ -36,4 +37,17 @@ func (l *fileLock) release() {
 	}
 	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 	l.f.Close()
+}
+
+// waitLock takes the lock at path, waiting up to timeout for another
+// process to release it.
+func waitLock(path string, timeout time.Duration) (*fileLock, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := acquireLock(path)
+		if !errors.Is(err, errLocked) || time.Now().After(deadline) {
+			return l, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -84,8 +84,9 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	return id, nil
 }
 
-// sendMessage sends text, or each attachment (the first with the text as
-// its caption), and returns the first message's id.
+// sendMessage sends an event as one WhatsApp message per attachment, and
+// the text on its own when no attachment carries it (see planMessage). It
+// returns the first message's id.
 func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing) (string, error) {
 	// Checked before the sender's name is added, which is not content.
 	if out.Text == "" && len(out.Media) == 0 {
@@ -95,38 +96,28 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 	if err != nil {
 		return "", err
 	}
-	text, markup := c.body(out)
-	var msgs []*waE2E.Message
-	caption := text
-	// The reply context goes on the first message: the text when no
-	// attachment can carry it as a caption (it is then sent first), else
-	// the first attachment.
-	mediaQuote := quoted
-	if text != "" && !anyCaptionable(out.Media) {
-		mediaQuote = nil
-	}
-	for _, m := range out.Media {
-		data, err := c.readMedia(ctx, m)
+	parts := c.planMessage(out)
+	// Everything is uploaded before anything is sent: a failed upload
+	// leaves the chat untouched for the retry.
+	msgs := make([]*waE2E.Message, len(parts))
+	for i, p := range parts {
+		q := quoted
+		if i > 0 {
+			q = nil // the reply context goes on the first message
+		}
+		if p.media == nil {
+			msgs[i] = textMessage(p.text, p.html, q)
+			continue
+		}
+		data, err := c.readMedia(ctx, *p.media)
 		if err != nil {
 			return "", err
 		}
-		kind, mediaType := mediaKind(m.MIME, m.Name)
-		up, err := cli.Upload(ctx, data, mediaType)
+		up, err := cli.Upload(ctx, data, p.mediaType)
 		if err != nil {
-			return "", fmt.Errorf("upload %s to WhatsApp: %w", m.Name, err)
+			return "", fmt.Errorf("upload %s to WhatsApp: %w", p.media.Name, err)
 		}
-		capText := caption
-		if kind == "audio" || kind == "sticker" {
-			capText = "" // these carry no caption: the text goes on its own
-		}
-		msgs = append(msgs, mediaMessage(kind, up, m.MIME, m.Name, capText, mediaQuote))
-		if capText != "" {
-			caption, text, markup = "", "", ""
-		}
-		mediaQuote = nil
-	}
-	if text != "" {
-		msgs = append([]*waE2E.Message{textMessage(text, markup, quoted)}, msgs...)
+		msgs[i] = mediaMessage(p.kind, up, p.media.MIME, p.media.Name, waBody(p.text, p.html), q)
 	}
 	var first string
 	for i, msg := range msgs {
@@ -136,10 +127,95 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 		if i == 0 {
 			first = id
-			c.remember(msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: out.Text})
+			c.remember(msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out)})
 		}
 	}
 	return first, nil
+}
+
+// outPart is one WhatsApp message of an outgoing event: a text, or an
+// attachment with its caption (text and html).
+type outPart struct {
+	media      *bridge.Media // nil for a text
+	kind       string
+	mediaType  whatsmeow.MediaType
+	text, html string
+	// eventText: the words are the event's text, not an attachment's own
+	// caption, so an emote shows as one.
+	eventText bool
+}
+
+// captionable reports whether the part can carry words: a text, or an
+// attachment other than audio and stickers.
+func (p outPart) captionable() bool {
+	return p.media == nil || (p.kind != mediaAudio && p.kind != mediaSticker)
+}
+
+// preview is what a reply to the event's first message quotes.
+func preview(out *bridge.Outgoing) string {
+	if out.Text != "" {
+		return out.Text
+	}
+	for _, m := range out.Media {
+		if m.Caption != "" {
+			return m.Caption
+		}
+	}
+	return ""
+}
+
+// planMessage lays an event out as WhatsApp messages, in the order a
+// reader expects:
+//   - the event's text comes first: as the first attachment's caption when
+//     that one can carry it and has no caption of its own, else on its own;
+//   - each attachment carries its own caption; audio and stickers cannot,
+//     so theirs follows them as a text;
+//   - the sender's name goes on the first message, as the text would get
+//     it (an attachment without words gets the name alone as its caption);
+//     when that is an audio or sticker, on its caption right after it, or
+//     on a line of its own before it.
+func (c *Connector) planMessage(out *bridge.Outgoing) []outPart {
+	var parts []outPart
+	text := outPart{text: out.Text, html: out.HTML, eventText: true}
+	for i := range out.Media {
+		m := &out.Media[i]
+		kind, mediaType := mediaKind(m.MIME, m.Name)
+		p := outPart{media: m, kind: kind, mediaType: mediaType, text: m.Caption}
+		if p.text == out.Text {
+			// WhatsApp's and Matrix's attachments come with their caption
+			// as the event's text too: it is one caption, sent once.
+			p.text = ""
+		}
+		if i == 0 && text.text != "" && p.captionable() && p.text == "" {
+			p.text, p.html, p.eventText = text.text, text.html, true
+			text.text = ""
+		}
+		parts = append(parts, p)
+		if !p.captionable() && p.text != "" {
+			parts[len(parts)-1].text = ""
+			parts = append(parts, outPart{text: p.text})
+		}
+	}
+	if text.text != "" {
+		parts = append([]outPart{text}, parts...)
+	}
+
+	named := 0 // the part that names the sender
+	if !parts[0].captionable() {
+		if len(parts) > 1 && parts[1].media == nil {
+			named = 1
+		} else {
+			parts = append([]outPart{{}}, parts...)
+		}
+	}
+	p := &parts[named]
+	o := *out
+	o.Text, o.HTML, o.Emote = p.text, p.html, out.Emote && p.eventText
+	p.text, p.html = c.body(&o)
+	if named == 0 && p.media == nil && p.text == "" {
+		parts = parts[1:] // the owner's or a notice's audio: nothing to name
+	}
+	return parts
 }
 
 // body is the text to send and its formatted form: relayed messages go out
@@ -231,15 +307,4 @@ func classify(err error) error {
 		}
 	}
 	return err
-}
-
-// anyCaptionable reports whether one of media can carry a caption (voice
-// notes, audio and stickers cannot).
-func anyCaptionable(media []bridge.Media) bool {
-	for _, m := range media {
-		if kind, _ := mediaKind(m.MIME, m.Name); kind != "audio" && kind != "sticker" {
-			return true
-		}
-	}
-	return false
 }

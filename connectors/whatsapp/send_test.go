@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -317,6 +318,120 @@ func TestSendMedia(t *testing.T) {
 		small.wa.read(func() {
 			if len(small.wa.uploads) != 0 {
 				t.Errorf("%s: uploaded", name)
+			}
+		})
+	}
+}
+
+// shown is how a sent message reads in the chat: "text: ...", or the
+// attachment's kind with its caption ("image: ...", "audio").
+func shown(m *waE2E.Message) string {
+	switch {
+	case m.Conversation != nil:
+		return "text: " + m.GetConversation()
+	case m.ExtendedTextMessage != nil:
+		return "text: " + m.GetExtendedTextMessage().GetText()
+	case m.ImageMessage != nil:
+		return "image: " + m.GetImageMessage().GetCaption()
+	case m.VideoMessage != nil:
+		return "video: " + m.GetVideoMessage().GetCaption()
+	case m.DocumentMessage != nil:
+		return "document: " + m.GetDocumentMessage().GetCaption()
+	case m.AudioMessage != nil:
+		return "audio"
+	}
+	return fmt.Sprintf("unexpected %v", m)
+}
+
+// TestSendCaptions: each attachment's own caption goes out with it (the
+// API's media[].caption), the sender named on the first message; audio,
+// which WhatsApp gives no caption, is followed by its caption as a text.
+func TestSendCaptions(t *testing.T) {
+	sr := newSendRig(t, nil)
+	sr.receive(t, bobChat, bobChat, "BOB1", "original words")
+	photo := func(caption string) bridge.Media {
+		m := mediaOf("photo.jpg", "image/jpeg", []byte("JPEG"))
+		m.Caption = caption
+		return m
+	}
+	voice := func(caption string) bridge.Media {
+		m := mediaOf("voice.ogg", "audio/ogg", []byte("opus"))
+		m.Caption = caption
+		return m
+	}
+	doc := mediaOf("report.pdf", "application/pdf", []byte("PDF"))
+	doc.Caption = "the numbers"
+
+	for _, tc := range []struct {
+		name       string
+		text, html string
+		media      []bridge.Media
+		owner      bool
+		want       []string
+	}{
+		{"a caption alone", "", "", []bridge.Media{photo("beach")}, false,
+			[]string{"image: *Bob*: beach"}},
+		{"a document's caption", "", "", []bridge.Media{doc}, false,
+			[]string{"document: *Bob*: the numbers"}},
+		{"text and captioned photos", "holiday", "", []bridge.Media{photo("beach"), photo("sunset")}, false,
+			[]string{"text: *Bob*: holiday", "image: beach", "image: sunset"}},
+		{"text on the uncaptioned first photo", "holiday", "", []bridge.Media{photo(""), photo("sunset")}, false,
+			[]string{"image: *Bob*: holiday", "image: sunset"}},
+		{"the caption is the text", "look", "", []bridge.Media{photo("look")}, false,
+			[]string{"image: *Bob*: look"}},
+		{"a photo without words", "", "", []bridge.Media{photo(""), photo("sunset")}, false,
+			[]string{"image: *Bob*: ", "image: sunset"}},
+		{"a voice note's caption follows it", "", "", []bridge.Media{voice("listen to this")}, false,
+			[]string{"audio", "text: *Bob*: listen to this"}},
+		{"text, then the voice note and its caption", "hi", "", []bridge.Media{voice("listen")}, false,
+			[]string{"text: *Bob*: hi", "audio", "text: listen"}},
+		{"a voice note after a photo", "", "", []bridge.Media{photo(""), voice("a song")}, false,
+			[]string{"image: *Bob*: ", "audio", "text: a song"}},
+		{"a voice note without words", "", "", []bridge.Media{voice("")}, false,
+			[]string{"text: *Bob*: ", "audio"}},
+		{"the owner's caption", "", "", []bridge.Media{photo("beach")}, true,
+			[]string{"image: beach"}},
+		{"the owner's voice note", "", "", []bridge.Media{voice("")}, true,
+			[]string{"audio"}},
+		{"formatted text as the caption", "bold move", "<b>bold</b> move", []bridge.Media{photo("")}, false,
+			[]string{"image: *Bob*: *bold* move"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := relayedOut(bridge.KindMessage, bobChat, "pb.caption."+tc.name)
+			out.Text, out.HTML, out.Media, out.Sender.IsOwner, out.ReplyTo = tc.text, tc.html, tc.media, tc.owner, "BOB1"
+			id, sent, err := sr.send(t, out)
+			if err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			var got []string
+			for i, s := range sent {
+				got = append(got, shown(s.Msg))
+				if s.ID != messageID(out.Key, i) {
+					t.Errorf("message %d has id %q, want %q", i, s.ID, messageID(out.Key, i))
+				}
+			}
+			if strings.Join(got, " | ") != strings.Join(tc.want, " | ") {
+				t.Errorf("sent\n  %q\nwant\n  %q", got, tc.want)
+			}
+			if len(sent) == 0 || id != sent[0].ID {
+				t.Fatalf("Send returned %q, want the first message's id", id)
+			}
+			// The reply context is on the first message only.
+			for i, s := range sent {
+				var ci *waE2E.ContextInfo
+				switch m := s.Msg; {
+				case m.ExtendedTextMessage != nil:
+					ci = m.GetExtendedTextMessage().GetContextInfo()
+				case m.ImageMessage != nil:
+					ci = m.GetImageMessage().GetContextInfo()
+				case m.DocumentMessage != nil:
+					ci = m.GetDocumentMessage().GetContextInfo()
+				case m.AudioMessage != nil:
+					ci = m.GetAudioMessage().GetContextInfo()
+				}
+				if replies := ci.GetStanzaID() == "BOB1"; replies != (i == 0) {
+					t.Errorf("message %d (%s) replies to BOB1: %v, want only the first to", i, shown(s.Msg), replies)
+				}
 			}
 		})
 	}

@@ -118,8 +118,18 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		lockPath: filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
 	}
 	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
+	var configure func(*whatsmeow.Client)
+	if clientHook != nil {
+		var err error
+		if configure, err = clientHook(c.log); err != nil {
+			return nil, err
+		}
+	}
 	c.newClient = func(dev *store.Device) waClient {
 		cli := whatsmeow.NewClient(dev, newWALogger(c.log))
+		if configure != nil {
+			configure(cli)
+		}
 		cli.EnableAutoReconnect = true
 		// Acknowledge a message only once the handler has committed it, and
 		// keep its plaintext so a redelivery (after the handler said no,
@@ -138,9 +148,9 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	}
 	c.db = db
 	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log))
-	if err := c.container.Upgrade(ctx); err != nil {
+	if err := c.prepareSessionStore(ctx, filepath.Join(env.StateDir, "whatsapp-store.lock")); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("prepare the WhatsApp session store: %w", err)
+		return nil, err
 	}
 	dev, err := c.loadDevice(ctx)
 	if err != nil {
@@ -155,6 +165,30 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	}
 	c.chats.init(c)
 	return c, nil
+}
+
+// storeLockWait bounds the wait for another process preparing the session
+// store; preparing takes milliseconds.
+const storeLockWait = time.Minute
+
+// prepareSessionStore creates or upgrades whatsmeow's tables, under a lock
+// that other phonebridge processes on the state dir take too. whatsmeow's
+// upgrade reads the schema version outside its transaction, so a second
+// process (`phonebridge links` while the daemon starts) would run the same
+// step again and fail on a table the first just made.
+func (c *Connector) prepareSessionStore(ctx context.Context, lockPath string) error {
+	lock, err := waitLock(lockPath, storeLockWait)
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("prepare the WhatsApp session store: another phonebridge process has held %s for over %s; stop that process, then start again", lockPath, storeLockWait)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare the WhatsApp session store: %w", err)
+	}
+	defer lock.release()
+	if err := c.container.Upgrade(ctx); err != nil {
+		return fmt.Errorf("prepare the WhatsApp session store: %w", err)
+	}
+	return nil
 }
 
 // Capabilities implements bridge.Connector.
