@@ -178,8 +178,9 @@ func TestUnacknowledgedMessageIsRedelivered(t *testing.T) {
 	seen := make(chan string, 10)
 	cl.AddEventHandlerWithSuccessStatus(func(evt any) bool {
 		if m, ok := evt.(*events.Message); ok {
+			accept := !refuse.Load()
 			seen <- m.Message.GetConversation()
-			return !refuse.Load()
+			return accept
 		}
 		return true
 	})
