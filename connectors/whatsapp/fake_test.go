@@ -551,6 +551,7 @@ type recSink struct {
 	resumes  int
 	chatsChg int
 	refuse   error
+	refused  []bridge.Event // what was submitted while refusing
 }
 
 type stateCall struct {
@@ -580,6 +581,7 @@ func (s *recSink) Submit(ev *bridge.Event, done func(error)) {
 	refuse := s.refuse
 	s.mu.Unlock()
 	if refuse != nil {
+		s.update(func() { s.refused = append(s.refused, *ev) })
 		done(refuse)
 		return
 	}

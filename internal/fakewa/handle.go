@@ -292,7 +292,14 @@ func (s *Server) activate(c *conn) {
 	}
 	c.outq.push(waBinary.Node{Tag: "ib", Attrs: waBinary.Attrs{"from": types.ServerJID},
 		Content: []waBinary.Node{{Tag: "offline", Attrs: waBinary.Attrs{"count": len(c.comp.pending)}}}})
+	for _, h := range activationHooks {
+		go h(s, c.comp) // s.mu is held; hooks take Phone.mu first
+	}
 }
+
+// activationHooks run each time a companion comes online (history.go: the
+// phone's link-time sync).
+var activationHooks []func(s *Server, comp *companion)
 
 // deliver queues a stanza for a companion until it acknowledges it,
 // sending it now if the companion is online; s.mu is held.
@@ -330,6 +337,22 @@ func (s *Server) Pending(device types.JID) int {
 		return 0
 	}
 	return len(comp.pending)
+}
+
+// PendingIDs lists the ids of the stanzas waiting in a device's offline
+// queue, oldest first.
+func (s *Server) PendingIDs(device types.JID) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, comp := s.device(device)
+	if comp == nil {
+		return nil
+	}
+	var ids []string
+	for _, p := range comp.pending {
+		ids = append(ids, p.id)
+	}
+	return ids
 }
 
 func (s *Server) handleClientAck(c *conn, n *waBinary.Node) {

@@ -21,6 +21,7 @@ import (
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/proto/waAdv"
 	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/proto/waHistorySync"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/util/keys"
 	"google.golang.org/protobuf/proto"
@@ -56,8 +57,18 @@ type Phone struct {
 	// deliveryReceipts says whether it sends delivery receipts for what
 	// it receives; guarded by mu.
 	deliveryReceipts bool
-	sent             map[string]sentRecord            // what it sent, for retries
-	skSent           map[types.JID]map[types.JID]bool // group → devices that have its sender key
+	// garble is how many of its next pairwise encryptions come out
+	// undecryptable (a lost session, a corrupted store); guarded by mu.
+	garble  int
+	sent    map[string]sentRecord            // what it sent, for retries
+	skSent  map[types.JID]map[types.JID]bool // group → devices that have its sender key
+	greeted map[uint16]bool                  // devices sent their link-time sync (history.go)
+
+	// HistoryOnLink is what the phone sends each newly linked device, in
+	// order, once it is first online, as WhatsApp sends INITIAL_BOOTSTRAP,
+	// RECENT, PUSH_NAME… (history.go). Set it before linking.
+	HistoryOnLink []*waHistorySync.HistorySync
+	appState      appState // app state keys and collections (appstate.go)
 
 	inbox     *mailbox[Message]
 	receipts  *mailbox[Receipt]
@@ -286,7 +297,20 @@ func (p *Phone) encryptFor(ctx context.Context, comp *companion, plain []byte, f
 	if ct.Type() == protocol.PREKEY_TYPE {
 		typ = "pkmsg"
 	}
-	return waBinary.Node{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": typ}, Content: ct.Serialize()}, nil
+	out := ct.Serialize()
+	if p.garble > 0 {
+		p.garble--
+		out[len(out)-1] ^= 0xff // the MAC no longer matches
+	}
+	return waBinary.Node{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": typ}, Content: out}, nil
+}
+
+// Garble makes the phone's next n pairwise encryptions undecryptable, so
+// the client asks for them again with retry receipts.
+func (p *Phone) Garble(n int) {
+	p.mu.Lock()
+	p.garble = n
+	p.mu.Unlock()
 }
 
 func parseBundle(device uint16, n *waBinary.Node) (*prekey.Bundle, error) {
