@@ -77,6 +77,10 @@ type Server struct {
 	Received chan *waBinary.Node
 
 	stanzaSeq atomic.Uint64
+
+	// Guarded by mu.
+	mediaAuth string       // the media_conn auth token uploads need (media.go)
+	pics      pictureState // profile and group pictures (pictures.go)
 }
 
 // New starts a server on a free loopback port.
