@@ -18,11 +18,12 @@ import (
 
 func contactName(t *testing.T, cl *client, jid types.JID) string {
 	t.Helper()
-	c, err := cl.Store.Contacts.GetContact(ctxT(t), jid)
+	// GetAllContacts copies under whatsmeow's lock; GetContact does not.
+	all, err := cl.Store.Contacts.GetAllContacts(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.FullName
+	return all[jid].FullName
 }
 
 // fullSynced waits for the end of the client's full sync of a collection.

@@ -172,6 +172,7 @@ func (c *conn) run() {
 			return
 		}
 		c.srv.record(node)
+		c.srv.lastHeard.Store(time.Now().UnixNano())
 		if c.srv.isSilent() {
 			continue // a network that drops everything
 		}

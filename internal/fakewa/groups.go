@@ -151,11 +151,22 @@ func (p *Phone) sendGroup(ctx context.Context, gid types.JID, id string, msg *wa
 		return fmt.Errorf("%s is not a member of %s", p.PN, gid)
 	}
 	members := append([]*Phone(nil), g.members...)
+	lidForm := g.LIDAddressing
+	s.mu.Unlock()
+	return p.sendSenderKeyed(ctx, gid, members, lidForm, id, msg, at, only, retry)
+}
+
+// sendSenderKeyed sends msg from the phone to the companions of members
+// (and the other phones, in the clear) under its sender key for chat gid
+// (a group, or status@broadcast), with the sender key distribution first
+// to those that lack it; p.mu is held.
+func (p *Phone) sendSenderKeyed(ctx context.Context, gid types.JID, members []*Phone, lidForm bool, id string, msg *waE2E.Message, at time.Time, only *companion, retry int) error {
+	s := p.srv
+	s.mu.Lock()
 	var comps []*companion
 	for _, m := range members {
 		comps = append(comps, liveCompanions(m)...)
 	}
-	lidForm := g.LIDAddressing
 	s.mu.Unlock()
 
 	plain, err := proto.Marshal(msg)

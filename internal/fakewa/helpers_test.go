@@ -93,7 +93,10 @@ func newClient(t testing.TB, srv *Server, c *sqlstore.Container, dev *store.Devi
 	srv.Configure(cli)
 	cl := &client{Client: cli, container: c, events: newMailbox[any]()}
 	cli.AddEventHandler(func(evt any) { cl.events.push(evt) })
-	t.Cleanup(cli.Disconnect)
+	t.Cleanup(func() {
+		srv.Quiesce(2 * time.Second)
+		cli.Disconnect()
+	})
 	return cl
 }
 

@@ -77,6 +77,7 @@ type Server struct {
 	Received chan *waBinary.Node
 
 	stanzaSeq atomic.Uint64
+	lastHeard atomic.Int64 // when a client last sent a node (unix ns)
 
 	// Guarded by mu.
 	mediaAuth string       // the media_conn auth token uploads need (media.go)
@@ -237,6 +238,30 @@ func (s *Server) record(n *waBinary.Node) {
 // nextID is a server stanza id, unique in the process.
 func (s *Server) nextID() string {
 	return fmt.Sprintf("FAKE%08d", s.stanzaSeq.Add(1))
+}
+
+// Quiesce waits, up to timeout, until every device has acknowledged what
+// was sent to it and no client has sent anything for a tenth of a second:
+// clients have finished their receipts and acks. Tests call it before a
+// client disconnects, since whatsmeow's socket close races a frame being
+// sent (a data race inside whatsmeow that -race reports).
+func (s *Server) Quiesce(timeout time.Duration) {
+	const quiet = 100 * time.Millisecond
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		pending := 0
+		for _, comp := range s.companions {
+			if comp.conn != nil && comp.conn.active {
+				pending += len(comp.pending)
+			}
+		}
+		s.mu.Unlock()
+		if pending == 0 && time.Since(time.Unix(0, s.lastHeard.Load())) >= quiet {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // SetSilent makes the server stop answering every client (true) as a
