@@ -579,6 +579,8 @@ func (s sink) DescribeSender(ctx context.Context, origin ChatRef, sender string)
 	return s.b.describeSender(ctx, origin, sender)
 }
 
+func (s sink) DescriptionChanged(id string) { s.b.descriptionChanged(s.name, id) }
+
 func (s sink) ChatsChanged() {
 	go func() {
 		if err := s.b.resolveRoutes(context.Background()); err != nil {

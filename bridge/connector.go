@@ -103,6 +103,10 @@ type Sink interface {
 	// where the origin cannot say.
 	DescribeChat(ctx context.Context, origin ChatRef) (ChatDescription, error)
 	DescribeSender(ctx context.Context, origin ChatRef, sender string) (SenderDescription, error)
+	// DescriptionChanged says what the connector, a Describer, says of
+	// chat or person id changed (a new picture or topic), so destinations
+	// that keep descriptions (DescriptionWatcher) ask again.
+	DescriptionChanged(id string)
 }
 
 // Accept submits ev and waits until it is committed or refused.

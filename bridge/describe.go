@@ -30,12 +30,31 @@ type SenderDescription struct {
 
 // Describer is implemented by connectors that can say more of their chats
 // and people than events carry. Answers should come from a cache the
-// platform's own change events keep fresh: destinations may ask for every
-// message. An avatar's Media is reopened through the connector's
-// MediaOpener.
+// platform's own change events keep fresh; destinations that keep them
+// ask once per chat or person, and again when the connector reports a
+// change with Sink.DescriptionChanged. An avatar's Media is reopened
+// through the connector's MediaOpener.
 type Describer interface {
 	DescribeChat(ctx context.Context, chat string) (ChatDescription, error)
 	DescribeSender(ctx context.Context, chat, sender string) (SenderDescription, error)
+}
+
+// DescriptionWatcher is implemented by destinations that keep what an
+// origin described (a Matrix portal's topic and picture, a ghost's
+// picture) and ask again only when it changed. The core calls it for
+// every Sink.DescriptionChanged of another connector; it must not block.
+type DescriptionWatcher interface {
+	DescriptionChanged(origin, id string)
+}
+
+// descriptionChanged tells every DescriptionWatcher but origin that what
+// origin says of id changed.
+func (b *Bridge) descriptionChanged(origin, id string) {
+	for name, conn := range b.conns().conns {
+		if w, ok := conn.(DescriptionWatcher); ok && name != origin {
+			w.DescriptionChanged(origin, id)
+		}
+	}
 }
 
 // ErrNotDescribed is returned (wrapped) by Sink.DescribeChat and

@@ -441,7 +441,7 @@ func (h *Harness) Inject(ev bridge.Event) {
 
 // NoDescriptions, embedded in a test's own bridge.Sink, answers
 // DescribeChat and DescribeSender as the core does for an origin that
-// describes nothing.
+// describes nothing, and ignores DescriptionChanged.
 type NoDescriptions struct{}
 
 // DescribeChat implements bridge.Sink.
@@ -453,6 +453,9 @@ func (NoDescriptions) DescribeChat(context.Context, bridge.ChatRef) (bridge.Chat
 func (NoDescriptions) DescribeSender(context.Context, bridge.ChatRef, string) (bridge.SenderDescription, error) {
 	return bridge.SenderDescription{}, bridge.ErrNotDescribed
 }
+
+// DescriptionChanged implements bridge.Sink.
+func (NoDescriptions) DescriptionChanged(string) {}
 
 // CapStore stops the database growing past pages (1: past the pages it
 // has) through SQLite's max_page_count on the store's one writing

@@ -33,36 +33,11 @@ import (
 // and the normal one with those variables set: only the tagged one may
 // reach the fake server, and a normal build must ignore them.
 
-var fakewaBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// fakewaBinary builds cmd/phonebridge with -tags fakewa once per test
+// fakewaBinary is cmd/phonebridge built with -tags fakewa, once per test
 // process (with -race under PHONEBRIDGE_TEST_RACE=1, as daemontest.Binary).
-func fakewaBinary(t *testing.T) string {
+func fakewaBinary(t testing.TB) string {
 	t.Helper()
-	fakewaBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "phonebridge-fakewa-bin-")
-		if err != nil {
-			fakewaBuild.err = err
-			return
-		}
-		fakewaBuild.path = filepath.Join(dir, "phonebridge")
-		args := []string{"build", "-tags", "fakewa", "-o", fakewaBuild.path}
-		if os.Getenv("PHONEBRIDGE_TEST_RACE") == "1" {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, ".")...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fakewaBuild.err = fmt.Errorf("go build -tags fakewa: %v\n%s", err, out)
-		}
-	})
-	if fakewaBuild.err != nil {
-		t.Fatal(fakewaBuild.err)
-	}
-	return fakewaBuild.path
+	return daemontest.BinaryWithTags(t, "fakewa")
 }
 
 // fakeWA is a TLS listener standing in for WhatsApp: it records every TCP

@@ -135,6 +135,10 @@ type asBridge struct {
 
 	roomVersionMu sync.Mutex
 	roomVersion   id.RoomVersion // the homeserver's default, once known
+
+	// described says when to ask origins again about portals' chats and
+	// ghosts' senders (asmode.go).
+	described describedSet
 }
 
 // newASBridge migrates appservice mode's tables and returns its state.

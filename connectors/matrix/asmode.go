@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -166,12 +167,18 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 				return "", err
 			}
 		} else {
-			info := c.describeChat(ctx, origin)
 			p, ok, err := as.portal(ctx, origin)
-			switch {
-			case err != nil:
+			if err != nil {
 				return "", err
-			case !ok:
+			}
+			// The origin is asked about its chat once per portal, and again
+			// when it says the chat changed; the name comes with each event.
+			info := portalInfo{Name: origin.Name, Direct: origin.Direct}
+			asked := !ok || as.described.due(chatDescription(origin.Connector, chat))
+			if asked {
+				info = c.describeChat(ctx, origin)
+			}
+			if !ok {
 				create := info
 				if create.Name == "" {
 					create.Name = chat
@@ -179,13 +186,18 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 				if room, err = as.ensurePortal(ctx, origin, create); err != nil {
 					return "", classify(err)
 				}
-			default:
+			} else {
 				room = p.room
 				// The chat may have been renamed or given another topic or
 				// picture since; a failed update must not hold the message up.
 				if p.outdated(info) {
 					if err := as.syncPortal(ctx, origin, info); err != nil {
 						c.warnOnce("portal:"+chat, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, chat, oneLine(err)))
+					}
+				}
+				if asked {
+					if now, ok, err := as.portal(ctx, origin); err == nil && ok {
+						as.chatDescribed(origin, info, now)
 					}
 				}
 			}
@@ -373,13 +385,15 @@ const describeTimeout = 10 * time.Second
 // name and direct flag, then what the origin connector says. Without its
 // answer, the topic and picture are left as they are.
 func (c *Connector) describeChat(ctx context.Context, origin bridge.ChatRef) portalInfo {
-	info := portalInfo{Name: origin.Name, Direct: origin.Direct}
+	info := portalInfo{Name: origin.Name, Direct: origin.Direct, asked: true}
+	info.gen = c.as.described.ask(chatDescription(origin.Connector, origin.ID))
 	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
 	defer cancel()
 	desc, err := c.sink.DescribeChat(ctx, origin)
 	if err != nil {
 		if !errors.Is(err, bridge.ErrNotDescribed) {
 			c.log.Debug("the origin cannot describe a chat now", "chat", origin.String(), "err", oneLine(err))
+			info.Failed = true
 		}
 		return info
 	}
@@ -392,19 +406,135 @@ func (c *Connector) describeChat(ctx context.Context, origin bridge.ChatRef) por
 }
 
 // syncGhostAvatar gives the ghost the sender's picture where the origin
-// describes senders; a failure is reported once and never holds the
-// message up.
+// describes senders. The origin is asked once per ghost, and again when it
+// says the sender changed (or a while after it could not answer); a
+// failure is reported once and never holds the message up.
 func (c *Connector) syncGhostAvatar(ctx context.Context, originConnector, chat, sender string, ghost id.UserID) {
+	key := senderDescription(originConnector, sender)
+	if !c.as.described.due(key) {
+		return
+	}
+	asked := c.as.described.ask(key)
 	dctx, cancel := context.WithTimeout(ctx, describeTimeout)
 	defer cancel()
 	desc, err := c.sink.DescribeSender(dctx, bridge.ChatRef{Connector: originConnector, ID: chat}, sender)
-	if err != nil {
-		if !errors.Is(err, bridge.ErrNotDescribed) {
-			c.log.Debug("the origin cannot describe a sender now", "sender", sender, "err", oneLine(err))
-		}
+	switch {
+	case errors.Is(err, bridge.ErrNotDescribed):
+		c.as.described.done(key, asked, describeAgain)
+		return
+	case err != nil:
+		c.log.Debug("the origin cannot describe a sender now", "sender", sender, "err", oneLine(err))
+		c.as.described.done(key, asked, describeRetry)
 		return
 	}
 	if err := c.as.setGhostAvatar(ctx, ghost, desc.AvatarID, desc.Avatar); err != nil {
 		c.warnOnce("ghost-avatar:"+string(ghost), fmt.Sprintf("matrix connector %s: cannot set the picture of %s (messages still go through): %s", c.name, ghost, oneLine(err)))
+		c.as.described.done(key, asked, describeRetry)
+		return
 	}
+	c.as.described.done(key, asked, describeAgain)
+}
+
+const (
+	// describeAgain is how long a portal's or ghost's description stands
+	// without the origin saying it changed: it bounds a change missed
+	// while the bridge was down or its notice lost.
+	describeAgain = 24 * time.Hour
+	// describeRetry is how long after the origin could not answer, or
+	// the picture could not be copied, it is asked again.
+	describeRetry = time.Minute
+)
+
+var _ bridge.DescriptionWatcher = (*Connector)(nil)
+
+// DescriptionChanged implements bridge.DescriptionWatcher: the portal of
+// origin's chat id, and the ghost of its person id, ask the origin again
+// with their next message.
+func (c *Connector) DescriptionChanged(origin, id string) {
+	c.mu.Lock()
+	as := c.as
+	c.mu.Unlock()
+	if as != nil {
+		as.described.forget(chatDescription(origin, id), senderDescription(origin, id))
+	}
+}
+
+// describedSet says, per portal chat and per ghost sender, when to ask the
+// origin about it again. The zero value is ready; not knowing one means
+// asking now.
+type describedSet struct {
+	mu   sync.Mutex
+	next map[describedKey]time.Time
+	// gen counts each key's changes, so an answer asked for before a
+	// change is not taken for one after it.
+	gen map[describedKey]uint64
+}
+
+type describedKey struct {
+	sender         bool // a ghost's sender, else a portal's chat
+	origin, chatID string
+}
+
+func chatDescription(origin, chat string) describedKey {
+	return describedKey{origin: origin, chatID: chat}
+}
+
+func senderDescription(origin, sender string) describedKey {
+	return describedKey{sender: true, origin: origin, chatID: sender}
+}
+
+// due reports whether k should be asked about now.
+func (d *describedSet) due(k describedKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next, ok := d.next[k]
+	return !ok || !time.Now().Before(next)
+}
+
+// ask notes that k is being asked about; done takes what it returns.
+func (d *describedSet) ask(k describedKey) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.gen[k]
+}
+
+// done notes that k was asked about (when ask returned asked), and when to
+// ask again; unless it changed meanwhile, which asks again now.
+func (d *describedSet) done(k describedKey, asked uint64, after time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen[k] != asked {
+		return
+	}
+	if d.next == nil {
+		d.next = map[describedKey]time.Time{}
+	}
+	d.next[k] = time.Now().Add(after)
+}
+
+// forget makes the keys due now: the origin said they changed.
+func (d *describedSet) forget(keys ...describedKey) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen == nil {
+		d.gen = map[describedKey]uint64{}
+	}
+	for _, k := range keys {
+		delete(d.next, k)
+		d.gen[k]++
+	}
+}
+
+// chatDescribed notes that origin's chat was described as info and its
+// portal now shows shown: asked again after a day, or after a minute when
+// the origin could not answer or its picture or topic did not make it.
+func (b *asBridge) chatDescribed(origin bridge.ChatRef, info portalInfo, shown portalRow) {
+	if !info.asked {
+		return
+	}
+	after := describeAgain
+	if info.Failed || info.Described && (shown.avatarID != info.AvatarID || shown.topic != info.Topic) {
+		after = describeRetry
+	}
+	b.described.done(chatDescription(origin.Connector, origin.ID), info.gen, after)
 }

@@ -748,3 +748,150 @@ func (h *human) acceptInvite(t *testing.T, name string) id.RoomID {
 	}
 	return room
 }
+
+// TestAppserviceAsksForDescriptionsOnce: an origin that describes its
+// chats and people (WhatsApp) is asked about a portal's chat and a ghost's
+// sender once, however many messages come, and again only when it says
+// one changed; the portal and the ghost then show what changed. Asking on
+// every message cost WhatsApp a profile-picture query per message.
+func TestAppserviceAsksForDescriptionsOnce(t *testing.T) {
+	r := newASRig(t)
+	phone := r.withPhone(t)
+	cfg, err := os.ReadFile(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
+	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const family, bob, eve = "120363000000000001@g.us", "15550002222@s.whatsapp.net", "15550006666@s.whatsapp.net"
+	pic := func(ref string) *bridge.Media { return &bridge.Media{MIME: "image/png", Name: ref + ".png", Ref: ref} }
+	describe := func(topic, bobPic string, picture []byte) {
+		phone.Describe(bridge.ChatDescription{Name: "Family", Topic: topic, AvatarID: "fam-1", Avatar: pic("fam")}, family,
+			bridge.SenderDescription{Name: "Bob", AvatarID: bobPic, Avatar: pic(bobPic)}, bob, picture)
+		// Bob's own chat shows his picture.
+		phone.Describe(bridge.ChatDescription{Name: "Bob", Direct: true, AvatarID: bobPic, Avatar: pic(bobPic)}, bob,
+			bridge.SenderDescription{Name: "Eve"}, eve, picture)
+		phone.Describe(bridge.ChatDescription{Name: "Football friends"}, "120363000000000002@g.us", bridge.SenderDescription{}, "", nil)
+	}
+	first := grayPNG(t, 5)
+	describe("Weekend plans", "bob-1", first)
+	r.start(t)
+	ctx := t.Context()
+
+	n := 0
+	say := func(chat, chatName, sender, senderName string) string {
+		n++
+		text := fmt.Sprintf("message %d", n)
+		phone.Say(t, bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: chat, Name: chatName, Direct: chat == bob},
+			ID: fmt.Sprintf("m%d", n), Sender: bridge.Sender{ID: sender, Name: senderName}, Time: time.Now(), Text: text})
+		return text
+	}
+	room := func(chat string) id.RoomID {
+		var room id.RoomID
+		waitFor(t, "the portal of "+chat, func() bool {
+			room, _ = r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: chat})
+			return room != ""
+		})
+		if _, err := r.owner.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		return room
+	}
+	// arrived waits until the room's last message from sender's ghost is text.
+	arrived := func(room id.RoomID, sender, text string) {
+		t.Helper()
+		ghost := r.mx.as.ghostID(sender)
+		waitFor(t, text, func() bool {
+			got, err := roomBodiesErr(ctx, r.owner.cli, room, ghost)
+			return err == nil && len(got) > 0 && got[len(got)-1] == text
+		})
+	}
+	wantAsked := func(when, id string, chat, sender int) {
+		t.Helper()
+		if c, s := phone.Asked(id); c != chat || s != sender {
+			t.Errorf("%s: the origin was asked about %s %d times as a chat and %d as a sender, want %d and %d", when, id, c, s, chat, sender)
+		}
+	}
+
+	// The group's portal is made at start (portals_at_start: groups).
+	famRoom := room(family)
+	var bobRoom id.RoomID
+	for i := range 5 {
+		a, b, c := say(family, "Family", bob, "Bob"), say(family, "Family", eve, "Eve"), say(bob, "Bob", bob, "Bob")
+		if i == 0 {
+			bobRoom = room(bob)
+		}
+		arrived(famRoom, bob, a)
+		arrived(famRoom, eve, b)
+		arrived(bobRoom, bob, c)
+	}
+	wantAsked("after 15 messages", family, 1, 0)
+	wantAsked("after 15 messages", bob, 1, 1)
+	wantAsked("after 15 messages", eve, 0, 1)
+
+	// Bob's picture changes, and Family's topic: the origin says so.
+	second := grayPNG(t, 7)
+	describe("Lunch at 1pm", "bob-2", second)
+	phone.Changed(t, bob)
+	phone.Changed(t, family)
+	for range 3 {
+		arrived(famRoom, bob, say(family, "Family", bob, "Bob"))
+		arrived(famRoom, eve, say(family, "Family", eve, "Eve"))
+		arrived(bobRoom, bob, say(bob, "Bob", bob, "Bob"))
+	}
+	wantAsked("after the change", family, 2, 0)
+	wantAsked("after the change", bob, 2, 2)
+	wantAsked("after the change", eve, 0, 1)
+
+	url, err := r.owner.cli.GetAvatarURL(ctx, r.mx.as.ghostID(bob))
+	if err != nil || url.IsEmpty() {
+		t.Fatalf("Bob's ghost has no picture: %v %v", url, err)
+	}
+	if got := download(t, r.owner.cli, url.CUString()); !bytes.Equal(got, second) {
+		t.Errorf("Bob's ghost shows %d bytes, not his new picture's %d", len(got), len(second))
+	}
+	var avatar event.RoomAvatarEventContent
+	if err := r.owner.cli.StateEvent(ctx, bobRoom, event.StateRoomAvatar, "", &avatar); err != nil {
+		t.Fatalf("Bob's portal has no picture: %v", err)
+	}
+	if got := download(t, r.owner.cli, avatar.URL); !bytes.Equal(got, second) {
+		t.Errorf("Bob's portal shows %d bytes, not his new picture's %d", len(got), len(second))
+	}
+	var topic event.TopicEventContent
+	if err := r.owner.cli.StateEvent(ctx, famRoom, event.StateTopic, "", &topic); err != nil || topic.Topic != "Lunch at 1pm" {
+		t.Errorf("Family's portal has topic %q (%v), want the new one", topic.Topic, err)
+	}
+}
+
+// TestDescribedSet: once described, a portal's chat or a ghost's sender is
+// not asked about again until the origin says it changed; a change that
+// comes while the origin is being asked (its answer may predate it) asks
+// again too.
+func TestDescribedSet(t *testing.T) {
+	var d describedSet
+	k := senderDescription("wa", "15550002222@s.whatsapp.net")
+	other := chatDescription("wa", "15550002222@s.whatsapp.net")
+	if !d.due(k) {
+		t.Fatal("never asked: not due")
+	}
+	d.done(k, d.ask(k), describeAgain)
+	if d.due(k) || !d.due(other) {
+		t.Fatalf("after an answer: due %v (the same person as a chat: %v), want false (true)", d.due(k), d.due(other))
+	}
+	d.forget(k)
+	if !d.due(k) {
+		t.Fatal("after a change: not due")
+	}
+	asked := d.ask(k)
+	d.forget(k) // the change arrives while the origin answers
+	d.done(k, asked, describeAgain)
+	if !d.due(k) {
+		t.Error("a change during the question was lost")
+	}
+	d.done(k, d.ask(k), describeRetry)
+	if d.due(k) {
+		t.Error("right after a failed question: due")
+	}
+}

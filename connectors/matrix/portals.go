@@ -18,13 +18,19 @@ const ownerPower = 100
 
 // portalInfo is what a portal shows of its origin chat. Described says
 // the origin answered for the topic and picture; when it did not, they
-// are left as they are rather than cleared.
+// are left as they are rather than cleared. Failed says it could not
+// answer now (rather than that it describes nothing).
 type portalInfo struct {
 	Name, Topic string
 	Direct      bool
 	AvatarID    string
 	Avatar      *bridge.Media
 	Described   bool
+	Failed      bool
+	// asked says the origin was asked (describeChat), at gen of its
+	// describedSet entry.
+	asked bool
+	gen   uint64
 }
 
 // ensurePortal returns the room for the origin chat, creating it as the
@@ -108,6 +114,7 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 		return "", err
 	}
 	b.log.Info("created a portal room", "chat", origin.String(), "room", resp.RoomID.String())
+	b.chatDescribed(origin, info, portalRow{topic: info.Topic, avatarID: avatarID})
 	return resp.RoomID, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/phonebridge/phonebridge/bridge"
 )
@@ -117,6 +118,43 @@ func (cc *chatCache) lookupName(ctx context.Context, jid types.JID) string {
 	return ""
 }
 
+// byNumberJID is a person's JID by phone number where WhatsApp has told
+// the number beside their LID (whatsmeow keeps the pairs it is given),
+// else the JID as it is, without device; groups are themselves. A person
+// is one chat and one sender however WhatsApp addresses them: the id
+// routes name, earlier messages were recorded under, and descriptions
+// are kept under, as WhatsApp moves chats from numbers to LIDs.
+func (c *Connector) byNumberJID(ctx context.Context, jid types.JID) types.JID {
+	jid = jid.ToNonAD()
+	dev := c.dev()
+	if jid.Server != types.HiddenUserServer || dev == nil || dev.ID == nil {
+		return jid
+	}
+	if !dev.LID.IsEmpty() && jid.User == dev.LID.User {
+		return dev.ID.ToNonAD()
+	}
+	if dev.LIDs != nil {
+		if pn, err := dev.LIDs.GetPNForLID(ctx, jid); err == nil && !pn.IsEmpty() {
+			return pn.ToNonAD()
+		}
+	}
+	return jid
+}
+
+// byNumber is e with its chat and sender by phone number (byNumberJID).
+func (c *Connector) byNumber(ctx context.Context, e *events.Message) *events.Message {
+	if e.Info.Chat.Server != types.HiddenUserServer && e.Info.Sender.Server != types.HiddenUserServer {
+		return e
+	}
+	n := *e
+	n.Info.Chat = c.byNumberJID(ctx, e.Info.Chat)
+	if sender := c.byNumberJID(ctx, e.Info.Sender); sender != e.Info.Sender.ToNonAD() {
+		sender.Device = e.Info.Sender.Device
+		n.Info.Sender = sender
+	}
+	return &n
+}
+
 // displayNumber shows a JID as a phone number where it is one.
 func displayNumber(jid types.JID) string {
 	if jid.Server == types.DefaultUserServer {
@@ -197,17 +235,32 @@ func (c *Connector) Chats(ctx context.Context, search string) ([]bridge.ChatInfo
 	if err != nil {
 		return nil, fmt.Errorf("read the contacts of link %q: %w", c.name, err)
 	}
+	// A person may be known by LID and by number (push names come with
+	// either): listed once, by number, under the best name known.
+	type named struct {
+		name string
+		rank int // 0 full name … 4 the number
+	}
+	people := map[types.JID]named{}
 	for jid, info := range contacts {
-		name := info.FullName
-		for _, n := range []string{info.FirstName, info.PushName, info.BusinessName} {
-			if name == "" {
-				name = n
+		best := named{displayNumber(jid), 4}
+		for i, n := range []string{info.FullName, info.FirstName, info.PushName, info.BusinessName} {
+			if n != "" {
+				best = named{n, i}
+				break
 			}
 		}
-		if name == "" {
-			name = displayNumber(jid)
+		id := c.byNumberJID(ctx, jid)
+		if best.rank == 4 {
+			best.name = displayNumber(id)
 		}
-		out = append(out, bridge.ChatInfo{ID: jid.ToNonAD().String(), Name: name})
+		// On a tie, what is known under the number itself.
+		if have, ok := people[id]; !ok || best.rank < have.rank || best.rank == have.rank && id == jid.ToNonAD() {
+			people[id] = best
+		}
+	}
+	for jid, p := range people {
+		out = append(out, bridge.ChatInfo{ID: jid.String(), Name: p.name})
 	}
 	c.chats.mu.Lock()
 	for jid, name := range c.chats.groups {

@@ -69,8 +69,15 @@ const (
 	descTopic   = "topic"   // a group's description
 )
 
+// descValue is what WhatsApp said: a group's topic, or a picture's ID
+// ("" for none) with the address to download it from, which expires.
+type descValue struct {
+	val string
+	url string
+}
+
 type descEntry struct {
-	val     string
+	val     descValue
 	expires time.Time // val holds until then; zero when never fetched
 	failed  error     // the last query's failure,
 	retryAt time.Time // not repeated before then
@@ -80,7 +87,7 @@ type descEntry struct {
 // descFlight is a query under way; concurrent callers share it.
 type descFlight struct {
 	done chan struct{}
-	val  string
+	val  descValue
 	err  error
 }
 
@@ -94,7 +101,7 @@ func (d *describeCache) clock() time.Time {
 // get answers key from the cache, else asks with fetch, once however many
 // callers wait. A failed query answers with the expired value if there is
 // one: a stale picture beats none.
-func (d *describeCache) get(ctx, runCtx context.Context, key descKey, fetch func(context.Context) (string, error)) (string, error) {
+func (d *describeCache) get(ctx, runCtx context.Context, key descKey, fetch func(context.Context) (descValue, error)) (descValue, error) {
 	d.mu.Lock()
 	if d.entries == nil {
 		d.entries = map[descKey]*descEntry{}
@@ -131,13 +138,13 @@ func (d *describeCache) get(ctx, runCtx context.Context, key descKey, fetch func
 	case <-f.done:
 		return f.val, f.err
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return descValue{}, ctx.Err()
 	}
 }
 
 // fly runs one query and records its answer, unless key was forgotten
 // meanwhile (a change event came): that answer may predate the change.
-func (d *describeCache) fly(runCtx context.Context, key descKey, e *descEntry, f *descFlight, fetch func(context.Context) (string, error)) {
+func (d *describeCache) fly(runCtx context.Context, key descKey, e *descEntry, f *descFlight, fetch func(context.Context) (descValue, error)) {
 	ctx, cancel := context.WithTimeout(runCtx, describeTimeout)
 	v, err := fetch(ctx)
 	cancel()
@@ -163,8 +170,19 @@ func (d *describeCache) fly(runCtx context.Context, key descKey, e *descEntry, f
 	close(f.done)
 }
 
+// peek is key's value if it was ever fetched, expired or not.
+func (d *describeCache) peek(key descKey) (descValue, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key]
+	if e == nil || e.expires.IsZero() {
+		return descValue{}, false
+	}
+	return e.val, true
+}
+
 // put records what became known without a query.
-func (d *describeCache) put(key descKey, val string) {
+func (d *describeCache) put(key descKey, val descValue) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.entries == nil {
@@ -198,11 +216,14 @@ func (c *Connector) DescribeChat(ctx context.Context, chat string) (bridge.ChatD
 	}
 	desc := bridge.ChatDescription{Direct: chatRef(jid).Direct}
 	if jid.Server == types.GroupServer {
-		if desc.Topic, err = c.desc.get(ctx, c.runCtx(), descKey{descTopic, jid}, func(ctx context.Context) (string, error) {
-			return c.fetchTopic(ctx, jid)
-		}); err != nil {
+		topic, err := c.desc.get(ctx, c.runCtx(), descKey{descTopic, jid}, func(ctx context.Context) (descValue, error) {
+			topic, err := c.fetchTopic(ctx, jid)
+			return descValue{val: topic}, err
+		})
+		if err != nil {
 			return bridge.ChatDescription{}, err
 		}
+		desc.Topic = topic.val
 	}
 	if desc.Direct || jid.Server == types.GroupServer {
 		// Broadcast lists and the status chat have no picture.
@@ -240,15 +261,18 @@ func describedJID(id string) (types.JID, error) {
 	return jid.ToNonAD(), nil
 }
 
-// picture is jid's profile picture: its ID and Media, or none.
+// picture is jid's profile picture: its ID and Media, or none. A person
+// is asked about once, whether a chat names them by phone number or LID.
 func (c *Connector) picture(ctx context.Context, jid types.JID) (string, *bridge.Media, error) {
-	id, err := c.desc.get(ctx, c.runCtx(), descKey{descPicture, jid}, func(ctx context.Context) (string, error) {
+	jid = c.byNumberJID(ctx, jid)
+	pic, err := c.desc.get(ctx, c.runCtx(), descKey{descPicture, jid}, func(ctx context.Context) (descValue, error) {
 		info, err := c.fetchPicture(ctx, jid)
 		if info == nil {
-			return "", err
+			return descValue{}, err
 		}
-		return info.ID, nil
+		return descValue{val: info.ID, url: info.URL}, nil
 	})
+	id := pic.val
 	if err != nil || id == "" {
 		return "", nil, err
 	}
@@ -262,6 +286,19 @@ func (c *Connector) online() (waClient, error) {
 		return nil, fmt.Errorf("WhatsApp link %q is %w", c.name, errOffline)
 	}
 	return cli, nil
+}
+
+// offline marks a query that failed because there was no connection, or
+// it went away under the query: not a failed query to wait out, as with
+// errOffline. (whatsmeow says it is logged in while its connection is
+// down; a query then fails with ErrNotConnected. One it sent again after
+// reconnecting ends in a DisconnectedError that is not ErrIQDisconnected.)
+func (c *Connector) offline(err error) error {
+	var dropped *whatsmeow.DisconnectedError
+	if errors.Is(err, whatsmeow.ErrNotConnected) || errors.As(err, &dropped) {
+		return fmt.Errorf("WhatsApp link %q is %w (%v)", c.name, errOffline, err)
+	}
+	return err
 }
 
 // fetchPicture asks WhatsApp for jid's full-size profile picture. Nil,
@@ -278,7 +315,7 @@ func (c *Connector) fetchPicture(ctx context.Context, jid types.JID) (*types.Pro
 	case errors.Is(err, whatsmeow.ErrProfilePictureNotSet), errors.Is(err, whatsmeow.ErrProfilePictureUnauthorized):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("ask WhatsApp for the picture of %s: %w", jid, err)
+		return nil, fmt.Errorf("ask WhatsApp for the picture of %s: %w", jid, c.offline(err))
 	case info == nil || info.ID == "":
 		return nil, nil
 	}
@@ -297,7 +334,7 @@ func (c *Connector) fetchTopic(ctx context.Context, jid types.JID) (string, erro
 	case errors.Is(err, whatsmeow.ErrNotInGroup), errors.Is(err, whatsmeow.ErrGroupNotFound):
 		return "", nil
 	case err != nil:
-		return "", fmt.Errorf("ask WhatsApp for the description of group %s: %w", jid, err)
+		return "", fmt.Errorf("ask WhatsApp for the description of group %s: %w", jid, c.offline(err))
 	}
 	if info.Name != "" && c.chats.knownGroupName(jid) != info.Name {
 		c.chats.putGroup(ctx, jid, info.Name)
@@ -316,44 +353,74 @@ func (cc *chatCache) knownGroupName(jid types.JID) string {
 	return cc.groups[jid.ToNonAD()]
 }
 
-// onPicture forgets jid's picture, under both its phone number and its
-// LID: a person's picture is asked for under whichever the chat used.
+// onPicture forgets jid's picture, under whatever JID it was kept, and
+// has destinations that keep it ask again.
 func (c *Connector) onPicture(e *events.Picture) {
 	jid := e.JID.ToNonAD()
-	keys := []descKey{{descPicture, jid}}
+	jids := []types.JID{jid, c.byNumberJID(c.runCtx(), jid)}
 	if dev := c.dev(); dev != nil && dev.LIDs != nil {
 		if alt, err := dev.GetAltJID(c.runCtx(), jid); err == nil && !alt.IsEmpty() {
-			keys = append(keys, descKey{descPicture, alt.ToNonAD()})
+			jids = append(jids, alt.ToNonAD())
+		}
+	}
+	c.forgetDescription(jids, descPicture)
+}
+
+// forgetDescription drops what is cached of jids (the whats: descTopic,
+// descPicture), so the next description asks WhatsApp, and tells the core
+// that their descriptions changed: destinations ask once per chat or
+// person, and again only on this.
+func (c *Connector) forgetDescription(jids []types.JID, whats ...string) {
+	var keys []descKey
+	said := map[types.JID]bool{}
+	for _, j := range jids {
+		j = j.ToNonAD()
+		for _, what := range whats {
+			keys = append(keys, descKey{what, j})
+		}
+		if !said[j] {
+			said[j] = true
+			c.withSink(func(s bridge.Sink) { s.DescriptionChanged(j.String()) })
 		}
 	}
 	c.desc.forget(keys...)
 }
 
-// openAvatar implements OpenMedia for a picture a description named.
-// Picture URLs expire, so it asks WhatsApp for a fresh one. When the
-// picture changed since, it serves the current one rather than fail (the
-// destination wants the chat's picture, not a past one) and corrects the
-// cache, so the next description names it and destinations update.
+// openAvatar implements OpenMedia for a picture a description named. It
+// downloads it from the address the description's query gave, which
+// costs no query; when that fails (the address expired) or is not known,
+// it asks WhatsApp for a fresh one. When the picture changed since, it
+// serves the current one rather than fail (the destination wants the
+// chat's picture, not a past one) and corrects the cache, so the next
+// description names it and destinations update.
 func (c *Connector) openAvatar(ctx context.Context, m bridge.Media) (io.ReadCloser, error) {
 	jid, id, ok := parseAvatarRef(m.Ref)
 	if !ok {
 		return nil, bridge.Permanentf("profile picture reference %q is damaged", m.Ref)
 	}
+	key := descKey{descPicture, c.byNumberJID(ctx, jid)}
+	if v, ok := c.desc.peek(key); ok && v.val == id && v.url != "" {
+		data, err := c.downloadAvatar(ctx, v.url)
+		if err == nil || bridge.IsPermanent(err) {
+			return avatarData(data, err)
+		}
+		c.log.Debug("a WhatsApp profile picture's address no longer works; asking for a new one", "link", c.name, "jid", jid, "err", err)
+	}
 	qctx, cancel := context.WithTimeout(ctx, describeTimeout)
-	info, err := c.fetchPicture(qctx, jid)
+	info, err := c.fetchPicture(qctx, key.jid)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	key := descKey{descPicture, jid}
 	if info == nil {
-		c.desc.put(key, "")
+		c.desc.put(key, descValue{})
 		return nil, bridge.Permanentf("%s no longer has a profile picture to show", jid)
 	}
-	if info.ID != id {
-		c.desc.put(key, info.ID)
-	}
-	data, err := c.downloadAvatar(ctx, info.URL)
+	c.desc.put(key, descValue{val: info.ID, url: info.URL})
+	return avatarData(c.downloadAvatar(ctx, info.URL))
+}
+
+func avatarData(data []byte, err error) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}

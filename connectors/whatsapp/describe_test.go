@@ -1,13 +1,19 @@
 package whatsapp
 
+// Descriptions of chats and people on the wire: group subjects, topics and
+// pictures, and people's pictures, as internal/fakewa serves them to the
+// real whatsmeow client; the cache's own rules are unit tests below.
+
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,124 +24,368 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/internal/fakewa"
 )
 
-// aliceLIDChat is Alice as groups that hide numbers show her.
-const aliceLIDChat = "204060801234567@lid"
-
-// describeRig is a connected link whose WhatsApp has the Family group,
-// with a description and a picture, and Alice, with a picture; pictures
-// are served by an HTTP server, as WhatsApp's CDN does.
-type describeRig struct {
-	*sendRig
-	clock *testClock
-	cdn   *httptest.Server
+// newLinkedWorldWith is newLinkedWorld with setup run on the world before
+// linking (pictures, contacts, topics).
+func newLinkedWorldWith(t *testing.T, wopts fakewa.Options, opts *Options, setup func(w *waWorld)) *linkedWorld {
+	t.Helper()
+	w := newWAWorld(t, wopts)
+	setup(w)
+	r := newRig(t)
+	c, s := r.linkedOnFake(w, "me", opts)
+	c.desc.http = w.srv.HTTPClient()
+	return &linkedWorld{waWorld: w, r: r, c: c, s: s}
 }
 
-func newDescribeRig(t *testing.T) *describeRig {
+// jpegOf is a small JPEG, distinct per shade.
+func jpegOf(t testing.TB, shade uint8) []byte {
 	t.Helper()
-	sr := newSendRig(t, nil)
-	dr := &describeRig{sendRig: sr, clock: &testClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}}
-	dr.cdn = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/big.jpg":
-			w.Write(make([]byte, maxAvatarBytes+1))
-		case "/gone.jpg":
-			http.NotFound(w, r)
-		default:
-			// /ID.jpg serves "JPEG ID".
-			fmt.Fprintf(w, "JPEG %s", strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".jpg"))
-		}
-	}))
-	t.Cleanup(dr.cdn.Close)
-	sr.c.desc.now = dr.clock.Now
-	sr.c.desc.http = dr.cdn.Client()
-	addressBook(t, sr.c)
-	if err := sr.c.dev().LIDs.PutLIDMapping(context.Background(), mustJID(t, aliceLIDChat), mustJID(t, aliceChat)); err != nil {
+	img := image.NewRGBA(image.Rect(0, 0, 8, 8))
+	for i := range img.Pix {
+		img.Pix[i] = shade
+	}
+	img.Set(0, 0, color.RGBA{255, 0, 0, 255})
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, nil); err != nil {
 		t.Fatal(err)
 	}
-	sr.wa.update(func() {
-		sr.wa.groups = []*types.GroupInfo{family(t, "Sunday lunch at noon")}
-	})
-	dr.setPicture(t, familyGroup, "1001")
-	dr.setPicture(t, aliceChat, "2001")
-	return dr
+	return buf.Bytes()
 }
 
-func family(t *testing.T, topic string) *types.GroupInfo {
-	return &types.GroupInfo{
-		JID:        mustJID(t, familyGroup),
-		GroupName:  types.GroupName{Name: "Family"},
-		GroupTopic: types.GroupTopic{Topic: topic},
-	}
+func avatar(jid types.JID, id string) *bridge.Media {
+	return &bridge.Media{MIME: "image/jpeg", Name: "avatar.jpg", Ref: "avatar:" + jid.String() + ":" + id}
 }
 
-// setPicture gives jid the picture id, served at the CDN's /id.jpg under
-// a signed URL, as WhatsApp's are; "" removes jid's picture.
-func (dr *describeRig) setPicture(t *testing.T, jid, id string) {
+func (lw *linkedWorld) chat(t testing.TB, chat types.JID) bridge.ChatDescription {
 	t.Helper()
-	j := mustJID(t, jid)
-	dr.wa.update(func() {
-		if id == "" {
-			delete(dr.wa.pictures, j)
-			return
-		}
-		dr.wa.pictures[j] = types.ProfilePictureInfo{ID: id, Type: "image", URL: dr.cdn.URL + "/" + id + ".jpg?oh=SIGNATURE&oe=68000000"}
-	})
-}
-
-// changePicture gives chat the picture id ("" removes it) and has
-// WhatsApp say so, under eventJID.
-func (dr *describeRig) changePicture(t *testing.T, chat, eventJID, id string) {
-	t.Helper()
-	dr.setPicture(t, chat, id)
-	dr.cl.deliver(&events.Picture{JID: mustJID(t, eventJID), PictureID: id, Remove: id == "", Timestamp: time.Now()})
-}
-
-// asks is how often WhatsApp was asked for jid's picture and group info.
-func (dr *describeRig) asks(t *testing.T, jid string) (pictures, groupInfos int) {
-	t.Helper()
-	j := mustJID(t, jid)
-	dr.wa.read(func() { pictures, groupInfos = dr.wa.picAsks[j], dr.wa.groupAsks[j] })
-	return pictures, groupInfos
-}
-
-func (dr *describeRig) wantAsks(t *testing.T, jid string, pictures, groupInfos int) {
-	t.Helper()
-	if p, g := dr.asks(t, jid); p != pictures || g != groupInfos {
-		t.Errorf("WhatsApp was asked for %s's picture %d and group info %d times, want %d and %d", jid, p, g, pictures, groupInfos)
-	}
-}
-
-func (dr *describeRig) chat(t *testing.T, chat string) bridge.ChatDescription {
-	t.Helper()
-	d, err := dr.c.DescribeChat(context.Background(), chat)
+	d, err := lw.c.DescribeChat(ctxFor(t), chat.String())
 	if err != nil {
 		t.Fatalf("DescribeChat(%s): %v", chat, err)
 	}
 	return d
 }
 
-// wantAvatar describes chat and checks its picture: id, or none for "".
-func (dr *describeRig) wantAvatar(t *testing.T, when, chat, id string) {
+// watch records what the link's client dispatches from now on.
+func (lw *linkedWorld) watch() *waEvents {
+	cli, _ := lw.c.current()
+	return watchEvents(cli)
+}
+
+// pictureChanged waits until the connector has handled WhatsApp's
+// notification of jid's new picture id ("" when removed).
+func pictureChanged(t testing.TB, evs *waEvents, id string) {
 	t.Helper()
-	var want *bridge.Media
-	if id != "" {
-		want = avatar(chat, id)
-	}
-	if got := dr.chat(t, chat); got.AvatarID != id || !reflect.DeepEqual(got.Avatar, want) {
-		t.Errorf("%s: %s's avatar %q %+v, want %q", when, chat, got.AvatarID, got.Avatar, id)
+	evs.wait(t, "the picture change "+id, func(e any) bool {
+		p, ok := e.(*events.Picture)
+		return ok && p.PictureID == id && p.Remove == (id == "")
+	})
+}
+
+// wantQueries checks how often WhatsApp was asked for the picture of an
+// account (by phone number or LID) or group.
+func (lw *linkedWorld) wantQueries(t testing.TB, jid types.JID, n int) {
+	t.Helper()
+	if got := lw.srv.PictureQueries(jid); got != n {
+		t.Errorf("WhatsApp was asked for the picture of %s %d times, want %d", jid, got, n)
 	}
 }
 
-// setConnected connects or drops the client, without events.
-func (dr *describeRig) setConnected(on bool) {
-	dr.wa.update(func() { dr.cl.connected = on })
+// TestPictureLookups: destinations may describe the chat and the sender of
+// every message they relay (Matrix did), yet WhatsApp is asked for a
+// person's or a group's picture once, whether the chat names them by phone
+// number or by LID, and again only after WhatsApp says it changed; opening
+// the picture to copy it asks nothing more.
+func TestPictureLookups(t *testing.T) {
+	for _, lid := range []bool{false, true} {
+		t.Run(map[bool]string{false: "1:1 by phone number, group by LID", true: "1:1 by LID, group by phone number"}[lid], func(t *testing.T) {
+			var bobPic, famPic []byte
+			lw := newLinkedWorldWith(t, fakewa.Options{LIDAddressing: lid}, nil, func(w *waWorld) {
+				// The group addresses its members the other way.
+				w.family.LIDAddressing = !lid
+				bobPic, famPic = jpegOf(t, 10), jpegOf(t, 20)
+				w.bob.SetPicture(bobPic)
+				if _, err := w.family.SetPicture(famPic); err != nil {
+					t.Fatal(err)
+				}
+			})
+			ctx := ctxFor(t)
+			ann, family := lw.ann.PN, lw.family.JID
+			// What a destination does for each message: describe its chat
+			// and its sender, and copy a picture whose id is new to it.
+			copied := map[string]string{} // chat or sender id → avatar id copied
+			copy := func(who, id string, m *bridge.Media, want []byte) {
+				t.Helper()
+				if copied[who] == id {
+					return
+				}
+				copied[who] = id
+				if m == nil {
+					return
+				}
+				if got, err := openAll(ctx, lw.c, *m); err != nil || !bytes.Equal(got, want) {
+					t.Errorf("the picture of %s: %d bytes (%v), want the %d set", who, len(got), err, len(want))
+				}
+			}
+			relay := func(ev bridge.Event, chatPic, senderPic []byte) {
+				t.Helper()
+				cd, err := lw.c.DescribeChat(ctx, ev.Chat.ID)
+				if err != nil {
+					t.Fatalf("DescribeChat(%s): %v", ev.Chat.ID, err)
+				}
+				copy(ev.Chat.ID, cd.AvatarID, cd.Avatar, chatPic)
+				sd, err := lw.c.DescribeSender(ctx, ev.Chat.ID, ev.Sender.ID)
+				if err != nil {
+					t.Fatalf("DescribeSender(%s): %v", ev.Sender.ID, err)
+				}
+				copy(ev.Sender.ID, sd.AvatarID, sd.Avatar, senderPic)
+			}
+			for i := range 5 {
+				relay(lw.says(t, lw.bob, ann, fmt.Sprint("to Ann ", i)), bobPic, bobPic)
+				relay(lw.says(t, lw.eve, family, fmt.Sprint("Eve in Family ", i)), famPic, nil)
+				relay(lw.says(t, lw.bob, family, fmt.Sprint("Bob in Family ", i)), famPic, bobPic)
+			}
+			lw.wantQueries(t, lw.bob.PN, 1)
+			lw.wantQueries(t, lw.eve.PN, 1) // none set: remembered too
+			lw.wantQueries(t, family, 1)
+
+			// A new picture: asked for once more, and copied.
+			evs := lw.watch()
+			newPic := jpegOf(t, 30)
+			pictureChanged(t, evs, lw.bob.SetPicture(newPic))
+			// Destinations that keep descriptions hear of it, by either JID.
+			lw.s.waitFor(t, "the core to hear of Bob's new picture", func() bool {
+				return slices.Contains(lw.s.described, lw.bob.PN.String()) && slices.Contains(lw.s.described, lw.bob.LID.String())
+			})
+			for i := range 3 {
+				relay(lw.says(t, lw.bob, ann, fmt.Sprint("new picture ", i)), newPic, newPic)
+				relay(lw.says(t, lw.bob, family, fmt.Sprint("new picture in Family ", i)), famPic, newPic)
+			}
+			lw.wantQueries(t, lw.bob.PN, 2)
+			lw.wantQueries(t, family, 1)
+		})
+	}
 }
 
-func avatar(chat, id string) *bridge.Media {
-	return &bridge.Media{MIME: "image/jpeg", Name: "avatar.jpg", Ref: "avatar:" + chat + ":" + id}
+// TestDescribe describes groups (subject, topic, picture) and people
+// (name, picture) as WhatsApp has them, asking WhatsApp once and again only
+// when it says something changed.
+func TestDescribe(t *testing.T) {
+	var alice, zed *fakewa.Phone
+	var famPic, bobPic, annPic []byte
+	lw := newLinkedWorldWith(t, fakewa.Options{}, nil, func(w *waWorld) {
+		alice = w.srv.NewPhone("15550004444", "100000000000004", "Ali")
+		zed = w.srv.NewPhone("15550009999", "100000000000009", "Zed") // shares nothing with Ann
+		if err := w.ann.SetContact(context.Background(), alice.PN, "Alice Smith", "Alice"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.ann.SetPushName(context.Background(), "Ann"); err != nil {
+			t.Fatal(err)
+		}
+		w.family.Topic = "Sunday lunch at noon"
+		famPic, bobPic, annPic = jpegOf(t, 1), jpegOf(t, 2), jpegOf(t, 3)
+		w.family.SetPicture(famPic)
+		w.bob.SetPicture(bobPic)
+		w.ann.SetPicture(annPic)
+	})
+	ann, family := lw.ann.PN, lw.family.JID
+	famID, _ := lw.srv.Picture(family)
+	bobID, _ := lw.srv.Picture(lw.bob.PN)
+	annID, _ := lw.srv.Picture(ann)
+	lw.says(t, lw.bob, ann, "hi, I am Bob") // his name comes with his messages
+	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.PushName == "Ann" })
+	waitUntil(t, "Alice in the contacts", func() bool {
+		// Through the connector's list: whatsmeow's GetContact copies its
+		// cached entry after letting go of the lock the sync writes under.
+		chats, err := lw.c.Chats(context.Background(), "Alice Smith")
+		return err == nil && len(chats) == 1 && chats[0].ID == alice.PN.String()
+	})
+
+	t.Run("group", func(t *testing.T) {
+		want := bridge.ChatDescription{Name: "Family", Topic: "Sunday lunch at noon", AvatarID: famID, Avatar: avatar(family, famID)}
+		for i := range 3 {
+			if got := lw.chat(t, family); !reflect.DeepEqual(got, want) {
+				t.Fatalf("call %d: DescribeChat = %+v (avatar %+v), want %+v", i+1, got, got.Avatar, want)
+			}
+		}
+		lw.wantQueries(t, family, 1)
+		if got, err := openAll(ctxFor(t), lw.c, *want.Avatar); err != nil || !bytes.Equal(got, famPic) {
+			t.Errorf("the group's picture: %d bytes (%v), want the %d set", len(got), err, len(famPic))
+		}
+		lw.wantQueries(t, family, 1)
+	})
+
+	t.Run("group name from the query", func(t *testing.T) {
+		lw.c.chats.reset()
+		lw.c.desc.forget(descKey{descTopic, family})
+		if got := lw.chat(t, family); got.Name != "Family" {
+			t.Errorf("name %q, want Family", got.Name)
+		}
+	})
+
+	t.Run("topic change", func(t *testing.T) {
+		evs := lw.watch()
+		lw.family.SetTopic(lw.srv, lw.eve, "Lunch moved to 1pm")
+		evs.wait(t, "the topic change", func(e any) bool { g, ok := e.(*events.GroupInfo); return ok && g.Topic != nil })
+		lw.s.waitFor(t, "the core to hear of it", func() bool { return slices.Contains(lw.s.described, family.String()) })
+		if got := lw.chat(t, family); got.Topic != "Lunch moved to 1pm" || got.AvatarID != famID {
+			t.Errorf("after a topic change: topic %q picture %q, want the new topic and the same picture", got.Topic, got.AvatarID)
+		}
+		lw.wantQueries(t, family, 1)
+	})
+
+	t.Run("person chat", func(t *testing.T) {
+		lw.eve.SetPicture(jpegOf(t, 9))
+		lw.eve.HidePicture(true) // privacy: nobody
+		for _, tc := range []struct {
+			chat types.JID
+			name string // "" when not checked
+			pic  string
+		}{
+			{lw.bob.PN, "Bob", bobID},
+			{lw.bob.LID, "Bob", bobID},    // the same person: asked once
+			{alice.PN, "Alice Smith", ""}, // no picture set
+			{lw.eve.PN, "", ""},           // hidden from Ann
+		} {
+			var want *bridge.Media
+			if tc.pic != "" {
+				want = avatar(lw.bob.PN, tc.pic) // named by phone number
+			}
+			for range 2 {
+				got := lw.chat(t, tc.chat)
+				if !got.Direct || got.Topic != "" || got.AvatarID != tc.pic || !reflect.DeepEqual(got.Avatar, want) || (tc.name != "" && got.Name != tc.name) {
+					t.Errorf("DescribeChat(%s) = %+v, want a direct chat named %q with picture %q", tc.chat, got, tc.name, tc.pic)
+				}
+			}
+		}
+		lw.wantQueries(t, lw.bob.PN, 1)
+		lw.wantQueries(t, alice.PN, 1)
+		lw.wantQueries(t, lw.eve.PN, 1)
+	})
+
+	t.Run("sender", func(t *testing.T) {
+		for _, tc := range []struct {
+			sender string
+			want   bridge.SenderDescription
+		}{
+			{lw.bob.PN.String(), bridge.SenderDescription{Name: "Bob", AvatarID: bobID, Avatar: avatar(lw.bob.PN, bobID)}},
+			{"15550002222:7@s.whatsapp.net", bridge.SenderDescription{Name: "Bob", AvatarID: bobID, Avatar: avatar(lw.bob.PN, bobID)}},
+			{alice.PN.String(), bridge.SenderDescription{Name: "Alice Smith"}},
+			{ann.String(), bridge.SenderDescription{Name: "Ann", AvatarID: annID, Avatar: avatar(ann, annID)}},
+		} {
+			got, err := lw.c.DescribeSender(ctxFor(t), family.String(), tc.sender)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("DescribeSender(%s) = %+v, %v; want %+v", tc.sender, got, err, tc.want)
+			}
+		}
+		lw.wantQueries(t, lw.bob.PN, 1) // the person chat's query served these too
+		if _, err := lw.c.DescribeSender(ctxFor(t), family.String(), "nobody"); err == nil {
+			t.Error("DescribeSender of a sender that is no WhatsApp user: no error")
+		}
+	})
+
+	t.Run("picture changes", func(t *testing.T) {
+		lw.chat(t, lw.bob.PN)
+		before := lw.srv.PictureQueries(lw.bob.PN)
+		for _, pic := range [][]byte{jpegOf(t, 40), nil} {
+			evs := lw.watch()
+			id := lw.bob.SetPicture(pic)
+			pictureChanged(t, evs, id)
+			var want *bridge.Media
+			if id != "" {
+				want = avatar(lw.bob.PN, id)
+			}
+			if got := lw.chat(t, lw.bob.PN); got.AvatarID != id || !reflect.DeepEqual(got.Avatar, want) {
+				t.Errorf("after a change to %q: %+v", id, got)
+			}
+			before++
+			lw.wantQueries(t, lw.bob.PN, before)
+		}
+	})
+
+	// A picture changed without a notification reaching the link (Zed
+	// shares no chat with Ann): opening the described one serves the
+	// current one, and the next description names it.
+	t.Run("unseen change", func(t *testing.T) {
+		first := jpegOf(t, 50)
+		zed.SetPicture(first)
+		d := lw.chat(t, zed.PN)
+		if d.Avatar == nil {
+			t.Fatalf("Zed described as %+v, want his picture", d)
+		}
+		second := jpegOf(t, 60)
+		secondID := zed.SetPicture(second)
+		if got, err := openAll(ctxFor(t), lw.c, *d.Avatar); err != nil || !bytes.Equal(got, second) {
+			t.Errorf("after an unseen change: %d bytes (%v), want the current picture", len(got), err)
+		}
+		queries := lw.srv.PictureQueries(zed.PN)
+		if got := lw.chat(t, zed.PN); got.AvatarID != secondID {
+			t.Errorf("described after the unseen change as %q, want %q", got.AvatarID, secondID)
+		}
+		lw.wantQueries(t, zed.PN, queries)
+
+		zed.SetPicture(nil)
+		if _, err := openAll(ctxFor(t), lw.c, *lw.chat(t, zed.PN).Avatar); !bridge.IsPermanent(err) {
+			t.Errorf("a picture removed since: %v, want a permanent error", err)
+		}
+		if got := lw.chat(t, zed.PN); got.AvatarID != "" || got.Avatar != nil {
+			t.Errorf("described after the removal was seen as %+v, want no picture", got)
+		}
+
+		zed.SetPicture(bytes.Repeat([]byte{0xff}, maxAvatarBytes+1))
+		lw.c.desc.forget(descKey{descPicture, zed.PN})
+		if _, err := openAll(ctxFor(t), lw.c, *lw.chat(t, zed.PN).Avatar); !bridge.IsPermanent(err) {
+			t.Errorf("a picture over %d bytes: %v, want a permanent error", maxAvatarBytes, err)
+		}
+	})
+
+	t.Run("damaged references", func(t *testing.T) {
+		for _, ref := range []string{"avatar:", "avatar:" + family.String(), "avatar:" + family.String() + ":", "avatar:nobody:1"} {
+			if _, err := lw.c.OpenMedia(ctxFor(t), bridge.Media{Ref: ref}); !bridge.IsPermanent(err) {
+				t.Errorf("OpenMedia(%q): %v, want a permanent error", ref, err)
+			}
+		}
+	})
+
+	// While WhatsApp cannot be reached the cache answers; with nothing
+	// cached the error says why, and nothing is asked. Back online, what
+	// was not known is asked for at once.
+	t.Run("offline", func(t *testing.T) {
+		want := lw.chat(t, family)
+		lw.net.Down()
+		lw.srv.Kick(lw.ann)
+		lw.s.waitFor(t, "the link to notice", lw.s.stateIsNot(bridge.StateConnected))
+		if got := lw.chat(t, family); !reflect.DeepEqual(got, want) {
+			t.Errorf("offline, cached: %+v, want %+v", got, want)
+		}
+		_, err := lw.c.DescribeChat(ctxFor(t), zed.LID.String())
+		if err == nil || !strings.Contains(err.Error(), "not connected") {
+			t.Errorf("offline, nothing cached: %v, want an error saying the link is not connected", err)
+		}
+		queries := lw.srv.PictureQueries(zed.PN)
+		lw.net.Up()
+		lw.s.waitFor(t, "the link to be back", lw.s.stateIs(bridge.StateConnected))
+		lw.chat(t, zed.LID)
+		lw.wantQueries(t, zed.PN, queries+1)
+	})
+
+	// Last: a link logged out from the phone keeps nothing of its
+	// account's chats.
+	t.Run("forgotten on logout", func(t *testing.T) {
+		lw.chat(t, family)
+		if err := lw.ann.RemoveCompanion(companionOf(t, lw.ann)); err != nil {
+			t.Fatal(err)
+		}
+		lw.s.waitFor(t, "the logout", lw.s.stateIs(bridge.StateFailed))
+		if d, err := lw.c.DescribeChat(ctxFor(t), family.String()); err == nil {
+			t.Errorf("after logout: %+v, want an error (nothing cached, not connected)", d)
+		}
+	})
 }
+
+// The cache's rules, which need no WhatsApp: how long answers and
+// failures hold, and that concurrent callers share one query.
 
 type testClock struct {
 	mu sync.Mutex
@@ -154,297 +404,149 @@ func (c *testClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// TestDescribeGroup describes a group by its subject, description and
-// picture, and answers a second time from the cache.
-func TestDescribeGroup(t *testing.T) {
-	dr := newDescribeRig(t)
-	want := bridge.ChatDescription{
-		Name: "Family", Topic: "Sunday lunch at noon",
-		AvatarID: "1001", Avatar: avatar(familyGroup, "1001"),
+// countingFetch answers with val or err and counts its calls.
+type countingFetch struct {
+	mu    sync.Mutex
+	calls int
+	val   descValue
+	err   error
+	gate  chan struct{} // when set, calls wait until it closes
+}
+
+func (f *countingFetch) fetch(ctx context.Context) (descValue, error) {
+	f.mu.Lock()
+	f.calls++
+	gate, v, err := f.gate, f.val, f.err
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
 	}
-	for i := range 3 {
-		if got := dr.chat(t, familyGroup); !reflect.DeepEqual(got, want) {
-			t.Fatalf("call %d: DescribeChat = %+v (avatar %+v), want %+v", i+1, got, got.Avatar, want)
+	return v, err
+}
+
+func (f *countingFetch) set(v descValue, err error) {
+	f.mu.Lock()
+	f.val, f.err = v, err
+	f.mu.Unlock()
+}
+
+func (f *countingFetch) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// TestDescribeCacheTTL: an answer, "none" included, holds for a day.
+func TestDescribeCacheTTL(t *testing.T) {
+	clock := &testClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	d := &describeCache{now: clock.Now}
+	f := &countingFetch{val: descValue{val: ""}}
+	key := descKey{descPicture, types.NewJID("15550002222", types.DefaultUserServer)}
+	get := func() {
+		t.Helper()
+		if _, err := d.get(context.Background(), context.Background(), key, f.fetch); err != nil {
+			t.Fatal(err)
 		}
 	}
-	dr.wantAsks(t, familyGroup, 1, 1)
-
-	// Within the day WhatsApp is not asked again; after it, it is.
-	dr.clock.advance(describeTTL - time.Minute)
-	dr.chat(t, familyGroup)
-	dr.wantAsks(t, familyGroup, 1, 1)
-	dr.clock.advance(2 * time.Minute)
-	dr.chat(t, familyGroup)
-	dr.wantAsks(t, familyGroup, 2, 2)
-}
-
-// TestDescribeGroupNameFromQuery names a group whose name was not known
-// yet from the same query that tells its description.
-func TestDescribeGroupNameFromQuery(t *testing.T) {
-	dr := newDescribeRig(t)
-	dr.c.chats.reset()
-	if got := dr.chat(t, familyGroup); got.Name != "Family" {
-		t.Errorf("name %q, want Family", got.Name)
+	get()
+	get()
+	clock.advance(describeTTL - time.Minute)
+	get()
+	if f.count() != 1 {
+		t.Errorf("%d queries within the day, want 1", f.count())
 	}
-	dr.wantAsks(t, familyGroup, 1, 1)
-}
-
-// TestDescribePictureEvents: a picture change or removal WhatsApp
-// reports makes the next call ask again. A person's may come under their
-// LID while their chat is by phone number.
-func TestDescribePictureEvents(t *testing.T) {
-	dr := newDescribeRig(t)
-	for _, tt := range []struct{ chat, eventJID, id string }{
-		{familyGroup, familyGroup, "1002"},
-		{aliceChat, aliceLIDChat, "2002"},
-		{familyGroup, familyGroup, ""}, // removed
-	} {
-		dr.chat(t, tt.chat)
-		before, _ := dr.asks(t, tt.chat)
-		dr.changePicture(t, tt.chat, tt.eventJID, tt.id)
-		dr.wantAvatar(t, "after a change reported under "+tt.eventJID, tt.chat, tt.id)
-		if after, _ := dr.asks(t, tt.chat); after != before+1 {
-			t.Errorf("after a change reported under %s: %d more picture queries, want 1", tt.eventJID, after-before)
-		}
+	clock.advance(2 * time.Minute)
+	get()
+	if f.count() != 2 {
+		t.Errorf("%d queries after the day, want 2", f.count())
 	}
 }
 
-// TestDescribeTopicEvents: a description change WhatsApp reports makes
-// the next call ask for it again; other group changes do not.
-func TestDescribeTopicEvents(t *testing.T) {
-	dr := newDescribeRig(t)
-	dr.chat(t, familyGroup)
-	dr.cl.deliver(&events.GroupInfo{JID: mustJID(t, familyGroup), Timestamp: time.Now(), Join: []types.JID{mustJID(t, bobChat)}})
-	dr.chat(t, familyGroup)
-	dr.wantAsks(t, familyGroup, 1, 1)
-
-	dr.wa.update(func() { dr.wa.groups = []*types.GroupInfo{family(t, "Lunch moved to 1pm")} })
-	dr.cl.deliver(&events.GroupInfo{JID: mustJID(t, familyGroup), Timestamp: time.Now(), Topic: &types.GroupTopic{Topic: "Lunch moved to 1pm"}})
-	if got := dr.chat(t, familyGroup); got.Topic != "Lunch moved to 1pm" || got.AvatarID != "1001" {
-		t.Errorf("after a description change: topic %q avatar %q, want the new topic and the same picture", got.Topic, got.AvatarID)
-	}
-	dr.wantAsks(t, familyGroup, 1, 2)
-}
-
-// TestDescribePersonChat: a person's chat is direct, named as their
-// messages are, has no description, and its picture is theirs or none;
-// "none set" and "hidden from you" are both no picture, and remembered.
-func TestDescribePersonChat(t *testing.T) {
-	dr := newDescribeRig(t)
-	dr.wa.update(func() {
-		dr.wa.pictureErrs[mustJID(t, shopChat)] = fmt.Errorf("info query returned status 401: %w", whatsmeow.ErrProfilePictureUnauthorized)
-	})
-	tests := []struct {
-		chat string
-		want bridge.ChatDescription
-	}{
-		{aliceChat, bridge.ChatDescription{Name: "Alice Smith", Direct: true, AvatarID: "2001", Avatar: avatar(aliceChat, "2001")}},
-		{bobChat, bridge.ChatDescription{Name: "Bobby", Direct: true}},        // no picture set
-		{shopChat, bridge.ChatDescription{Name: "Corner Shop", Direct: true}}, // hidden by privacy
-		{aliceLIDChat, bridge.ChatDescription{Name: "Alice Smith", Direct: true}},
-	}
-	for _, tt := range tests {
-		for range 2 {
-			if got := dr.chat(t, tt.chat); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("DescribeChat(%s) = %+v, want %+v", tt.chat, got, tt.want)
-			}
-		}
-		dr.wantAsks(t, tt.chat, 1, 0)
-	}
-}
-
-// TestDescribeSender describes people as their messages name them, with
-// their own pictures, from the same cache as their chats.
-func TestDescribeSender(t *testing.T) {
-	dr := newDescribeRig(t)
-	dr.setPicture(t, "15550001111@s.whatsapp.net", "3001")
-	dr.chat(t, aliceChat)
-	tests := []struct {
-		sender string
-		want   bridge.SenderDescription
-	}{
-		{aliceChat, bridge.SenderDescription{Name: "Alice Smith", AvatarID: "2001", Avatar: avatar(aliceChat, "2001")}},
-		{"15550004444:7@s.whatsapp.net", bridge.SenderDescription{Name: "Alice Smith", AvatarID: "2001", Avatar: avatar(aliceChat, "2001")}},
-		{bobChat, bridge.SenderDescription{Name: "Bobby"}},
-		{"15550001111@s.whatsapp.net", bridge.SenderDescription{Name: "Ann", AvatarID: "3001", Avatar: avatar("15550001111@s.whatsapp.net", "3001")}},
-	}
-	for _, tt := range tests {
-		got, err := dr.c.DescribeSender(context.Background(), familyGroup, tt.sender)
-		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("DescribeSender(%s) = %+v, %v; want %+v", tt.sender, got, err, tt.want)
-		}
-	}
-	dr.wantAsks(t, aliceChat, 1, 0)
-	if _, err := dr.c.DescribeSender(context.Background(), familyGroup, "nobody"); err == nil {
-		t.Error("DescribeSender of a sender that is no WhatsApp user: no error")
-	}
-}
-
-// TestDescribeConcurrent: callers asking at once about one person share
-// one query.
-func TestDescribeConcurrent(t *testing.T) {
-	dr := newDescribeRig(t)
-	gate := make(chan struct{})
-	dr.wa.update(func() { dr.wa.pictureGate = gate })
-	const callers = 16
-	var started, done sync.WaitGroup
-	results := make([]string, callers)
-	errs := make([]error, callers)
-	for i := range callers {
-		started.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			started.Done()
-			d, err := dr.c.DescribeSender(context.Background(), familyGroup, aliceChat)
-			results[i], errs[i] = d.AvatarID, err
-		}()
-	}
-	started.Wait()
-	dr.wa.waitFor(t, "the picture query", func() bool { return dr.wa.picAsks[mustJID(t, aliceChat)] > 0 })
-	close(gate)
-	done.Wait()
-	for i := range callers {
-		if errs[i] != nil || results[i] != "2001" {
-			t.Errorf("caller %d: avatar %q, %v; want 2001", i, results[i], errs[i])
-		}
-	}
-	dr.wantAsks(t, aliceChat, 1, 0)
-}
-
-// TestDescribeOffline: while not connected the cache answers, stale or
-// not; with nothing cached the error says why, and no query is made.
-func TestDescribeOffline(t *testing.T) {
-	dr := newDescribeRig(t)
-	want := dr.chat(t, familyGroup)
-	dr.setConnected(false)
-
-	if got := dr.chat(t, familyGroup); !reflect.DeepEqual(got, want) {
-		t.Errorf("offline, cached: %+v, want %+v", got, want)
-	}
-	dr.clock.advance(describeTTL + time.Hour)
-	if got := dr.chat(t, familyGroup); !reflect.DeepEqual(got, want) {
-		t.Errorf("offline, expired: %+v, want the stale %+v", got, want)
-	}
-	_, err := dr.c.DescribeChat(context.Background(), aliceChat)
-	if err == nil || !strings.Contains(err.Error(), "not connected") {
-		t.Errorf("offline, nothing cached: %v, want an error saying the link is not connected", err)
-	}
-	dr.wantAsks(t, familyGroup, 1, 1)
-	dr.wantAsks(t, aliceChat, 0, 0)
-
-	// Back online, both are asked for at once: being offline is no
-	// failed query to wait after.
-	dr.setConnected(true)
-	dr.chat(t, familyGroup)
-	dr.wantAsks(t, familyGroup, 2, 2)
-	dr.wantAvatar(t, "online again", aliceChat, "2001")
-	dr.wantAsks(t, aliceChat, 1, 0)
-}
-
-// TestDescribeFailedQuery: a failed query is not repeated for a minute,
+// TestDescribeCacheFailure: a failed query is not repeated for a minute,
 // whatever the callers; an expired answer stands in for a failed one.
-func TestDescribeFailedQuery(t *testing.T) {
-	dr := newDescribeRig(t)
-	alice := mustJID(t, aliceChat)
-	dr.wa.update(func() { dr.wa.pictureErrs[alice] = errors.New("info query timed out") })
+func TestDescribeCacheFailure(t *testing.T) {
+	clock := &testClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	d := &describeCache{now: clock.Now}
+	f := &countingFetch{err: errors.New("info query timed out")}
+	key := descKey{descPicture, types.NewJID("15550002222", types.DefaultUserServer)}
+	get := func() (string, error) {
+		v, err := d.get(context.Background(), context.Background(), key, f.fetch)
+		return v.val, err
+	}
 	for range 3 {
-		if _, err := dr.c.DescribeChat(context.Background(), aliceChat); err == nil || !strings.Contains(err.Error(), "timed out") {
+		if _, err := get(); err == nil || !strings.Contains(err.Error(), "timed out") {
 			t.Errorf("failing query: %v, want its error", err)
 		}
 	}
-	dr.wantAsks(t, aliceChat, 1, 0)
-
-	dr.wa.update(func() { delete(dr.wa.pictureErrs, alice) })
-	dr.clock.advance(describeRetry + time.Second)
-	dr.wantAvatar(t, "after the retry wait", aliceChat, "2001")
-	dr.wantAsks(t, aliceChat, 2, 0)
-
-	dr.wa.update(func() { dr.wa.pictureErrs[alice] = errors.New("info query timed out") })
-	dr.clock.advance(describeTTL + time.Hour)
-	dr.wantAvatar(t, "expired, query failing (the stale one)", aliceChat, "2001")
-	dr.wantAsks(t, aliceChat, 3, 0)
-}
-
-// TestDescribeForgottenOnLogout: a link logged out from the phone keeps
-// nothing of its account's chats.
-func TestDescribeForgottenOnLogout(t *testing.T) {
-	dr := newDescribeRig(t)
-	dr.chat(t, familyGroup)
-	dr.cl.removeFromPhone(t)
-	if d, err := dr.c.DescribeChat(context.Background(), familyGroup); err == nil {
-		t.Errorf("after logout: %+v, want an error (nothing cached, not connected)", d)
+	if f.count() != 1 {
+		t.Errorf("%d queries while failing, want 1", f.count())
+	}
+	f.set(descValue{val: "2001"}, nil)
+	clock.advance(describeRetry + time.Second)
+	if v, err := get(); v != "2001" || err != nil || f.count() != 2 {
+		t.Errorf("after the retry wait: %q, %v after %d queries; want 2001 after 2", v, err, f.count())
+	}
+	f.set(descValue{}, errors.New("info query timed out"))
+	clock.advance(describeTTL + time.Hour)
+	if v, err := get(); v != "2001" || err != nil || f.count() != 3 {
+		t.Errorf("expired, query failing: %q, %v after %d queries; want the stale 2001 after 3", v, err, f.count())
+	}
+	// Not connected is no failed query: asked again at once.
+	f.set(descValue{}, errOffline)
+	d.forget(key)
+	get()
+	f.set(descValue{val: "2002"}, nil)
+	if v, _ := get(); v != "2002" {
+		t.Errorf("after being offline: %q, want a new query's answer", v)
 	}
 }
 
-// TestOpenAvatar opens a described picture: with a fresh URL from
-// WhatsApp, downloaded from its CDN.
-func TestOpenAvatar(t *testing.T) {
-	dr := newDescribeRig(t)
-	ctx := context.Background()
-	m := *dr.chat(t, familyGroup).Avatar
-	open := func() (string, error) {
-		t.Helper()
-		rc, err := dr.c.OpenMedia(ctx, m)
-		if err != nil {
-			return "", err
+// TestDescribeCacheConcurrent: callers asking at once share one query.
+func TestDescribeCacheConcurrent(t *testing.T) {
+	d := &describeCache{}
+	f := &countingFetch{val: descValue{val: "2001"}, gate: make(chan struct{})}
+	key := descKey{descPicture, types.NewJID("15550002222", types.DefaultUserServer)}
+	const callers = 16
+	var done sync.WaitGroup
+	results := make([]descValue, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			results[i], errs[i] = d.get(context.Background(), context.Background(), key, f.fetch)
+		}()
+	}
+	waitUntil(t, "the query", func() bool { return f.count() > 0 })
+	close(f.gate)
+	done.Wait()
+	for i := range callers {
+		if errs[i] != nil || results[i].val != "2001" {
+			t.Errorf("caller %d: %q, %v; want 2001", i, results[i], errs[i])
 		}
-		defer rc.Close()
-		b, err := io.ReadAll(rc)
-		return string(b), err
 	}
-	if got, err := open(); err != nil || got != "JPEG 1001" {
-		t.Fatalf("OpenMedia = %q, %v; want the picture's bytes", got, err)
+	if f.count() != 1 {
+		t.Errorf("%d queries for %d callers at once, want 1", f.count(), callers)
 	}
-	dr.wantAsks(t, familyGroup, 2, 1) // a fresh URL: the described one may have expired
+}
 
-	// Changed with no event seen: the current picture is served, and the
-	// next description names it without asking again.
-	dr.setPicture(t, familyGroup, "1002")
-	if got, err := open(); err != nil || got != "JPEG 1002" {
-		t.Errorf("after an unseen change: %q, %v; want the current picture", got, err)
+// TestOfflineErrors: a query that failed for want of a connection (none,
+// or it went away under the query, even after whatsmeow sent it again)
+// is no failed query to wait out: the cache asks again at once.
+func TestOfflineErrors(t *testing.T) {
+	c := &Connector{name: "me"}
+	for _, err := range []error{
+		whatsmeow.ErrNotConnected,
+		fmt.Errorf("query: %w", whatsmeow.ErrIQDisconnected),
+		&whatsmeow.DisconnectedError{Action: "info query (retry)"},
+	} {
+		if got := c.offline(err); !errors.Is(got, errOffline) {
+			t.Errorf("offline(%v) = %v, want errOffline", err, got)
+		}
 	}
-	dr.wantAvatar(t, "described after the unseen change", familyGroup, "1002")
-	dr.wantAsks(t, familyGroup, 3, 1)
-
-	fam := mustJID(t, familyGroup)
-	serve := func(path string) {
-		dr.wa.update(func() {
-			dr.wa.pictures[fam] = types.ProfilePictureInfo{ID: "1002", URL: dr.cdn.URL + path + "?oh=SIGNATURE"}
-		})
-	}
-	serve("/big.jpg")
-	if _, err := open(); !bridge.IsPermanent(err) {
-		t.Errorf("a picture over %d bytes: %v, want a permanent error", maxAvatarBytes, err)
-	}
-	serve("/gone.jpg")
-	if _, err := open(); err == nil || bridge.IsPermanent(err) || strings.Contains(err.Error(), "SIGNATURE") {
-		t.Errorf("the CDN refusing: %v, want a temporary error without the signed URL", err)
-	}
-	down := httptest.NewServer(http.NotFoundHandler())
-	down.Close()
-	dr.wa.update(func() {
-		dr.wa.pictures[fam] = types.ProfilePictureInfo{ID: "1002", URL: down.URL + "/1002.jpg?oh=SIGNATURE"}
-	})
-	if _, err := open(); err == nil || bridge.IsPermanent(err) || strings.Contains(err.Error(), "SIGNATURE") {
-		t.Errorf("the CDN unreachable: %v, want a temporary error without the signed URL", err)
-	}
-
-	dr.setConnected(false)
-	if _, err := open(); err == nil || bridge.IsPermanent(err) {
-		t.Errorf("offline: %v, want a temporary error", err)
-	}
-	dr.setConnected(true)
-
-	dr.setPicture(t, familyGroup, "")
-	if _, err := open(); !bridge.IsPermanent(err) {
-		t.Errorf("picture removed: %v, want a permanent error", err)
-	}
-	dr.wantAvatar(t, "described after the removal was seen", familyGroup, "")
-
-	for _, ref := range []string{"avatar:", "avatar:" + familyGroup, "avatar:" + familyGroup + ":", "avatar:nobody:1"} {
-		if _, err := dr.c.OpenMedia(ctx, bridge.Media{Ref: ref}); !bridge.IsPermanent(err) {
-			t.Errorf("OpenMedia(%q): %v, want a permanent error", ref, err)
+	for _, err := range []error{whatsmeow.ErrIQTimedOut, whatsmeow.ErrIQRateOverLimit} {
+		if got := c.offline(err); errors.Is(got, errOffline) {
+			t.Errorf("offline(%v) = %v, want it a failure", err, got)
 		}
 	}
 }

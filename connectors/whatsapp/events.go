@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.mau.fi/whatsmeow/appstate"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
@@ -35,7 +36,7 @@ func (c *Connector) handle(evt any) bool {
 	case *events.JoinedGroup:
 		// What was asked while not a member (no topic, no picture) is wrong now.
 		jid := e.JID.ToNonAD()
-		c.desc.forget(descKey{descTopic, jid}, descKey{descPicture, jid})
+		c.forgetDescription([]types.JID{jid}, descTopic, descPicture)
 		// A new chat: routes may name it, and mirrors (Matrix portals) want it.
 		ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 		c.chats.putGroup(ctx, e.JID, e.GroupInfo.Name)
@@ -86,8 +87,29 @@ func (c *Connector) handle(evt any) bool {
 		}
 	case *events.PushName, *events.Contact:
 		c.chats.invalidateNames()
+	case *events.PushNameSetting:
+		c.setAccountName(e.Action.GetName())
+	case *events.AppStateSyncComplete:
+		// The first sync after linking sets the account's own name without
+		// a PushNameSetting event; whatsmeow set it on this goroutine.
+		if e.Name == appstate.WAPatchCriticalBlock {
+			if dev := c.dev(); dev != nil {
+				c.setAccountName(dev.PushName)
+			}
+		}
 	}
 	return true
+}
+
+// setAccountName records the account's own name (what `links` shows),
+// which the phone's app state brings after linking.
+func (c *Connector) setAccountName(name string) {
+	if name == "" {
+		return
+	}
+	c.mu.Lock()
+	c.status.Account.PushName = name
+	c.mu.Unlock()
 }
 
 // onMessage relays one message, returning once it is committed.
@@ -97,6 +119,7 @@ func (c *Connector) onMessage(e *events.Message) bool {
 	}
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
+	e = c.byNumber(ctx, e)
 	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))
 	if !ok {
 		return true
@@ -135,7 +158,7 @@ func (c *Connector) onReceipt(e *events.Receipt) {
 	_, dev := c.current()
 	ev := bridge.Event{
 		Kind:   bridge.KindRead,
-		Chat:   chatRef(e.Chat),
+		Chat:   chatRef(c.byNumberJID(c.runCtx(), e.Chat)),
 		Sender: bridge.Sender{ID: ownJID(dev).String(), IsOwner: true},
 		Time:   e.Timestamp,
 		Target: e.MessageIDs[len(e.MessageIDs)-1],
@@ -151,8 +174,8 @@ func (c *Connector) onPresence(e *events.ChatPresence) {
 	ctx := c.runCtx()
 	ev := bridge.Event{
 		Kind:   bridge.KindTyping,
-		Chat:   chatRef(e.Chat),
-		Sender: bridge.Sender{ID: e.Sender.ToNonAD().String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
+		Chat:   chatRef(c.byNumberJID(ctx, e.Chat)),
+		Sender: bridge.Sender{ID: c.byNumberJID(ctx, e.Sender).String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
 		Time:   time.Now(),
 	}
 	c.submit(ctx, &ev)
@@ -168,7 +191,7 @@ func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
 		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 	}
 	if e.Topic != nil {
-		c.desc.forget(descKey{descTopic, e.JID.ToNonAD()})
+		c.forgetDescription([]types.JID{e.JID}, descTopic)
 	}
 	names := func(j types.JID) string { return c.chats.senderName(ctx, j, "", false) }
 	ok := true
@@ -197,7 +220,7 @@ func (c *Connector) onLoggedOut(reason string) {
 	if cli != nil {
 		go cli.Disconnect()
 	}
-	if err := c.forgetLink(context.Background()); err != nil {
+	if err := c.forgetDevice(context.Background()); err != nil {
 		c.log.Error("could not forget the logged-out WhatsApp link", "link", c.name, "err", err)
 	}
 	c.setState(bridge.LinkLoggedOut, "removed from the phone's linked devices ("+reason+")")

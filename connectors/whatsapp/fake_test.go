@@ -46,6 +46,12 @@ func TestMain(m *testing.M) {
 		prepareInProcess(dir)
 		return
 	}
+	// Keep-alives every second or two, so a server gone silent is noticed
+	// in a test's time (whatsmeow: every 20-30 s, 10 s to answer). The
+	// deadline leaves -race on a busy machine room to answer in time.
+	whatsmeow.KeepAliveIntervalMin = time.Second
+	whatsmeow.KeepAliveIntervalMax = 2 * time.Second
+	whatsmeow.KeepAliveResponseDeadline = 2 * time.Second
 	os.Exit(m.Run())
 }
 
@@ -552,6 +558,10 @@ type recSink struct {
 	chatsChg int
 	refuse   error
 	refused  []bridge.Event // what was submitted while refusing
+	// onState, when set before Start, sees each state as it is reported.
+	onState func(stateCall)
+	// described are the ids DescriptionChanged named, in order.
+	described []string
 }
 
 type stateCall struct {
@@ -594,10 +604,16 @@ func (s *recSink) Submit(ev *bridge.Event, done func(error)) {
 
 func (s *recSink) Resume(chat string) { s.update(func() { s.resumes++ }) }
 func (s *recSink) SetState(st bridge.State, detail string) {
+	if s.onState != nil {
+		s.onState(stateCall{st, detail})
+	}
 	s.update(func() { s.states = append(s.states, stateCall{st, detail}) })
 }
 func (s *recSink) Notice(text string) { s.update(func() { s.notices = append(s.notices, text) }) }
 func (s *recSink) ChatsChanged()      { s.update(func() { s.chatsChg++ }) }
+func (s *recSink) DescriptionChanged(id string) {
+	s.update(func() { s.described = append(s.described, id) })
+}
 
 // waitFor waits until cond (run under the sink's lock) holds.
 func (s *recSink) waitFor(t testing.TB, what string, cond func() bool) {
@@ -763,6 +779,7 @@ func flushStore(t testing.TB, st *bridge.Store) {
 type linkResult struct {
 	acct bridge.LinkAccount
 	err  error
+	at   time.Time // when Link returned
 }
 
 // progressLog collects a Link's progress reports.
@@ -804,7 +821,7 @@ func startLink(ctx context.Context, c *Connector, opts bridge.LinkOptions, p *pr
 	res := make(chan linkResult, 1)
 	go func() {
 		acct, err := c.Link(ctx, opts, p.report)
-		res <- linkResult{acct, err}
+		res <- linkResult{acct, err, time.Now()}
 	}()
 	return res
 }
@@ -869,4 +886,29 @@ func mustJID(t testing.TB, s string) types.JID {
 		t.Fatalf("ParseJID(%q): %v", s, err)
 	}
 	return j
+}
+
+// sendRig is a running link to Ann's account on the scripted fake, for
+// the sending tests that need the scripted client (see each's comment);
+// the rest send on the wire (send_test.go).
+type sendRig struct {
+	*rig
+	c    *Connector
+	sink *recSink
+	cl   *fakeClient
+}
+
+func newSendRig(t *testing.T, opts *Options) *sendRig {
+	r := newRig(t)
+	c := r.linked("me", "+15550001111", "Ann", opts)
+	s, cl := r.startConnected(c)
+	return &sendRig{rig: r, c: c, sink: s, cl: cl}
+}
+
+// relayedOut is a relayed event for chat from Bob on another platform.
+func relayedOut(kind bridge.Kind, chat, key string) *bridge.Outgoing {
+	return &bridge.Outgoing{
+		Event: bridge.Event{Kind: kind, Chat: bridge.ChatRef{Connector: "me", ID: chat}, Sender: bridge.Sender{ID: "bob@api", Name: "Bob"}},
+		Key:   key,
+	}
 }

@@ -6,18 +6,23 @@ package whatsapp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/types"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/internal/fakewa"
@@ -29,6 +34,11 @@ type waWorld struct {
 	srv           *fakewa.Server
 	ann, bob, eve *fakewa.Phone
 	family        *fakewa.Group
+	// net is the network between the connector's clients and the fake.
+	net *netGate
+
+	mu      sync.Mutex
+	clients []*whatsmeow.Client // every client made, in order
 }
 
 func newWAWorld(t testing.TB, opts fakewa.Options) *waWorld {
@@ -40,7 +50,7 @@ func newWAWorld(t testing.TB, opts fakewa.Options) *waWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	w := &waWorld{srv: srv}
+	w := &waWorld{srv: srv, net: newNetGate(t)}
 	w.ann = srv.NewPhone("15550001111", "100000000000001", "Ann")
 	w.bob = srv.NewPhone("15550002222", "100000000000002", "Bob")
 	w.eve = srv.NewPhone("15550006666", "100000000000006", "Eve")
@@ -53,7 +63,15 @@ func (w *waWorld) onFake(c *Connector) {
 	make := c.newClient
 	c.newClient = func(dev *store.Device) waClient {
 		cli := make(dev)
-		w.srv.Configure(cli.(*whatsmeow.Client))
+		wc := cli.(*whatsmeow.Client)
+		w.srv.Configure(wc)
+		// Before pairing whatsmeow dials with its pre-login client.
+		gated := w.net.client(w.srv)
+		wc.SetPreLoginHTTPClient(gated)
+		wc.SetWebsocketHTTPClient(gated)
+		w.mu.Lock()
+		w.clients = append(w.clients, wc)
+		w.mu.Unlock()
 		return cli
 	}
 }
@@ -111,7 +129,10 @@ func (r *rig) openOnFake(w *waWorld, name string, opts *Options) *Connector {
 		r.t.Fatalf("New(%s): %v", name, err)
 	}
 	w.onFake(c)
-	r.t.Cleanup(func() { stopWithin(r.t, c) })
+	r.t.Cleanup(func() {
+		w.srv.Quiesce(2 * time.Second) // see Quiesce: whatsmeow's close races a send
+		stopWithin(r.t, c)
+	})
 	return c
 }
 
@@ -143,16 +164,34 @@ func linkByQR(t testing.TB, c *Connector, p *fakewa.Phone) bridge.LinkAccount {
 }
 
 // linkedOnFake is a connector started with a recording sink and linked to
-// Ann's account on the fake, connected.
+// Ann's account on the fake, connected, its group list loaded.
 func (r *rig) linkedOnFake(w *waWorld, name string, opts *Options) (*Connector, *recSink) {
 	r.t.Helper()
 	c := r.openOnFake(w, name, opts)
 	s := r.start(c)
 	linkByQR(r.t, c, w.ann)
-	s.waitFor(r.t, "state connected", func() bool {
-		return len(s.states) > 0 && s.states[len(s.states)-1].State == bridge.StateConnected
-	})
+	s.waitRelaying(r.t, 0)
 	return c, s
+}
+
+// waitRelaying waits until the link is connected and has listed its
+// groups since the sink had heard of chats changing n times (what
+// chatsCount said before). Besides what it says, it leaves no query of
+// the connector's in flight: whatsmeow's socket races a frame being sent
+// with its own close (FrameSocket.SendFrame reads the connection without
+// its lock), which -race reports when a test ends right then.
+func (s *recSink) waitRelaying(t testing.TB, n int) {
+	t.Helper()
+	s.waitFor(t, "connected, its groups listed", func() bool {
+		return len(s.states) > 0 && s.states[len(s.states)-1].State == bridge.StateConnected && s.chatsChg > n
+	})
+}
+
+// chatsCount is how many times the sink heard that chats changed.
+func (s *recSink) chatsCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.chatsChg
 }
 
 // waitEvents waits until the sink holds an event that satisfies ok.
@@ -240,4 +279,189 @@ func waitUntil(t testing.TB, what string, ok func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// netGate is the network between the connector's clients and the fake:
+// while down, every dial goes to a port of this host that nothing listens
+// on, so the client gets the kernel's own "connection refused", as with
+// WhatsApp unreachable; up, dials reach the fake again.
+type netGate struct {
+	closed string // host:port of a listener that was closed
+	down   atomic.Bool
+	dials  atomic.Int64 // dials refused while down
+}
+
+func newNetGate(t testing.TB) *netGate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return &netGate{closed: addr}
+}
+
+// Down cuts the network: dials from now on are refused.
+func (g *netGate) Down() { g.down.Store(true) }
+
+// Up restores it.
+func (g *netGate) Up() { g.down.Store(false) }
+
+// client is the websocket HTTP client of a whatsmeow client on srv,
+// through the gate; it trusts only the fake's certificate authority.
+func (g *netGate) client(srv *fakewa.Server) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			addr := srv.Addr()
+			if g.down.Load() {
+				g.dials.Add(1)
+				addr = g.closed
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+		TLSClientConfig:     &tls.Config{RootCAs: srv.PKI().CAPool},
+		TLSHandshakeTimeout: 5 * time.Second,
+	}}
+}
+
+// client is the n-th whatsmeow client the world's connectors made (1 is
+// the first), waiting for it.
+func (w *waWorld) client(t testing.TB, n int) *whatsmeow.Client {
+	t.Helper()
+	var cli *whatsmeow.Client
+	waitUntil(t, fmt.Sprintf("client #%d", n), func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.clients) >= n {
+			cli = w.clients[n-1]
+			return true
+		}
+		return false
+	})
+	return cli
+}
+
+// clientCount is how many whatsmeow clients the world's connectors made.
+func (w *waWorld) clientCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.clients)
+}
+
+// waEvents records what a whatsmeow client dispatches. Its handler is
+// added after the connector's, and whatsmeow runs one event's handlers in
+// order, so an event recorded here has been handled by the connector.
+type waEvents struct {
+	mu      sync.Mutex
+	evs     []any
+	changed chan struct{}
+}
+
+func watchEvents(cli waClient) *waEvents {
+	e := &waEvents{changed: make(chan struct{}, 1)}
+	cli.AddEventHandlerWithSuccessStatus(func(evt any) bool {
+		e.mu.Lock()
+		e.evs = append(e.evs, evt)
+		e.mu.Unlock()
+		select {
+		case e.changed <- struct{}{}:
+		default:
+		}
+		return true
+	})
+	return e
+}
+
+// wait waits for an event that satisfies ok.
+func (e *waEvents) wait(t testing.TB, what string, ok func(any) bool) any {
+	t.Helper()
+	deadline := time.After(waitBound)
+	for {
+		e.mu.Lock()
+		for _, evt := range e.evs {
+			if ok(evt) {
+				e.mu.Unlock()
+				return evt
+			}
+		}
+		e.mu.Unlock()
+		select {
+		case <-e.changed:
+		case <-deadline:
+			t.Fatalf("waited %v for %s", waitBound, what)
+		}
+	}
+}
+
+// nextWithin waits up to d for the next progress report (WhatsApp's own
+// schedule: 20 s a QR code).
+func (p *progressLog) nextWithin(t testing.TB, d time.Duration) bridge.LinkProgress {
+	t.Helper()
+	select {
+	case lp := <-p.ch:
+		return lp
+	case <-time.After(d):
+		t.Fatalf("no link progress within %v", d)
+	}
+	return bridge.LinkProgress{}
+}
+
+// awaitLinkWithin waits up to d for a background Link's result.
+func awaitLinkWithin(t testing.TB, res <-chan linkResult, d time.Duration) linkResult {
+	t.Helper()
+	select {
+	case r := <-res:
+		return r
+	case <-time.After(d):
+		t.Fatalf("Link did not return within %v", d)
+	}
+	return linkResult{}
+}
+
+// scanFirstCode has p scan the first QR code a background Link shows,
+// returning the code.
+func scanFirstCode(t testing.TB, p *fakewa.Phone, pl *progressLog) string {
+	t.Helper()
+	lp := pl.next(t)
+	if lp.Kind != bridge.ProgressQR || lp.QR == "" {
+		t.Fatalf("first progress %+v, want a QR code", lp)
+	}
+	if _, err := p.ScanQR(ctxFor(t), lp.QR); err != nil {
+		t.Fatalf("the phone's scan: %v", err)
+	}
+	return lp.QR
+}
+
+// stateIs is a sink condition: the last state reported is st.
+func (s *recSink) stateIs(st bridge.State) func() bool {
+	return func() bool { return len(s.states) > 0 && s.states[len(s.states)-1].State == st }
+}
+
+// annAt is the account the connector links to on a waWorld, as Link
+// returns it: the push name comes later, with the phone's app state.
+func (w *waWorld) annAt(t testing.TB, acct bridge.LinkAccount) {
+	t.Helper()
+	if acct.ID != w.ann.PN.String() || acct.Phone != "+"+w.ann.PN.User || acct.Platform != w.ann.Platform {
+		t.Errorf("linked account %+v, want %s (+%s) on %s", acct, w.ann.PN, w.ann.PN.User, w.ann.Platform)
+	}
+}
+
+// companionOf is the one linked device p's phone lists.
+func companionOf(t testing.TB, p *fakewa.Phone) types.JID {
+	t.Helper()
+	devs := p.Companions()
+	if len(devs) != 1 {
+		t.Fatalf("the phone lists %d linked devices (%v), want one", len(devs), devs)
+	}
+	return devs[0]
+}
+
+// handled waits until the connector has handled an event of type T from
+// the client evs watches, and returns it.
+func handled[T any](t testing.TB, evs *waEvents) T {
+	t.Helper()
+	var zero T
+	return evs.wait(t, fmt.Sprintf("%T handled", zero), func(e any) bool { _, ok := e.(T); return ok }).(T)
 }

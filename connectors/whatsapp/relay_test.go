@@ -1,42 +1,53 @@
 package whatsapp
 
+// Relaying on the wire: phones on internal/fakewa send through the real
+// whatsmeow client to the connector (and on through the real core to an
+// API client), and the API client's events reach the phones.
+
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/proto/waCommon"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
 	_ "github.com/phonebridge/phonebridge/connectors/api" // the api connector type
 	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/fakewa"
 )
 
-// relayRig is a real bridge from a config: the WhatsApp link "me" on the
-// fake, linked to Ann's account, and an api connector, with routes
-// bob (Bob's chat ↔ API chat bob) and family (the group named Family ↔
-// API chat family), and notices to API chat notices.
+// relayRig is a real bridge from a config: the WhatsApp link "me", linked
+// by QR to Ann's account on a fake WhatsApp, and an api connector, with
+// routes bob (Bob's chat ↔ API chat bob) and family (the group named
+// Family ↔ API chat family), and notices to API chat notices.
 type relayRig struct {
-	b      *bridge.Bridge
-	c      *Connector
-	wa     *fakeWA
-	cl     *fakeClient
-	addr   string
-	client *daemontest.Client
+	*waWorld
+	b       *bridge.Bridge
+	c       *Connector
+	addr    string
+	client  *daemontest.Client
+	pending []daemontest.Frame // events read while waiting for another chat's
 }
 
 func newRelayRig(t *testing.T) *relayRig {
+	t.Helper()
+	w := newWAWorld(t, fakewa.Options{})
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
@@ -68,46 +79,31 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// Linked earlier (by `phonebridge link`), on the same database.
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	st, err := bridge.OpenStore(cfg.Store.Path, "normal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := New(bridge.Env{Name: "me", Logger: quietLog(), StateDir: cfg.StateDir, Store: st}, rigOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	saveDevice(t, first, "+15550001111", "Ann")
-	stopWithin(t, first)
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	rr := &relayRig{wa: newFakeWA(), addr: addr}
-	rr.wa.groups = groupInfos(t, map[string]string{familyGroup: "Family"})
-	rr.b, err = bridge.Open(cfg, quietLog())
+	rr := &relayRig{waWorld: w, addr: addr}
+	rr.b, err = bridge.Open(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	l, _ := rr.b.Linker("me")
 	rr.c = l.(*Connector)
-	rr.c.newClient = rr.wa.newClient
+	w.onFake(rr.c)
+	rr.c.desc.http = w.srv.HTTPClient()
 	if err := rr.b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		w.srv.Quiesce(2 * time.Second) // see Quiesce: whatsmeow's close races a send
 		ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 		defer cancel()
 		if err := rr.b.Stop(ctx); err != nil {
 			t.Errorf("stop the bridge: %v", err)
 		}
 	})
-	rr.cl = rr.wa.client(t, 1)
-	rr.cl.waitAccepted(t)
+	linkByQR(t, rr.c, w.ann)
+	waitUntil(t, "the link to be connected", func() bool {
+		st := rr.b.Links()
+		return len(st) == 1 && st[0].State == bridge.LinkConnected
+	})
 
 	rr.client, err = daemontest.Dial(addr, daemontest.Token)
 	if err != nil {
@@ -122,18 +118,30 @@ routes:
 	return rr
 }
 
-// event waits for the next event the API client is delivered.
-func (rr *relayRig) event(t *testing.T) daemontest.Frame {
+// event waits for the next event the API client is delivered in chat,
+// keeping other chats' for later.
+func (rr *relayRig) event(t *testing.T, chat string) daemontest.Frame {
 	t.Helper()
-	select {
-	case f := <-rr.client.Events:
-		return f
-	case <-rr.client.Closed:
-		t.Fatalf("the API connection closed: %v", rr.client.Err())
-	case <-time.After(waitBound):
-		t.Fatalf("no event reached the API client within %v", waitBound)
+	for i, f := range rr.pending {
+		if f.Chat == chat {
+			rr.pending = slices.Delete(rr.pending, i, i+1)
+			return f
+		}
 	}
-	return daemontest.Frame{}
+	timeout := time.After(waitBound)
+	for {
+		select {
+		case f := <-rr.client.Events:
+			if f.Chat == chat {
+				return f
+			}
+			rr.pending = append(rr.pending, f)
+		case <-rr.client.Closed:
+			t.Fatalf("the API connection closed: %v", rr.client.Err())
+		case <-timeout:
+			t.Fatalf("no event reached API chat %s within %v", chat, waitBound)
+		}
+	}
 }
 
 // send sends ev from the API client and returns the answer (ack or error).
@@ -159,112 +167,23 @@ func (rr *relayRig) sendOK(t *testing.T, ev daemontest.WireEvent) {
 	}
 }
 
-// committed reports whether the core has stored WhatsApp message id.
-func (rr *relayRig) committed(t *testing.T, chat, id string) bool {
+// phoneGets waits until p's phone has a message from Ann's linked device
+// that satisfies ok.
+func (rr *relayRig) phoneGets(t *testing.T, p *fakewa.Phone, what string, ok func(fakewa.Message) bool) fakewa.Message {
 	t.Helper()
-	var n int
-	err := rr.b.Store().QueryRowContext(context.Background(),
-		`SELECT COUNT(*) FROM native_ids WHERE connector = 'me' AND chat = ? AND native_id = ?`, chat, id).Scan(&n)
+	m, err := p.WaitMessage(ctxFor(t), func(m fakewa.Message) bool {
+		return m.From.User == rr.ann.PN.User && m.Err == nil && ok(m)
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s's phone never got %s: %v", p.PushName, what, err)
 	}
-	return n == 1
+	return m
 }
 
-var apiCarol = &daemontest.WireSender{ID: "apiCarol", Name: "Carol"}
-
-// TestRelayWhatsAppAndAPI relays both ways through the real core: WhatsApp
-// messages reach an API client (acknowledged to WhatsApp only once stored,
-// once however often WhatsApp delivers them), and the API client's
-// messages, replies, edits, deletes and reactions reach WhatsApp with
-// their ids rewritten to WhatsApp's.
-func TestRelayWhatsAppAndAPI(t *testing.T) {
-	rr := newRelayRig(t)
-	bob := mustJID(t, bobChat)
-
-	// WhatsApp → API.
-	if !rr.cl.deliver(waText(bob, bob, "BOB1", "Bob", "hello from *WhatsApp*")) {
-		t.Fatal("the message was not acknowledged")
-	}
-	if !rr.committed(t, bobChat, "BOB1") {
-		t.Fatal("the handler acknowledged the message before the core stored it")
-	}
-	f := rr.event(t)
-	if f.Chat != "bob" || f.Event.Text != "hello from *WhatsApp*" || f.Event.Sender == nil || f.Event.Sender.Name != "Bob" || f.Event.Sender.ID != bobChat {
-		t.Fatalf("the API got %+v %+v, want Bob's message", f, f.Event)
-	}
-	bobOnAPI := f.Event.ID
-
-	// The same message delivered again (WhatsApp redelivers what it did
-	// not see acknowledged) is relayed once: next comes the next one.
-	if !rr.cl.deliver(waText(bob, bob, "BOB1", "Bob", "hello from *WhatsApp*")) {
-		t.Error("a redelivered message was not acknowledged")
-	}
-	rr.cl.deliver(waText(bob, bob, "BOB2", "Bob", "second"))
-	if f := rr.event(t); f.Event.Text != "second" {
-		t.Fatalf("after a redelivery the API got %q, want the next message", f.Event.Text)
-	}
-
-	// API → WhatsApp: as Ann, with Carol's name in front.
-	rr.sendOK(t, daemontest.WireEvent{ID: "api-1", Kind: "message", Chat: "bob", Sender: apiCarol, Text: "hi from the API"})
-	sent := rr.wa.sentMessages(t, 1)
-	if sent[0].To != bob || sent[0].Msg.GetConversation() != "*Carol*: hi from the API" {
-		t.Fatalf("WhatsApp got %v to %s, want Carol's message to Bob", sent[0].Msg, sent[0].To)
-	}
-	carolOnWA := sent[0].ID
-
-	// A reply to Bob's message quotes it by its WhatsApp id.
-	rr.sendOK(t, daemontest.WireEvent{ID: "api-2", Kind: "message", Chat: "bob", Sender: apiCarol, Text: "indeed", ReplyTo: bobOnAPI})
-	sent = rr.wa.sentMessages(t, 2)
-	if ci := sent[1].Msg.GetExtendedTextMessage().GetContextInfo(); ci.GetStanzaID() != "BOB1" || ci.GetParticipant() != bobChat {
-		t.Errorf("the reply went as %v, want it quoting BOB1", sent[1].Msg)
-	}
-
-	// Editing and deleting Carol's message act on its WhatsApp copy.
-	rr.sendOK(t, daemontest.WireEvent{ID: "api-3", Kind: "edit", Chat: "bob", Sender: apiCarol, Target: "api-1", Text: "hi from the API, edited"})
-	sent = rr.wa.sentMessages(t, 3)
-	pm := sent[2].Msg.GetEditedMessage().GetMessage().GetProtocolMessage()
-	if pm.GetKey().GetID() != carolOnWA || pm.GetEditedMessage().GetConversation() != "*Carol*: hi from the API, edited" {
-		t.Errorf("the edit went as %v, want an edit of %s", sent[2].Msg, carolOnWA)
-	}
-	rr.sendOK(t, daemontest.WireEvent{ID: "api-4", Kind: "reaction", Chat: "bob", Sender: apiCarol, Target: bobOnAPI, Emoji: "👍"})
-	sent = rr.wa.sentMessages(t, 4)
-	if rm := sent[3].Msg.GetReactionMessage(); rm.GetKey().GetID() != "BOB1" || rm.GetText() != "👍" {
-		t.Errorf("the reaction went as %v, want 👍 on BOB1", sent[3].Msg)
-	}
-	rr.sendOK(t, daemontest.WireEvent{ID: "api-5", Kind: "delete", Chat: "bob", Sender: apiCarol, Target: "api-1"})
-	sent = rr.wa.sentMessages(t, 5)
-	if pm := sent[4].Msg.GetProtocolMessage(); pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != carolOnWA {
-		t.Errorf("the delete went as %v, want a revoke of %s", sent[4].Msg, carolOnWA)
-	}
-	for i, s := range sent {
-		if s.To != bob {
-			t.Errorf("message %d went to %s, want Bob's chat", i, s.To)
-		}
-	}
-}
-
-// TestRelayMediaToAPI: a WhatsApp photo reaches the API with its bytes,
-// downloaded from WhatsApp when the API asks for them.
-func TestRelayMediaToAPI(t *testing.T) {
-	rr := newRelayRig(t)
-	bob := mustJID(t, bobChat)
-	photo := []byte("\xff\xd8\xff a small JPEG")
-	rr.wa.update(func() { rr.wa.downloads["/v/t62/bob-photo"] = photo })
-	msg := waText(bob, bob, "IMG1", "Bob", "")
-	msg.Message = &waE2E.Message{ImageMessage: &waE2E.ImageMessage{
-		DirectPath: proto.String("/v/t62/bob-photo"), MediaKey: []byte("key"), Mimetype: proto.String("image/jpeg"),
-		FileLength: proto.Uint64(uint64(len(photo))), Caption: proto.String("look"),
-	}}
-	if !rr.cl.deliver(msg) {
-		t.Fatal("the photo was not acknowledged")
-	}
-	if f := rr.event(t); f.Event.Text != "look" {
-		t.Fatalf("the API got %+v, want the photo with its caption", f.Event)
-	}
-	// The API serves attachments by the SHA-256 of their bytes.
-	sum := sha256.Sum256(photo)
-	req, _ := http.NewRequest(http.MethodGet, "http://"+rr.addr+"/v1/media/"+hex.EncodeToString(sum[:]), nil)
+// mediaBytes fetches an attachment the API serves at url.
+func (rr *relayRig) mediaBytes(t *testing.T, url string) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+rr.addr+url, nil)
 	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -272,82 +191,455 @@ func TestRelayMediaToAPI(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(body) != string(photo) {
-		t.Errorf("GET the photo: %d %q, want the bytes WhatsApp had", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
 	}
+	return body
 }
 
-// TestRelayGroupRouteByName: a route naming a WhatsApp group waits for the
-// group list, then relays both ways.
-func TestRelayGroupRouteByName(t *testing.T) {
+var apiCarol = &daemontest.WireSender{ID: "apiCarol", Name: "Carol"}
+
+// TestRelay relays both ways through the real core and an API client:
+// WhatsApp messages (text with formatting, attachments, the owner's own
+// from the phone, group messages by name) reach the API once however often
+// the phone sends them, and the API client's messages, attachments,
+// replies, edits, deletes and reactions reach the phones with their ids
+// rewritten to WhatsApp's.
+func TestRelay(t *testing.T) {
 	rr := newRelayRig(t)
-	// The API's chat has no destination until "Family" resolves, which
-	// happens once the link loaded its groups and the core resolved the
-	// routes again, in the background: retry until it has.
-	rr.wa.waitFor(t, "the group list to be asked for", func() bool { return rr.wa.groupLists > 0 })
-	deadline := time.Now().Add(waitBound)
-	for n := 0; ; n++ {
-		f := rr.send(t, daemontest.WireEvent{ID: fmt.Sprintf("fam-%d", n), Kind: "message", Chat: "family", Sender: apiCarol, Text: "dinner at 8"})
-		if f.Type == "ack" {
-			break
-		}
-		if f.Code != "no_route" || time.Now().After(deadline) {
-			t.Fatalf("send to family: %+v, want an ack once the group resolves", f)
-		}
-	}
-	sent := rr.wa.sentMessages(t, 1)
-	if sent[0].To != mustJID(t, familyGroup) || sent[0].Msg.GetConversation() != "*Carol*: dinner at 8" {
-		t.Errorf("WhatsApp got %v to %s, want it in Family", sent[0].Msg, sent[0].To)
-	}
+	ctx := ctxFor(t)
+	var bobOnAPI string  // Bob's first message, as the API knows it
+	var bobOnWA string   // and as WhatsApp does
+	var carolOnWA string // Carol's first message, as WhatsApp knows it
 
-	eve := mustJID(t, "15550006666@s.whatsapp.net")
-	rr.cl.deliver(waText(mustJID(t, familyGroup), eve, "FAM1", "Eve", "on my way"))
-	f := rr.event(t)
-	if f.Chat != "family" || f.Event.Text != "on my way" || f.Event.Sender.Name != "Eve" {
-		t.Errorf("the API got %+v %+v, want Eve's message in family", f, f.Event)
+	t.Run("whatsapp to api", func(t *testing.T) {
+		id, err := rr.bob.SendText(ctx, rr.ann.PN, "hello from *WhatsApp*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := rr.event(t, "bob")
+		if e := f.Event; e.Text != "hello from *WhatsApp*" || e.HTML != "hello from <b>WhatsApp</b>" || e.Sender == nil || e.Sender.Name != "Bob" || e.Sender.ID != bobChat {
+			t.Fatalf("the API got %+v %+v, want Bob's message", f, e)
+		}
+		bobOnAPI, bobOnWA = f.Event.ID, id
+
+		// The phone sending it again (as a phone does when it saw no
+		// receipt) relays it once: next comes the next one.
+		if err := rr.bob.SendWithID(ctx, rr.ann.PN, id, &waE2E.Message{Conversation: proto.String("hello from *WhatsApp*")}); err != nil {
+			t.Fatal(err)
+		}
+		rr.bob.SendText(ctx, rr.ann.PN, "second")
+		if f := rr.event(t, "bob"); f.Event.Text != "second" {
+			t.Fatalf("after the same message again the API got %q, want the next one", f.Event.Text)
+		}
+	})
+
+	t.Run("api to whatsapp", func(t *testing.T) {
+		if bobOnAPI == "" {
+			t.Fatal("no message of Bob's to reply to: whatsapp to api failed")
+		}
+		// As Ann, with Carol's name in front.
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-1", Kind: "message", Chat: "bob", Sender: apiCarol, Text: "hi from the API", HTML: "hi from <i>the API</i>"})
+		carolOnWA = rr.phoneGets(t, rr.bob, "Carol's message", func(m fakewa.Message) bool {
+			return m.Text() == "*Carol*: hi from _the API_"
+		}).ID
+
+		// A reply to Bob's message quotes it by its WhatsApp id.
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-2", Kind: "message", Chat: "bob", Sender: apiCarol, Text: "indeed", ReplyTo: bobOnAPI})
+		m := rr.phoneGets(t, rr.bob, "the reply", func(m fakewa.Message) bool { return m.Text() == "*Carol*: indeed" })
+		if ci := m.Msg.GetExtendedTextMessage().GetContextInfo(); ci.GetStanzaID() != bobOnWA || ci.GetParticipant() != bobChat {
+			t.Errorf("the reply reached the phone as %v, want it quoting %s", m.Msg, bobOnWA)
+		}
+
+		// Editing, reacting and deleting act on the WhatsApp copies.
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-3", Kind: "edit", Chat: "bob", Sender: apiCarol, Target: "api-1", Text: "hi from the API, edited"})
+		m = rr.phoneGets(t, rr.bob, "the edit", func(m fakewa.Message) bool { return m.Msg.GetEditedMessage() != nil })
+		pm := m.Msg.GetEditedMessage().GetMessage().GetProtocolMessage()
+		if pm.GetKey().GetID() != carolOnWA || pm.GetEditedMessage().GetConversation() != "*Carol*: hi from the API, edited" {
+			t.Errorf("the edit reached the phone as %v, want an edit of %s", m.Msg, carolOnWA)
+		}
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-4", Kind: "reaction", Chat: "bob", Sender: apiCarol, Target: bobOnAPI, Emoji: "👍"})
+		m = rr.phoneGets(t, rr.bob, "the reaction", func(m fakewa.Message) bool { return m.Msg.GetReactionMessage() != nil })
+		if rm := m.Msg.GetReactionMessage(); rm.GetKey().GetID() != bobOnWA || rm.GetText() != "👍" {
+			t.Errorf("the reaction reached the phone as %v, want 👍 on %s", m.Msg, bobOnWA)
+		}
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-5", Kind: "delete", Chat: "bob", Sender: apiCarol, Target: "api-1"})
+		m = rr.phoneGets(t, rr.bob, "the delete", func(m fakewa.Message) bool { return m.Msg.GetProtocolMessage() != nil })
+		if pm := m.Msg.GetProtocolMessage(); pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != carolOnWA {
+			t.Errorf("the delete reached the phone as %v, want a revoke of %s", m.Msg, carolOnWA)
+		}
+	})
+
+	t.Run("media both ways", func(t *testing.T) {
+		// A photo from the phone: the API serves its bytes, which the
+		// connector downloaded from WhatsApp and decrypted.
+		photo := fileBytes("bob's photo")
+		mi, err := rr.srv.EncryptMedia(photo, whatsmeow.MediaImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rr.bob.Send(ctx, rr.ann.PN, &waE2E.Message{ImageMessage: mi.Image("image/jpeg", "look")}); err != nil {
+			t.Fatal(err)
+		}
+		f := rr.event(t, "bob")
+		if len(f.Event.Media) != 1 || f.Event.Text != "look" || f.Event.Media[0].MIME != "image/jpeg" {
+			t.Fatalf("the API got %+v, want the photo with its caption", f.Event)
+		}
+		sum := sha256.Sum256(photo)
+		if url := f.Event.Media[0].URL; url != "/v1/media/"+hex.EncodeToString(sum[:]) || string(rr.mediaBytes(t, url)) != string(photo) {
+			t.Errorf("the API serves the photo at %q with other bytes than the phone sent", url)
+		}
+
+		// Attachments from the API, each with its own caption: the phone
+		// decrypts the same bytes.
+		chart, notes := fileBytes("chart.png"), fileBytes("notes.pdf")
+		rr.sendOK(t, daemontest.WireEvent{ID: "api-media", Kind: "message", Chat: "bob", Sender: apiCarol, Media: []daemontest.WireMedia{
+			{MIME: "image/png", Name: "chart.png", Caption: "today", Data: base64.StdEncoding.EncodeToString(chart)},
+			{MIME: "application/pdf", Name: "notes.pdf", Caption: "the notes", Data: base64.StdEncoding.EncodeToString(notes)},
+		}})
+		img := rr.phoneGets(t, rr.bob, "the chart", func(m fakewa.Message) bool { return m.Msg.GetImageMessage() != nil })
+		doc := rr.phoneGets(t, rr.bob, "the notes", func(m fakewa.Message) bool { return m.Msg.GetDocumentMessage() != nil })
+		for _, tc := range []struct {
+			m       fakewa.Message
+			caption string
+			data    []byte
+		}{{img, "*Carol*: today", chart}, {doc, "the notes", notes}} {
+			got, err := rr.srv.DownloadMedia(ctx, tc.m.Attachment())
+			if err != nil || string(got) != string(tc.data) || tc.m.Text() != tc.caption {
+				t.Errorf("the phone got %q captioned %q (%d bytes, %v), want caption %q and the %d bytes sent", shown(tc.m.Msg), tc.m.Text(), len(got), err, tc.caption, len(tc.data))
+			}
+		}
+	})
+
+	t.Run("owner from the phone", func(t *testing.T) {
+		if _, err := rr.ann.SendText(ctx, rr.bob.PN, "sent from my phone"); err != nil {
+			t.Fatal(err)
+		}
+		f := rr.event(t, "bob")
+		if e := f.Event; e.Text != "sent from my phone" || e.Sender == nil || !e.Sender.IsOwner || e.Sender.ID != rr.ann.PN.String() {
+			t.Errorf("the API got %+v from %+v, want the owner's message in Bob's chat", e, e.Sender)
+		}
+	})
+
+	// A route naming a WhatsApp group waits for the group list, then
+	// relays both ways.
+	t.Run("group by name", func(t *testing.T) {
+		// The API's chat has no destination until "Family" resolves, which
+		// happens once the link loaded its groups and the core resolved the
+		// routes again, in the background: retry until it has.
+		deadline := time.Now().Add(waitBound)
+		for n := 0; ; n++ {
+			f := rr.send(t, daemontest.WireEvent{ID: fmt.Sprintf("fam-%d", n), Kind: "message", Chat: "family", Sender: apiCarol, Text: "dinner at 8"})
+			if f.Type == "ack" {
+				break
+			}
+			if f.Code != "no_route" || time.Now().After(deadline) {
+				t.Fatalf("send to family: %+v, want an ack once the group resolves", f)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, p := range []*fakewa.Phone{rr.bob, rr.eve} {
+			m := rr.phoneGets(t, p, "Carol's message in Family", func(m fakewa.Message) bool { return m.Text() == "*Carol*: dinner at 8" })
+			if m.Chat != rr.family.JID {
+				t.Errorf("%s's phone got it in %s, want Family", p.PushName, m.Chat)
+			}
+		}
+
+		if _, err := rr.eve.SendText(ctx, rr.family.JID, "on my way"); err != nil {
+			t.Fatal(err)
+		}
+		f := rr.event(t, "family")
+		if f.Event.Text != "on my way" || f.Event.Sender.Name != "Eve" || f.Event.Sender.ID != rr.eve.PN.String() {
+			t.Errorf("the API got %+v %+v, want Eve's message in family", f, f.Event)
+		}
+	})
+
+	// Last: it ends the link. The phone removing the device posts the
+	// notice to the configured notices chat, through the real core.
+	t.Run("logout notice", func(t *testing.T) {
+		if err := rr.ann.RemoveCompanion(companionOf(t, rr.ann)); err != nil {
+			t.Fatal(err)
+		}
+		f := rr.event(t, "notices")
+		want := "WhatsApp link 'me' was logged out from the phone — run `phonebridge link me`"
+		if f.Event.Text != want {
+			t.Errorf("the API got %+v %+v, want the notice %q", f, f.Event, want)
+		}
+		if st := rr.b.Links(); len(st) != 1 || st[0].State != bridge.LinkLoggedOut {
+			t.Errorf("links %+v, want me logged out", st)
+		}
+	})
+}
+
+// TestReceive: what phones send reaches the core as neutral events: text
+// and its formatting, attachments the connector can download again, replies,
+// edits, deletes and reactions, the owner's own messages from the phone,
+// group messages with their senders' names.
+func TestReceive(t *testing.T) {
+	lw := newLinkedWorld(t, fakewa.Options{}, nil)
+	ann, family := lw.ann.PN, lw.family.JID
+
+	t.Run("text and formatting", func(t *testing.T) {
+		ev := lw.says(t, lw.bob, ann, "*bold* _it_ ~gone~ `x` and ```mono```")
+		want := bridge.Event{
+			Kind: bridge.KindMessage, ID: ev.ID, Time: ev.Time,
+			Chat:   bridge.ChatRef{ID: bobChat, Name: "Bob", Direct: true},
+			Sender: bridge.Sender{ID: bobChat, Name: "Bob"},
+			Text:   "*bold* _it_ ~gone~ `x` and ```mono```",
+			HTML:   "<b>bold</b> <i>it</i> <s>gone</s> <code>x</code> and <code>mono</code>",
+		}
+		if !eventIs(ev, want) {
+			t.Errorf("relayed %+v, want %+v", ev, want)
+		}
+		if time.Since(ev.Time) > time.Minute {
+			t.Errorf("the event's time %v is not the message's", ev.Time)
+		}
+	})
+
+	t.Run("media", func(t *testing.T) {
+		for _, tc := range []struct {
+			name      string
+			mediaType whatsmeow.MediaType
+			msg       func(mi fakewa.MediaInfo) *waE2E.Message
+			mime      string
+			file      string
+			caption   string
+		}{
+			{"image", whatsmeow.MediaImage, func(mi fakewa.MediaInfo) *waE2E.Message {
+				return &waE2E.Message{ImageMessage: mi.Image("image/jpeg", "the beach")}
+			}, "image/jpeg", "image.jpg", "the beach"},
+			{"document", whatsmeow.MediaDocument, func(mi fakewa.MediaInfo) *waE2E.Message {
+				return &waE2E.Message{DocumentMessage: mi.Document("application/pdf", "report.pdf", "the numbers")}
+			}, "application/pdf", "report.pdf", "the numbers"},
+			{"voice note", whatsmeow.MediaAudio, func(mi fakewa.MediaInfo) *waE2E.Message {
+				return &waE2E.Message{AudioMessage: mi.Audio("audio/ogg; codecs=opus", true)}
+			}, "audio/ogg; codecs=opus", "voice.ogg", ""},
+			{"video", whatsmeow.MediaVideo, func(mi fakewa.MediaInfo) *waE2E.Message {
+				return &waE2E.Message{VideoMessage: mi.Video("video/mp4", "a clip")}
+			}, "video/mp4", "video.mp4", "a clip"},
+			{"sticker", whatsmeow.MediaImage, func(mi fakewa.MediaInfo) *waE2E.Message {
+				return &waE2E.Message{StickerMessage: mi.Sticker("image/webp")}
+			}, "image/webp", "sticker.webp", ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				data := fileBytes(tc.name)
+				mi, err := lw.srv.EncryptMedia(data, tc.mediaType)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev := lw.fromPhone(t, lw.bob, ann, tc.msg(mi))
+				if len(ev.Media) != 1 {
+					t.Fatalf("relayed %+v, want one attachment", ev)
+				}
+				m := ev.Media[0]
+				if m.MIME != tc.mime || m.Name != tc.file || m.Caption != tc.caption || ev.Text != tc.caption || m.Size != int64(len(data)) {
+					t.Errorf("relayed %+v with text %q, want %s %s captioned %q", m, ev.Text, tc.mime, tc.file, tc.caption)
+				}
+				got, err := openAll(ctxFor(t), lw.c, m)
+				if err != nil || string(got) != string(data) {
+					t.Errorf("OpenMedia read %d bytes (%v), want the %d the phone sent", len(got), err, len(data))
+				}
+			})
+		}
+
+		// An attachment WhatsApp no longer has, or a damaged reference,
+		// fails for good.
+		data := fileBytes("gone")
+		mi, _ := lw.srv.EncryptMedia(data, whatsmeow.MediaImage)
+		ev := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{ImageMessage: mi.Image("image/jpeg", "")})
+		if err := lw.srv.DeleteMedia(mi.DirectPath); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lw.c.OpenMedia(ctxFor(t), ev.Media[0]); !bridge.IsPermanent(err) {
+			t.Errorf("an attachment WhatsApp deleted: %v, want a permanent error", err)
+		}
+		damaged := ev.Media[0]
+		damaged.Ref = "{not json"
+		if _, err := lw.c.OpenMedia(ctxFor(t), damaged); !bridge.IsPermanent(err) {
+			t.Errorf("a damaged reference: %v, want a permanent error", err)
+		}
+	})
+
+	t.Run("reply edit delete react", func(t *testing.T) {
+		first := lw.says(t, lw.bob, ann, "first words")
+		key := &waCommon.MessageKey{RemoteJID: proto.String(ann.String()), FromMe: proto.Bool(true), ID: proto.String(first.ID)}
+
+		reply := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{ExtendedTextMessage: &waE2E.ExtendedTextMessage{
+			Text:        proto.String("and more"),
+			ContextInfo: &waE2E.ContextInfo{StanzaID: proto.String(first.ID), Participant: proto.String(bobChat), QuotedMessage: &waE2E.Message{Conversation: proto.String("first words")}},
+		}})
+		if reply.Kind != bridge.KindMessage || reply.ReplyTo != first.ID || reply.Text != "and more" {
+			t.Errorf("a reply relayed as %+v, want one to %s", reply, first.ID)
+		}
+
+		edit := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{EditedMessage: &waE2E.FutureProofMessage{Message: &waE2E.Message{
+			ProtocolMessage: &waE2E.ProtocolMessage{Key: key, Type: waE2E.ProtocolMessage_MESSAGE_EDIT.Enum(),
+				EditedMessage: &waE2E.Message{Conversation: proto.String("first *words*, edited")}, TimestampMS: proto.Int64(time.Now().UnixMilli())},
+		}}})
+		if edit.Kind != bridge.KindEdit || edit.Target != first.ID || edit.Text != "first *words*, edited" || edit.HTML != "first <b>words</b>, edited" {
+			t.Errorf("an edit relayed as %+v, want an edit of %s", edit, first.ID)
+		}
+
+		for _, emoji := range []string{"❤️", ""} {
+			r := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{ReactionMessage: &waE2E.ReactionMessage{
+				Key: key, Text: proto.String(emoji), SenderTimestampMS: proto.Int64(time.Now().UnixMilli()),
+			}})
+			kind := bridge.KindReaction
+			if emoji == "" {
+				kind = bridge.KindReactionRemove
+			}
+			if r.Kind != kind || r.Target != first.ID || r.Emoji != emoji || r.Sender.ID != bobChat {
+				t.Errorf("a reaction %q relayed as %+v, want %s on %s", emoji, r, kind, first.ID)
+			}
+		}
+
+		del := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{ProtocolMessage: &waE2E.ProtocolMessage{Key: key, Type: waE2E.ProtocolMessage_REVOKE.Enum()}})
+		if del.Kind != bridge.KindDelete || del.Target != first.ID || del.Sender.ID != bobChat {
+			t.Errorf("a delete relayed as %+v, want a delete of %s", del, first.ID)
+		}
+	})
+
+	// What the owner sends from the phone comes as the owner's, in the
+	// chat it went to.
+	t.Run("owner from the phone", func(t *testing.T) {
+		for _, chat := range []types.JID{lw.bob.PN, family} {
+			ev := lw.says(t, lw.ann, chat, "from my phone to "+chat.User)
+			if ev.Chat.ID != chat.String() || !ev.Sender.IsOwner || ev.Sender.ID != ann.String() {
+				t.Errorf("the owner's message to %s relayed as %+v, want the owner's in that chat", chat, ev)
+			}
+		}
+	})
+
+	t.Run("group", func(t *testing.T) {
+		for _, p := range []*fakewa.Phone{lw.eve, lw.bob} {
+			ev := lw.says(t, p, family, "hello from "+p.PushName)
+			if ev.Chat != (bridge.ChatRef{ID: family.String(), Name: "Family"}) || ev.Sender != (bridge.Sender{ID: p.PN.String(), Name: p.PushName}) {
+				t.Errorf("%s's group message relayed in %+v from %+v, want Family and %s", p.PushName, ev.Chat, ev.Sender, p.PushName)
+			}
+		}
+	})
+
+	// Status updates (stories) are not relayed unless status_broadcasts
+	// says so, and are acknowledged all the same, so WhatsApp does not
+	// deliver them again.
+	t.Run("status updates", func(t *testing.T) {
+		dev := *lw.c.dev().ID
+		evs := lw.watch()
+		id, err := lw.bob.PostStatus(ctxFor(t), &waE2E.Message{Conversation: proto.String("my story")}, lw.ann)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs.wait(t, "the status update", func(e any) bool { m, ok := e.(*events.Message); return ok && m.Info.ID == id })
+		waitUntil(t, "the status update's receipt", func() bool { return !slices.Contains(lw.srv.PendingIDs(dev), id) })
+		after := lw.says(t, lw.bob, ann, "after my story")
+		for _, ev := range lw.s.eventList() {
+			if ev.ID == id || ev.Chat.ID == types.StatusBroadcastJID.String() {
+				t.Errorf("relayed %+v (before %s), want status updates ignored", ev, after.ID)
+			}
+		}
+	})
+
+	// A message no route wants is acknowledged all the same: WhatsApp must
+	// not deliver it again and again.
+	t.Run("no route", func(t *testing.T) {
+		dev := *lw.c.dev().ID
+		lw.s.update(func() { lw.s.refuse = fmt.Errorf("%w: %q", bridge.ErrNoRoute, bobChat) })
+		defer lw.s.update(func() { lw.s.refuse = nil })
+		id, _ := lw.bob.SendText(ctxFor(t), ann, "nobody wants this")
+		lw.s.waitFor(t, "the message to be offered", func() bool {
+			return slices.ContainsFunc(lw.s.refused, func(ev bridge.Event) bool { return ev.ID == id })
+		})
+		waitUntil(t, "the message's receipt", func() bool { return !slices.Contains(lw.srv.PendingIDs(dev), id) })
+	})
+}
+
+// eventIs compares the parts of events a test names.
+func eventIs(got, want bridge.Event) bool {
+	return got.Kind == want.Kind && got.ID == want.ID && got.Chat == want.Chat && got.Sender == want.Sender &&
+		got.Text == want.Text && got.HTML == want.HTML && got.ReplyTo == want.ReplyTo && got.Target == want.Target
+}
+
+// openAll reads an attachment through the connector.
+func openAll(ctx context.Context, c *Connector, m bridge.Media) ([]byte, error) {
+	rc, err := c.OpenMedia(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// TestStatusBroadcastsRelayed: with status_broadcasts on, status updates
+// (stories) are relayed, from the status chat; TestReceive has them
+// ignored by default.
+func TestStatusBroadcastsRelayed(t *testing.T) {
+	opts := rigOptions()
+	opts.StatusBroadcasts = true
+	lw := newLinkedWorld(t, fakewa.Options{}, opts)
+	id, err := lw.bob.PostStatus(ctxFor(t), &waE2E.Message{Conversation: proto.String("my story")}, lw.ann)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := lw.s.waitEvent(t, "the status update", func(ev bridge.Event) bool { return ev.ID == id })
+	if ev.Chat.ID != types.StatusBroadcastJID.String() || ev.Sender.ID != bobChat || ev.Text != "my story" {
+		t.Errorf("the status update relayed as %+v, want Bob's in the status chat", ev)
 	}
 }
 
-// TestRelayLogoutNotice: the phone removing the device posts the notice
-// to the configured notices chat, through the real core.
-func TestRelayLogoutNotice(t *testing.T) {
-	rr := newRelayRig(t)
-	rr.cl.removeFromPhone(t)
-	f := rr.event(t)
-	want := "WhatsApp link 'me' was logged out from the phone — run `phonebridge link me`"
-	if f.Chat != "notices" || f.Event.Text != want {
-		t.Errorf("the API got %+v %+v, want the notice %q", f, f.Event, want)
-	}
-	if st := rr.b.Links(); len(st) != 1 || st[0].State != bridge.LinkLoggedOut {
-		t.Errorf("links %+v, want me logged out", st)
-	}
-}
+// TestReceiveByLID: WhatsApp addresses people by LID today, with their
+// phone number beside it. Chats and senders keep the phone number where
+// WhatsApp gives it, so that routes naming a person's number, replies,
+// edits and reactions to earlier messages, and the chat list go on
+// working as WhatsApp moves a chat from numbers to LIDs.
+func TestReceiveByLID(t *testing.T) {
+	lw := newLinkedWorldWith(t, fakewa.Options{LIDAddressing: true}, nil, func(w *waWorld) {
+		if err := w.ann.SetPushName(context.Background(), "Ann"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.PushName == "Ann" })
+	ann, family := lw.ann.PN, lw.family.JID
+	bob := lw.bob.PN
 
-// TestMessageAcknowledgement: a message is acknowledged to WhatsApp when
-// the core stored it or no route wants it, and not when storing failed.
-func TestMessageAcknowledgement(t *testing.T) {
-	r := newRig(t)
-	c := r.linked("me", "+15550001111", "Ann", nil)
-	s, cl := r.startConnected(c)
-	bob := mustJID(t, bobChat)
-	for _, tc := range []struct {
-		refuse error
-		ack    bool
-	}{
-		{nil, true},
-		{fmt.Errorf("%w: %q", bridge.ErrNoRoute, bobChat), true},
-		{errors.New("store the event: disk I/O error"), false},
-		{bridge.ErrStoreClosed, false},
-	} {
-		s.update(func() { s.refuse = tc.refuse })
-		if got := cl.deliver(waText(bob, bob, types.MessageID(fmt.Sprint("M", tc.refuse)), "Bob", "hi")); got != tc.ack {
-			t.Errorf("core answering %v: acknowledged %v, want %v", tc.refuse, got, tc.ack)
+	said := lw.says(t, lw.bob, ann, "hello by LID")
+	if said.Chat != (bridge.ChatRef{ID: bobChat, Name: "Bob", Direct: true}) || said.Sender != (bridge.Sender{ID: bobChat, Name: "Bob"}) {
+		t.Errorf("Bob's message by LID relayed in %+v from %+v, want his chat and him by number", said.Chat, said.Sender)
+	}
+	inGroup := lw.says(t, lw.eve, family, "hello family by LID")
+	if inGroup.Sender != (bridge.Sender{ID: lw.eve.PN.String(), Name: "Eve"}) {
+		t.Errorf("Eve's group message by LID relayed from %+v, want her by number", inGroup.Sender)
+	}
+	own := lw.says(t, lw.ann, lw.bob.LID, "from my phone, by LID")
+	if own.Chat.ID != bobChat || own.Sender != (bridge.Sender{ID: ann.String(), Name: "Ann", IsOwner: true}) {
+		t.Errorf("the owner's message by LID relayed in %+v from %+v, want Bob's chat and the owner by number", own.Chat, own.Sender)
+	}
+
+	// A reply and a reaction to the message, through the chat as routes
+	// name it, find it.
+	out := fromCarol(bridge.KindMessage, bob, "pb.lid.reply")
+	out.Text, out.ReplyTo = "got it", said.ID
+	lw.send(t, out)
+	if ci := contextOf(lw.got(t, lw.bob, bob, "pb.lid.reply", 1)[0].Msg); ci.GetStanzaID() != said.ID {
+		t.Errorf("the reply reached the phone with context %v, want it quoting %s", ci, said.ID)
+	}
+	react := fromCarol(bridge.KindReaction, bob, "pb.lid.react")
+	react.Target, react.Emoji = said.ID, "👍"
+	lw.send(t, react)
+	if rm := lw.got(t, lw.bob, bob, "pb.lid.react", 1)[0].Msg.GetReactionMessage(); rm.GetKey().GetID() != said.ID {
+		t.Errorf("the reaction reached the phone as %v, want it on %s", rm, said.ID)
+	}
+
+	// The chat list has each person once, by number.
+	chats, err := lw.c.Chats(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range chats {
+		if strings.HasSuffix(ch.ID, "@lid") {
+			t.Errorf("Chats lists %+v by LID, want people by number", ch)
 		}
 	}
-	// Status updates are not relayed unless asked for, and not left
-	// for WhatsApp to deliver again either.
-	s.update(func() { s.refuse = errors.New("must not be asked") })
-	if !cl.deliver(waText(types.StatusBroadcastJID, bob, "STATUS1", "Bob", "my story")) {
-		t.Error("a status update was left unacknowledged")
+	if !slices.Contains(chats, bridge.ChatInfo{ID: bobChat, Name: "Bob"}) {
+		t.Errorf("Chats lists %+v, want Bob by number", chats)
 	}
 }

@@ -79,7 +79,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 		return "", classify(err)
 	}
 	if out.Kind == bridge.KindEdit {
-		c.remember(msgRef{Chat: chat, ID: target.ID, Sender: self, FromMe: true, Text: out.Text})
+		c.rememberNow(ctx, msgRef{Chat: chat, ID: target.ID, Sender: self, FromMe: true, Text: out.Text})
 	}
 	return id, nil
 }
@@ -127,7 +127,7 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 		if i == 0 {
 			first = id
-			c.remember(msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out)})
+			c.rememberNow(ctx, msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out)})
 		}
 	}
 	return first, nil

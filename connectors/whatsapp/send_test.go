@@ -1,9 +1,12 @@
 package whatsapp
 
+// Sending to WhatsApp on the wire: the connector drives the real whatsmeow
+// client against internal/fakewa, and the tests read what the phones
+// decrypt (and, for attachments, download and decrypt).
+
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -13,200 +16,111 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/internal/fakewa"
 )
 
-const (
-	bobChat   = "15550002222@s.whatsapp.net"
-	groupChat = "120363000000000001@g.us"
-)
+// bobChat is Bob's chat in a waWorld (and in the scripted tests).
+const bobChat = "15550002222@s.whatsapp.net"
 
-// sendRig is a running link to Ann's account, for sending.
-type sendRig struct {
-	*rig
-	c    *Connector
-	sink *recSink
-	cl   *fakeClient
+// linkedWorld is a connector linked by QR to Ann's account on a fake
+// WhatsApp, started with a recording sink. A test's subtests share one:
+// linking costs seconds under -race.
+type linkedWorld struct {
+	*waWorld
+	r *rig
+	c *Connector
+	s *recSink
 }
 
-func newSendRig(t *testing.T, opts *Options) *sendRig {
+func newLinkedWorld(t *testing.T, wopts fakewa.Options, opts *Options) *linkedWorld {
+	t.Helper()
+	w := newWAWorld(t, wopts)
 	r := newRig(t)
-	c := r.linked("me", "+15550001111", "Ann", opts)
-	s, cl := r.startConnected(c)
-	return &sendRig{rig: r, c: c, sink: s, cl: cl}
+	c, s := r.linkedOnFake(w, "me", opts)
+	// Profile pictures are downloaded from the fake's picture host.
+	c.desc.http = w.srv.HTTPClient()
+	return &linkedWorld{waWorld: w, r: r, c: c, s: s}
 }
 
-// send sends out and returns what SendMessage got for it.
-func (sr *sendRig) send(t *testing.T, out *bridge.Outgoing) (string, []sentMessage, error) {
-	t.Helper()
-	var before int
-	sr.wa.read(func() { before = len(sr.wa.sent) })
-	id, err := sr.c.Send(context.Background(), out)
-	var sent []sentMessage
-	sr.wa.read(func() { sent = append(sent, sr.wa.sent[before:]...) })
-	return id, sent, err
-}
-
-// receive delivers an incoming message through the handler and waits
-// until it is remembered, as the core's commit guarantees.
-func (sr *sendRig) receive(t *testing.T, chat, sender, id, text string) {
-	t.Helper()
-	if !sr.cl.deliver(waText(mustJID(t, chat), mustJID(t, sender), id, "Bob", text)) {
-		t.Fatalf("message %s was not taken", id)
-	}
-	flushStore(t, sr.store)
-}
-
-// outgoing is a relayed event for chat from Bob on another platform.
-func relayedOut(kind bridge.Kind, chat, key string) *bridge.Outgoing {
+// fromCarol is an event for chat relayed from Carol on another platform,
+// delivered with key.
+func fromCarol(kind bridge.Kind, chat types.JID, key string) *bridge.Outgoing {
 	return &bridge.Outgoing{
-		Event: bridge.Event{Kind: kind, Chat: bridge.ChatRef{Connector: "me", ID: chat}, Sender: bridge.Sender{ID: "bob@api", Name: "Bob"}},
+		Event: bridge.Event{Kind: kind, Chat: bridge.ChatRef{Connector: "me", ID: chat.String()}, Sender: bridge.Sender{ID: "carol@api", Name: "Carol"}},
 		Key:   key,
 	}
 }
 
-// one checks that exactly one message went to chat and returns it.
-func sentOne(t *testing.T, sent []sentMessage, err error, chat string) *waE2E.Message {
+// send sends out through the connector, failing the test on an error.
+func (lw *linkedWorld) send(t testing.TB, out *bridge.Outgoing) string {
 	t.Helper()
+	id, err := lw.c.Send(ctxFor(t), out)
 	if err != nil {
-		t.Fatalf("Send: %v", err)
+		t.Fatalf("Send %s: %v", out.Key, err)
 	}
-	if len(sent) != 1 {
-		t.Fatalf("%d messages sent, want 1: %+v", len(sent), sent)
-	}
-	if sent[0].To.String() != chat {
-		t.Errorf("sent to %s, want %s", sent[0].To, chat)
-	}
-	return sent[0].Msg
+	return id
 }
 
-func TestSendText(t *testing.T) {
-	sr := newSendRig(t, nil)
-	custom := newSendRig(t, func() *Options { o := rigOptions(); o.SenderFormat = "[{name}] "; return o }())
-	for _, tc := range []struct {
-		name string
-		sr   *sendRig
-		mod  func(o *bridge.Outgoing)
-		want string
-	}{
-		{"sender prefix", sr, func(o *bridge.Outgoing) { o.Text = "hi" }, "*Bob*: hi"},
-		{"custom sender format", custom, func(o *bridge.Outgoing) { o.Text = "hi" }, "[Bob] hi"},
-		{"sender without a name", sr, func(o *bridge.Outgoing) { o.Text = "hi"; o.Sender.Name = "" }, "*bob@api*: hi"},
-		{"the owner", sr, func(o *bridge.Outgoing) { o.Text = "hi"; o.Sender.IsOwner = true }, "hi"},
-		{"a notice", sr, func(o *bridge.Outgoing) { o.Text = "link 'me' was logged out"; o.Notice = true }, "link 'me' was logged out"},
-		{"an emote", sr, func(o *bridge.Outgoing) { o.Text = "waves"; o.Emote = true }, "* Bob waves"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := relayedOut(bridge.KindMessage, bobChat, "pb.text."+tc.name)
-			tc.mod(out)
-			id, sent, err := tc.sr.send(t, out)
-			msg := sentOne(t, sent, err, bobChat)
-			if msg.GetConversation() != tc.want {
-				t.Errorf("sent %q, want %q", msg.GetConversation(), tc.want)
-			}
-			if id != sent[0].ID || id != messageID(out.Key, 0) {
-				t.Errorf("Send returned %q and sent with id %q, want both %q", id, sent[0].ID, messageID(out.Key, 0))
-			}
-		})
+// got returns the n messages of the delivery keyed key as p's phone
+// decrypted them, in order (their ids follow from the key), and checks
+// that it got each once and no more: a marker sent to chat after them
+// must arrive first.
+func (lw *linkedWorld) got(t testing.TB, p *fakewa.Phone, chat types.JID, key string, n int) []fakewa.Message {
+	t.Helper()
+	lw.marker(t, p, chat, key)
+	byID := map[string][]fakewa.Message{}
+	for _, m := range p.Messages() {
+		byID[m.ID] = append(byID[m.ID], m)
 	}
-
-	out := relayedOut(bridge.KindMessage, bobChat, "pb.html")
-	out.Text, out.HTML = "bold move", "<b>bold</b> move"
-	_, sent, err := sr.send(t, out)
-	if got := sentOne(t, sent, err, bobChat).GetConversation(); !strings.HasPrefix(got, "*Bob*: ") || !strings.Contains(got, "*bold* move") {
-		t.Errorf("formatted text went as %q, want the prefix and WhatsApp markup", got)
+	var out []fakewa.Message
+	for i := 0; i < n; i++ {
+		ms := byID[messageID(key, i)]
+		if len(ms) != 1 {
+			t.Fatalf("%s's phone got message %d of %s %d times, want once", p.PushName, i, key, len(ms))
+		}
+		if ms[0].Err != nil {
+			t.Fatalf("%s's phone could not decrypt message %d of %s: %v", p.PushName, i, key, ms[0].Err)
+		}
+		if ms[0].From.User != lw.ann.PN.User && ms[0].From.User != lw.ann.LID.User {
+			t.Errorf("message %d of %s came from %s, want Ann's linked device", i, key, ms[0].From)
+		}
+		out = append(out, ms[0])
 	}
+	if extra := byID[messageID(key, n)]; len(extra) > 0 {
+		t.Errorf("%s's phone got more than %d messages for %s: %v", p.PushName, n, key, extra[0].Msg)
+	}
+	return out
 }
 
-// TestSendDeterministicIDs: the id comes from the delivery's key, so a
-// retried delivery sends the same id and WhatsApp shows one message.
-func TestSendDeterministicIDs(t *testing.T) {
-	sr := newSendRig(t, nil)
-	out := relayedOut(bridge.KindMessage, bobChat, "pb.42.0")
-	out.Text = "once"
-	first, sent1, err1 := sr.send(t, out)
-	again, sent2, err2 := sr.send(t, out)
-	sentOne(t, sent1, err1, bobChat)
-	sentOne(t, sent2, err2, bobChat)
-	if first != again || sent1[0].ID != sent2[0].ID {
-		t.Errorf("a retry sent id %q, then %q (returned %q, %q): want the same", sent1[0].ID, sent2[0].ID, first, again)
-	}
-	if !strings.HasPrefix(first, whatsmeow.WebMessageIDPrefix) || len(first) != len(whatsmeow.WebMessageIDPrefix)+18 || strings.ToUpper(first) != first {
-		t.Errorf("id %q is not in whatsmeow's format", first)
-	}
-	other := relayedOut(bridge.KindMessage, bobChat, "pb.43.0")
-	other.Text = "once"
-	if id, _, _ := sr.send(t, other); id == first {
-		t.Errorf("another delivery got the same id %q", id)
+// marker sends a text to chat after what the test sent, and waits until
+// p's phone has it: whatever went to p before has arrived by then.
+func (lw *linkedWorld) marker(t testing.TB, p *fakewa.Phone, chat types.JID, after string) {
+	t.Helper()
+	m := fromCarol(bridge.KindMessage, chat, after+".marker")
+	m.Text = "after " + after
+	id := lw.send(t, m)
+	if _, err := p.WaitMessage(ctxFor(t), func(m fakewa.Message) bool { return m.ID == id }); err != nil {
+		t.Fatalf("%s's phone did not get the marker after %s: %v", p.PushName, after, err)
 	}
 }
 
-func TestSendReply(t *testing.T) {
-	sr := newSendRig(t, nil)
-	sr.receive(t, bobChat, bobChat, "BOB1", "original words")
-	sr.receive(t, groupChat, "15550003333@s.whatsapp.net", "CAROL1", "in the group")
-
-	for _, tc := range []struct {
-		name, chat, replyTo, participant, quoted string
-	}{
-		{"direct chat", bobChat, "BOB1", bobChat, "original words"},
-		{"group", groupChat, "CAROL1", "15550003333@s.whatsapp.net", "in the group"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := relayedOut(bridge.KindMessage, tc.chat, "pb.reply."+tc.name)
-			out.Text, out.ReplyTo = "answer", tc.replyTo
-			_, sent, err := sr.send(t, out)
-			msg := sentOne(t, sent, err, tc.chat)
-			ext := msg.GetExtendedTextMessage()
-			ci := ext.GetContextInfo()
-			if ext.GetText() != "*Bob*: answer" || ci.GetStanzaID() != tc.replyTo || ci.GetParticipant() != tc.participant ||
-				ci.GetQuotedMessage().GetConversation() != tc.quoted {
-				t.Errorf("sent %v, want a reply to %s by %s quoting %q", msg, tc.replyTo, tc.participant, tc.quoted)
-			}
-		})
-	}
-
-	// A reply to our own message names the account as its author.
-	own := relayedOut(bridge.KindMessage, bobChat, "pb.own")
-	own.Text = "mine"
-	ownID, _, err := sr.send(t, own)
+// fromPhone has p send msg to chat and waits until the connector handed
+// it to the core; it returns the event.
+func (lw *linkedWorld) fromPhone(t testing.TB, p *fakewa.Phone, chat types.JID, msg *waE2E.Message) bridge.Event {
+	t.Helper()
+	id, err := p.Send(ctxFor(t), chat, msg)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s's phone could not send: %v", p.PushName, err)
 	}
-	flushStore(t, sr.store)
-	out := relayedOut(bridge.KindMessage, bobChat, "pb.reply.own")
-	out.Text, out.ReplyTo = "to myself", ownID
-	_, sent, err := sr.send(t, out)
-	ci := sentOne(t, sent, err, bobChat).GetExtendedTextMessage().GetContextInfo()
-	if ci.GetStanzaID() != ownID || ci.GetParticipant() != annAccount.ID || ci.GetQuotedMessage().GetConversation() != "mine" {
-		t.Errorf("reply to our own message has context %v", ci)
-	}
+	return lw.s.waitEvent(t, "message "+id+" from "+p.PushName, func(ev bridge.Event) bool { return ev.ID == id })
+}
 
-	// A reply with text and a voice note (which has no caption): the text
-	// goes first, alone, and carries the reply; the voice note does not.
-	out = relayedOut(bridge.KindMessage, bobChat, "pb.reply.voice")
-	out.Text, out.ReplyTo = "listen", "BOB1"
-	out.Media = []bridge.Media{mediaOf("voice.ogg", "audio/ogg", []byte("opus"))}
-	_, sent, err = sr.send(t, out)
-	if err != nil || len(sent) != 2 {
-		t.Fatalf("reply with a voice note: %v, %d messages sent, want 2", err, len(sent))
-	}
-	if ci := sent[0].Msg.GetExtendedTextMessage().GetContextInfo(); sent[0].Msg.GetExtendedTextMessage().GetText() != "*Bob*: listen" || ci.GetStanzaID() != "BOB1" {
-		t.Errorf("first message %v, want the text replying to BOB1", sent[0].Msg)
-	}
-	if ci := sent[1].Msg.GetAudioMessage().GetContextInfo(); sent[1].Msg.GetAudioMessage() == nil || ci.GetStanzaID() != "" {
-		t.Errorf("second message %v, want the voice note with no reply context", sent[1].Msg)
-	}
-
-	// A reply to a message the link does not know goes as a plain message.
-	out = relayedOut(bridge.KindMessage, bobChat, "pb.reply.unknown")
-	out.Text, out.ReplyTo = "what?", "NOSUCH"
-	_, sent, err = sr.send(t, out)
-	if msg := sentOne(t, sent, err, bobChat); msg.GetConversation() != "*Bob*: what?" {
-		t.Errorf("reply to an unknown message sent %v, want plain text", msg)
-	}
+// says has p send text to chat; it returns the relayed event.
+func (lw *linkedWorld) says(t testing.TB, p *fakewa.Phone, chat types.JID, text string) bridge.Event {
+	t.Helper()
+	return lw.fromPhone(t, p, chat, &waE2E.Message{Conversation: &text})
 }
 
 // attach is an attachment of data.
@@ -216,114 +130,462 @@ func mediaOf(name, mime string, data []byte) bridge.Media {
 	}}
 }
 
-func TestSendMedia(t *testing.T) {
-	sr := newSendRig(t, nil)
-	type file interface {
-		GetFileSHA256() []byte
-		GetFileLength() uint64
-		GetMimetype() string
-	}
-	for _, tc := range []struct {
-		name, file, mime string
-		mediaType        whatsmeow.MediaType
-		// pick returns the attachment from the message, with its caption.
-		pick    func(m *waE2E.Message) (file, string)
-		caption bool // the text goes as the caption, not a message of its own
-	}{
-		{"photo", "photo.jpg", "image/jpeg", whatsmeow.MediaImage,
-			func(m *waE2E.Message) (file, string) { return m.GetImageMessage(), m.GetImageMessage().GetCaption() }, true},
-		{"video", "clip.mp4", "video/mp4", whatsmeow.MediaVideo,
-			func(m *waE2E.Message) (file, string) { return m.GetVideoMessage(), m.GetVideoMessage().GetCaption() }, true},
-		{"document", "report.pdf", "application/pdf", whatsmeow.MediaDocument,
-			func(m *waE2E.Message) (file, string) {
-				if m.GetDocumentMessage().GetFileName() != "report.pdf" {
-					return nil, ""
-				}
-				return m.GetDocumentMessage(), m.GetDocumentMessage().GetCaption()
-			}, true},
-		{"gif as a document", "anim.gif", "image/gif", whatsmeow.MediaDocument,
-			func(m *waE2E.Message) (file, string) {
-				return m.GetDocumentMessage(), m.GetDocumentMessage().GetCaption()
-			}, true},
-		{"voice note", "voice.ogg", "audio/ogg", whatsmeow.MediaAudio,
-			func(m *waE2E.Message) (file, string) {
-				if !m.GetAudioMessage().GetPTT() {
-					return nil, ""
-				}
-				return m.GetAudioMessage(), ""
-			}, false},
-		{"audio known by its name", "song.mp3", "", whatsmeow.MediaAudio,
-			func(m *waE2E.Message) (file, string) { return m.GetAudioMessage(), "" }, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			data := []byte("the bytes of " + tc.file)
-			out := relayedOut(bridge.KindMessage, bobChat, "pb.media."+tc.name)
-			out.Text = "look"
-			out.Media = []bridge.Media{mediaOf(tc.file, tc.mime, data)}
-			var uploadsBefore int
-			sr.wa.read(func() { uploadsBefore = len(sr.wa.uploads) })
-			id, sent, err := sr.send(t, out)
-			if err != nil {
-				t.Fatalf("Send: %v", err)
-			}
-			sr.wa.read(func() {
-				ups := sr.wa.uploads[uploadsBefore:]
-				if len(ups) != 1 || ups[0].Type != tc.mediaType || !bytes.Equal(ups[0].Data, data) {
-					t.Errorf("uploads %+v, want the file's bytes as %q", ups, tc.mediaType)
-				}
-			})
-			want := 1
-			if !tc.caption {
-				want = 2 // these carry no caption: the text goes first, alone
-			}
-			if len(sent) != want {
-				t.Fatalf("%d messages sent, want %d: %v", len(sent), want, sent)
-			}
-			media := sent[len(sent)-1].Msg
-			f, caption := tc.pick(media)
-			if f == nil || f.GetFileLength() != uint64(len(data)) {
-				t.Fatalf("sent %v, want the %s with its length", media, tc.name)
-			}
-			if sum := sha256.Sum256(data); !bytes.Equal(f.GetFileSHA256(), sum[:]) {
-				t.Errorf("the message's hash is not the upload's")
-			}
-			if tc.caption && caption != "*Bob*: look" {
-				t.Errorf("caption %q, want the prefixed text", caption)
-			}
-			if !tc.caption && sent[0].Msg.GetConversation() != "*Bob*: look" {
-				t.Errorf("the text went as %v, want its own message", sent[0].Msg)
-			}
-			if id != sent[0].ID {
-				t.Errorf("Send returned %q, want the first message's id %q", id, sent[0].ID)
-			}
-			for i, s := range sent {
-				if s.ID != messageID(out.Key, i) {
-					t.Errorf("message %d has id %q, want %q", i, s.ID, messageID(out.Key, i))
-				}
-			}
-		})
-	}
-
-	small := newSendRig(t, func() *Options { o := rigOptions(); o.MaxMediaBytes = 8; return o }())
-	for name, m := range map[string]bridge.Media{
-		"over max_media_bytes": mediaOf("big.jpg", "image/jpeg", []byte("nine byte")),
-		"not openable":         {Name: "gone.jpg", MIME: "image/jpeg"},
-	} {
-		out := relayedOut(bridge.KindMessage, bobChat, "pb.bad."+name)
-		out.Media = []bridge.Media{m}
-		_, sent, err := small.send(t, out)
-		if !bridge.IsPermanent(err) || len(sent) != 0 {
-			t.Errorf("%s: %v and %d sent, want a permanent error and nothing sent", name, err, len(sent))
-		}
-		small.wa.read(func() {
-			if len(small.wa.uploads) != 0 {
-				t.Errorf("%s: uploaded", name)
-			}
-		})
-	}
+// fileBytes is a file's content: a few AES blocks, distinct per name.
+func fileBytes(name string) []byte {
+	return bytes.Repeat([]byte("the bytes of "+name+"; "), 97)
 }
 
-// shown is how a sent message reads in the chat: "text: ...", or the
+// TestSend: what the connector sends reaches the phones as WhatsApp shows
+// it (sender names, formatting, attachments and their captions, replies,
+// edits, deletes, reactions, typing and read receipts), with ids that a
+// resend repeats.
+func TestSend(t *testing.T) {
+	lw := newLinkedWorld(t, fakewa.Options{}, nil)
+	bob, family := lw.bob.PN, lw.family.JID
+
+	t.Run("text", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			mod  func(o *bridge.Outgoing)
+			want string
+		}{
+			{"sender prefix", func(o *bridge.Outgoing) { o.Text = "hi" }, "*Carol*: hi"},
+			{"sender without a name", func(o *bridge.Outgoing) { o.Text = "hi"; o.Sender.Name = "" }, "*carol@api*: hi"},
+			{"the owner", func(o *bridge.Outgoing) { o.Text = "hi"; o.Sender.IsOwner = true }, "hi"},
+			{"a notice", func(o *bridge.Outgoing) { o.Text = "link 'me' was logged out"; o.Notice = true }, "link 'me' was logged out"},
+			{"an emote", func(o *bridge.Outgoing) { o.Text = "waves"; o.Emote = true }, "* Carol waves"},
+			{"formatting", func(o *bridge.Outgoing) {
+				o.Text, o.HTML = "bold move, struck", "<b>bold</b> <i>move</i>, <s>struck</s> <code>x := 1</code>"
+			}, "*Carol*: *bold* _move_, ~struck~ `x := 1`"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				key := "pb.text." + tc.name
+				out := fromCarol(bridge.KindMessage, bob, key)
+				tc.mod(out)
+				id := lw.send(t, out)
+				m := lw.got(t, lw.bob, bob, key, 1)[0]
+				if m.Text() != tc.want {
+					t.Errorf("Bob's phone shows %q, want %q", m.Text(), tc.want)
+				}
+				if id != m.ID || id != messageID(key, 0) {
+					t.Errorf("Send returned %q, the phone got id %q, want both %q", id, m.ID, messageID(key, 0))
+				}
+			})
+		}
+	})
+
+	// The id comes from the delivery's key: a delivery sent again (a
+	// retry, a resend after a crash) reaches the phone with the same id,
+	// which the phone shows once.
+	t.Run("deterministic ids", func(t *testing.T) {
+		out := fromCarol(bridge.KindMessage, bob, "pb.42.0")
+		out.Text = "once"
+		first, again := lw.send(t, out), lw.send(t, out)
+		lw.marker(t, lw.bob, bob, "pb.42.0")
+		var ids []string
+		for _, m := range lw.bob.Messages() {
+			if m.Text() == "*Carol*: once" {
+				ids = append(ids, m.ID)
+			}
+		}
+		if first != again || len(ids) != 2 || ids[0] != first || ids[1] != first {
+			t.Errorf("sent twice as %q and %q; the phone got ids %q, want %q twice", first, again, ids, first)
+		}
+		if !strings.HasPrefix(first, whatsmeow.WebMessageIDPrefix) || len(first) != len(whatsmeow.WebMessageIDPrefix)+18 || strings.ToUpper(first) != first {
+			t.Errorf("id %q is not in whatsmeow's format", first)
+		}
+		other := fromCarol(bridge.KindMessage, bob, "pb.43.0")
+		other.Text = "once"
+		if id := lw.send(t, other); id == first {
+			t.Errorf("another delivery got the same id %q", id)
+		}
+	})
+
+	t.Run("reply", func(t *testing.T) {
+		bobSaid := lw.says(t, lw.bob, lw.ann.PN, "original words")
+		eveSaid := lw.says(t, lw.eve, family, "in the group")
+		for _, tc := range []struct {
+			name        string
+			chat        types.JID
+			to          *fakewa.Phone
+			replyTo     string
+			participant string
+			quoted      string
+		}{
+			{"direct chat", bob, lw.bob, bobSaid.ID, bob.String(), "original words"},
+			{"group", family, lw.eve, eveSaid.ID, lw.eve.PN.String(), "in the group"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				key := "pb.reply." + tc.name
+				out := fromCarol(bridge.KindMessage, tc.chat, key)
+				out.Text, out.ReplyTo = "answer", tc.replyTo
+				lw.send(t, out)
+				ext := lw.got(t, tc.to, tc.chat, key, 1)[0].Msg.GetExtendedTextMessage()
+				ci := ext.GetContextInfo()
+				if ext.GetText() != "*Carol*: answer" || ci.GetStanzaID() != tc.replyTo || ci.GetParticipant() != tc.participant ||
+					ci.GetQuotedMessage().GetConversation() != tc.quoted {
+					t.Errorf("the phone got %v, want a reply to %s by %s quoting %q", ext, tc.replyTo, tc.participant, tc.quoted)
+				}
+			})
+		}
+
+		// A reply to our own message names the account as its author.
+		own := fromCarol(bridge.KindMessage, bob, "pb.own")
+		own.Text = "mine"
+		ownID := lw.send(t, own)
+		out := fromCarol(bridge.KindMessage, bob, "pb.reply.own")
+		out.Text, out.ReplyTo = "to myself", ownID
+		lw.send(t, out)
+		ci := lw.got(t, lw.bob, bob, "pb.reply.own", 1)[0].Msg.GetExtendedTextMessage().GetContextInfo()
+		if ci.GetStanzaID() != ownID || ci.GetParticipant() != lw.ann.PN.String() || ci.GetQuotedMessage().GetConversation() != "mine" {
+			t.Errorf("a reply to our own message has context %v", ci)
+		}
+
+		// With text and a voice note (which has no caption): the text goes
+		// first, alone, and carries the reply; the voice note does not.
+		out = fromCarol(bridge.KindMessage, bob, "pb.reply.voice")
+		out.Text, out.ReplyTo = "listen", bobSaid.ID
+		out.Media = []bridge.Media{mediaOf("voice.ogg", "audio/ogg", fileBytes("voice.ogg"))}
+		lw.send(t, out)
+		got := lw.got(t, lw.bob, bob, "pb.reply.voice", 2)
+		if ext := got[0].Msg.GetExtendedTextMessage(); ext.GetText() != "*Carol*: listen" || ext.GetContextInfo().GetStanzaID() != bobSaid.ID {
+			t.Errorf("first message %v, want the text replying to Bob's", got[0].Msg)
+		}
+		if a := got[1].Msg.GetAudioMessage(); a == nil || a.GetContextInfo().GetStanzaID() != "" {
+			t.Errorf("second message %v, want the voice note with no reply context", got[1].Msg)
+		}
+
+		// A reply to a message the link does not know goes as a plain message.
+		out = fromCarol(bridge.KindMessage, bob, "pb.reply.unknown")
+		out.Text, out.ReplyTo = "what?", "NOSUCH"
+		lw.send(t, out)
+		if m := lw.got(t, lw.bob, bob, "pb.reply.unknown", 1)[0].Msg; m.GetConversation() != "*Carol*: what?" {
+			t.Errorf("a reply to an unknown message went as %v, want plain text", m)
+		}
+	})
+
+	t.Run("media", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, file, mime string
+			mediaType        whatsmeow.MediaType
+			// check says what is wrong with the message, "" if nothing.
+			check   func(m *waE2E.Message) string
+			caption bool // the text goes as the caption, not a message of its own
+		}{
+			{"photo", "photo.jpg", "image/jpeg", whatsmeow.MediaImage, func(m *waE2E.Message) string {
+				return want(m.GetImageMessage() != nil && m.GetImageMessage().GetMimetype() == "image/jpeg", "an image/jpeg image")
+			}, true},
+			{"video", "clip.mp4", "video/mp4", whatsmeow.MediaVideo, func(m *waE2E.Message) string {
+				return want(m.GetVideoMessage().GetMimetype() == "video/mp4", "a video/mp4 video")
+			}, true},
+			{"document", "report.pdf", "application/pdf", whatsmeow.MediaDocument, func(m *waE2E.Message) string {
+				d := m.GetDocumentMessage()
+				return want(d.GetFileName() == "report.pdf" && d.GetMimetype() == "application/pdf", "report.pdf as a document")
+			}, true},
+			{"gif as a document", "anim.gif", "image/gif", whatsmeow.MediaDocument, func(m *waE2E.Message) string {
+				return want(m.GetDocumentMessage().GetFileName() == "anim.gif", "anim.gif as a document")
+			}, true},
+			{"voice note", "voice.ogg", "audio/ogg", whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+				a := m.GetAudioMessage()
+				return want(a.GetPTT() && a.GetMimetype() == "audio/ogg; codecs=opus", "a voice note")
+			}, false},
+			{"audio known by its name", "song.mp3", "", whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+				a := m.GetAudioMessage()
+				return want(a != nil && !a.GetPTT() && a.GetMimetype() == "audio/mpeg", "audio/mpeg audio")
+			}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				data := fileBytes(tc.file)
+				key := "pb.media." + tc.name
+				out := fromCarol(bridge.KindMessage, bob, key)
+				out.Text = "look"
+				out.Media = []bridge.Media{mediaOf(tc.file, tc.mime, data)}
+				uploads := len(lw.srv.Uploads())
+				id := lw.send(t, out)
+				n := 1
+				if !tc.caption {
+					n = 2 // these carry no caption: the text goes first, alone
+				}
+				got := lw.got(t, lw.bob, bob, key, n)
+				media := got[n-1]
+				if problem := tc.check(media.Msg); problem != "" {
+					t.Errorf("the phone got %v, want %s", media.Msg, problem)
+				}
+				if ups := lw.srv.Uploads()[uploads:]; len(ups) != 1 || ups[0].MediaType != tc.mediaType {
+					t.Errorf("uploads %+v, want one with %q keys", ups, tc.mediaType)
+				}
+				// The phone downloads the file and checks its hashes and MAC.
+				plain, err := lw.srv.DownloadMedia(ctxFor(t), media.Attachment())
+				if err != nil || !bytes.Equal(plain, data) {
+					t.Errorf("the phone decrypts %d bytes (%v), want the %d sent", len(plain), err, len(data))
+				}
+				if tc.caption && media.Text() != "*Carol*: look" {
+					t.Errorf("caption %q, want the prefixed text", media.Text())
+				}
+				if !tc.caption && got[0].Text() != "*Carol*: look" {
+					t.Errorf("the text went as %v, want its own message", got[0].Msg)
+				}
+				if id != got[0].ID {
+					t.Errorf("Send returned %q, want the first message's id %q", id, got[0].ID)
+				}
+			})
+		}
+
+		// What cannot be sent fails for good, with nothing uploaded or sent.
+		lw.c.opts.MaxMediaBytes = 8 // as if configured so; restored below
+		defer func() { lw.c.opts.MaxMediaBytes = DefaultMaxMediaBytes }()
+		for name, m := range map[string]bridge.Media{
+			"over max_media_bytes": mediaOf("big.jpg", "image/jpeg", []byte("nine byte")),
+			"not openable":         {Name: "gone.jpg", MIME: "image/jpeg"},
+		} {
+			key := "pb.bad." + name
+			out := fromCarol(bridge.KindMessage, bob, key)
+			out.Media = []bridge.Media{m}
+			uploads := len(lw.srv.Uploads())
+			if _, err := lw.c.Send(ctxFor(t), out); !bridge.IsPermanent(err) {
+				t.Errorf("%s: %v, want a permanent error", name, err)
+			}
+			lw.got(t, lw.bob, bob, key, 0)
+			if n := len(lw.srv.Uploads()) - uploads; n != 0 {
+				t.Errorf("%s: %d uploads, want none", name, n)
+			}
+		}
+	})
+
+	t.Run("captions", func(t *testing.T) {
+		bobSaid := lw.says(t, lw.bob, lw.ann.PN, "original words")
+		photo := func(caption string) bridge.Media {
+			m := mediaOf("photo.jpg", "image/jpeg", fileBytes("photo.jpg"))
+			m.Caption = caption
+			return m
+		}
+		voice := func(caption string) bridge.Media {
+			m := mediaOf("voice.ogg", "audio/ogg", fileBytes("voice.ogg"))
+			m.Caption = caption
+			return m
+		}
+		doc := mediaOf("report.pdf", "application/pdf", fileBytes("report.pdf"))
+		doc.Caption = "the numbers"
+
+		for _, tc := range []struct {
+			name       string
+			text, html string
+			media      []bridge.Media
+			owner      bool
+			want       []string
+		}{
+			{"a caption alone", "", "", []bridge.Media{photo("beach")}, false,
+				[]string{"image: *Carol*: beach"}},
+			{"a document's caption", "", "", []bridge.Media{doc}, false,
+				[]string{"document: *Carol*: the numbers"}},
+			{"text and captioned photos", "holiday", "", []bridge.Media{photo("beach"), photo("sunset")}, false,
+				[]string{"text: *Carol*: holiday", "image: beach", "image: sunset"}},
+			{"text on the uncaptioned first photo", "holiday", "", []bridge.Media{photo(""), photo("sunset")}, false,
+				[]string{"image: *Carol*: holiday", "image: sunset"}},
+			{"the caption is the text", "look", "", []bridge.Media{photo("look")}, false,
+				[]string{"image: *Carol*: look"}},
+			{"a photo without words", "", "", []bridge.Media{photo(""), photo("sunset")}, false,
+				[]string{"image: *Carol*: ", "image: sunset"}},
+			{"a voice note's caption follows it", "", "", []bridge.Media{voice("listen to this")}, false,
+				[]string{"audio", "text: *Carol*: listen to this"}},
+			{"text, then the voice note and its caption", "hi", "", []bridge.Media{voice("listen")}, false,
+				[]string{"text: *Carol*: hi", "audio", "text: listen"}},
+			{"a voice note after a photo", "", "", []bridge.Media{photo(""), voice("a song")}, false,
+				[]string{"image: *Carol*: ", "audio", "text: a song"}},
+			{"a voice note without words", "", "", []bridge.Media{voice("")}, false,
+				[]string{"text: *Carol*: ", "audio"}},
+			{"the owner's caption", "", "", []bridge.Media{photo("beach")}, true,
+				[]string{"image: beach"}},
+			{"the owner's voice note", "", "", []bridge.Media{voice("")}, true,
+				[]string{"audio"}},
+			{"formatted text as the caption", "bold move", "<b>bold</b> move", []bridge.Media{photo("")}, false,
+				[]string{"image: *Carol*: *bold* move"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				key := "pb.caption." + tc.name
+				out := fromCarol(bridge.KindMessage, bob, key)
+				out.Text, out.HTML, out.Media, out.Sender.IsOwner, out.ReplyTo = tc.text, tc.html, tc.media, tc.owner, bobSaid.ID
+				id := lw.send(t, out)
+				got := lw.got(t, lw.bob, bob, key, len(tc.want))
+				var shows []string
+				for _, m := range got {
+					shows = append(shows, shown(m.Msg))
+				}
+				if strings.Join(shows, " | ") != strings.Join(tc.want, " | ") {
+					t.Errorf("the phone got\n  %q\nwant\n  %q", shows, tc.want)
+				}
+				if id != got[0].ID {
+					t.Errorf("Send returned %q, want the first message's id", id)
+				}
+				// The reply context is on the first message only.
+				for i, m := range got {
+					if replies := contextOf(m.Msg).GetStanzaID() == bobSaid.ID; replies != (i == 0) {
+						t.Errorf("message %d (%s) replies to Bob's: %v, want only the first to", i, shown(m.Msg), replies)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("edit delete react", func(t *testing.T) {
+		mine := fromCarol(bridge.KindMessage, bob, "pb.1.0")
+		mine.Text = "tpyo"
+		mineID := lw.send(t, mine)
+		bobSaid := lw.says(t, lw.bob, lw.ann.PN, "from Bob")
+
+		// Editing our own message.
+		edit := fromCarol(bridge.KindEdit, bob, "pb.2.0")
+		edit.Text, edit.Target = "typo", mineID
+		id := lw.send(t, edit)
+		m := lw.got(t, lw.bob, bob, "pb.2.0", 1)[0]
+		pm := m.Msg.GetEditedMessage().GetMessage().GetProtocolMessage()
+		if pm.GetType() != waE2E.ProtocolMessage_MESSAGE_EDIT || pm.GetKey().GetID() != mineID || !pm.GetKey().GetFromMe() ||
+			pm.GetKey().GetRemoteJID() != bobChat || pm.GetEditedMessage().GetConversation() != "*Carol*: typo" {
+			t.Errorf("the phone got the edit as %v, want an edit of %s to %q", m.Msg, mineID, "*Carol*: typo")
+		}
+		if id != m.ID {
+			t.Errorf("the edit's id %q, the phone got %q", id, m.ID)
+		}
+
+		// Someone else's message, or one the link does not know: for good,
+		// and nothing goes out.
+		for _, target := range []string{bobSaid.ID, "NOSUCH"} {
+			key := "pb.3." + target
+			bad := fromCarol(bridge.KindEdit, bob, key)
+			bad.Text, bad.Target = "changed", target
+			if _, err := lw.c.Send(ctxFor(t), bad); !bridge.IsPermanent(err) {
+				t.Errorf("an edit of %s: %v, want a permanent error", target, err)
+			}
+			lw.got(t, lw.bob, bob, key, 0)
+		}
+
+		// Reactions to Bob's message, and taking one back.
+		for _, emoji := range []string{"👍", ""} {
+			kind, key := bridge.KindReaction, "pb.4.0"
+			if emoji == "" {
+				kind, key = bridge.KindReactionRemove, "pb.5.0"
+			}
+			react := fromCarol(kind, bob, key)
+			react.Target, react.Emoji = bobSaid.ID, emoji
+			lw.send(t, react)
+			rm := lw.got(t, lw.bob, bob, key, 1)[0].Msg.GetReactionMessage()
+			k := rm.GetKey()
+			if rm == nil || rm.Text == nil || rm.GetText() != emoji || k.GetID() != bobSaid.ID || k.GetFromMe() || k.GetRemoteJID() != bobChat || k.Participant != nil {
+				t.Errorf("%s reached the phone as %v, want %q on Bob's message", kind, rm, emoji)
+			}
+		}
+		// In a group the key names the message's author.
+		eveSaid := lw.says(t, lw.eve, family, "hello group")
+		react := fromCarol(bridge.KindReaction, family, "pb.6.0")
+		react.Target, react.Emoji = eveSaid.ID, "🎉"
+		lw.send(t, react)
+		for _, p := range []*fakewa.Phone{lw.eve, lw.bob} {
+			k := lw.got(t, p, family, "pb.6.0", 1)[0].Msg.GetReactionMessage().GetKey()
+			if k.GetID() != eveSaid.ID || k.GetParticipant() != lw.eve.PN.String() || k.GetFromMe() {
+				t.Errorf("%s's phone got the group reaction's key as %v, want Eve's message", p.PushName, k)
+			}
+		}
+
+		// Deleting our own message revokes it for everyone.
+		del := fromCarol(bridge.KindDelete, bob, "pb.7.0")
+		del.Target = mineID
+		lw.send(t, del)
+		pm = lw.got(t, lw.bob, bob, "pb.7.0", 1)[0].Msg.GetProtocolMessage()
+		if pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != mineID || !pm.GetKey().GetFromMe() {
+			t.Errorf("the phone got the delete as %v, want a revoke of %s", pm, mineID)
+		}
+	})
+
+	t.Run("typing and read", func(t *testing.T) {
+		ctx := ctxFor(t)
+		bobSaid := lw.says(t, lw.bob, lw.ann.PN, "are you there?")
+		before := len(lw.bob.Messages())
+		if id, err := lw.c.Send(ctx, fromCarol(bridge.KindTyping, bob, "")); err != nil || id != "" {
+			t.Fatalf("typing: %q, %v", id, err)
+		}
+		if _, err := lw.bob.WaitPresence(ctx, func(p fakewa.Presence) bool {
+			_, composing := p.Node.GetOptionalChildByTag("composing")
+			return p.Node.Tag == "chatstate" && composing && p.From.User == lw.ann.PN.User
+		}); err != nil {
+			t.Errorf("Bob's phone saw no typing from Ann: %v", err)
+		}
+
+		// A read receipt for an unknown message is dropped quietly; one
+		// for Bob's message reaches his phone.
+		unknown := fromCarol(bridge.KindRead, bob, "")
+		unknown.Target = "NOSUCH"
+		if _, err := lw.c.Send(ctx, unknown); err != nil {
+			t.Errorf("read of an unknown message: %v, want it dropped quietly", err)
+		}
+		read := fromCarol(bridge.KindRead, bob, "")
+		read.Target = bobSaid.ID
+		if _, err := lw.c.Send(ctx, read); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		r, err := lw.bob.WaitReceipt(ctx, func(r fakewa.Receipt) bool { return r.Type == "read" })
+		if err != nil || len(r.IDs) != 1 || r.IDs[0] != bobSaid.ID || r.From.User != lw.ann.PN.User {
+			t.Errorf("Bob's phone got read receipt %+v (%v), want one for his message from Ann", r, err)
+		}
+		// Neither went as a message: the marker is the one thing since.
+		lw.marker(t, lw.bob, bob, "pb.typing-and-read")
+		if n := len(lw.bob.Messages()) - before; n != 1 {
+			t.Errorf("Bob's phone got %d messages besides the marker, want none", n-1)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		ctx := ctxFor(t)
+		text := func(chat string) *bridge.Outgoing {
+			o := relayedOut(bridge.KindMessage, chat, "pb.err."+chat)
+			o.Text = "hi"
+			return o
+		}
+		for _, chat := range []string{"general", "", "@s.whatsapp.net"} {
+			if _, err := lw.c.Send(ctx, text(chat)); !bridge.IsPermanent(err) {
+				t.Errorf("chat %q: %v, want a permanent error", chat, err)
+			}
+		}
+		if _, err := lw.c.Send(ctx, relayedOut(bridge.KindMessage, bobChat, "pb.empty")); !bridge.IsPermanent(err) {
+			t.Errorf("a message with nothing in it: %v, want a permanent error", err)
+		}
+		// WhatsApp refuses groups the account is not in, or that do not exist.
+		others := lw.srv.NewGroup("120363000000000077", "Not Ann's", lw.bob, lw.eve)
+		if _, err := lw.c.Send(ctx, text(others.JID.String())); !bridge.IsPermanent(err) || !errors.Is(err, whatsmeow.ErrNotInGroup) {
+			t.Errorf("a group the account is not in: %v, want a permanent ErrNotInGroup", err)
+		}
+		if _, err := lw.c.Send(ctx, text("120363000000000088@g.us")); !bridge.IsPermanent(err) || !errors.Is(err, whatsmeow.ErrGroupNotFound) {
+			t.Errorf("a group that does not exist: %v, want a permanent ErrGroupNotFound", err)
+		}
+
+		// A link that is not running: the event waits, except a bad chat id.
+		idle := lw.r.openOnFake(lw.waWorld, "other", nil)
+		if _, err := idle.Send(ctx, text(bobChat)); err == nil || bridge.IsPermanent(err) || !strings.Contains(err.Error(), "not connected") {
+			t.Errorf("not linked: %v, want a transient error saying it is not connected", err)
+		}
+		if _, err := idle.Send(ctx, text("general")); !bridge.IsPermanent(err) {
+			t.Errorf("not linked, bad chat id: %v, want a permanent error", err)
+		}
+
+		// WhatsApp out of reach: the event waits (last: this drops the link).
+		lw.net.Down()
+		defer lw.net.Up()
+		lw.srv.Kick(lw.ann)
+		lw.s.waitFor(t, "the link to notice", lw.s.stateIsNot(bridge.StateConnected))
+		if _, err := lw.c.Send(ctx, text(bobChat)); err == nil || bridge.IsPermanent(err) {
+			t.Errorf("disconnected: %v, want a transient error", err)
+		}
+	})
+}
+
+// want is "" when ok, else what was wanted.
+func want(ok bool, what string) string {
+	if ok {
+		return ""
+	}
+	return what
+}
+
+// shown is how a message reads in the chat: "text: ...", or the
 // attachment's kind with its caption ("image: ...", "audio").
 func shown(m *waE2E.Message) string {
 	switch {
@@ -343,275 +605,44 @@ func shown(m *waE2E.Message) string {
 	return fmt.Sprintf("unexpected %v", m)
 }
 
-// TestSendCaptions: each attachment's own caption goes out with it (the
-// API's media[].caption), the sender named on the first message; audio,
-// which WhatsApp gives no caption, is followed by its caption as a text.
-func TestSendCaptions(t *testing.T) {
-	sr := newSendRig(t, nil)
-	sr.receive(t, bobChat, bobChat, "BOB1", "original words")
-	photo := func(caption string) bridge.Media {
-		m := mediaOf("photo.jpg", "image/jpeg", []byte("JPEG"))
-		m.Caption = caption
-		return m
+// contextOf is the context (reply, mentions) of a content message.
+func contextOf(m *waE2E.Message) *waE2E.ContextInfo {
+	switch {
+	case m.ExtendedTextMessage != nil:
+		return m.GetExtendedTextMessage().GetContextInfo()
+	case m.ImageMessage != nil:
+		return m.GetImageMessage().GetContextInfo()
+	case m.VideoMessage != nil:
+		return m.GetVideoMessage().GetContextInfo()
+	case m.DocumentMessage != nil:
+		return m.GetDocumentMessage().GetContextInfo()
+	case m.AudioMessage != nil:
+		return m.GetAudioMessage().GetContextInfo()
+	case m.StickerMessage != nil:
+		return m.GetStickerMessage().GetContextInfo()
 	}
-	voice := func(caption string) bridge.Media {
-		m := mediaOf("voice.ogg", "audio/ogg", []byte("opus"))
-		m.Caption = caption
-		return m
-	}
-	doc := mediaOf("report.pdf", "application/pdf", []byte("PDF"))
-	doc.Caption = "the numbers"
+	return nil
+}
 
+// TestSenderFormat: the sender's name is written as sender_format says;
+// the rest of the layout is proved on the wire by TestSend.
+func TestSenderFormat(t *testing.T) {
+	c := &Connector{opts: Options{SenderFormat: "[{name}] "}}
 	for _, tc := range []struct {
-		name       string
+		out        bridge.Outgoing
 		text, html string
-		media      []bridge.Media
-		owner      bool
-		want       []string
 	}{
-		{"a caption alone", "", "", []bridge.Media{photo("beach")}, false,
-			[]string{"image: *Bob*: beach"}},
-		{"a document's caption", "", "", []bridge.Media{doc}, false,
-			[]string{"document: *Bob*: the numbers"}},
-		{"text and captioned photos", "holiday", "", []bridge.Media{photo("beach"), photo("sunset")}, false,
-			[]string{"text: *Bob*: holiday", "image: beach", "image: sunset"}},
-		{"text on the uncaptioned first photo", "holiday", "", []bridge.Media{photo(""), photo("sunset")}, false,
-			[]string{"image: *Bob*: holiday", "image: sunset"}},
-		{"the caption is the text", "look", "", []bridge.Media{photo("look")}, false,
-			[]string{"image: *Bob*: look"}},
-		{"a photo without words", "", "", []bridge.Media{photo(""), photo("sunset")}, false,
-			[]string{"image: *Bob*: ", "image: sunset"}},
-		{"a voice note's caption follows it", "", "", []bridge.Media{voice("listen to this")}, false,
-			[]string{"audio", "text: *Bob*: listen to this"}},
-		{"text, then the voice note and its caption", "hi", "", []bridge.Media{voice("listen")}, false,
-			[]string{"text: *Bob*: hi", "audio", "text: listen"}},
-		{"a voice note after a photo", "", "", []bridge.Media{photo(""), voice("a song")}, false,
-			[]string{"image: *Bob*: ", "audio", "text: a song"}},
-		{"a voice note without words", "", "", []bridge.Media{voice("")}, false,
-			[]string{"text: *Bob*: ", "audio"}},
-		{"the owner's caption", "", "", []bridge.Media{photo("beach")}, true,
-			[]string{"image: beach"}},
-		{"the owner's voice note", "", "", []bridge.Media{voice("")}, true,
-			[]string{"audio"}},
-		{"formatted text as the caption", "bold move", "<b>bold</b> move", []bridge.Media{photo("")}, false,
-			[]string{"image: *Bob*: *bold* move"}},
+		{bridge.Outgoing{Event: bridge.Event{Sender: bridge.Sender{Name: "Carol"}, Text: "hi"}}, "[Carol] hi", ""},
+		{bridge.Outgoing{Event: bridge.Event{Sender: bridge.Sender{Name: "A<B"}, Text: "x", HTML: "<b>x</b>"}}, "[A<B] x", "[A&lt;B] <b>x</b>"},
+		{bridge.Outgoing{Event: bridge.Event{Sender: bridge.Sender{ID: "carol@api"}, Text: "hi"}}, "[carol@api] hi", ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			out := relayedOut(bridge.KindMessage, bobChat, "pb.caption."+tc.name)
-			out.Text, out.HTML, out.Media, out.Sender.IsOwner, out.ReplyTo = tc.text, tc.html, tc.media, tc.owner, "BOB1"
-			id, sent, err := sr.send(t, out)
-			if err != nil {
-				t.Fatalf("Send: %v", err)
-			}
-			var got []string
-			for i, s := range sent {
-				got = append(got, shown(s.Msg))
-				if s.ID != messageID(out.Key, i) {
-					t.Errorf("message %d has id %q, want %q", i, s.ID, messageID(out.Key, i))
-				}
-			}
-			if strings.Join(got, " | ") != strings.Join(tc.want, " | ") {
-				t.Errorf("sent\n  %q\nwant\n  %q", got, tc.want)
-			}
-			if len(sent) == 0 || id != sent[0].ID {
-				t.Fatalf("Send returned %q, want the first message's id", id)
-			}
-			// The reply context is on the first message only.
-			for i, s := range sent {
-				var ci *waE2E.ContextInfo
-				switch m := s.Msg; {
-				case m.ExtendedTextMessage != nil:
-					ci = m.GetExtendedTextMessage().GetContextInfo()
-				case m.ImageMessage != nil:
-					ci = m.GetImageMessage().GetContextInfo()
-				case m.DocumentMessage != nil:
-					ci = m.GetDocumentMessage().GetContextInfo()
-				case m.AudioMessage != nil:
-					ci = m.GetAudioMessage().GetContextInfo()
-				}
-				if replies := ci.GetStanzaID() == "BOB1"; replies != (i == 0) {
-					t.Errorf("message %d (%s) replies to BOB1: %v, want only the first to", i, shown(s.Msg), replies)
-				}
-			}
-		})
+		if text, html := c.body(&tc.out); text != tc.text || html != tc.html {
+			t.Errorf("body(%+v) = %q, %q; want %q, %q", tc.out.Event, text, html, tc.text, tc.html)
+		}
 	}
 }
 
-func TestSendEditDeleteReact(t *testing.T) {
-	sr := newSendRig(t, nil)
-	mine := relayedOut(bridge.KindMessage, bobChat, "pb.1.0")
-	mine.Text = "tpyo"
-	mineID, _, err := sr.send(t, mine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sr.receive(t, bobChat, bobChat, "BOB1", "from Bob")
-	flushStore(t, sr.store)
-
-	// Editing our own message.
-	edit := relayedOut(bridge.KindEdit, bobChat, "pb.2.0")
-	edit.Text, edit.Target = "typo", mineID
-	id, sent, err := sr.send(t, edit)
-	pm := sentOne(t, sent, err, bobChat).GetEditedMessage().GetMessage().GetProtocolMessage()
-	if pm.GetType() != waE2E.ProtocolMessage_MESSAGE_EDIT || pm.GetKey().GetID() != mineID || !pm.GetKey().GetFromMe() ||
-		pm.GetKey().GetRemoteJID() != bobChat || pm.GetEditedMessage().GetConversation() != "*Bob*: typo" {
-		t.Errorf("edit sent as %v, want an edit of %s to %q", pm, mineID, "*Bob*: typo")
-	}
-	if id != messageID(edit.Key, 0) || sent[0].ID != id {
-		t.Errorf("the edit's id %q (sent %q), want %q from its key", id, sent[0].ID, messageID(edit.Key, 0))
-	}
-
-	// Someone else's message, or one the link does not know: for good.
-	for _, target := range []string{"BOB1", "NOSUCH"} {
-		bad := relayedOut(bridge.KindEdit, bobChat, "pb.3."+target)
-		bad.Text, bad.Target = "changed", target
-		_, sent, err := sr.send(t, bad)
-		if !bridge.IsPermanent(err) || len(sent) != 0 {
-			t.Errorf("edit of %s: %v, %d sent; want a permanent error", target, err, len(sent))
-		}
-	}
-
-	// Reactions to Bob's message, and taking one back.
-	for emoji, key := range map[string]string{"👍": "pb.4.0", "": "pb.5.0"} {
-		kind := bridge.KindReaction
-		if emoji == "" {
-			kind = bridge.KindReactionRemove
-		}
-		react := relayedOut(kind, bobChat, key)
-		react.Target, react.Emoji = "BOB1", emoji
-		_, sent, err := sr.send(t, react)
-		rm := sentOne(t, sent, err, bobChat).GetReactionMessage()
-		k := rm.GetKey()
-		if rm == nil || rm.Text == nil || rm.GetText() != emoji || k.GetID() != "BOB1" || k.GetFromMe() || k.GetRemoteJID() != bobChat || k.Participant != nil {
-			t.Errorf("%s sent as %v, want %q on Bob's BOB1", kind, rm, emoji)
-		}
-	}
-	// In a group the key names the message's author.
-	sr.receive(t, groupChat, "15550003333@s.whatsapp.net", "CAROL1", "hello group")
-	react := relayedOut(bridge.KindReaction, groupChat, "pb.6.0")
-	react.Target, react.Emoji = "CAROL1", "🎉"
-	_, sent, err = sr.send(t, react)
-	if k := sentOne(t, sent, err, groupChat).GetReactionMessage().GetKey(); k.GetParticipant() != "15550003333@s.whatsapp.net" || k.GetFromMe() {
-		t.Errorf("group reaction key %v, want Carol as participant", k)
-	}
-
-	// Deleting our own message revokes it for everyone.
-	del := relayedOut(bridge.KindDelete, bobChat, "pb.7.0")
-	del.Target = mineID
-	_, sent, err = sr.send(t, del)
-	pm = sentOne(t, sent, err, bobChat).GetProtocolMessage()
-	if pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != mineID || !pm.GetKey().GetFromMe() {
-		t.Errorf("delete sent as %v, want a revoke of %s", pm, mineID)
-	}
-}
-
-func TestSendTypingAndRead(t *testing.T) {
-	sr := newSendRig(t, nil)
-	sr.receive(t, bobChat, bobChat, "BOB1", "from Bob")
-
-	if id, err := sr.c.Send(context.Background(), relayedOut(bridge.KindTyping, bobChat, "")); err != nil || id != "" {
-		t.Fatalf("typing: %q, %v", id, err)
-	}
-	read := relayedOut(bridge.KindRead, bobChat, "")
-	read.Target = "BOB1"
-	if _, err := sr.c.Send(context.Background(), read); err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	unknown := relayedOut(bridge.KindRead, bobChat, "")
-	unknown.Target = "NOSUCH"
-	if _, err := sr.c.Send(context.Background(), unknown); err != nil {
-		t.Errorf("read of an unknown message: %v, want it dropped quietly", err)
-	}
-	sr.wa.read(func() {
-		want := presenceCall{Chat: mustJID(t, bobChat), State: types.ChatPresenceComposing, Media: types.ChatPresenceMediaText}
-		if len(sr.wa.presences) != 1 || sr.wa.presences[0] != want {
-			t.Errorf("presences %+v, want %+v", sr.wa.presences, want)
-		}
-		if len(sr.wa.reads) != 1 || len(sr.wa.reads[0].IDs) != 1 || sr.wa.reads[0].IDs[0] != "BOB1" ||
-			sr.wa.reads[0].Chat.String() != bobChat || sr.wa.reads[0].Sender.String() != bobChat {
-			t.Errorf("MarkRead calls %+v, want BOB1 in Bob's chat from Bob", sr.wa.reads)
-		}
-		if len(sr.wa.sent) != 0 {
-			t.Errorf("typing and read sent messages: %+v", sr.wa.sent)
-		}
-	})
-}
-
-func TestSendErrors(t *testing.T) {
-	sr := newSendRig(t, nil)
-	text := func(chat string) *bridge.Outgoing {
-		o := relayedOut(bridge.KindMessage, chat, "pb.err."+chat)
-		o.Text = "hi"
-		return o
-	}
-	for _, chat := range []string{"general", "", "@s.whatsapp.net"} {
-		if _, err := sr.c.Send(context.Background(), text(chat)); !bridge.IsPermanent(err) {
-			t.Errorf("chat %q: %v, want a permanent error", chat, err)
-		}
-	}
-	empty := relayedOut(bridge.KindMessage, bobChat, "pb.empty")
-	if _, err := sr.c.Send(context.Background(), empty); !bridge.IsPermanent(err) {
-		t.Errorf("a message with nothing in it: %v, want a permanent error", err)
-	}
-
-	sr.wa.update(func() { sr.wa.sendErr = whatsmeow.ErrNotInGroup })
-	if _, err := sr.c.Send(context.Background(), text(groupChat)); !bridge.IsPermanent(err) || !errors.Is(err, whatsmeow.ErrNotInGroup) {
-		t.Errorf("not in the group: %v, want a permanent error", err)
-	}
-	sr.wa.update(func() { sr.wa.sendErr = errors.New("websocket: close 1006") })
-	if _, err := sr.c.Send(context.Background(), text(bobChat)); err == nil || bridge.IsPermanent(err) {
-		t.Errorf("a dropped socket: %v, want a transient error", err)
-	}
-	sr.wa.update(func() { sr.wa.sendErr = nil })
-	sr.cl.drop()
-	if _, err := sr.c.Send(context.Background(), text(bobChat)); err == nil || bridge.IsPermanent(err) {
-		t.Errorf("disconnected: %v, want a transient error", err)
-	}
-
-	// A link that is not running: the event waits, except a bad chat id.
-	idle := sr.linked("other", "+15550009999", "Zed", nil)
-	if _, err := idle.Send(context.Background(), text(bobChat)); err == nil || bridge.IsPermanent(err) || !strings.Contains(err.Error(), "not connected") {
-		t.Errorf("not started: %v, want a transient error saying it is not connected", err)
-	}
-	if _, err := idle.Send(context.Background(), text("general")); !bridge.IsPermanent(err) {
-		t.Errorf("not started, bad chat id: %v, want a permanent error", err)
-	}
-}
-
-// TestOpenMedia downloads an attachment of a WhatsApp message again, from
-// the reference its event carries.
-func TestOpenMedia(t *testing.T) {
-	sr := newSendRig(t, nil)
-	photo := waText(mustJID(t, bobChat), mustJID(t, bobChat), "IMG1", "Bob", "")
-	photo.Message = &waE2E.Message{ImageMessage: &waE2E.ImageMessage{
-		DirectPath: proto.String("/v/t62/photo"), MediaKey: []byte("key"), Mimetype: proto.String("image/jpeg"),
-		FileLength: proto.Uint64(5), Caption: proto.String("a photo"),
-	}}
-	sr.wa.update(func() { sr.wa.downloads["/v/t62/photo"] = []byte("JPEG!") })
-	if !sr.cl.deliver(photo) {
-		t.Fatal("the photo was not taken")
-	}
-	evs := sr.sink.eventList()
-	if len(evs) != 1 || len(evs[0].Media) != 1 {
-		t.Fatalf("relayed %+v, want the photo", evs)
-	}
-	m := evs[0].Media[0]
-	rc, err := sr.c.OpenMedia(context.Background(), m)
-	if err != nil {
-		t.Fatalf("OpenMedia: %v", err)
-	}
-	data, _ := io.ReadAll(rc)
-	rc.Close()
-	if string(data) != "JPEG!" {
-		t.Errorf("OpenMedia read %q, want the photo's bytes", data)
-	}
-
-	sr.wa.update(func() { delete(sr.wa.downloads, "/v/t62/photo") })
-	if _, err := sr.c.OpenMedia(context.Background(), m); !bridge.IsPermanent(err) {
-		t.Errorf("an attachment WhatsApp no longer has: %v, want a permanent error", err)
-	}
-	m.Ref = "{not json"
-	if _, err := sr.c.OpenMedia(context.Background(), m); !bridge.IsPermanent(err) {
-		t.Errorf("a damaged reference: %v, want a permanent error", err)
-	}
+// stateIsNot is a sink condition: the last state reported is not st.
+func (s *recSink) stateIsNot(st bridge.State) func() bool {
+	return func() bool { return len(s.states) > 0 && s.states[len(s.states)-1].State != st }
 }

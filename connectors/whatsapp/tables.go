@@ -75,18 +75,31 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 	})
 }
 
-// forgetLink drops the link's device record and what was cached for it.
+// forgetLink drops the link's device record and what was cached for it,
+// its message records too (an unlink).
 func (c *Connector) forgetLink(ctx context.Context) error {
+	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`)
+}
+
+// forgetDevice drops the link's device record and its chat names but
+// keeps its message records: a device removed on the phone is linked
+// again to the same account, and what waits in the outbox meanwhile (a
+// reaction, a reply, a delete) must still find the messages it acts on.
+// They go with the retention prune, or an unlink.
+func (c *Connector) forgetDevice(ctx context.Context) error {
+	return c.dropLink(ctx)
+}
+
+func (c *Connector) dropLink(ctx context.Context, more ...string) error {
 	// The names in memory go too: a link to another account must not
 	// list this one's groups.
 	c.chats.reset()
 	c.desc.reset()
 	return c.store.Write(ctx, func(tx *bridge.Tx) error {
-		for _, q := range []string{
+		for _, q := range append([]string{
 			`DELETE FROM whatsapp_links WHERE link = ?`,
 			`DELETE FROM whatsapp_chats WHERE link = ?`,
-			`DELETE FROM whatsapp_messages WHERE link = ?`,
-		} {
+		}, more...) {
 			if _, err := tx.Exec(q, c.name); err != nil {
 				return err
 			}
@@ -100,16 +113,32 @@ func (c *Connector) remember(ref msgRef) {
 	if ref.ID == "" {
 		return
 	}
-	c.store.WriteAsync(func(tx *bridge.Tx) error {
+	c.store.WriteAsync(c.rememberTx(ref), c.rememberDone)
+}
+
+// rememberNow records a message the link sent, returning once committed:
+// the chat's next delivery (an edit, delete or reaction of it) may come
+// as soon as Send returns, and must find it.
+func (c *Connector) rememberNow(ctx context.Context, ref msgRef) {
+	if ref.ID == "" {
+		return
+	}
+	c.rememberDone(c.store.Write(ctx, c.rememberTx(ref)))
+}
+
+func (c *Connector) rememberTx(ref msgRef) func(tx *bridge.Tx) error {
+	return func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (link, chat, id) DO UPDATE SET text = excluded.text`,
 			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix())
 		return err
-	}, func(err error) {
-		if err != nil {
-			c.log.Warn("could not remember a WhatsApp message; replies to it will quote it instead", "link", c.name, "err", err)
-		}
-	})
+	}
+}
+
+func (c *Connector) rememberDone(err error) {
+	if err != nil {
+		c.log.Warn("could not remember a WhatsApp message; replies to it will quote it instead", "link", c.name, "err", err)
+	}
 }
 
 var _ bridge.Pruner = (*Connector)(nil)

@@ -118,6 +118,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		lockPath: filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
 	}
 	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
+	setOSVersion()
 	var configure func(*whatsmeow.Client)
 	if clientHook != nil {
 		var err error
@@ -157,6 +158,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		db.Close()
 		return nil, err
 	}
+	guardContacts(dev)
 	c.device = dev
 	if dev != nil {
 		c.status.Account = accountOf(dev)
@@ -247,6 +249,9 @@ func (c *Connector) connect(ctx context.Context, cli waClient) {
 	wait := time.Second
 	var lastErr string
 	for {
+		if !c.isCurrent(cli) {
+			return // unlinked while waiting: its keys may be gone
+		}
 		err := cli.Connect()
 		if ctx.Err() != nil || !c.isCurrent(cli) {
 			// Stopped or unlinked while dialling: a client that is no
@@ -268,6 +273,24 @@ func (c *Connector) connect(ctx context.Context, cli waClient) {
 		}
 		wait = min(wait*2, c.opts.ReconnectMax)
 	}
+}
+
+// spawn runs fn in the connector's wait group, with its run context,
+// unless Stop has begun (Stop cancels before it waits, so a goroutine
+// added here is one it waits for).
+func (c *Connector) spawn(fn func(ctx context.Context)) {
+	c.mu.Lock()
+	ctx := c.ctx
+	if ctx == nil || ctx.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		fn(ctx)
+	}()
 }
 
 // Stop implements bridge.Connector.

@@ -25,13 +25,26 @@ type WireEvent struct {
 	Target         string          `json:"target,omitempty"`
 	TargetReaction string          `json:"target_reaction,omitempty"`
 	Emoji          string          `json:"emoji,omitempty"`
+	Media          []WireMedia     `json:"media,omitempty"`
 	Origin         json.RawMessage `json:"origin,omitempty"`
+}
+
+// WireMedia is an attachment on the wire: Data (base64) going in, URL
+// coming out.
+type WireMedia struct {
+	MIME    string `json:"mime,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Size    int64  `json:"size,omitempty"`
+	Caption string `json:"caption,omitempty"`
+	URL     string `json:"url,omitempty"`
+	Data    string `json:"data,omitempty"`
 }
 
 // WireSender is an event's sender on the wire.
 type WireSender struct {
-	ID   string `json:"id,omitempty"`
-	Name string `json:"name,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Name    string `json:"name,omitempty"`
+	IsOwner bool   `json:"is_owner,omitempty"`
 }
 
 // Frame is one websocket frame from the server.

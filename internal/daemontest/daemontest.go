@@ -20,43 +20,82 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// builds holds one build of cmd/phonebridge per set of build tags, made
+// at most once per test process.
+var builds struct {
+	mu sync.Mutex
+	by map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
 // Binary builds cmd/phonebridge once per test process and returns its path.
 // With PHONEBRIDGE_TEST_RACE=1 the binary is built with the race detector.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "phonebridge-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "phonebridge")
-		args := []string{"build", "-o", binPath}
-		if os.Getenv("PHONEBRIDGE_TEST_RACE") == "1" {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/phonebridge")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	return BinaryWithTags(t)
+}
+
+// BinaryWithTags is Binary built with these build tags (-tags fakewa
+// makes a binary that talks to internal/fakewa instead of WhatsApp); each
+// set of tags is built once per test process.
+func BinaryWithTags(t testing.TB, tags ...string) string {
+	t.Helper()
+	key := strings.Join(tags, ",")
+	builds.mu.Lock()
+	if builds.by == nil {
+		builds.by = map[string]*build{}
 	}
-	return binPath
+	b := builds.by[key]
+	if b == nil {
+		b = &build{}
+		builds.by[key] = b
+	}
+	builds.mu.Unlock()
+	b.once.Do(func() { b.path, b.err = buildBinary(key) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// buildBinary runs go build on cmd/phonebridge with the comma-separated
+// tags into a new temporary directory.
+func buildBinary(tags string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	pattern := "phonebridge-bin-"
+	if tags != "" {
+		pattern = "phonebridge-" + strings.ReplaceAll(tags, ",", "-") + "-bin-"
+	}
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "phonebridge")
+	args := []string{"build", "-o", path}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	if os.Getenv("PHONEBRIDGE_TEST_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/phonebridge")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if tags != "" {
+			return "", fmt.Errorf("go build -tags %s: %v\n%s", tags, err, out)
+		}
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return path, nil
 }
 
 func moduleRoot() (string, error) {

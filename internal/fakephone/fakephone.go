@@ -74,6 +74,7 @@ type Phone struct {
 	chatsBy map[string]bridge.ChatDescription
 	people  map[string]bridge.SenderDescription
 	media   map[string][]byte
+	asked   map[string]int // DescribeChat and DescribeSender calls, by "chat "/"sender " and the id
 }
 
 // New makes a phone for this test, linked to LinkedAccount since since.
@@ -180,9 +181,38 @@ func (p *Phone) Describe(chat bridge.ChatDescription, chatID string, sender brid
 	}
 }
 
+// Asked is how often the core asked the phone to describe id as a chat
+// and as a sender.
+func (p *Phone) Asked(id string) (chat, sender int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.asked["chat "+id], p.asked["sender "+id]
+}
+
+// Changed tells the core that what the phone says of id (a chat or a
+// sender) changed, as WhatsApp's picture and topic notices do.
+func (p *Phone) Changed(t testing.TB, id string) {
+	t.Helper()
+	p.mu.Lock()
+	sink := p.sink
+	p.mu.Unlock()
+	if sink == nil {
+		t.Fatal("fakephone: Changed before the connector started")
+	}
+	sink.DescriptionChanged(id)
+}
+
+func (p *Phone) ask(key string) {
+	if p.asked == nil {
+		p.asked = map[string]int{}
+	}
+	p.asked[key]++
+}
+
 func (c *fakeConn) DescribeChat(ctx context.Context, chat string) (bridge.ChatDescription, error) {
 	c.p.mu.Lock()
 	defer c.p.mu.Unlock()
+	c.p.ask("chat " + chat)
 	d, ok := c.p.chatsBy[chat]
 	if !ok {
 		return d, fmt.Errorf("fakephone: chat %s is not described", chat)
@@ -193,6 +223,7 @@ func (c *fakeConn) DescribeChat(ctx context.Context, chat string) (bridge.ChatDe
 func (c *fakeConn) DescribeSender(ctx context.Context, chat, sender string) (bridge.SenderDescription, error) {
 	c.p.mu.Lock()
 	defer c.p.mu.Unlock()
+	c.p.ask("sender " + sender)
 	d, ok := c.p.people[sender]
 	if !ok {
 		return d, fmt.Errorf("fakephone: sender %s is not described", sender)

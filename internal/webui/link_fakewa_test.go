@@ -1,0 +1,183 @@
+//go:build linux
+
+package webui_test
+
+// The link page on the real daemon, built with -tags fakewa, against the
+// fake WhatsApp server: the QR code the browser paints is read back from a
+// screenshot by an independent decoder (internal/qrscan, gozxing) and
+// scanned by a fake phone, as a user's phone would.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/fakewa"
+	"github.com/phonebridge/phonebridge/internal/qrscan"
+	"github.com/phonebridge/phonebridge/internal/webui"
+)
+
+// e2eWait bounds each wait that is not WhatsApp's own schedule.
+const e2eWait = 60 * time.Second
+
+const webToken = "web-token-0123456789abcdef"
+
+// shownQR waits until the page shows a QR image other than not (its src),
+// and returns what a camera reads from the painted pixels, and the src.
+func shownQR(t *testing.T, p webui.Tab, not string, limit time.Duration) (code, src string) {
+	t.Helper()
+	var shown struct {
+		Src        string
+		X, Y, W, H float64
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		err := p.Eval(fmt.Sprintf(`(async () => {
+  const img = document.getElementById("qr");
+  if (img.hidden || !img.src.startsWith("data:image/png") || img.src === %q) return {};
+  await img.decode();
+  img.scrollIntoView();
+  const r = img.getBoundingClientRect();
+  return {src: img.src, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height};
+})()`, not), &shown)
+		if err == nil && shown.Src != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			var page string
+			p.Eval(`document.body.innerText`, &page)
+			t.Fatalf("no new QR code on the page within %v (%v):\n%s", limit, err, page)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if shown.W < 200 || shown.W != shown.H {
+		t.Errorf("the QR code is painted %vx%v px: too small or not square to scan from a screen", shown.W, shown.H)
+	}
+	png := p.Screenshot(shown.X, shown.Y, shown.W, shown.H)
+	code, err := qrscan.FromImage(png)
+	if err != nil {
+		t.Fatalf("the QR code painted on the page does not scan: %v", err)
+	}
+	return code, shown.Src
+}
+
+// TestLinkFromThePageOnTheRealDaemon: the README's "Link from a web page"
+// as a user does it: sign in with the token, press Link, scan the code
+// (WhatsApp replaces it; the page shows the new one), and the page says
+// the account is linked; the link then relays.
+func TestLinkFromThePageOnTheRealDaemon(t *testing.T) {
+	srv, err := fakewa.New(fakewa.Options{QRRefs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ann := srv.NewPhone("15551234567", "100000000000001", "Ann")
+	bob := srv.NewPhone("15550002222", "100000000000002", "Bob")
+	// Ann's name is in her phone's app state, which a linked device syncs.
+	if err := ann.SetPushName(t.Context(), "Ann"); err != nil {
+		t.Fatal(err)
+	}
+	// Short enough for the control socket.
+	dir, err := os.MkdirTemp("", "pbw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	env, err := srv.Env(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	cfg := filepath.Join(dir, "phonebridge.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`state_dir: ./state
+web: {listen: %s, token: %s}
+connectors:
+  phone:
+    type: whatsapp
+  work:
+    type: whatsapp
+  api:
+    type: api
+    listen: %s
+    token: %s
+routes:
+  - name: whatsapp
+    endpoints:
+      - {connector: phone, chats: all}
+      - {connector: api, chats: all}
+`, webAddr, webToken, apiAddr, daemontest.Token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := daemontest.StartEnv(t, env, daemontest.BinaryWithTags(t, "fakewa"), "run", "-c", cfg)
+
+	p := webui.NewTab(t)
+	p.Navigate("http://" + webAddr + "/")
+	p.WaitFor("the sign-in form", `document.getElementById("token")`)
+	p.Must(fmt.Sprintf(`document.getElementById("token").value = %q; document.querySelector("form").requestSubmit()`, webToken), nil)
+	p.WaitFor("phone's row, unlinked, with a Link button",
+		`document.querySelector('tr[data-link="phone"] .state')?.textContent === "unlinked" && document.querySelector('tr[data-link="phone"] button')`)
+	p.Must(`document.querySelector('tr[data-link="phone"] button').click()`, nil)
+
+	first, src := shownQR(t, p, "", e2eWait)
+	// WhatsApp replaces the code after 20 s here (QRRefs 2).
+	second, _ := shownQR(t, p, src, e2eWait)
+	if first == second {
+		t.Fatalf("the page's second code is the first again: %.30q", first)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+	defer cancel()
+	if _, err := ann.ScanQR(ctx, second); err != nil {
+		t.Fatalf("the phone's scan of the page's code: %v\ndaemon:\n%s", err, d.Logs())
+	}
+	// WhatsApp tells a new device its account's push name only later, so
+	// the page names the number alone.
+	p.WaitFor("the linked account", `document.getElementById("result").textContent === "Linked to +15551234567. phonebridge is relaying it now."`)
+	p.WaitFor("phone's row to say connected", `document.querySelector('tr[data-link="phone"] .state').textContent === "connected"`)
+	var hidden bool
+	p.Must(`document.getElementById("qr").offsetParent === null`, &hidden)
+	if !hidden {
+		t.Error("the spent QR code stays on the page after linking")
+	}
+
+	// Another link by pairing code: Link starts with a QR code, and the
+	// phone number below it asks for a code instead.
+	p.Must(`document.getElementById("close").click(); document.querySelector('tr[data-link="work"] button').click()`, nil)
+	shownQR(t, p, "", e2eWait)
+	p.Must(`document.getElementById("phone").value = "+1 555 000 2222"; document.getElementById("phone-form").requestSubmit()`, nil)
+	var pairing string
+	p.WaitFor("the pairing code", `/^[0-9A-Z]{4}-[0-9A-Z]{4}$/.test(document.getElementById("pairing-code").textContent) && !document.getElementById("code-step").hidden`)
+	p.Must(`document.getElementById("pairing-code").textContent`, &pairing)
+	if _, err := bob.EnterPairingCode(ctx, pairing); err != nil {
+		t.Fatalf("Bob's phone took the code %s: %v\ndaemon:\n%s", pairing, err, d.Logs())
+	}
+	p.WaitFor("the second linked account", `document.getElementById("result").textContent === "Linked to +15550002222. phonebridge is relaying it now."`)
+	p.WaitFor("work's row to say connected", `document.querySelector('tr[data-link="work"] .state').textContent === "connected"`)
+
+	// The link relays: Bob's message reaches the API.
+	c, err := daemontest.Dial(apiAddr, daemontest.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Subscribe(bob.PN.String(), -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(ctx, ann.PN, "hello from Bob"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case f := <-c.Events:
+			if f.Event != nil && f.Event.Text == "hello from Bob" {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("Bob's message did not reach the API:\n%s", d.Logs())
+		}
+	}
+}
