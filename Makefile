@@ -6,13 +6,14 @@ FUZZTIME ?= 30s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build run test bench soak fuzz install fmt vet clean
+.PHONY: help build run test bench bench-whatsapp soak fuzz install fmt vet clean
 
 help:
 	@echo "make build   build $(BIN)"
 	@echo "make run     build, then run the daemon on example.yaml"
 	@echo "make test    install test dependencies, then gofmt, vet and every test with -race"
 	@echo "make bench   run the benchmarks (figures go in docs/BENCHMARKS.md)"
+	@echo "make bench-whatsapp  WhatsApp through the real client on a fake WhatsApp: to the API, to Matrix, idle links (about 10 min)"
 	@echo "make soak    relay 100,000 messages across 1,000 chats through the daemon; checks memory and the outbox"
 	@echo "make fuzz    run every fuzz target for FUZZTIME ($(FUZZTIME)) each, one after another"
 	@echo "make install build, then install the binary, the systemd unit and a starting config (as root)"
@@ -31,6 +32,13 @@ install: build
 
 bench:
 	$(GO) test -run '^$$' -bench 'Relay' -benchtime 30000x ./bench/
+
+# Not part of bench: the daemon built with -tags fakewa, Dendrite, and a
+# minute idle for each of 1, 10 and 100 links (issue 13).
+bench-whatsapp:
+	$(GO) test -run '^$$' -bench 'WhatsAppToAPI' -benchtime 3000x -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'WhatsAppToMatrix' -benchtime 1000x -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench 'IdleLinks' -benchtime 1x -timeout 30m ./bench/
 
 soak:
 	$(GO) test -run '^$$' -bench 'Soak' -benchtime 100000x -timeout 30m ./bench/

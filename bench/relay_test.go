@@ -1,7 +1,7 @@
 // Package bench measures the real daemon: messages go from one websocket
 // API client through phonebridge (durable store and all) to another. Run:
 //
-//	go test -run '^$' -bench . -benchtime 30000x ./bench/
+//	go test -run '^$' -bench 'Relay' -benchtime 30000x ./bench/
 //
 // Figures are recorded in docs/BENCHMARKS.md. The clients share the
 // machine with the daemon, so they are kept lean: they build frames by

@@ -1,0 +1,977 @@
+package bench
+
+// WhatsApp through the real daemon (issue 13): the binary built with
+// -tags fakewa runs the real whatsmeow client against internal/fakewa, an
+// in-process fake WhatsApp server whose scripted phones write to the
+// linked account. Each message is Signal-encrypted by the fake phone in
+// this process and decrypted by the daemon, so the daemon's CPU is its
+// own work (decryption, store, relay) and the phones' encryption shows in
+// the client's CPU instead. `make bench-whatsapp` runs them all
+// (docs/BENCHMARKS.md):
+//
+//	go test -run '^$' -bench 'WhatsAppToAPI' -benchtime 3000x -timeout 30m ./bench/
+//	go test -run '^$' -bench 'WhatsAppToMatrix' -benchtime 1000x -timeout 30m ./bench/
+//	go test -run '^$' -bench 'IdleLinks' -benchtime 1x -timeout 30m ./bench/
+//
+// None of them runs without -bench, and `make bench` (-bench Relay) and
+// `make soak` (-bench Soak) do not match them.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/phonebridge/phonebridge/internal/daemontest"
+	"github.com/phonebridge/phonebridge/internal/fakewa"
+	"github.com/phonebridge/phonebridge/internal/testservers"
+)
+
+const (
+	// waContacts write to the linked account one to one; the first
+	// waGroupSize of them also write in a group with the account's owner.
+	waContacts  = 8
+	waGroupSize = 4
+	// waWindow bounds the messages sent and not yet arrived in the
+	// throughput runs, as a sender that waits for the far side would.
+	waWindow = 256
+	// waWait bounds each wait for messages to arrive.
+	waWait = 5 * time.Minute
+	// waIdleWindow is how long the idle benchmark watches the daemon.
+	waIdleWindow = 60 * time.Second
+)
+
+// waRig is the daemon linked to Ann's account on a fake WhatsApp, with
+// contacts and a group writing to her, and a receiver at the destination
+// (the API or Matrix) that reports each message's arrival.
+type waRig struct {
+	bin, dir, cfg string
+	env           []string // the fakewa variables
+	profile       string   // where the daemon writes its CPU profile
+	srv           *fakewa.Server
+	ann           *fakewa.Phone
+	d             *daemontest.Daemon
+
+	chats []loadChat // every chat the phones write in
+	cur   atomic.Pointer[tally]
+	runs  int // load runs so far, to tell their messages apart
+}
+
+// loadChat is one chat a load generator writes in, one message at a
+// time, in order.
+type loadChat struct {
+	name string
+	send func(ctx context.Context, n int, text string) error
+}
+
+// newWARig makes the fake WhatsApp with Ann, her contacts and the group,
+// and a short directory for the config (the control socket's path is
+// bounded).
+func newWARig(b *testing.B) *waRig {
+	b.Helper()
+	srv, err := fakewa.New(fakewa.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	r := &waRig{bin: daemontest.BinaryWithTags(b, "fakewa"), srv: srv, dir: shortDir(b)}
+	r.cfg = filepath.Join(r.dir, "phonebridge.yaml")
+	r.profile = filepath.Join(r.dir, "cpu.pprof")
+	if r.env, err = srv.Env(r.dir); err != nil {
+		b.Fatal(err)
+	}
+	r.ann = srv.NewPhone("15550001000", "100000000001000", "Ann")
+	var contacts []*fakewa.Phone
+	for i := range waContacts {
+		p := srv.NewPhone(fmt.Sprintf("155500020%02d", i), fmt.Sprintf("1000000000020%02d", i), fmt.Sprintf("Contact %d", i))
+		contacts = append(contacts, p)
+		r.chats = append(r.chats, loadChat{name: p.PN.String(), send: func(ctx context.Context, _ int, text string) error {
+			_, err := p.SendText(ctx, r.ann.PN, text)
+			return err
+		}})
+	}
+	members := contacts[:waGroupSize]
+	g := srv.NewGroup("120363000000009001", "Bench group", append([]*fakewa.Phone{r.ann}, members...)...)
+	r.chats = append(r.chats, loadChat{name: g.JID.String(), send: func(ctx context.Context, n int, text string) error {
+		// The group's members take turns.
+		_, err := members[n%len(members)].SendText(ctx, g.JID, text)
+		return err
+	}})
+	return r
+}
+
+// shortDir is a new directory under the system's temp dir with a short
+// path, removed at the end.
+func shortDir(b *testing.B) string {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "pbb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// start runs the daemon, with its CPU profile on SIGUSR2, and links wa to
+// Ann's account.
+func (r *waRig) start(b *testing.B) {
+	b.Helper()
+	r.d = daemontest.StartEnv(b, append(slices.Clone(r.env), "PHONEBRIDGE_CPUPROFILE="+r.profile), r.bin, "run", "-c", r.cfg)
+	b.Cleanup(func() { r.d.Stop(10 * time.Second) })
+	if err := linkByCode(r.bin, r.cfg, r.env, "wa", r.ann); err != nil {
+		b.Fatalf("%v\n%s", err, r.d.Logs())
+	}
+	waitConnected(b, r.bin, r.cfg, r.d, "wa")
+}
+
+// warmUp has one message written in every chat and waits for them all at
+// the destination: sessions, sender keys, portals and ghosts exist before
+// anything is measured.
+func (r *waRig) warmUp(b *testing.B) {
+	b.Helper()
+	t := r.newTally(0)
+	g := r.newLoad(t)
+	defer g.stop()
+	for i := range r.chats {
+		g.dispatch(i)
+	}
+	if err := t.wait(len(r.chats), waWait, g); err != nil {
+		b.Fatalf("warm-up: %v\n%s", err, r.d.Logs())
+	}
+}
+
+// benchText is message n of load run `run`, stamped with the time it is
+// sent.
+func benchText(run, n int) string {
+	return fmt.Sprintf("wabench %d %d %d", run, n, time.Now().UnixNano())
+}
+
+// tally counts one load run's messages at the destination.
+type tally struct {
+	run     int
+	window  chan struct{} // one token per message in flight
+	mu      sync.Mutex
+	seen    map[int]bool
+	lat     []time.Duration // send to arrival, in arrival order
+	changed chan struct{}
+}
+
+func (r *waRig) newTally(window int) *tally {
+	r.runs++
+	t := &tally{run: r.runs, window: make(chan struct{}, max(window, 1)), seen: map[int]bool{}, changed: make(chan struct{})}
+	r.cur.Store(t)
+	return t
+}
+
+// arrive records a message's text as it reached the destination at at.
+func (r *waRig) arrive(text string, at time.Time) {
+	t := r.cur.Load()
+	i := strings.Index(text, "wabench ")
+	if t == nil || i < 0 {
+		return
+	}
+	f := strings.Fields(text[i:])
+	if len(f) < 4 {
+		return
+	}
+	run, _ := strconv.Atoi(f[1])
+	n, _ := strconv.Atoi(f[2])
+	sent, _ := strconv.ParseInt(f[3], 10, 64)
+	if run != t.run {
+		return // a late copy from an earlier run
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen[n] {
+		return
+	}
+	t.seen[n] = true
+	t.lat = append(t.lat, at.Sub(time.Unix(0, sent)))
+	select {
+	case <-t.window:
+	default:
+	}
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// wait waits until n distinct messages arrived, or the load failed.
+func (t *tally) wait(n int, limit time.Duration, g *load) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		t.mu.Lock()
+		got, changed := len(t.seen), t.changed
+		t.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-g.failed:
+			return fmt.Errorf("%d of %d messages arrived, then a phone could not send: %v", got, n, g.err)
+		case <-deadline.C:
+			return fmt.Errorf("%d of %d messages arrived within %v; missing: %s", got, n, limit, t.missing(n, g))
+		}
+	}
+}
+
+// missing names the first of messages 0..n-1 that did not arrive, with
+// their chats.
+func (t *tally) missing(n int, g *load) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for i := 0; i < n && len(out) < 20; i++ {
+		if !t.seen[i] {
+			out = append(out, fmt.Sprintf("%d in %s", i, g.chats[i%len(g.chats)].name))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// latencies is the tally's send-to-arrival times, sorted.
+func (t *tally) latencies() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := slices.Clone(t.lat)
+	slices.Sort(l)
+	return l
+}
+
+// load writes messages in the rig's chats, one goroutine per chat so each
+// chat stays in order: message n goes to chat n mod len(chats).
+type load struct {
+	t      *tally
+	chats  []loadChat
+	queues []chan int
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	failed chan struct{}
+	once   sync.Once
+	err    error
+}
+
+func (r *waRig) newLoad(t *tally) *load { return newLoad(t, r.chats) }
+
+func newLoad(t *tally, chats []loadChat) *load {
+	g := &load{t: t, chats: chats, failed: make(chan struct{})}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	for _, c := range chats {
+		q := make(chan int, 1<<16)
+		g.queues = append(g.queues, q)
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			for n := range q {
+				if err := c.send(g.ctx, n/len(chats), benchText(t.run, n)); err != nil {
+					g.once.Do(func() { g.err = fmt.Errorf("%s: %w", c.name, err); close(g.failed) })
+					return
+				}
+			}
+		}()
+	}
+	return g
+}
+
+func (g *load) dispatch(n int) { g.queues[n%len(g.queues)] <- n }
+
+// acquire takes a place in the window, waiting while it is full.
+func (g *load) acquire(b *testing.B) {
+	select {
+	case g.t.window <- struct{}{}:
+	case <-g.failed:
+		b.Fatalf("a phone could not send: %v", g.err)
+	case <-time.After(waWait):
+		b.Fatalf("no message arrived for %v", waWait)
+	}
+}
+
+func (g *load) stop() {
+	for _, q := range g.queues {
+		close(q)
+	}
+	g.wg.Wait()
+	g.cancel()
+}
+
+// throughput sends as fast as the window allows and reports msgs/s from
+// the first send to the last arrival, the daemon's CPU per message and,
+// from its CPU profile of the run, the share spent decrypting.
+func (r *waRig) throughput(b *testing.B) {
+	pid := r.d.Pid()
+	t := r.newTally(waWindow)
+	g := r.newLoad(t)
+	defer g.stop()
+	os.Remove(r.profile)
+	r.d.Signal(syscall.SIGUSR2) // start the daemon's CPU profile
+	cpu0, self0 := cpuTime(b, pid), selfCPU()
+	var start time.Time
+	n := 0
+	for b.Loop() {
+		if n == 0 {
+			start = time.Now()
+		}
+		g.acquire(b)
+		g.dispatch(n)
+		n++
+	}
+	if err := t.wait(n, waWait, g); err != nil {
+		b.Fatalf("%v\n%s", err, r.d.Logs())
+	}
+	elapsed := time.Since(start)
+	cpu, self := cpuTime(b, pid)-cpu0, selfCPU()-self0
+	r.d.Signal(syscall.SIGUSR2) // stop it and write it
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/msg")
+	// The fake phones encrypt in this process, with the server and the
+	// receiver: none of it is the daemon's.
+	b.ReportMetric(float64(self.Microseconds())/float64(n), "client-cpu-µs/msg")
+	b.ReportMetric(peakRSS(b, pid), "peak-rss-MB")
+	p := readProfile(b, r.profile)
+	b.ReportMetric(100*p.share(p.signal), "decrypt-%")
+	b.ReportMetric(100*p.share(p.signalSQL), "decrypt-sqlite-%")
+	b.Logf("daemon CPU profile of %d messages: %s", n, p)
+}
+
+// steady sends at rate msgs/s and reports the latency from the phone's
+// send to the arrival: p50, p99, max.
+func (r *waRig) steady(b *testing.B, rate int) {
+	pid := r.d.Pid()
+	t := r.newTally(0)
+	g := r.newLoad(t)
+	defer g.stop()
+	interval := time.Second / time.Duration(rate)
+	cpu0 := cpuTime(b, pid)
+	var start time.Time
+	n := 0
+	for b.Loop() {
+		if n == 0 {
+			start = time.Now()
+		}
+		if wait := time.Until(start.Add(time.Duration(n) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		g.dispatch(n)
+		n++
+	}
+	sent := time.Since(start)
+	if err := t.wait(n, waWait, g); err != nil {
+		b.Fatalf("%v\n%s", err, r.d.Logs())
+	}
+	cpu := cpuTime(b, pid) - cpu0
+	lat := t.latencies()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(float64(n)/sent.Seconds(), "msgs/s")
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/msg")
+	b.ReportMetric(rssNow(b, pid), "rss-MB")
+}
+
+// BenchmarkWhatsAppToAPI: fake phones write to the linked account, in 8
+// one-to-one chats and a group; the daemon relays every chat to the API,
+// whose websocket client counts arrivals. b.N messages for throughput,
+// then b.N at a steady 100 msgs/s for latency.
+func BenchmarkWhatsAppToAPI(b *testing.B) {
+	r := newWARig(b)
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(b))
+	cfg := fmt.Sprintf(`state_dir: ./state
+connectors:
+  wa:
+    type: whatsapp
+  api:
+    type: api
+    listen: %s
+    token: %s
+routes:
+  - name: whatsapp
+    endpoints:
+      - {connector: wa, chats: all}
+      - {connector: api, chats: all}
+`, apiAddr, daemontest.Token)
+	if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	r.start(b)
+	c, err := daemontest.Dial(apiAddr, daemontest.Token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	for _, chat := range r.chats {
+		if err := c.Subscribe(chat.name, -1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go func() {
+		for {
+			select {
+			case f := <-c.Events:
+				if f.Event != nil {
+					r.arrive(f.Event.Text, time.Now())
+				}
+			case <-c.Closed:
+				return
+			}
+		}
+	}()
+	r.warmUp(b)
+	b.Run("throughput", r.throughput)
+	b.Run("rate=100", func(b *testing.B) { r.steady(b, 100) })
+}
+
+// BenchmarkWhatsAppToMatrix: the same chats relayed to a Matrix
+// appservice on Dendrite (a portal per chat, a ghost per contact), whose
+// owner's /sync counts arrivals. Dendrite takes one room's events one at
+// a time, so it bounds the rate: dendrite-floor is Dendrite alone with
+// the same shape (one sender per room, one message at a time, as many
+// rooms as chats), the ceiling any bridge could reach here.
+func BenchmarkWhatsAppToMatrix(b *testing.B) {
+	r := newWARig(b)
+	asListen := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(b))
+	writeCfg := func(hsURL string) {
+		cfg := fmt.Sprintf(`state_dir: ./state
+connectors:
+  wa:
+    type: whatsapp
+  mx:
+    type: matrix
+    mode: appservice
+    homeserver: %s
+    domain: localhost
+    registration: registration.yaml
+    listen: %s
+    owner: "@ann:localhost"
+routes:
+  - name: whatsapp
+    endpoints:
+      - {connector: wa, chats: all}
+      - {connector: mx, chats: all}
+`, hsURL, asListen)
+		if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The registration first, as an operator makes it: the homeserver
+	// loads it at start.
+	writeCfg("http://127.0.0.1:1")
+	if out, errOut, code := daemontest.RunCommand(b, r.bin, "matrix", "registration", "mx", "-c", r.cfg); code != 0 {
+		b.Fatalf("phonebridge matrix registration: %d\n%s%s", code, out, errOut)
+	}
+	regPath := filepath.Join(r.dir, "registration.yaml")
+	if _, err := appservice.LoadRegistration(regPath); err != nil {
+		b.Fatal(err)
+	}
+	hs := testservers.StartDendrite(b, testservers.DendriteOptions{AppServiceFiles: []string{regPath}})
+	writeCfg(hs.URL())
+	owner := followAsOwner(b, hs, "ann", r.arrive)
+	r.start(b)
+	r.warmUp(b)
+	b.Run("throughput", r.throughput)
+	b.Run("rate=10", func(b *testing.B) { r.steady(b, 10) })
+	b.Run("dendrite-floor", func(b *testing.B) { dendriteFloor(b, hs, owner, r) })
+}
+
+// followAsOwner registers localpart on hs and follows its /sync: it joins
+// every room it is invited to and hands each m.room.message not its own
+// to arrive, with the time the sync returned it.
+func followAsOwner(b *testing.B, hs *testservers.Dendrite, localpart string, arrive func(text string, at time.Time)) *mautrix.Client {
+	b.Helper()
+	userID, token := hs.Register(b, localpart, localpart+"-password", false)
+	cli, err := mautrix.NewClient(hs.URL(), id.UserID(userID), token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A sync returns at most the timeline limit's newest events of a room
+	// (Dendrite's default: 20) and marks the timeline limited: under load
+	// the rest would be missed. A large limit, and a check below.
+	filter, err := cli.CreateFilter(b.Context(), &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 10000}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := cli.FullSyncRequest(b.Context(), mautrix.ReqSync{Timeout: 0, FilterID: filter.FilterID})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var gaps atomic.Int64
+	b.Cleanup(func() {
+		cancel()
+		<-done
+		if n := gaps.Load(); n > 0 {
+			b.Errorf("%d of the owner's syncs skipped events (timeline limited): the figures may count messages as lost", n)
+		}
+	})
+	go func() {
+		defer close(done)
+		since := resp.NextBatch
+		joined := map[id.RoomID]bool{}
+		// A room's first sync after the join may be limited: it starts
+		// with history the owner was not there for.
+		following := map[id.RoomID]bool{}
+		for ctx.Err() == nil {
+			resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 20000, Since: since, FilterID: filter.FilterID})
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
+			at := time.Now()
+			since = resp.NextBatch
+			for room := range resp.Rooms.Invite {
+				if !joined[room] {
+					joined[room] = true
+					go cli.JoinRoomByID(ctx, room)
+				}
+			}
+			for room, jr := range resp.Rooms.Join {
+				if jr.Timeline.Limited && following[room] {
+					gaps.Add(1)
+				}
+				following[room] = true
+				for _, evt := range jr.Timeline.Events {
+					if evt.Type == event.EventMessage && evt.Sender != cli.UserID {
+						body, _ := evt.Content.Raw["body"].(string)
+						arrive(body, at)
+					}
+				}
+			}
+		}
+	}()
+	return cli
+}
+
+// dendriteFloor is Dendrite alone: one user per room, as many rooms as
+// the rig has chats, each writing one message at a time, seen by the
+// owner's /sync as the bridge's messages are.
+func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, r *waRig) {
+	var chats []loadChat
+	for i := range r.chats {
+		userID, token := hs.Register(b, fmt.Sprintf("floor%d-%d", r.runs, i), "floor-password", false)
+		cli, err := mautrix.NewClient(hs.URL(), id.UserID(userID), token)
+		if err != nil {
+			b.Fatal(err)
+		}
+		room, err := cli.CreateRoom(b.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{owner.UserID}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		chats = append(chats, loadChat{name: string(room.RoomID), send: func(ctx context.Context, _ int, text string) error {
+			_, err := cli.SendText(ctx, room.RoomID, text)
+			return err
+		}})
+	}
+	// The owner joins each room, then sees one message in each.
+	t := r.newTally(0)
+	warm := newLoad(t, chats)
+	for i := range chats {
+		warm.dispatch(i)
+	}
+	if err := t.wait(len(chats), waWait, warm); err != nil {
+		b.Fatal(err)
+	}
+	warm.stop()
+
+	t = r.newTally(waWindow)
+	g := newLoad(t, chats)
+	defer g.stop()
+	var start time.Time
+	n := 0
+	for b.Loop() {
+		if n == 0 {
+			start = time.Now()
+		}
+		g.acquire(b)
+		g.dispatch(n)
+		n++
+	}
+	if err := t.wait(n, waWait, g); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkIdleLinks: one daemon holding 1, 10 and 100 linked accounts
+// (100 phones on one fake WhatsApp, a whatsapp connector each), linked by
+// pairing code through `phonebridge link`, then left alone: its resident
+// set, and over waIdleWindow its CPU, its context switches (how often its
+// threads wake) and what it sends to WhatsApp (keep-alives: whatsmeow
+// pings every 20–30 s per connection). b.N does not matter: the figures
+// come from one idle window.
+func BenchmarkIdleLinks(b *testing.B) {
+	for _, links := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("links=%d", links), func(b *testing.B) { idleLinks(b, links) })
+	}
+}
+
+func idleLinks(b *testing.B, links int) {
+	srv, err := fakewa.New(fakewa.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	dir := shortDir(b)
+	env, err := srv.Env(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "phonebridge.yaml")
+	var text strings.Builder
+	text.WriteString("state_dir: ./state\nconnectors:\n")
+	names := make([]string, links)
+	phones := make([]*fakewa.Phone, links)
+	for i := range links {
+		names[i] = fmt.Sprintf("wa%03d", i)
+		phones[i] = srv.NewPhone(fmt.Sprintf("1555300%04d", i), fmt.Sprintf("1000000003%05d", i), fmt.Sprintf("Owner %d", i))
+		fmt.Fprintf(&text, "  %s:\n    type: whatsapp\n", names[i])
+	}
+	if err := os.WriteFile(cfg, []byte(text.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	bin := daemontest.BinaryWithTags(b, "fakewa")
+	d := daemontest.StartEnv(b, env, bin, "run", "-c", cfg)
+	b.Cleanup(func() { d.Stop(30 * time.Second) })
+	pid := d.Pid()
+
+	// Link them all, a few at a time, as a script would.
+	linkStart := time.Now()
+	next := make(chan int)
+	errs := make(chan error, links)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs <- linkByCode(bin, cfg, env, names[i], phones[i])
+			}
+		}()
+	}
+	for i := range links {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			b.Fatalf("%v\n%s", err, d.Logs())
+		}
+	}
+	waitConnected(b, bin, cfg, d, names...)
+	linked := time.Since(linkStart)
+
+	// Settled: a 5 s window in which the daemon used at most 1% of a CPU
+	// (whatever linking set off, app state and group lists, is done).
+	settleStart := time.Now()
+	for prev := cpuTime(b, pid); ; {
+		time.Sleep(5 * time.Second)
+		now := cpuTime(b, pid)
+		if now-prev <= 50*time.Millisecond {
+			break
+		}
+		if time.Since(settleStart) > 5*time.Minute {
+			b.Logf("the daemon did not settle within 5 minutes: %v CPU in the last 5 s", now-prev)
+			break
+		}
+		prev = now
+	}
+	settled := time.Since(settleStart)
+
+	measured := false
+	for b.Loop() {
+		if measured {
+			continue
+		}
+		measured = true
+		// What the daemon sends to WhatsApp while idle.
+		for len(srv.Received) > 0 {
+			<-srv.Received
+		}
+		var stanzas, pings atomic.Int64
+		quit, drained := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(drained)
+			for {
+				select {
+				case n := <-srv.Received:
+					stanzas.Add(1)
+					if n.Tag == "iq" && n.Attrs["xmlns"] == "w:p" {
+						pings.Add(1)
+					}
+				case <-quit:
+					return
+				}
+			}
+		}()
+		cpu0, sw0, start := cpuTime(b, pid), contextSwitches(b, pid), time.Now()
+		time.Sleep(waIdleWindow)
+		cpu, sw1, wall := cpuTime(b, pid)-cpu0, contextSwitches(b, pid), time.Since(start)
+		sw, busiest, most := switchesSince(sw0, sw1)
+		close(quit)
+		<-drained
+		b.ReportMetric(rssNow(b, pid), "rss-MB")
+		b.ReportMetric(peakRSS(b, pid), "peak-rss-MB")
+		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "idle-cpu-%")
+		b.ReportMetric(float64(sw)/wall.Seconds(), "ctxsw/s")
+		b.ReportMetric(float64(stanzas.Load())/wall.Seconds(), "stanzas/s")
+		b.ReportMetric(float64(pings.Load())/wall.Seconds(), "pings/s")
+		b.ReportMetric(linked.Seconds()/float64(links), "link-s/link")
+		b.Logf("%d links: linked in %v (4 at a time), settled in %v; over %v idle: %v CPU, %d context switches (%d by thread %s of %d, %d threads), %d stanzas to WhatsApp of which %d keep-alive pings",
+			links, linked.Round(time.Millisecond), settled.Round(time.Second), wall.Round(time.Millisecond), cpu, sw, most, busiest, pid, len(sw1), stanzas.Load(), pings.Load())
+	}
+}
+
+// contextSwitches is the voluntary and involuntary context switches of
+// each thread of the process so far, by thread id (/proc/PID/status
+// counts the main thread alone).
+func contextSwitches(b *testing.B, pid int) map[string]int64 {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("threads of %d: %v", pid, err)
+	}
+	by := map[string]int64{}
+	for _, path := range tasks {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // the thread ended
+		}
+		tid := filepath.Base(filepath.Dir(path))
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "voluntary_ctxt_switches:") || strings.HasPrefix(line, "nonvoluntary_ctxt_switches:") {
+				v, _ := strconv.ParseInt(strings.TrimSpace(line[strings.IndexByte(line, ':')+1:]), 10, 64)
+				by[tid] += v
+			}
+		}
+	}
+	return by
+}
+
+// switchesSince is the context switches between two readings: in all,
+// and by the busiest thread.
+func switchesSince(before, after map[string]int64) (total int64, busiest string, most int64) {
+	for tid, n := range after {
+		d := n - before[tid]
+		total += d
+		if d > most {
+			busiest, most = tid, d
+		}
+	}
+	return total, busiest, most
+}
+
+// pairingCodeLine is the line of `phonebridge link --phone` that holds
+// the code, indented on its own.
+var pairingCodeLine = regexp.MustCompile(`^\s+([A-Z0-9]{4}-[A-Z0-9]{4})\s*$`)
+
+// linkByCode links the connector name to phone's account as a user
+// without a camera at hand does: `phonebridge link NAME --phone +…`
+// prints a code and the owner types it on the phone.
+func linkByCode(bin, cfg string, env []string, name string, phone *fakewa.Phone) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "link", name, "--phone", "+"+phone.PN.User, "-c", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	var out strings.Builder
+	var typed error
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if code := pairingCodeLine.FindStringSubmatch(sc.Text()); code != nil && typed == nil {
+			_, typed = phone.EnterPairingCode(ctx, code[1])
+			if typed != nil {
+				cmd.Process.Kill()
+			}
+		}
+	}
+	err = cmd.Wait()
+	switch {
+	case typed != nil:
+		return fmt.Errorf("link %s: the phone took no code: %v\n%s", name, typed, out.String())
+	case err != nil:
+		return fmt.Errorf("link %s: %v\n%s%s", name, err, out.String(), errOut.String())
+	case !strings.Contains(out.String(), "Linked "+name+" to +"+phone.PN.User):
+		return fmt.Errorf("link %s: it says\n%s", name, out.String())
+	}
+	return nil
+}
+
+// waitConnected waits until `phonebridge links` shows every one of names
+// connected.
+func waitConnected(b *testing.B, bin, cfg string, d *daemontest.Daemon, names ...string) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, errOut, code := daemontest.RunCommand(b, bin, "links", "-c", cfg)
+		if code != 0 {
+			b.Fatalf("phonebridge links: %d\n%s%s", code, out, errOut)
+		}
+		state := map[string]bool{}
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 0 {
+				state[f[0]] = strings.Contains(l, " connected ")
+			}
+		}
+		missing := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return state[n] })
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not connected within 2 minutes: %v\n%s\n%s", missing, out, d.Logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// cpuProfile is the daemon's CPU profile of a run, summed by what each
+// sample's stack was doing.
+type cpuProfile struct {
+	total     time.Duration
+	signal    time.Duration // decrypting: whatsmeow's decrypt functions and libsignal, their SQL included
+	signalSQL time.Duration // of which in SQLite (sessions, identities, whatsmeow's buffer of decrypted events)
+	signalLib time.Duration // of which under libsignal (the protocol, with the store calls it makes)
+	clearBuf  time.Duration // whatsmeow emptying its buffer of decrypted events once handled (outside decryption)
+	bridgeSQL time.Duration // SQLite under phonebridge's own code (the relay's store)
+	otherSQL  time.Duration // SQLite elsewhere (whatsmeow outside decryption)
+	gc        time.Duration // the garbage collector's background work
+}
+
+func (p cpuProfile) share(d time.Duration) float64 {
+	if p.total == 0 {
+		return 0
+	}
+	return d.Seconds() / p.total.Seconds()
+}
+
+func (p cpuProfile) String() string {
+	pc := func(d time.Duration) float64 { return 100 * p.share(d) }
+	return fmt.Sprintf("%v sampled; decryption %.1f%% (in SQLite %.1f%%, the rest %.1f%%; under libsignal %.1f%%); "+
+		"clearing whatsmeow's decrypted-event buffer %.1f%%; phonebridge's own SQLite %.1f%%; other SQLite %.1f%%; GC %.1f%%",
+		p.total, pc(p.signal), pc(p.signalSQL), pc(p.signal-p.signalSQL), pc(p.signalLib), pc(p.clearBuf), pc(p.bridgeSQL), pc(p.otherSQL), pc(p.gc))
+}
+
+// decryptFrames mark a stack as Signal decryption: whatsmeow's functions
+// that decrypt one message (they return before the message is handled)
+// or take a group sender key, and libsignal itself.
+var decryptFrames = []string{
+	"go.mau.fi/whatsmeow.(*Client).decryptDM",
+	"go.mau.fi/whatsmeow.(*Client).decryptGroupMsg",
+	"go.mau.fi/whatsmeow.(*Client).handleSenderKeyDistributionMessage",
+	"go.mau.fi/libsignal/",
+}
+
+// sqlFrames mark a stack as the database's work: the driver and
+// database/sql, not the callers that merely hold a transaction open.
+var sqlFrames = []string{"database/sql.", "modernc.org/sqlite"}
+
+// readProfile waits for the daemon to write its profile at path and sums
+// its samples with `go tool pprof -traces`, which lists each distinct
+// stack with its CPU time.
+func readProfile(b *testing.B, path string) cpuProfile {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the daemon wrote no CPU profile at %s within 30 s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if keep := os.Getenv("PHONEBRIDGE_BENCH_PROFILES"); keep != "" {
+		// For a closer look: go tool pprof -top -cum FILE
+		data, err := os.ReadFile(path)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(keep, strings.ReplaceAll(b.Name(), "/", "_")+".pprof"), data, 0o644)
+		}
+		if err != nil {
+			b.Fatalf("PHONEBRIDGE_BENCH_PROFILES: %v", err)
+		}
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-traces", path).Output()
+	if err != nil {
+		b.Fatalf("go tool pprof -traces %s: %v", path, err)
+	}
+	var p cpuProfile
+	for _, block := range strings.Split(string(out), "-----------+") {
+		var value time.Duration
+		var stack []string
+		for _, line := range strings.Split(block, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || strings.HasPrefix(f[0], "---") {
+				continue
+			}
+			if value == 0 {
+				v, err := time.ParseDuration(f[0])
+				if err != nil || len(f) < 2 {
+					continue // the header, or a label line
+				}
+				value, f = v, f[1:]
+			}
+			stack = append(stack, f[0])
+		}
+		if value == 0 {
+			continue
+		}
+		p.total += value
+		has := func(prefixes []string) bool {
+			return slices.ContainsFunc(stack, func(fn string) bool {
+				return slices.ContainsFunc(prefixes, func(pre string) bool { return strings.HasPrefix(fn, pre) })
+			})
+		}
+		switch {
+		case has(decryptFrames):
+			p.signal += value
+			if has(sqlFrames) {
+				p.signalSQL += value
+			}
+			if has([]string{"go.mau.fi/libsignal/"}) {
+				p.signalLib += value
+			}
+		case has([]string{"go.mau.fi/whatsmeow/store/sqlstore.(*SQLStore).ClearBufferedEventPlaintext"}):
+			p.clearBuf += value
+		case has([]string{"runtime.gcBgMarkWorker", "runtime.bgsweep", "runtime.bgscavenge"}):
+			p.gc += value
+		case has(sqlFrames) && has([]string{"github.com/phonebridge/"}):
+			p.bridgeSQL += value
+		case has(sqlFrames):
+			p.otherSQL += value
+		}
+	}
+	if p.total == 0 {
+		b.Fatalf("the daemon's CPU profile %s has no samples:\n%s", path, out)
+	}
+	return p
+}
