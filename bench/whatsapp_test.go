@@ -304,6 +304,20 @@ func (g *load) acquire(b *testing.B) {
 	}
 }
 
+// flood sends as fast as the window lets for b.N messages and says how
+// many it sent and when the first went.
+func (g *load) flood(b *testing.B) (n int, start time.Time) {
+	for b.Loop() {
+		if n == 0 {
+			start = time.Now()
+		}
+		g.acquire(b)
+		g.dispatch(n)
+		n++
+	}
+	return n, start
+}
+
 func (g *load) stop() {
 	for _, q := range g.queues {
 		close(q)
@@ -323,16 +337,7 @@ func (r *waRig) throughput(b *testing.B) {
 	os.Remove(r.profile)
 	r.d.Signal(syscall.SIGUSR2) // start the daemon's CPU profile
 	cpu0, self0 := cpuTime(b, pid), selfCPU()
-	var start time.Time
-	n := 0
-	for b.Loop() {
-		if n == 0 {
-			start = time.Now()
-		}
-		g.acquire(b)
-		g.dispatch(n)
-		n++
-	}
+	n, start := g.flood(b)
 	if err := t.wait(n, waWait, g); err != nil {
 		b.Fatalf("%v\n%s", err, r.d.Logs())
 	}
@@ -597,16 +602,7 @@ func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client
 	t = r.newTally(waWindow)
 	g := newLoad(t, chats)
 	defer g.stop()
-	var start time.Time
-	n := 0
-	for b.Loop() {
-		if n == 0 {
-			start = time.Now()
-		}
-		g.acquire(b)
-		g.dispatch(n)
-		n++
-	}
+	n, start := g.flood(b)
 	if err := t.wait(n, waWait, g); err != nil {
 		b.Fatal(err)
 	}

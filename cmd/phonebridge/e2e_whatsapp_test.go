@@ -222,7 +222,7 @@ func (w *e2eWorld) link(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, w.bin, "link", "wa", "--phone", "+"+w.ann.PN.User, "-c", w.cfg)
 	cmd.Env = append(os.Environ(), w.env...)
-	var errOut lockedBuffer
+	var errOut daemontest.SyncBuffer
 	cmd.Stderr = &errOut
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -231,7 +231,7 @@ func (w *e2eWorld) link(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out daemontest.SyncBuffer
 	codes := make(chan string, 1)
 	read := make(chan struct{})
 	go func() {
@@ -630,6 +630,8 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 
 	if !t.Run("text with formatting", func(t *testing.T) {
 		styled := "*bold* _italic_ ~strike~ ```code```"
+		face := pngBytes(t)
+		w.bob.SetPicture(face)
 		phoneSend(t, w.bob, w.ann.PN, text(styled))
 		bobRoom = w.owner.AcceptInvite(t, "Bob", e2eWait)
 		m := w.owner.Await(t, "Bob's styled message", e2eWait, matrixMsg(bobRoom, bobGhost, "bold")).Content.AsMessage()
@@ -638,6 +640,15 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 		}
 		if dn, err := w.owner.Client.GetDisplayName(t.Context(), bobGhost); err != nil || dn.DisplayName != "Bob (WhatsApp)" {
 			t.Errorf("Bob's ghost is called %+v (%v), want Bob (WhatsApp)", dn, err)
+		}
+		// His profile picture, fetched from WhatsApp's picture host.
+		var avatar id.ContentURI
+		w.waitFor(t, "Bob's ghost to have his picture", func() bool {
+			avatar, _ = w.owner.Client.GetAvatarURL(t.Context(), bobGhost)
+			return !avatar.IsEmpty()
+		})
+		if got, err := w.owner.Client.DownloadBytes(t.Context(), avatar); err != nil || !bytes.Equal(got, face) {
+			t.Errorf("Bob's ghost's picture is %d bytes (%v), want the %d of his profile picture", len(got), err, len(face))
 		}
 		if l := w.carol.awaitLine(t, 0, e2eWait, ircLine("#bob", "bold"), w.d); !strings.HasSuffix(l, " PRIVMSG #bob :<B\u200dob> \x02bold\x02 \x1ditalic\x1d \x1estrike\x1e \x11code\x11") {
 			t.Errorf("IRC shows Bob's message as %q", l)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -234,7 +233,7 @@ func linkUntilRefused(t *testing.T, bin, cfg string, env []string) (stdout, stde
 	t.Helper()
 	cmd := exec.Command(bin, "link", "wa", "-c", cfg)
 	cmd.Env = env
-	var out, errOut lockedBuffer
+	var out, errOut daemontest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -264,23 +263,6 @@ func linkUntilRefused(t *testing.T, bin, cfg string, env []string) (stdout, stde
 		t.Errorf("phonebridge link did not stop within 20s of SIGINT")
 	}
 	return out.String(), errOut.String(), took
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestFakeWATagReachesTheFakeServerOnly: a binary built with -tags fakewa
@@ -340,7 +322,7 @@ func TestFakeWATagRefusesBadVariables(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(tagged, "run", "-c", fakewaConfig(t))
 			cmd.Env = fakewaEnv(f.addr, tc.ca, tc.root, proxy)
-			var out, errOut lockedBuffer
+			var out, errOut daemontest.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

@@ -158,8 +158,8 @@ func (w *lkWorld) relays(t *testing.T, text string) {
 type lkCLI struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	out    lockedBuffer
-	errOut lockedBuffer
+	out    daemontest.SyncBuffer
+	errOut daemontest.SyncBuffer
 	read   chan struct{} // closed when stdout is read to its end
 	done   chan struct{}
 	err    error
@@ -706,6 +706,17 @@ func TestLinkRefusedByWhatsApp(t *testing.T) {
 			w.srv.RefuseOutdated(true)
 			c := w.runLink(t, false)
 			lkCheckFailed(t, c, lkOutdated)
+			// The one line, not whatsmeow's own error about it before (the
+			// tagged build's warning that it talks to a fake aside).
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(c.errOut.String()), "\n") {
+				if !strings.Contains(l, "built for tests (-tags fakewa)") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) != 1 {
+				t.Errorf("stderr holds more than the one line:\n%s", strings.Join(lines, "\n"))
+			}
 			if strings.Contains(c.String(), "█") {
 				t.Errorf("a code was shown though WhatsApp refused the client:\n%s", c.String())
 			}

@@ -3,6 +3,7 @@ package whatsapp
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"go.mau.fi/whatsmeow"
@@ -10,9 +11,9 @@ import (
 	"go.mau.fi/whatsmeow/types"
 )
 
-// waClient is the part of *whatsmeow.Client the connector uses: narrow, so
-// tests run the connector against a scripted fake (WhatsApp's servers
-// cannot be reached from tests, nor faked, as whatsmeow pins their key).
+// waClient is the part of *whatsmeow.Client the connector uses. Tests run
+// the real client against internal/fakewa; the interface lets them script
+// a stand-in for what no server can produce (a connect that fails oddly).
 type waClient interface {
 	AddEventHandlerWithSuccessStatus(handler whatsmeow.EventHandlerWithSuccessStatus) uint32
 	Connect() error
@@ -36,7 +37,8 @@ var _ waClient = (*whatsmeow.Client)(nil)
 
 // clientHook is set only in binaries built with the fakewa tag
 // (fakewa_hook.go), for tests against a fake WhatsApp server; nil in
-// normal builds. New calls it: it returns what to do to every whatsmeow
-// client the connector makes (nil: nothing), or an error that stops the
+// normal builds. New calls it: it returns the HTTP client that reaches
+// that server, for every whatsmeow client the connector makes and for
+// profile pictures (nil: WhatsApp itself), or an error that stops the
 // connector from starting rather than let it talk to the real WhatsApp.
-var clientHook func(log *slog.Logger) (configure func(*whatsmeow.Client), err error)
+var clientHook func(log *slog.Logger) (*http.Client, error)

@@ -39,32 +39,32 @@ const (
 func init() { clientHook = fakeServer }
 
 var fake struct {
-	once      sync.Once
-	addr      string
-	configure func(*whatsmeow.Client)
-	err       error
-	warned    sync.Once
+	once   sync.Once
+	addr   string
+	http   *http.Client
+	err    error
+	warned sync.Once
 }
 
 // fakeServer reads the variables once per process; every connector then
 // gets the same answer, and the warning is logged once.
-func fakeServer(log *slog.Logger) (func(*whatsmeow.Client), error) {
-	fake.once.Do(func() { fake.addr, fake.configure, fake.err = setupFakeServer() })
-	if fake.err != nil || fake.configure == nil {
+func fakeServer(log *slog.Logger) (*http.Client, error) {
+	fake.once.Do(func() { fake.addr, fake.http, fake.err = setupFakeServer() })
+	if fake.err != nil || fake.http == nil {
 		return nil, fake.err
 	}
 	fake.warned.Do(func() {
 		log.Warn("this phonebridge is built for tests (-tags fakewa): it talks to the fake WhatsApp server at " + fake.addr + ", not to WhatsApp")
 	})
-	return fake.configure, nil
+	return fake.http, nil
 }
 
-func setupFakeServer() (addr string, configure func(*whatsmeow.Client), err error) {
+func setupFakeServer() (addr string, hc *http.Client, err error) {
 	addr, caPath, rootHex := os.Getenv(envFakeAddr), os.Getenv(envFakeCA), os.Getenv(envFakeRoot)
 	if addr == "" && caPath == "" && rootHex == "" {
 		return "", nil, nil
 	}
-	fail := func(format string, args ...any) (string, func(*whatsmeow.Client), error) {
+	fail := func(format string, args ...any) (string, *http.Client, error) {
 		return "", nil, fmt.Errorf(format+"; fix it, or unset %s, %s and %s to talk to WhatsApp", append(args, envFakeAddr, envFakeCA, envFakeRoot)...)
 	}
 	if addr == "" || caPath == "" || rootHex == "" {
@@ -90,7 +90,7 @@ func setupFakeServer() (addr string, configure func(*whatsmeow.Client), err erro
 	whatsmeow.WACertPubKey = [32]byte(root)
 
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	hc := &http.Client{Transport: &http.Transport{
+	hc = &http.Client{Transport: &http.Transport{
 		// Every host (web.whatsapp.com, mmg.whatsapp.net, ...) is the fake
 		// server; no proxy stands between. TLS still names the host asked
 		// for, so the server's certificate must cover it.
@@ -106,9 +106,5 @@ func setupFakeServer() (addr string, configure func(*whatsmeow.Client), err erro
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   4,
 	}}
-	return addr, func(cli *whatsmeow.Client) {
-		cli.SetPreLoginHTTPClient(hc)
-		cli.SetWebsocketHTTPClient(hc)
-		cli.SetMediaHTTPClient(hc)
-	}, nil
+	return addr, hc, nil
 }

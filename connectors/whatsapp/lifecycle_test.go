@@ -209,22 +209,34 @@ func TestLifecycleStreamReplaced(t *testing.T) {
 	evs := watchEvents(cli)
 	w.srv.Replace(dev)
 	handled[*events.StreamReplaced](t, evs)
-	if st := c.LinkStatus(); st.State != bridge.LinkReplaced || st.Account.ID != w.ann.PN.String() {
-		t.Errorf("status %+v, want replaced, still linked", st)
+	if st := c.LinkStatus(); st.Account.ID != w.ann.PN.String() {
+		t.Errorf("status %+v, want still linked", st)
 	}
-	if got := s.lastState(); got.State != coreState(bridge.LinkReplaced) || !strings.Contains(got.Detail, "restart phonebridge") {
-		t.Errorf("the core was told %+v, want it to say to restart phonebridge", got)
-	}
-	notices := s.noticeList()
-	if len(notices) != 1 || !strings.Contains(notices[0], "WhatsApp link 'me' was taken over by another client") {
-		t.Errorf("notices %q, want one saying link 'me' was taken over", notices)
-	}
+	refusedThenRestarted(t, r, w, c, s, bridge.LinkReplaced, "restart phonebridge",
+		"WhatsApp link 'me' was taken over by another client", nil)
+}
 
+// refusedThenRestarted checks that a link WhatsApp refused is in state,
+// that the core was told todo, and the owner notice once; then that a
+// restart, after unrefuse, relays again.
+func refusedThenRestarted(t *testing.T, r *rig, w *waWorld, c *Connector, s *recSink, state bridge.LinkState, todo, notice string, unrefuse func()) {
+	t.Helper()
+	if st := c.LinkStatus(); st.State != state {
+		t.Errorf("status %+v, want %s", st, state)
+	}
+	if got := s.lastState(); got.State != coreState(state) || !strings.Contains(got.Detail, todo) {
+		t.Errorf("the core was told %+v, want it to say to %s", got, todo)
+	}
+	if notices := s.noticeList(); len(notices) != 1 || !strings.Contains(notices[0], notice) {
+		t.Errorf("notices %q, want one saying %q", notices, notice)
+	}
+	if unrefuse != nil {
+		unrefuse()
+	}
 	stopWithin(t, c)
-	c2 := r.openOnFake(w, "me", nil)
-	s2 := r.start(c2)
+	s2 := r.start(r.openOnFake(w, "me", nil))
 	s2.waitRelaying(t, 0)
-	relays(t, w, s2, "taken back")
+	relays(t, w, s2, "after a restart")
 }
 
 // TestLifecycleClientOutdated: WhatsApp refuses this version at a
@@ -240,23 +252,9 @@ func TestLifecycleClientOutdated(t *testing.T) {
 	w.srv.RefuseOutdated(true)
 	w.srv.Kick(w.ann)
 	handled[*events.ClientOutdated](t, evs)
-	if st := c.LinkStatus(); st.State != bridge.LinkClientOutdated {
-		t.Errorf("status %+v, want client outdated", st)
-	}
-	if got := s.lastState(); got.State != coreState(bridge.LinkClientOutdated) || !strings.Contains(got.Detail, "update phonebridge") {
-		t.Errorf("the core was told %+v, want it to say to update phonebridge", got)
-	}
-	notices := s.noticeList()
-	if len(notices) != 1 || !strings.Contains(notices[0], "WhatsApp refused link 'me' because this phonebridge is outdated; update phonebridge") {
-		t.Errorf("notices %q, want one saying to update phonebridge", notices)
-	}
-
-	w.srv.RefuseOutdated(false)
-	stopWithin(t, c)
-	c2 := r.openOnFake(w, "me", nil)
-	s2 := r.start(c2)
-	s2.waitRelaying(t, 0)
-	relays(t, w, s2, "updated")
+	refusedThenRestarted(t, r, w, c, s, bridge.LinkClientOutdated, "update phonebridge",
+		"WhatsApp refused link 'me' because this phonebridge is outdated; update phonebridge",
+		func() { w.srv.RefuseOutdated(false) })
 }
 
 // TestTemporaryBan: WhatsApp refuses the login with a temporary ban. The

@@ -220,8 +220,6 @@ func ctxFor(t testing.TB) context.Context {
 	return ctx
 }
 
-var _ = time.Second
-
 // TestRefusedMessageComesAgain: a message the core could not store is not
 // acknowledged to WhatsApp, which delivers it again at the next
 // connection; the client still has its plaintext (the Signal ratchet has

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mau.fi/whatsmeow"
@@ -81,11 +83,14 @@ func init() {
 
 // Connector is one WhatsApp link.
 type Connector struct {
-	name      string
-	log       *slog.Logger
-	opts      Options
-	store     *bridge.Store
-	db        *sql.DB // whatsmeow's own pool on the bridge's database
+	name  string
+	log   *slog.Logger
+	opts  Options
+	store *bridge.Store
+	db    *sql.DB // whatsmeow's own pool on the bridge's database
+	// closed is set when Stop closes db: whatsmeow's goroutines that
+	// outlive Disconnect (an app state fetch) then fail, harmlessly.
+	closed    *atomic.Bool
 	container *sqlstore.Container
 	lockPath  string
 	// newClient makes a whatsmeow client for a device; tests put a fake.
@@ -116,20 +121,24 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		opts:     *opts,
 		store:    env.Store,
 		lockPath: filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
+		closed:   new(atomic.Bool),
 	}
 	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
 	setOSVersion()
-	var configure func(*whatsmeow.Client)
+	var fakeHTTP *http.Client
 	if clientHook != nil {
 		var err error
-		if configure, err = clientHook(c.log); err != nil {
+		if fakeHTTP, err = clientHook(c.log); err != nil {
 			return nil, err
 		}
+		c.desc.http = fakeHTTP
 	}
 	c.newClient = func(dev *store.Device) waClient {
-		cli := whatsmeow.NewClient(dev, newWALogger(c.log))
-		if configure != nil {
-			configure(cli)
+		cli := whatsmeow.NewClient(dev, newWALogger(c.log, c.closed))
+		if fakeHTTP != nil {
+			cli.SetPreLoginHTTPClient(fakeHTTP)
+			cli.SetWebsocketHTTPClient(fakeHTTP)
+			cli.SetMediaHTTPClient(fakeHTTP)
 		}
 		cli.EnableAutoReconnect = true
 		// Acknowledge a message only once the handler has committed it, and
@@ -148,7 +157,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		return nil, err
 	}
 	c.db = db
-	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log))
+	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log, c.closed))
 	if err := c.prepareSessionStore(ctx, filepath.Join(env.StateDir, "whatsapp-store.lock")); err != nil {
 		db.Close()
 		return nil, err
@@ -313,6 +322,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	}
 	c.setState(bridge.LinkStopped, "")
 	lock.release()
+	c.closed.Store(true)
 	return c.db.Close()
 }
 
@@ -482,13 +492,31 @@ func accountOf(dev *store.Device) bridge.LinkAccount {
 
 // newWALogger adapts whatsmeow's logger to slog: its info lines are
 // chatter for an operator, so they go to debug.
-func newWALogger(log *slog.Logger) waLog.Logger { return walog{log} }
+func newWALogger(log *slog.Logger, closed *atomic.Bool) waLog.Logger {
+	return walog{log, closed}
+}
 
-type walog struct{ l *slog.Logger }
+type walog struct {
+	l      *slog.Logger
+	closed *atomic.Bool // the connector stopped: errors are its leftovers
+}
 
-func (w walog) Errorf(msg string, args ...any) { w.l.Error("whatsmeow: " + fmt.Sprintf(msg, args...)) }
-func (w walog) Warnf(msg string, args ...any)  { w.l.Warn("whatsmeow: " + fmt.Sprintf(msg, args...)) }
-func (w walog) Infof(msg string, args ...any)  { w.l.Debug("whatsmeow: " + fmt.Sprintf(msg, args...)) }
+func (w walog) Errorf(msg string, args ...any) {
+	line := "whatsmeow: " + fmt.Sprintf(msg, args...)
+	switch {
+	case strings.HasPrefix(msg, "Client outdated (405)"):
+		// The link reports this itself, with what to do (update).
+		w.l.Debug(line)
+	case w.closed.Load():
+		// A request whatsmeow began before the stop, failing on the
+		// closed database: nothing for an operator to do.
+		w.l.Debug(line + " (after the link stopped)")
+	default:
+		w.l.Error(line)
+	}
+}
+func (w walog) Warnf(msg string, args ...any) { w.l.Warn("whatsmeow: " + fmt.Sprintf(msg, args...)) }
+func (w walog) Infof(msg string, args ...any) { w.l.Debug("whatsmeow: " + fmt.Sprintf(msg, args...)) }
 func (w walog) Debugf(msg string, args ...any) {
 	if w.l.Enabled(context.Background(), slog.LevelDebug-4) {
 		w.l.Debug("whatsmeow: " + fmt.Sprintf(msg, args...))

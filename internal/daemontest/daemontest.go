@@ -125,7 +125,7 @@ func FreePort(t testing.TB) int {
 type Daemon struct {
 	t    testing.TB
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 	done chan struct{}
 	err  error // the process's exit, once done is closed
 }
@@ -145,7 +145,7 @@ func Start(t testing.TB, bin string, args ...string) *Daemon {
 // environment.
 func StartEnv(t testing.TB, env []string, bin string, args ...string) *Daemon {
 	t.Helper()
-	d := &Daemon{t: t, logs: &syncBuffer{}, done: make(chan struct{})}
+	d := &Daemon{t: t, logs: &SyncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	if env != nil {
 		d.cmd.Env = append(os.Environ(), env...)
@@ -268,18 +268,20 @@ func RunCommand(t testing.TB, bin string, args ...string) (stdout, stderr string
 	return o.String(), e.String(), code
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process's output and a test may
+// use at once.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

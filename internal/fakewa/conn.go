@@ -32,7 +32,7 @@ type conn struct {
 	pairing *qrPairing // a registration waiting for a scan
 	active  bool       // the client said <active/>: the offline queue flows
 	regData *registration
-	outq    *mailbox[waBinary.Node] // stanzas in order, once active
+	outq    *mailbox[outgoing] // stanzas in order, once active
 
 	wmu     sync.Mutex // one writer at a time, in order
 	waitMu  sync.Mutex

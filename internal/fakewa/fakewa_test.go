@@ -192,6 +192,9 @@ func TestUnacknowledgedMessageIsRedelivered(t *testing.T) {
 	if n := srv.Pending(cl.Store.GetJID()); n != 1 {
 		t.Fatalf("%d stanzas wait after a refused message, want 1", n)
 	}
+	if n := srv.InFlight(cl.Store.GetJID()); n != 1 {
+		t.Fatalf("%d stanzas in flight after a refused message, want 1", n)
+	}
 	refuse.Store(false)
 	cl.Disconnect()
 	if err := cl.Connect(); err != nil {
@@ -206,6 +209,9 @@ func TestUnacknowledgedMessageIsRedelivered(t *testing.T) {
 		t.Fatal("the refused message was not delivered again")
 	}
 	waitFor(t, "the offline queue to empty", func() bool { return srv.Pending(cl.Store.GetJID()) == 0 })
+	if n := srv.Redelivered(); n != 1 {
+		t.Errorf("Redelivered() = %d, want the one message the client saw and refused", n)
+	}
 }
 
 func waitFor(t testing.TB, what string, ok func() bool) {

@@ -288,10 +288,14 @@ func (s *Server) activate(c *conn) {
 	c.active = true
 	c.startWriter()
 	for _, p := range c.comp.pending {
-		c.outq.push(p.node)
+		if p.written {
+			s.redelivered++ // a client saw it and did not acknowledge it
+		}
+		p.written = false
+		c.outq.push(outgoing{p.node, p})
 	}
-	c.outq.push(waBinary.Node{Tag: "ib", Attrs: waBinary.Attrs{"from": types.ServerJID},
-		Content: []waBinary.Node{{Tag: "offline", Attrs: waBinary.Attrs{"count": len(c.comp.pending)}}}})
+	c.outq.push(outgoing{node: waBinary.Node{Tag: "ib", Attrs: waBinary.Attrs{"from": types.ServerJID},
+		Content: []waBinary.Node{{Tag: "offline", Attrs: waBinary.Attrs{"count": len(c.comp.pending)}}}}})
 	for _, h := range activationHooks {
 		go h(s, c.comp) // s.mu is held; hooks take Phone.mu first
 	}
@@ -308,10 +312,44 @@ func (s *Server) deliver(comp *companion, class string, n waBinary.Node) {
 		return
 	}
 	id, _ := n.Attrs["id"].(string)
-	comp.pending = append(comp.pending, &pendingStanza{class: class, id: id, node: n})
+	p := &pendingStanza{class: class, id: id, node: n}
+	comp.pending = append(comp.pending, p)
 	if comp.conn != nil && comp.conn.active {
-		comp.conn.outq.push(n)
+		comp.conn.outq.push(outgoing{n, p})
 	}
+}
+
+// outgoing is a stanza for a connection's writer, with its place in the
+// offline queue (nil for what needs no acknowledgement).
+type outgoing struct {
+	node    waBinary.Node
+	pending *pendingStanza
+}
+
+// Redelivered counts the stanzas sent again at a login because the client
+// had received them but not acknowledged them (it crashed or refused).
+func (s *Server) Redelivered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.redelivered
+}
+
+// InFlight is how many stanzas a device has received on its current
+// connection and not yet acknowledged.
+func (s *Server) InFlight(device types.JID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, comp := s.device(device)
+	if comp == nil {
+		return 0
+	}
+	n := 0
+	for _, p := range comp.pending {
+		if p.written {
+			n++
+		}
+	}
+	return n
 }
 
 // acknowledged drops a stanza from a companion's offline queue.
@@ -390,7 +428,7 @@ type Presence struct {
 }
 
 func (c *conn) startWriter() {
-	c.outq = newMailbox[waBinary.Node]()
+	c.outq = newMailbox[outgoing]()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		<-c.done
@@ -398,14 +436,19 @@ func (c *conn) startWriter() {
 	}()
 	go func() {
 		for {
-			n, err := c.outq.take(ctx)
+			o, err := c.outq.take(ctx)
 			if err != nil {
 				return
 			}
-			if err := c.send(n); err != nil {
+			if err := c.send(o.node); err != nil {
 				c.srv.logf("fakewa: send to %v: %v", c.comp.JID(), err)
 				c.close()
 				return
+			}
+			if o.pending != nil {
+				c.srv.mu.Lock()
+				o.pending.written = true
+				c.srv.mu.Unlock()
 			}
 		}
 	}()

@@ -58,9 +58,10 @@ type companion struct {
 }
 
 type pendingStanza struct {
-	class string // message, receipt, notification
-	id    string
-	node  waBinary.Node
+	class   string // message, receipt, notification
+	id      string
+	node    waBinary.Node
+	written bool // sent on the device's connection
 }
 
 // JID is the companion's device JID (phone number form).

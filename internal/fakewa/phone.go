@@ -548,14 +548,7 @@ func (p *Phone) decryptFrom(ctx context.Context, from *companion, enc waBinary.N
 	if err != nil {
 		return nil, err
 	}
-	if plain, err = unpad(plain); err != nil {
-		return nil, err
-	}
-	var msg waE2E.Message
-	if err := proto.Unmarshal(plain, &msg); err != nil {
-		return nil, err
-	}
-	return &msg, nil
+	return unpadMessage(plain)
 }
 
 // checkDeviceIdentity verifies that a companion's first message carries
@@ -601,7 +594,13 @@ func (p *Phone) decryptGroup(ctx context.Context, from *companion, chat types.JI
 	if err != nil {
 		return nil, err
 	}
-	if plain, err = unpad(plain); err != nil {
+	return unpadMessage(plain)
+}
+
+// unpadMessage is the message in a decrypted, padded plaintext.
+func unpadMessage(plain []byte) (*waE2E.Message, error) {
+	plain, err := unpad(plain)
+	if err != nil {
 		return nil, err
 	}
 	var msg waE2E.Message

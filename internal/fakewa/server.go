@@ -56,22 +56,23 @@ type Server struct {
 	addr  string
 	clock func() time.Time
 
-	mu         sync.Mutex
-	phones     map[string]*Phone // by phone-number user
-	lids       map[string]*Phone // by LID user
-	companions map[types.JID]*companion
-	conns      map[*conn]struct{}
-	qrRefs     map[string]*qrPairing
-	codes      map[string]*codePairing // by pairing ref
-	groups     map[types.JID]*Group
-	media      map[string]*mediaBlob // by direct path
-	uploads    []Upload
-	silent     bool   // answer nothing (keep-alive lost)
-	refuse     string // refuse every login: "outdated" or "banned"
-	banExpire  time.Duration
-	nextRegID  uint32
-	closed     bool
-	wg         sync.WaitGroup
+	mu          sync.Mutex
+	phones      map[string]*Phone // by phone-number user
+	lids        map[string]*Phone // by LID user
+	companions  map[types.JID]*companion
+	conns       map[*conn]struct{}
+	qrRefs      map[string]*qrPairing
+	codes       map[string]*codePairing // by pairing ref
+	groups      map[types.JID]*Group
+	media       map[string]*mediaBlob // by direct path
+	uploads     []Upload
+	silent      bool   // answer nothing (keep-alive lost)
+	refuse      string // refuse every login: "outdated" or "banned"
+	banExpire   time.Duration
+	nextRegID   uint32
+	redelivered int // stanzas sent again after the client saw them
+	closed      bool
+	wg          sync.WaitGroup
 	// Received carries every node a client sent, for assertions; when
 	// nobody reads, the oldest are dropped.
 	Received chan *waBinary.Node
