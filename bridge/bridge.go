@@ -482,6 +482,9 @@ func (b *Bridge) submit(name string, in *Event, done func(error)) {
 	if ev.ID == "" {
 		ev.ID = KeyPrefix + "in." + randomHex(8)
 	}
+	if ev.History {
+		dests = b.showingHistory(dests)
+	}
 	b.accept(&ev, dests, done)
 }
 
@@ -511,6 +514,19 @@ func (b *Bridge) accept(ev *Event, dests []Endpoint, done func(error)) {
 		b.obs.Accepted(ev.Chat.Connector, ev.Kind)
 		done(nil)
 	})
+}
+
+// showingHistory is the destinations among dests whose connectors show
+// history. A history event with none left is still accepted, so its id
+// is known to later replies and duplicates.
+func (b *Bridge) showingHistory(dests []Endpoint) []Endpoint {
+	var out []Endpoint
+	for _, d := range dests {
+		if conn, ok := b.connector(d.Connector); ok && conn.Capabilities().History {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // relayEphemeral hands typing and read events straight to destinations

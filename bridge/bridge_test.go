@@ -739,3 +739,31 @@ func TestEnvPath(t *testing.T) {
 		t.Errorf("without a config file: %q", got)
 	}
 }
+
+// TestHistoryOnlyWhereItIsShown: a history event reaches destinations
+// that show history, at its own time, and no other; a live message with
+// the same id later is a duplicate (the history relayed it), and a reply
+// to the history message finds it.
+func TestHistoryOnlyWhereItIsShown(t *testing.T) {
+	shows := all
+	shows.History = true
+	a, m, irc := bridgetest.NewFake("a", all), bridgetest.NewFake("m", shows), bridgetest.NewFake("irc", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "m/y", "irc/z")}, a, m, irc)
+	old := msg("a", "x", "h1", "from the past")
+	old.History, old.Time = true, time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	h.Inject(old)
+	h.Inject(msg("a", "x", "h1", "from the past"))
+	reply := msg("a", "x", "live", "answering")
+	reply.ReplyTo = "h1"
+	h.Inject(reply)
+	got := m.WaitSent(t, 2)
+	if !got[0].History || !got[0].Time.Equal(old.Time) || got[0].Text != "from the past" {
+		t.Errorf("the destination showing history got %+v at %v", got[0], got[0].Time)
+	}
+	if got[1].History || got[1].Text != "answering" || got[1].ReplyTo == "" {
+		t.Errorf("then %+v (history %v, reply to %q), want the live reply to the history message", got[1], got[1].History, got[1].ReplyTo)
+	}
+	if sent := irc.WaitSent(t, 1); len(sent) != 1 || sent[0].Text == "from the past" || sent[0].History {
+		t.Errorf("a destination that does not show history got %v", texts(sent))
+	}
+}

@@ -67,6 +67,10 @@ type Capabilities struct {
 	HTML   bool
 	Typing bool
 	Read   bool
+	// History: Send shows an Event.History message as the past, at its
+	// Time, without notifying (Matrix). Others never get them: a backlog
+	// of old messages into IRC would flood the channel.
+	History bool
 	// MaxTextLength in characters (runes); 0 is unlimited. Longer text is
 	// split by the core into several messages.
 	MaxTextLength int

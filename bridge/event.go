@@ -113,9 +113,13 @@ type Event struct {
 	Text string `json:"text,omitempty"`
 	HTML string `json:"html,omitempty"`
 	// Emote is a /me action; Notice an automated message (bot output).
-	Emote  bool    `json:"emote,omitempty"`
-	Notice bool    `json:"notice,omitempty"`
-	Media  []Media `json:"media,omitempty"`
+	Emote  bool `json:"emote,omitempty"`
+	Notice bool `json:"notice,omitempty"`
+	// History marks a message from the origin's past (WhatsApp's history
+	// sync), sent at Time: only destinations that show history
+	// (Capabilities.History) get it.
+	History bool    `json:"history,omitempty"`
+	Media   []Media `json:"media,omitempty"`
 
 	// ReplyTo is the message this one answers.
 	ReplyTo string `json:"reply_to,omitempty"`

@@ -159,6 +159,15 @@ type LinkStatus struct {
 	Account LinkAccount `json:"account,omitempty"`
 	// Until is when a temporary ban ends.
 	Until time.Time `json:"until,omitempty"`
+	// History is how far the link has relayed the history its account
+	// handed it (nil: none).
+	History *HistoryProgress `json:"history,omitempty"`
+}
+
+// HistoryProgress counts a link's history messages.
+type HistoryProgress struct {
+	Relayed int `json:"relayed"`
+	Waiting int `json:"waiting"`
 }
 
 // LinkError says why linking failed, in one of a few reasons a user can

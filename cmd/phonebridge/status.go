@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
 	"github.com/phonebridge/phonebridge/internal/daemon"
 )
@@ -67,13 +68,13 @@ func printStatus(out io.Writer, st control.StatusReport) {
 	if len(st.Links) > 0 {
 		fmt.Fprintln(out)
 		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "LINK\tACCOUNT\tSTATE\tSINCE\tDETAIL")
+		fmt.Fprintln(tw, "LINK\tACCOUNT\tSTATE\tSINCE\tHISTORY\tDETAIL")
 		for _, l := range st.Links {
 			account := l.Account.Phone
 			if l.Account.PushName != "" {
 				account += " (" + l.Account.PushName + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, dash(account), strings.ReplaceAll(string(l.State), "_", " "), since(l.Since), dash(l.Detail))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, dash(account), strings.ReplaceAll(string(l.State), "_", " "), since(l.Since), historyLine(l.History), dash(l.Detail))
 		}
 		tw.Flush()
 	}
@@ -91,6 +92,17 @@ func printStatus(out io.Writer, st control.StatusReport) {
 	if st.Failed > 0 {
 		fmt.Fprintf(out, "%d event(s) failed for good and were skipped (see the log for why).\n", st.Failed)
 	}
+}
+
+// historyLine is a link's backfill: "120/200 relayed" while it runs.
+func historyLine(h *bridge.HistoryProgress) string {
+	switch {
+	case h == nil:
+		return "-"
+	case h.Waiting == 0:
+		return fmt.Sprintf("%d relayed", h.Relayed)
+	}
+	return fmt.Sprintf("%d/%d relayed", h.Relayed, h.Relayed+h.Waiting)
 }
 
 func dash(s string) string {

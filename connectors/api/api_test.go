@@ -380,6 +380,7 @@ func TestPostBadRequests(t *testing.T) {
 		{`[1,2]`, "must be a JSON object"},
 		{`{"kind":"message","chat":"general","text":"hi","colour":"red"}`, `unknown field "colour"`},
 		{`{"kind":"message","chat":"general","text":"hi","origin":{}}`, `unknown field "origin"`},
+		{`{"kind":"message","chat":"general","text":"hi","history":true}`, `unknown field "history"`},
 		{`{"kind":"message","chat":"general","text":5}`, "field text must be a string"},
 		{`{"kind":"message","chat":"general","sender":{"is_owner":"yes"}}`, "sender.is_owner must be true or false"},
 		{`{"id":"pb.123","kind":"message","chat":"general","text":"hi"}`, `reserved for ids the bridge assigns`},
@@ -907,7 +908,7 @@ func TestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, HTML: true, Typing: true, Read: true, MaxTextLength: 4000}
+	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, HTML: true, Typing: true, Read: true, History: true, MaxTextLength: 4000}
 	if c.Capabilities() != want {
 		t.Fatalf("capabilities %+v", c.Capabilities())
 	}
@@ -996,5 +997,28 @@ func TestPruneTakesOldEventsOutOfTheLog(t *testing.T) {
 	}
 	if n, err := h.c.Prune(context.Background(), time.Now().Add(-24*time.Hour)); err != nil || n != 0 {
 		t.Errorf("a second Prune = %d, %v; want nothing left to prune", n, err)
+	}
+}
+
+// TestHistoryFlagged: a message from the origin's past reaches clients
+// flagged as history, with its own time (a client cannot send one:
+// TestPostBadRequests).
+func TestHistoryFlagged(t *testing.T) {
+	h := newHarness(t, nil)
+	ws := h.dial()
+	subscribe(t, ws, "general", nil)
+	sent := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
+	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{Event: bridge.Event{Kind: bridge.KindMessage,
+		Chat: bridge.ChatRef{Connector: "chat-api", ID: "general"}, Sender: bridge.Sender{ID: "alice@wa", Name: "Alice"},
+		Time: sent, Text: "long ago", History: true}, Key: "pb.h1"}); err != nil {
+		t.Fatal(err)
+	}
+	ev := expectEvent(t, ws, "general", 1, "long ago")
+	if ev["history"] != true || ev["time"] != "2023-01-02T03:04:05Z" {
+		t.Errorf("the history message reached the client as %v", ev)
+	}
+	h.send("general", "pb.h2", "now")
+	if ev := expectEvent(t, ws, "general", 2, "now"); ev["history"] != nil {
+		t.Errorf("a live message reached the client flagged history: %v", ev)
 	}
 }

@@ -77,6 +77,7 @@ type outEvent struct {
 	HTML           string     `json:"html,omitempty"`
 	Emote          bool       `json:"emote,omitempty"`
 	Notice         bool       `json:"notice,omitempty"`
+	History        bool       `json:"history,omitempty"`
 	ReplyTo        string     `json:"reply_to,omitempty"`
 	Target         string     `json:"target,omitempty"`
 	TargetReaction string     `json:"target_reaction,omitempty"`
@@ -252,6 +253,7 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 		HTML:           ev.HTML,
 		Emote:          ev.Emote,
 		Notice:         ev.Notice,
+		History:        ev.History,
 		ReplyTo:        ev.ReplyTo,
 		Target:         ev.Target,
 		TargetReaction: ev.TargetReaction,

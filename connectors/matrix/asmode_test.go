@@ -895,3 +895,44 @@ func TestDescribedSet(t *testing.T) {
 		t.Error("right after a failed question: due")
 	}
 }
+
+// TestAppserviceHistoryKeepsItsTime: a history message (WhatsApp's
+// history of a newly linked phone) reaches the portal from the sender's
+// ghost dated when it was sent, as a notice so that clients do not
+// notify; a live one after it is dated now.
+func TestAppserviceHistoryKeepsItsTime(t *testing.T) {
+	r := newASRig(t)
+	r.start(t)
+	ctx := t.Context()
+	r.say(t, "m0", "the portal's first message", "")
+	room := r.portal(t)
+	if _, err := r.owner.cli.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("the owner cannot join the portal: %v", err)
+	}
+	if !r.mx.Capabilities().History {
+		t.Fatal("an appservice does not say it shows history")
+	}
+	sent := time.Date(2025, 3, 1, 12, 30, 0, 0, time.UTC)
+	out := &bridge.Outgoing{Event: bridge.Event{Kind: bridge.KindMessage,
+		Chat:   bridge.ChatRef{Connector: "mx", ID: annChat},
+		Origin: bridge.ChatRef{Connector: "api", ID: annChat, Name: "Ann", Direct: true},
+		Sender: bridge.Sender{ID: annChat, Name: "Ann"}, Text: "said last March", History: true, Time: sent},
+		Key: "pb.history.1"}
+	if _, err := r.mx.Send(ctx, out); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	got := r.owner.next(t, "the history message", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "said last March"
+	})
+	if got.Timestamp != sent.UnixMilli() || got.Sender != r.mx.as.ghostID(annChat) || got.Content.AsMessage().MsgType != event.MsgNotice {
+		t.Errorf("the history message came from %s at %v as %s, want Ann's ghost at %v as a notice",
+			got.Sender, time.UnixMilli(got.Timestamp).UTC(), got.Content.AsMessage().MsgType, sent)
+	}
+	r.say(t, "m1", "said now", "")
+	live := r.owner.next(t, "the live message", func(evt *event.Event) bool {
+		return evt.RoomID == room && evt.Type == event.EventMessage && evt.Content.AsMessage().Body == "said now"
+	})
+	if age := time.Since(time.UnixMilli(live.Timestamp)); age < 0 || age > time.Minute || live.Content.AsMessage().MsgType != event.MsgText {
+		t.Errorf("the live message is dated %v ago as %s", age, live.Content.AsMessage().MsgType)
+	}
+}

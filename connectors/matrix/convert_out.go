@@ -97,7 +97,9 @@ func textContent(out *bridge.Outgoing, senderFormat string) *event.MessageEventC
 	switch {
 	case out.Emote:
 		content.MsgType = event.MsgEmote
-	case out.Notice:
+	case out.Notice, out.History:
+		// History is a notice so that clients do not notify of it
+		// (the .m.rule.suppress_notices push rule).
 		content.MsgType = event.MsgNotice
 	}
 	if showsSender(senderFormat, out) {

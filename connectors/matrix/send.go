@@ -28,6 +28,9 @@ type roomSender struct {
 	// maybeSent is the delivery's Outgoing.MaybeSent: an earlier attempt
 	// may be in the room already.
 	maybeSent bool
+	// ts, for history, is the event's own time (ms) that an appservice
+	// may give the homeserver in place of now.
+	ts int64
 }
 
 // typingTimeout is how long one relayed typing notification lasts: other
@@ -38,6 +41,10 @@ const typingTimeout = 10 * time.Second
 // first, where it took several), with errors in the core's terms.
 func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	s.maybeSent = out.MaybeSent
+	s.ts = 0
+	if out.History && !out.Time.IsZero() {
+		s.ts = out.Time.UnixMilli()
+	}
 	switch out.Kind {
 	case bridge.KindMessage:
 		return s.message(ctx, out)
@@ -127,7 +134,7 @@ func (s *roomSender) put(ctx context.Context, txn string, typ event.Type, conten
 	if found := s.guard.lookup(ctx, s, txn); found != "" {
 		return found, nil
 	}
-	resp, err := s.cli.SendMessageEvent(ctx, s.room, typ, withKey(content, txn), mautrix.ReqSendEvent{TransactionID: txn})
+	resp, err := s.cli.SendMessageEvent(ctx, s.room, typ, withKey(content, txn), mautrix.ReqSendEvent{TransactionID: txn, Timestamp: s.ts})
 	if err != nil {
 		s.guard.note(txn, err)
 		return "", classify(err)

@@ -45,6 +45,7 @@ func (c *Connector) handle(evt any) bool {
 
 	case *events.Connected:
 		c.setState(bridge.LinkConnected, "")
+		c.kickBackfill()
 		c.withSink(func(s bridge.Sink) { s.Resume("") })
 		// Not in wg: Stop may be waiting already. The context ends it.
 		go c.refreshChats(c.runCtx())
@@ -114,18 +115,35 @@ func (c *Connector) setAccountName(name string) {
 
 // onMessage relays one message, returning once it is committed.
 func (c *Connector) onMessage(e *events.Message) bool {
+	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
+	defer cancel()
+	if notif := historyNotification(e); notif != nil {
+		return c.onHistory(ctx, notif)
+	}
+	return c.relayMessage(ctx, e, false)
+}
+
+// relayMessage converts e and hands it to the core, as history (from
+// WhatsApp's history sync, at its own time) or live; it says whether the
+// core took it or it is nothing to relay.
+func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history bool) bool {
 	if e.Info.Chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
-	defer cancel()
 	e = c.byNumber(ctx, e)
 	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))
 	if !ok {
 		return true
 	}
+	if !history {
+		if err := c.historyFirst(ctx, in.Event.Chat.ID); err != nil {
+			c.log.Error("a chat's history could not be relayed before its new message; WhatsApp will deliver the message again", "link", c.name, "chat", in.Event.Chat.ID, "err", err)
+			return false
+		}
+	}
 	c.remember(in.Ref)
 	in.Event.Chat.Name = c.chats.chatName(ctx, e.Info.Chat)
+	in.Event.History = history
 	c.nameMentions(ctx, &in.Event, mentionedJIDs(e))
 	return c.submit(ctx, &in.Event)
 }

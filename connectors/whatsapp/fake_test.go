@@ -23,6 +23,8 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waAdv"
 	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/proto/waHistorySync"
+	"go.mau.fi/whatsmeow/proto/waWeb"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
@@ -442,6 +444,15 @@ func (cl *fakeClient) GetProfilePictureInfo(ctx context.Context, jid types.JID, 
 		return nil, fmt.Errorf("info query returned status 404: %w", whatsmeow.ErrProfilePictureNotSet)
 	}
 	return &pic, nil
+}
+
+// History syncs come from fakewa's phones, not from the scripted client.
+func (cl *fakeClient) DownloadHistorySync(ctx context.Context, notif *waE2E.HistorySyncNotification, synchronousStorage bool) (*waHistorySync.HistorySync, error) {
+	return nil, errors.New("the scripted client has no history")
+}
+
+func (cl *fakeClient) ParseWebMessage(chatJID types.JID, webMsg *waWeb.WebMessageInfo) (*events.Message, error) {
+	return nil, errors.New("the scripted client has no history")
 }
 
 func (cl *fakeClient) GetJoinedGroups(ctx context.Context) ([]*types.GroupInfo, error) {

@@ -42,6 +42,18 @@ var migrations = []string{
 	) WITHOUT ROWID;`,
 	// For Prune: a link's messages by age.
 	`CREATE INDEX whatsapp_messages_at ON whatsapp_messages (link, at);`,
+	// whatsapp_history holds the messages of WhatsApp's history syncs
+	// to backfill (the message as WhatsApp sent it), until relayed (done).
+	`CREATE TABLE whatsapp_history (
+		link TEXT NOT NULL,
+		chat TEXT NOT NULL,
+		id   TEXT NOT NULL,
+		at   INTEGER NOT NULL,
+		msg  BLOB NOT NULL,
+		done INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (link, chat, id)
+	) WITHOUT ROWID;
+	CREATE INDEX whatsapp_history_todo ON whatsapp_history (link, done, chat, at);`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -78,7 +90,7 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 // forgetLink drops the link's device record and what was cached for it,
 // its message records too (an unlink).
 func (c *Connector) forgetLink(ctx context.Context) error {
-	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`)
+	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`)
 }
 
 // forgetDevice drops the link's device record and its chat names but
@@ -152,23 +164,31 @@ const pruneBatch = 500
 // to it or revoking it then goes as for a message the link never saw.
 func (c *Connector) Prune(ctx context.Context, before time.Time) (int, error) {
 	total := 0
-	for ctx.Err() == nil {
-		var n int64
-		err := c.store.Write(ctx, func(tx *bridge.Tx) error {
-			r, err := tx.Exec(`DELETE FROM whatsapp_messages WHERE (link, chat, id) IN
-				(SELECT link, chat, id FROM whatsapp_messages WHERE link = ? AND at < ? LIMIT ?)`, c.name, before.Unix(), pruneBatch)
-			if err != nil {
+	for _, q := range []string{
+		`DELETE FROM whatsapp_messages WHERE (link, chat, id) IN
+			(SELECT link, chat, id FROM whatsapp_messages WHERE link = ? AND at < ? LIMIT ?)`,
+		// History relayed already; a chunk sent again finds the core
+		// still knowing the ids it relayed, so nothing shows twice.
+		`DELETE FROM whatsapp_history WHERE (link, chat, id) IN
+			(SELECT link, chat, id FROM whatsapp_history WHERE link = ? AND done = 1 AND at < ? LIMIT ?)`,
+	} {
+		for ctx.Err() == nil {
+			var n int64
+			err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+				r, err := tx.Exec(q, c.name, before.Unix(), pruneBatch)
+				if err != nil {
+					return err
+				}
+				n, err = r.RowsAffected()
 				return err
+			})
+			if err != nil {
+				return total, fmt.Errorf("prune WhatsApp messages of link %q: %w", c.name, err)
 			}
-			n, err = r.RowsAffected()
-			return err
-		})
-		if err != nil {
-			return total, fmt.Errorf("prune WhatsApp messages of link %q: %w", c.name, err)
-		}
-		total += int(n)
-		if n < pruneBatch {
-			break
+			total += int(n)
+			if n < pruneBatch {
+				break
+			}
 		}
 	}
 	return total, nil

@@ -42,6 +42,8 @@ type Options struct {
 	MaxMediaBytes int64 `yaml:"max_media_bytes"`
 	// ReconnectMax caps the wait between attempts to reach WhatsApp.
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// History is what of WhatsApp's history sync is relayed.
+	History HistoryOptions `yaml:"history"`
 }
 
 // Defaults.
@@ -59,6 +61,7 @@ func NewOptions() *Options {
 		SenderFormat:  DefaultSenderFormat,
 		MaxMediaBytes: DefaultMaxMediaBytes,
 		ReconnectMax:  DefaultReconnectMax,
+		History:       HistoryOptions{Backfill: BackfillRecent, PerChat: DefaultHistoryPerChat},
 	}
 }
 
@@ -69,6 +72,7 @@ func (o *Options) Validate(c *config.Checker) {
 	if o.ReconnectMax < time.Second {
 		c.Errorf("reconnect_max", "must be at least 1s (got %s)", o.ReconnectMax)
 	}
+	o.History.validate(c.At("history"))
 }
 
 func init() {
@@ -90,9 +94,12 @@ type Connector struct {
 	db    *sql.DB // whatsmeow's own pool on the bridge's database
 	// closed is set when Stop closes db: whatsmeow's goroutines that
 	// outlive Disconnect (an app state fetch) then fail, harmlessly.
-	closed    *atomic.Bool
-	container *sqlstore.Container
-	lockPath  string
+	closed *atomic.Bool
+	// backfillKick wakes the history backfill (history.go).
+	backfillKick chan struct{}
+	history      historyState
+	container    *sqlstore.Container
+	lockPath     string
 	// newClient makes a whatsmeow client for a device; tests put a fake.
 	newClient func(dev *store.Device) waClient
 
@@ -116,12 +123,14 @@ type Connector struct {
 // connecting.
 func New(env bridge.Env, opts *Options) (*Connector, error) {
 	c := &Connector{
-		name:     env.Name,
-		log:      env.Logger,
-		opts:     *opts,
-		store:    env.Store,
-		lockPath: filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
-		closed:   new(atomic.Bool),
+		name:         env.Name,
+		log:          env.Logger,
+		opts:         *opts,
+		store:        env.Store,
+		lockPath:     filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
+		closed:       new(atomic.Bool),
+		backfillKick: make(chan struct{}, 1),
+		history:      historyState{pending: map[string]bool{}},
 	}
 	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
 	setOSVersion()
@@ -146,6 +155,9 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		// or a crash) can still be decrypted: nothing accepted is lost.
 		cli.SynchronousAck = true
 		cli.EnableDecryptedEventBuffer = true
+		// History syncs are downloaded and stored in the message handler,
+		// so they too are acknowledged only once stored.
+		cli.ManualHistorySyncDownload = true
 		return cli
 	}
 	ctx := context.Background()
@@ -223,8 +235,16 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	c.lock = lock
 	c.sink = sink
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	dev := c.device
+	dev, ctx := c.device, c.ctx
 	c.mu.Unlock()
+	// Not in wg, which counts the client's goroutines: the backfill
+	// lives as long as the connector runs.
+	c.history.worker.Add(1)
+	go func() {
+		defer c.history.worker.Done()
+		c.backfill(ctx)
+	}()
+	c.kickBackfill() // what a crash left unrelayed
 	if dev == nil {
 		// New already knew it is unlinked; the core learns it now.
 		st := c.LinkStatus()
@@ -315,7 +335,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 		cli.Disconnect()
 	}
 	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
+	go func() { c.wg.Wait(); c.history.worker.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -1,0 +1,341 @@
+package whatsapp
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/proto/waHistorySync"
+	"go.mau.fi/whatsmeow/proto/waWeb"
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/config"
+)
+
+// HistoryOptions say what of the history WhatsApp hands a linked device
+// is relayed, to destinations that show history (Matrix portals, the API).
+type HistoryOptions struct {
+	// Backfill is none, recent (what WhatsApp sends a new device at
+	// once, and what `phonebridge backfill` asks for) or all (the full
+	// history the phone sends later too).
+	Backfill string `yaml:"backfill"`
+	// PerChat caps the messages kept per chat, the newest.
+	PerChat int `yaml:"per_chat"`
+	// MaxAge leaves out messages older than this; 0 keeps any age.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+const (
+	BackfillNone   = "none"
+	BackfillRecent = "recent"
+	BackfillAll    = "all"
+
+	DefaultHistoryPerChat = 50
+)
+
+func (h *HistoryOptions) validate(c *config.Checker) {
+	c.OneOf("backfill", h.Backfill, BackfillNone, BackfillRecent, BackfillAll)
+	if h.PerChat < 1 {
+		c.Errorf("per_chat", "must be at least 1 (got %d); set backfill: none for no history", h.PerChat)
+	}
+	if h.MaxAge < 0 {
+		c.Errorf("max_age", "must not be negative (got %s); 0 keeps any age", h.MaxAge)
+	}
+}
+
+// wants says whether a history sync of typ is backfilled; the other
+// types (push names, status, settings) carry no conversations.
+func (h *HistoryOptions) wants(typ waHistorySync.HistorySync_HistorySyncType) bool {
+	switch typ {
+	case waHistorySync.HistorySync_INITIAL_BOOTSTRAP, waHistorySync.HistorySync_RECENT, waHistorySync.HistorySync_ON_DEMAND:
+		return h.Backfill != BackfillNone
+	case waHistorySync.HistorySync_FULL:
+		return h.Backfill == BackfillAll
+	}
+	return false
+}
+
+// historyNotification is the history sync a message from the account's
+// own phone announces, if it is one.
+func historyNotification(e *events.Message) *waE2E.HistorySyncNotification {
+	if !e.Info.IsFromMe {
+		return nil
+	}
+	return e.Message.GetProtocolMessage().GetHistorySyncNotification()
+}
+
+// onHistory downloads the history sync notif names and stores the
+// messages to backfill, before WhatsApp is told the notification was
+// received: a crash before the commit gets it again, and the backfill
+// resumes from the table. whatsmeow stores what the sync says of names
+// and LIDs during the download, whatever the backfill setting.
+func (c *Connector) onHistory(ctx context.Context, notif *waE2E.HistorySyncNotification) bool {
+	cli, _ := c.current()
+	if cli == nil {
+		return false
+	}
+	hs, err := cli.DownloadHistorySync(ctx, notif, true)
+	if err != nil {
+		c.log.Warn("could not download a WhatsApp history sync; WhatsApp sends it again at the next connection", "link", c.name, "err", err)
+		return false
+	}
+	h := c.opts.History
+	if !h.wants(hs.GetSyncType()) || len(hs.GetConversations()) == 0 {
+		return true
+	}
+	now := time.Now()
+	stored := 0
+	var chats []string
+	err = c.store.Write(ctx, func(tx *bridge.Tx) error {
+		stored, chats = 0, nil
+		for _, conv := range hs.GetConversations() {
+			chat, err := types.ParseJID(conv.GetID())
+			if err != nil || (chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts) {
+				continue
+			}
+			// Under the id live messages of the chat get (the download
+			// stored the sync's LID-number pairs first).
+			chat = c.byNumberJID(ctx, chat)
+			var have int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM whatsapp_history WHERE link = ? AND chat = ?`, c.name, chat.String()).Scan(&have); err != nil {
+				return err
+			}
+			// WhatsApp lists a conversation's messages newest first.
+			for _, m := range conv.GetMessages() {
+				if have >= h.PerChat {
+					break
+				}
+				wmi := m.GetMessage()
+				at := time.Unix(int64(wmi.GetMessageTimestamp()), 0)
+				if wmi.GetKey().GetID() == "" || (h.MaxAge > 0 && now.Sub(at) > h.MaxAge) {
+					continue
+				}
+				raw, err := proto.Marshal(wmi)
+				if err != nil {
+					return err
+				}
+				r, err := tx.Exec(`INSERT INTO whatsapp_history (link, chat, id, at, msg) VALUES (?, ?, ?, ?, ?)
+					ON CONFLICT (link, chat, id) DO NOTHING`, c.name, chat.String(), wmi.GetKey().GetID(), at.Unix(), raw)
+				if err != nil {
+					return err
+				}
+				if n, _ := r.RowsAffected(); n > 0 {
+					have++
+					stored++
+					if len(chats) == 0 || chats[len(chats)-1] != chat.String() {
+						chats = append(chats, chat.String())
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error("a WhatsApp history sync was not stored; WhatsApp sends it again at the next connection", "link", c.name, "err", err)
+		return false
+	}
+	c.history.mu.Lock()
+	for _, chat := range chats {
+		c.history.pending[chat] = true
+	}
+	c.history.mu.Unlock()
+	c.showHistoryProgress(ctx)
+	c.log.Info("WhatsApp history received", "link", c.name, "type", hs.GetSyncType().String(), "conversations", len(hs.GetConversations()), "messages_kept", stored)
+	c.kickBackfill()
+	return true
+}
+
+// kickBackfill wakes the backfill worker.
+func (c *Connector) kickBackfill() {
+	select {
+	case c.backfillKick <- struct{}{}:
+	default:
+	}
+}
+
+// historyState is the backfill's place: the chats with history not yet
+// relayed, and a turn that the worker and a live message take to relay
+// a chat's history, so that it goes before the chat's next live message.
+type historyState struct {
+	worker  sync.WaitGroup
+	turn    sync.Mutex
+	mu      sync.Mutex
+	pending map[string]bool
+}
+
+// backfill relays stored history, oldest first per chat, while the link
+// runs; it sleeps until kicked (history stored, a connection made).
+func (c *Connector) backfill(ctx context.Context) {
+	if err := c.loadPendingHistory(ctx); err != nil {
+		c.log.Warn("cannot read the history left to relay; it is relayed at the next start", "link", c.name, "err", err)
+		return
+	}
+	c.showHistoryProgress(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.backfillKick:
+		}
+		for ctx.Err() == nil {
+			chat := c.nextHistoryChat()
+			if chat == "" {
+				break
+			}
+			err := c.relayChatHistory(ctx, chat)
+			c.showHistoryProgress(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("history backfill paused; it resumes at the next connection", "link", c.name, "err", err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// loadPendingHistory finds the chats whose history a crash or a stop
+// left unrelayed.
+func (c *Connector) loadPendingHistory(ctx context.Context) error {
+	rows, err := c.store.QueryContext(ctx, `SELECT DISTINCT chat FROM whatsapp_history WHERE link = ? AND done = 0`, c.name)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	c.history.mu.Lock()
+	defer c.history.mu.Unlock()
+	for rows.Next() {
+		var chat string
+		if err := rows.Scan(&chat); err != nil {
+			return err
+		}
+		c.history.pending[chat] = true
+	}
+	return rows.Err()
+}
+
+// nextHistoryChat is a chat with history to relay, "" when none.
+func (c *Connector) nextHistoryChat() string {
+	c.history.mu.Lock()
+	defer c.history.mu.Unlock()
+	for chat := range c.history.pending {
+		return chat
+	}
+	return ""
+}
+
+// historyFirst relays chat's waiting history, if any, before one of its
+// live messages.
+func (c *Connector) historyFirst(ctx context.Context, chat string) error {
+	c.history.mu.Lock()
+	waiting := c.history.pending[chat]
+	c.history.mu.Unlock()
+	if !waiting {
+		return nil
+	}
+	return c.relayChatHistory(ctx, chat)
+}
+
+// relayChatHistory relays chat's stored history not yet relayed, oldest
+// first, marking each message done once the core has it.
+func (c *Connector) relayChatHistory(ctx context.Context, chat string) error {
+	c.history.turn.Lock()
+	defer c.history.turn.Unlock()
+	cli, _ := c.current()
+	if cli == nil || !cli.IsLoggedIn() {
+		return fmt.Errorf("not logged in to WhatsApp")
+	}
+	type row struct {
+		id  string
+		raw []byte
+	}
+	var rows []row
+	err := func() error {
+		q, err := c.store.QueryContext(ctx, `SELECT id, msg FROM whatsapp_history WHERE link = ? AND chat = ? AND done = 0 ORDER BY at, id`, c.name, chat)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		for q.Next() {
+			var r row
+			if err := q.Scan(&r.id, &r.raw); err != nil {
+				return err
+			}
+			rows = append(rows, r)
+		}
+		return q.Err()
+	}()
+	if err != nil {
+		return fmt.Errorf("read stored history: %w", err)
+	}
+	for _, r := range rows {
+		if err := c.relayHistory(ctx, cli, chat, r.raw); err != nil {
+			return err
+		}
+		if err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+			_, err := tx.Exec(`UPDATE whatsapp_history SET done = 1 WHERE link = ? AND chat = ? AND id = ?`, c.name, chat, r.id)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	c.history.mu.Lock()
+	delete(c.history.pending, chat)
+	c.history.mu.Unlock()
+	return nil
+}
+
+// relayHistory relays one stored history message as a live one would be,
+// flagged as history at its own time. The core knows its id if it came
+// live too (or in an earlier chunk) and relays it once.
+func (c *Connector) relayHistory(ctx context.Context, cli waClient, chat string, raw []byte) error {
+	var wmi waWeb.WebMessageInfo
+	if err := proto.Unmarshal(raw, &wmi); err != nil {
+		return nil // damaged: nothing to relay, ever
+	}
+	jid, err := types.ParseJID(chat)
+	if err != nil {
+		return nil
+	}
+	e, err := cli.ParseWebMessage(jid, &wmi)
+	if err != nil {
+		c.log.Debug("a history message could not be read; skipped", "link", c.name, "chat", chat, "err", err)
+		return nil
+	}
+	if !c.relayMessage(ctx, e, true) {
+		return fmt.Errorf("the core did not take history message %s in %s", wmi.GetKey().GetID(), chat)
+	}
+	return nil
+}
+
+// backfillPending is how many stored history messages wait to be
+// relayed (-1 when it cannot be read).
+func (c *Connector) backfillPending(ctx context.Context) int {
+	p, err := c.historyProgress(ctx)
+	if err != nil {
+		return -1
+	}
+	return p.Waiting
+}
+
+func (c *Connector) historyProgress(ctx context.Context) (bridge.HistoryProgress, error) {
+	var p bridge.HistoryProgress
+	err := c.store.QueryRowContext(ctx, `SELECT COALESCE(SUM(done), 0), COALESCE(SUM(1 - done), 0) FROM whatsapp_history WHERE link = ?`, c.name).Scan(&p.Relayed, &p.Waiting)
+	return p, err
+}
+
+// showHistoryProgress puts the backfill's progress in the link's status.
+func (c *Connector) showHistoryProgress(ctx context.Context) {
+	p, err := c.historyProgress(ctx)
+	if err != nil || p.Relayed+p.Waiting == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.status.History = &p
+	c.mu.Unlock()
+}
