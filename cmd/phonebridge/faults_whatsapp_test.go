@@ -267,12 +267,18 @@ func (w *e2eWorld) awaitPortal(t *testing.T, room id.RoomID, k, n int, explain f
 	}
 }
 
-// portalTokens reads room's whole timeline, in the order the homeserver
+// portalTokens is chat k's tokens in room's whole timeline (portalEvents).
+func (w *e2eWorld) portalTokens(t *testing.T, room id.RoomID, k int) ([]string, error) {
+	evts, err := w.portalEvents(t, room)
+	return tokensIn(evts, w.owner.ID, k), err
+}
+
+// portalEvents reads room's whole timeline, in the order the homeserver
 // took the events, from a fresh /sync of that room alone. Not from
 // /messages: Dendrite 0.13.8's /messages sometimes leaves out a room's
 // first message (sent while the owner's join was in flight) though the
 // room holds it and /event and /sync return it.
-func (w *e2eWorld) portalTokens(t *testing.T, room id.RoomID, k int) ([]string, error) {
+func (w *e2eWorld) portalEvents(t *testing.T, room id.RoomID) ([]*event.Event, error) {
 	filter := fmt.Sprintf(`{"room":{"rooms":[%q],"timeline":{"limit":5000},"state":{"lazy_load_members":true}},"presence":{"not_types":["*"]},"account_data":{"not_types":["*"]}}`, room)
 	resp, err := w.owner.Client.FullSyncRequest(t.Context(), mautrix.ReqSync{FilterID: filter})
 	if err != nil {
@@ -285,7 +291,7 @@ func (w *e2eWorld) portalTokens(t *testing.T, room id.RoomID, k int) ([]string, 
 	if jr.Timeline.Limited {
 		return nil, fmt.Errorf("the owner's /sync of %s holds only its last %d events", room, len(jr.Timeline.Events))
 	}
-	return tokensIn(jr.Timeline.Events, w.owner.ID, k), nil
+	return jr.Timeline.Events, nil
 }
 
 // tokensIn is chat k's tokens in evts that others sent, in evts' order.

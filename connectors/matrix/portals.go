@@ -67,6 +67,9 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 			return "", err
 		}
 		if room != "" {
+			if err := b.completePortal(ctx, room, info); err != nil {
+				return "", err
+			}
 			if err := b.recordPortal(ctx, origin, room, info, ""); err != nil {
 				return "", err
 			}
@@ -116,6 +119,33 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 	b.log.Info("created a portal room", "chat", origin.String(), "room", resp.RoomID.String())
 	b.chatDescribed(origin, info, portalRow{topic: info.Topic, avatarID: avatarID})
 	return resp.RoomID, nil
+}
+
+// completePortal gives a room made before a crash what its creation
+// may not have reached: the homeserver makes a room's name, topic and
+// invites one event at a time, and stops when the bridge's request is
+// cut off.
+func (b *asBridge) completePortal(ctx context.Context, room id.RoomID, info portalInfo) error {
+	bot := b.botIntent()
+	var member event.MemberEventContent
+	if err := bot.StateEvent(ctx, room, event.StateMember, b.owner.String(), &member); err != nil || (member.Membership != event.MembershipInvite && member.Membership != event.MembershipJoin) {
+		if _, err := bot.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: b.owner}); err != nil {
+			return fmt.Errorf("invite the owner to the portal %s made before a crash: %w", room, err)
+		}
+	}
+	var name event.RoomNameEventContent
+	if info.Name != "" && (bot.StateEvent(ctx, room, event.StateRoomName, "", &name) != nil || name.Name == "") {
+		if _, err := bot.SendStateEvent(ctx, room, event.StateRoomName, "", &event.RoomNameEventContent{Name: info.Name}); err != nil {
+			return fmt.Errorf("name the portal %s made before a crash: %w", room, err)
+		}
+	}
+	var topic event.TopicEventContent
+	if info.Topic != "" && (bot.StateEvent(ctx, room, event.StateTopic, "", &topic) != nil || topic.Topic == "") {
+		if _, err := bot.SendStateEvent(ctx, room, event.StateTopic, "", &event.TopicEventContent{Topic: info.Topic}); err != nil {
+			return fmt.Errorf("set the topic of the portal %s made before a crash: %w", room, err)
+		}
+	}
+	return nil
 }
 
 // portalMarker is the key, in a portal's m.room.create content, that

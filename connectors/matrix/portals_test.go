@@ -260,8 +260,22 @@ func TestAppserviceDendrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adopted, err := b.ensurePortal(ctx, lost, portalInfo{Name: "Lost"}); err != nil || adopted != orphan.RoomID {
+	if adopted, err := b.ensurePortal(ctx, lost, portalInfo{Name: "Lost", Topic: "found again"}); err != nil || adopted != orphan.RoomID {
 		t.Errorf("after a crash ensurePortal = %s, %v; want the room made before it, %s", adopted, err, orphan.RoomID)
+	}
+	// The crash cut the room's making short (the homeserver names a room
+	// and invites after creating it): the adopted room gets what it missed.
+	var invited event.MemberEventContent
+	var lostName event.RoomNameEventContent
+	var lostTopic event.TopicEventContent
+	if err := b.botIntent().StateEvent(ctx, orphan.RoomID, event.StateMember, ownerID, &invited); err != nil || invited.Membership != event.MembershipInvite {
+		t.Errorf("the owner's membership in the adopted portal: %+v, %v; want invited", invited, err)
+	}
+	if err := b.botIntent().StateEvent(ctx, orphan.RoomID, event.StateRoomName, "", &lostName); err != nil || lostName.Name != "Lost" {
+		t.Errorf("the adopted portal is named %q (%v), want Lost", lostName.Name, err)
+	}
+	if err := b.botIntent().StateEvent(ctx, orphan.RoomID, event.StateTopic, "", &lostTopic); err != nil || lostTopic.Topic != "found again" {
+		t.Errorf("the adopted portal's topic is %q (%v)", lostTopic.Topic, err)
 	}
 	var pending int
 	if err := b.store.QueryRowContext(ctx, `SELECT COUNT(*) FROM matrix_portals_pending`).Scan(&pending); err != nil || pending != 0 {

@@ -17,10 +17,12 @@ type WireEvent struct {
 	Kind           string          `json:"kind,omitempty"`
 	Chat           string          `json:"chat,omitempty"`
 	Sender         *WireSender     `json:"sender,omitempty"`
+	Time           string          `json:"time,omitempty"`
 	Text           string          `json:"text,omitempty"`
 	HTML           string          `json:"html,omitempty"`
 	Emote          bool            `json:"emote,omitempty"`
 	Notice         bool            `json:"notice,omitempty"`
+	History        bool            `json:"history,omitempty"`
 	ReplyTo        string          `json:"reply_to,omitempty"`
 	Target         string          `json:"target,omitempty"`
 	TargetReaction string          `json:"target_reaction,omitempty"`
