@@ -34,6 +34,13 @@ type LinkAdmin interface {
 	ChatLister(name string) (ChatLister, bool)
 }
 
+// Backfiller is implemented by connectors that can ask their account
+// for older messages of a chat (WhatsApp's on-demand history). Backfill
+// returns once asked; what comes is relayed as history.
+type Backfiller interface {
+	Backfill(ctx context.Context, chat string, count int) error
+}
+
 // LinkConsole is implemented by connectors where the owner can manage
 // links (the Matrix bridge bot's management room). The core hands them
 // its LinkAdmin before Start.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -115,6 +116,13 @@ func (c *Client) Chats(ctx context.Context, name, search string) ([]bridge.ChatI
 func (c *Client) Unlink(ctx context.Context, name string, local bool) error {
 	q := url.Values{"local": {fmt.Sprint(local)}}
 	return c.do(ctx, http.MethodPost, linkPath(name, "unlink"), q, &struct{}{})
+}
+
+// Backfill asks the link called name for count older messages of chat
+// (an id or a name); they arrive as history.
+func (c *Client) Backfill(ctx context.Context, name, chat string, count int) error {
+	q := url.Values{"chat": {chat}, "count": {strconv.Itoa(count)}}
+	return c.do(ctx, http.MethodPost, linkPath(name, "backfill"), q, &struct{}{})
 }
 
 // Link links the link called name, calling progress (on the caller's

@@ -29,8 +29,17 @@ type fakeLinker struct {
 	link      linkFunc
 	unlinkErr error
 
-	mu      sync.Mutex
-	unlinks []bool
+	mu          sync.Mutex
+	unlinks     []bool
+	backfills   []string // "chat count"
+	backfillErr error
+}
+
+func (l *fakeLinker) Backfill(ctx context.Context, chat string, count int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.backfills = append(l.backfills, fmt.Sprintf("%s %d", chat, count))
+	return l.backfillErr
 }
 
 func (l *fakeLinker) LinkStatus() bridge.LinkStatus { return l.status }
@@ -303,6 +312,30 @@ func TestRoundTrips(t *testing.T) {
 	status, body := raw(t, c, http.MethodPost, "/v1/links/wa2/unlink")
 	if status != http.StatusConflict || body.Code != "busy" || body.Error != wa2.unlinkErr.Error() {
 		t.Fatalf("busy unlink answered %d %+v", status, body)
+	}
+}
+
+// TestBackfill: the client's request reaches the link with its chat and
+// count; the link's refusal comes back as the error, a bad request as 400.
+func TestBackfill(t *testing.T) {
+	wa := &fakeLinker{}
+	wa2 := &fakeLinker{backfillErr: errors.New(`WhatsApp link "wa2" is not connected; backfill once ` + "`phonebridge links`" + ` shows it connected`)}
+	_, c, _ := start(t, &fakeBackend{linkers: map[string]*fakeLinker{"wa": wa, "wa2": wa2}})
+	ctx := context.Background()
+	if err := c.Backfill(ctx, "wa", "Family", 25); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"Family 25"}; !reflect.DeepEqual(wa.backfills, want) {
+		t.Errorf("the link was asked %v, want %v", wa.backfills, want)
+	}
+	if err := c.Backfill(ctx, "wa2", "Bob", 5); err == nil || err.Error() != wa2.backfillErr.Error() {
+		t.Errorf("a refused backfill: %v, want the link's reason", err)
+	}
+	if err := c.Backfill(ctx, "nope", "Bob", 5); err == nil || !strings.Contains(err.Error(), `no link called "nope"`) {
+		t.Errorf("backfill of an unknown link: %v", err)
+	}
+	if status, body := raw(t, c, http.MethodPost, "/v1/links/wa/backfill?chat=Bob&count=many"); status != http.StatusBadRequest || !strings.Contains(body.Error, "needs a chat and a count") {
+		t.Errorf("a bad count answered %d %+v", status, body)
 	}
 }
 

@@ -194,6 +194,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			if allow(w, r, http.MethodGet) {
 				s.handleLink(w, r, name)
 			}
+		case "backfill":
+			if allow(w, r, http.MethodPost) {
+				s.handleBackfill(w, r, name)
+			}
 		default:
 			notFound(w, path)
 		}
@@ -324,6 +328,34 @@ func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request, name strin
 	}
 	s.log.Info("unlinked", "link", name, "local_only", local)
 	writeJSON(w, http.StatusOK, map[string]string{"unlinked": name})
+}
+
+// handleBackfill asks the link for older messages of a chat (query chat,
+// by id or name, and count).
+func (s *Server) handleBackfill(w http.ResponseWriter, r *http.Request, name string) {
+	linker, ok := s.b.Linker(name)
+	if !ok {
+		noLink(w, name)
+		return
+	}
+	bf, ok := linker.(bridge.Backfiller)
+	if !ok {
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("link %q cannot ask for older messages", name))
+		return
+	}
+	q := r.URL.Query()
+	chat := q.Get("chat")
+	count, err := strconv.Atoi(q.Get("count"))
+	if chat == "" || err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("backfill needs a chat and a count (got chat %q, count %q)", chat, q.Get("count")))
+		return
+	}
+	if err := bf.Backfill(r.Context(), chat, count); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, codeBadRequest, err.Error())
+		return
+	}
+	s.log.Info("backfill asked", "link", name, "chat", chat, "count", count)
+	writeJSON(w, http.StatusOK, map[string]any{"link": name, "chat": chat, "count": count})
 }
 
 // NormalizePhone accepts an international number written with the usual

@@ -38,7 +38,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "text or json (overrides log.format)")
 	root.AddCommand(newRunCommand(&g), newConfigCommand(&g), newVersionCommand(),
 		newLinkCommand(&g), newLinksCommand(&g), newUnlinkCommand(&g), newChatsCommand(&g), newMatrixCommand(&g),
-		newStatusCommand(&g), newReloadCommand(&g))
+		newStatusCommand(&g), newReloadCommand(&g), newBackfillCommand(&g))
 	return root
 }
 

@@ -126,6 +126,32 @@ func uptime(d time.Duration) string {
 	return d.String()
 }
 
+func newBackfillCommand(g *globalFlags) *cobra.Command {
+	var count int
+	cmd := &cobra.Command{
+		Use:   "backfill LINK CHAT",
+		Short: "Ask the phone of LINK for older messages of CHAT (an id or a name)",
+		Long: `Ask the phone of the link LINK for COUNT messages of CHAT older than the
+oldest phonebridge has, as WhatsApp Web does when you scroll up. The phone
+answers in its own time; the messages go to the destinations that show
+history (Matrix portals, the API), after the ones already there.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dialDaemon(g)
+			if err != nil {
+				return err
+			}
+			if err := c.Backfill(cmd.Context(), args[0], args[1], count); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Asked the phone of %s for %d older messages of %s; they arrive as history.\n", args[0], count, args[1])
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&count, "count", 50, "how many older messages to ask for (at most 500)")
+	return cmd
+}
+
 func newReloadCommand(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reload",

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,7 @@ const managementHelp = `Commands for the phonebridge bot (send them here, withou
 - **cancel** — stop a link in progress
 - **unlink** [NAME] — log the device out of the phone's linked devices
 - **chats** [NAME] [SEARCH] — the account's chats and their ids, for routes
+- **backfill** [NAME] CHAT [COUNT] — ask the phone for COUNT (default 50) older messages of CHAT (its name or id), shown in its portal as history
 - **help** — this list
 
 NAME is the connector's name in the config; it may be left out when there is one link.`
@@ -180,6 +182,8 @@ func (c *Connector) command(room id.RoomID, line string) {
 		text = unlinkText(ctx, admin, args)
 	case "chats":
 		text = chatsText(ctx, admin, args)
+	case "backfill":
+		text = backfillText(ctx, admin, args)
 	default:
 		text = fmt.Sprintf("Unknown command `%s`; send `help` for the list.", fields[0])
 	}
@@ -242,6 +246,34 @@ func unlinkText(ctx context.Context, admin bridge.LinkAdmin, args []string) stri
 		return fmt.Sprintf("Unlinking %s failed: %s", name, oneLine(err))
 	}
 	return fmt.Sprintf("Unlinked %s: the device left the phone's linked devices. Send `link %s` to link again.", name, name)
+}
+
+// backfillText asks a link for older messages: backfill [NAME] CHAT
+// [COUNT], where CHAT may have spaces and a last number is the count.
+func backfillText(ctx context.Context, admin bridge.LinkAdmin, args []string) string {
+	name, rest, problem := pickLink(admin, args)
+	if problem != "" {
+		return problem
+	}
+	count := 50
+	if len(rest) > 1 {
+		if n, err := strconv.Atoi(rest[len(rest)-1]); err == nil {
+			count, rest = n, rest[:len(rest)-1]
+		}
+	}
+	if len(rest) == 0 {
+		return "Usage: `backfill [NAME] CHAT [COUNT]`, CHAT as `chats` lists it."
+	}
+	l, _ := admin.Linker(name)
+	bf, ok := l.(bridge.Backfiller)
+	if !ok {
+		return fmt.Sprintf("%s cannot ask for older messages.", name)
+	}
+	chat := strings.Join(rest, " ")
+	if err := bf.Backfill(ctx, chat, count); err != nil {
+		return fmt.Sprintf("Backfill of %s failed: %s", chat, oneLine(err))
+	}
+	return fmt.Sprintf("Asked the phone of %s for %d older messages of %s; they appear in its portal as they come.", name, count, chat)
 }
 
 func chatsText(ctx context.Context, admin bridge.LinkAdmin, args []string) string {

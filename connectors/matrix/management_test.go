@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,15 @@ func TestManagementRoomOnDendrite(t *testing.T) {
 	}
 	if got := owner.command(t, dm.RoomID, bot, "chats fam"); !strings.Contains(got, "Family — `120363000000000001@g.us` (group)") || strings.Contains(got, "Bob") {
 		t.Errorf("chats fam answered %q", got)
+	}
+	if got := owner.command(t, dm.RoomID, bot, "backfill Big Family 120"); !strings.Contains(got, "Asked the phone of phone for 120 older messages of Big Family") {
+		t.Errorf("backfill answered %q", got)
+	}
+	if got := owner.command(t, dm.RoomID, bot, "backfill"); !strings.Contains(got, "Usage: `backfill [NAME] CHAT [COUNT]`") {
+		t.Errorf("backfill without a chat answered %q", got)
+	}
+	if _, _, events := phone.Recorded(); !slices.Contains(events, "backfill Big Family 120") {
+		t.Errorf("the phone's connector saw %q, want one backfill of Big Family, 120", events)
 	}
 	if got := owner.command(t, dm.RoomID, bot, "frobnicate"); !strings.Contains(got, "Unknown command `frobnicate`") {
 		t.Errorf("an unknown command was answered %q", got)

@@ -64,8 +64,11 @@ func (cc *chatCache) invalidateNames() {
 	cc.mu.Unlock()
 }
 
-// senderName is how a person shows: their name in the owner's contacts,
-// else the name they gave themselves (push name), else their number.
+// senderName is how a person shows: by default their name in the
+// owner's address book, else the name they gave themselves (push name),
+// else their business name, else their number; with names: push_name,
+// the push name comes first. Either form of a person (number or LID)
+// finds the names stored under the other.
 func (cc *chatCache) senderName(ctx context.Context, jid types.JID, pushName string, fromMe bool) string {
 	dev := cc.c.dev()
 	if fromMe && dev != nil && dev.PushName != "" {
@@ -78,30 +81,51 @@ func (cc *chatCache) senderName(ctx context.Context, jid types.JID, pushName str
 	if ok && name != "" {
 		return name
 	}
-	name = cc.lookupName(ctx, jid)
-	if name == "" {
-		name = pushName
+	n := cc.lookupNames(ctx, jid)
+	if pushName == "" {
+		pushName = n.push
+	}
+	order := []string{n.contact, pushName, n.business}
+	if cc.c.opts.Names == NamesPushName {
+		order = []string{pushName, n.contact, n.business}
+	}
+	for _, name = range order {
+		if name != "" {
+			break
+		}
 	}
 	if name == "" {
-		name = displayNumber(jid)
-	} else {
-		cc.mu.Lock()
-		cc.people[jid] = name
-		cc.mu.Unlock()
+		return displayNumber(jid)
 	}
+	cc.mu.Lock()
+	cc.people[jid] = name
+	cc.mu.Unlock()
 	return name
 }
 
-func (cc *chatCache) lookupName(ctx context.Context, jid types.JID) string {
+// personNames are the names WhatsApp keeps of a person.
+type personNames struct{ contact, push, business string }
+
+func (cc *chatCache) lookupNames(ctx context.Context, jid types.JID) personNames {
+	var out personNames
 	dev := cc.c.dev()
 	if dev == nil || dev.Contacts == nil {
-		return ""
+		return out
 	}
 	candidates := []types.JID{jid}
-	if jid.Server == types.HiddenUserServer && dev.LIDs != nil {
-		// People in groups may appear by their LID; contacts are by number.
-		if pn, err := dev.LIDs.GetPNForLID(ctx, jid); err == nil && !pn.IsEmpty() {
-			candidates = append(candidates, pn)
+	if dev.LIDs != nil {
+		// People in groups may appear by their LID, contacts by number,
+		// and the other way round.
+		var other types.JID
+		var err error
+		switch jid.Server {
+		case types.HiddenUserServer:
+			other, err = dev.LIDs.GetPNForLID(ctx, jid)
+		case types.DefaultUserServer:
+			other, err = dev.LIDs.GetLIDForPN(ctx, jid)
+		}
+		if err == nil && !other.IsEmpty() {
+			candidates = append(candidates, other)
 		}
 	}
 	for _, j := range candidates {
@@ -109,13 +133,20 @@ func (cc *chatCache) lookupName(ctx context.Context, jid types.JID) string {
 		if err != nil || !info.Found {
 			continue
 		}
-		for _, n := range []string{info.FullName, info.FirstName, info.PushName, info.BusinessName} {
-			if n != "" {
-				return n
+		contact := info.FullName
+		if contact == "" {
+			contact = info.FirstName
+		}
+		for _, f := range []struct {
+			have *string
+			v    string
+		}{{&out.contact, contact}, {&out.push, info.PushName}, {&out.business, info.BusinessName}} {
+			if *f.have == "" {
+				*f.have = f.v
 			}
 		}
 	}
-	return ""
+	return out
 }
 
 // byNumberJID is a person's JID by phone number where WhatsApp has told
@@ -294,7 +325,8 @@ func (c *Connector) ResolveChat(ctx context.Context, nameOrID string) (string, e
 		if err != nil || jid.User == "" {
 			return "", fmt.Errorf("%q is not a WhatsApp chat id (like 15551234567@s.whatsapp.net or 1203630…@g.us)", nameOrID)
 		}
-		return jid.ToNonAD().String(), nil
+		// A person's LID names their chat by number, as events do.
+		return c.byNumberJID(ctx, jid).String(), nil
 	}
 	dev := c.dev()
 	if dev == nil || dev.ID == nil {

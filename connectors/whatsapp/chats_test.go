@@ -328,3 +328,28 @@ func TestChatsForgottenOnUnlink(t *testing.T) {
 
 // familyGroup is the group Family of a waWorld.
 const familyGroup = "120363000000000001@g.us"
+
+// TestNameChoice: a person shows by the owner's name for them (address
+// book) unless names: push_name asks for the name they gave themselves;
+// a message by LID finds the address book's entry by number.
+func TestNameChoice(t *testing.T) {
+	for _, tc := range []struct{ names, want string }{{NamesAddressBook, "Bobby B"}, {NamesPushName, "Bob"}} {
+		t.Run(tc.names, func(t *testing.T) {
+			opts := rigOptions()
+			opts.Names = tc.names
+			lw := newLinkedWorldWith(t, fakewa.Options{LIDAddressing: true}, opts, func(w *waWorld) {
+				if err := w.ann.SetContact(context.Background(), w.bob.PN, "Bobby B", "Bobby"); err != nil {
+					t.Fatal(err)
+				}
+			})
+			waitUntil(t, "the address book", func() bool {
+				all, err := lw.c.dev().Contacts.GetAllContacts(context.Background())
+				return err == nil && all[lw.bob.PN].FullName == "Bobby B"
+			})
+			lw.c.chats.invalidateNames()
+			if ev := lw.says(t, lw.bob, lw.ann.PN, "by LID"); ev.Sender.Name != tc.want || ev.Chat.Name != tc.want {
+				t.Errorf("Bob's message shows from %q in %q, want %q", ev.Sender.Name, ev.Chat.Name, tc.want)
+			}
+		})
+	}
+}

@@ -25,6 +25,12 @@ func (c *Connector) handle(evt any) bool {
 	switch e := evt.(type) {
 	case *events.Message:
 		return c.onMessage(e)
+	case *events.UndecryptableMessage:
+		return c.onUndecryptable(e)
+	case *events.CallOffer:
+		return c.onCall(e.BasicCallMeta, e.Data != nil && e.Data.GetChildByTag("video").Tag == "video", false)
+	case *events.CallOfferNotice:
+		return c.onCall(e.BasicCallMeta, e.Media == "video", e.Type == "group")
 	case *events.Receipt:
 		c.onReceipt(e)
 	case *events.ChatPresence:
@@ -145,7 +151,20 @@ func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history
 	in.Event.Chat.Name = c.chats.chatName(ctx, e.Info.Chat)
 	in.Event.History = history
 	c.nameMentions(ctx, &in.Event, mentionedJIDs(e))
-	return c.submit(ctx, &in.Event)
+	evs, err := c.replacePlaceholder(ctx, &in.Event)
+	if err != nil {
+		c.log.Error("a WhatsApp message was not relayed; WhatsApp will deliver it again", "link", c.name, "chat", in.Event.Chat.ID, "err", err)
+		return false
+	}
+	for _, ev := range evs {
+		if !c.submit(ctx, ev) {
+			return false
+		}
+	}
+	if len(evs) > 1 || evs[0] != &in.Event {
+		c.placeholderReplaced(ctx, in.Event.Chat.ID, in.Event.ID)
+	}
+	return true
 }
 
 // submit hands ev to the core and reports whether it was taken: an event

@@ -451,6 +451,10 @@ func (cl *fakeClient) DownloadHistorySync(ctx context.Context, notif *waE2E.Hist
 	return nil, errors.New("the scripted client has no history")
 }
 
+func (cl *fakeClient) BuildHistorySyncRequest(lastKnownMessageInfo *types.MessageInfo, count int) *waE2E.Message {
+	return &waE2E.Message{}
+}
+
 func (cl *fakeClient) ParseWebMessage(chatJID types.JID, webMsg *waWeb.WebMessageInfo) (*events.Message, error) {
 	return nil, errors.New("the scripted client has no history")
 }

@@ -2,10 +2,13 @@ package whatsapp
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/proto/waHistorySync"
 	"go.mau.fi/whatsmeow/proto/waWeb"
@@ -105,14 +108,19 @@ func (c *Connector) onHistory(ctx context.Context, notif *waE2E.HistorySyncNotif
 			if err := tx.QueryRow(`SELECT COUNT(*) FROM whatsapp_history WHERE link = ? AND chat = ?`, c.name, chat.String()).Scan(&have); err != nil {
 				return err
 			}
+			// What the owner asked for (backfill on demand) is kept whole.
+			limit, maxAge := h.PerChat, h.MaxAge
+			if hs.GetSyncType() == waHistorySync.HistorySync_ON_DEMAND {
+				limit, maxAge = have+len(conv.GetMessages()), 0
+			}
 			// WhatsApp lists a conversation's messages newest first.
 			for _, m := range conv.GetMessages() {
-				if have >= h.PerChat {
+				if have >= limit {
 					break
 				}
 				wmi := m.GetMessage()
 				at := time.Unix(int64(wmi.GetMessageTimestamp()), 0)
-				if wmi.GetKey().GetID() == "" || (h.MaxAge > 0 && now.Sub(at) > h.MaxAge) {
+				if wmi.GetKey().GetID() == "" || (maxAge > 0 && now.Sub(at) > maxAge) {
 					continue
 				}
 				raw, err := proto.Marshal(wmi)
@@ -338,4 +346,77 @@ func (c *Connector) showHistoryProgress(ctx context.Context) {
 	c.mu.Lock()
 	c.status.History = &p
 	c.mu.Unlock()
+}
+
+// MaxBackfillCount bounds one on-demand request, as WhatsApp's phones
+// answer in chunks of about this many.
+const MaxBackfillCount = 500
+
+var _ bridge.Backfiller = (*Connector)(nil)
+
+// Backfill implements bridge.Backfiller: it asks the phone for count
+// messages of chat (an id, a number's chat or a name) older than the
+// oldest the link has seen. The phone answers with a history sync,
+// relayed like any history; this returns once the request is sent.
+func (c *Connector) Backfill(ctx context.Context, chat string, count int) error {
+	if count < 1 || count > MaxBackfillCount {
+		return fmt.Errorf("count must be 1 to %d (got %d)", MaxBackfillCount, count)
+	}
+	if c.opts.History.Backfill == BackfillNone {
+		return fmt.Errorf("WhatsApp link %q relays no history (history.backfill: none); set recent or all to backfill", c.name)
+	}
+	id, err := c.ResolveChat(ctx, chat)
+	if err != nil {
+		return err
+	}
+	jid, err := types.ParseJID(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a WhatsApp chat id", id)
+	}
+	jid = c.byNumberJID(ctx, jid)
+	cli, dev := c.current()
+	if cli == nil || dev == nil || dev.ID == nil || !cli.IsConnected() {
+		return fmt.Errorf("WhatsApp link %q is not connected; backfill once `phonebridge links` shows it connected", c.name)
+	}
+	oldest, err := c.oldestKnown(ctx, jid)
+	if err != nil {
+		return err
+	}
+	if oldest == nil {
+		return fmt.Errorf("no message of %s has reached link %q yet; WhatsApp needs one to ask for those before it", jid, c.name)
+	}
+	if _, err := cli.SendMessage(ctx, dev.ID.ToNonAD(), cli.BuildHistorySyncRequest(oldest, count), whatsmeow.SendRequestExtra{Peer: true}); err != nil {
+		return fmt.Errorf("ask the phone of link %q for older messages of %s: %w", c.name, jid, err)
+	}
+	c.log.Info("asked the phone for older messages", "link", c.name, "chat", jid.String(), "count", count, "before", oldest.Timestamp)
+	return nil
+}
+
+// oldestKnown is the oldest message of chat the link has: from history
+// (with its own time), else the first seen live; nil when none.
+func (c *Connector) oldestKnown(ctx context.Context, chat types.JID) (*types.MessageInfo, error) {
+	info := &types.MessageInfo{MessageSource: types.MessageSource{Chat: chat, IsGroup: chat.Server == types.GroupServer}}
+	var raw []byte
+	var at int64
+	err := c.store.QueryRowContext(ctx, `SELECT id, at, msg FROM whatsapp_history WHERE link = ? AND chat = ? ORDER BY at, id LIMIT 1`, c.name, chat.String()).Scan(&info.ID, &at, &raw)
+	if err == nil {
+		var wmi waWeb.WebMessageInfo
+		if proto.Unmarshal(raw, &wmi) == nil {
+			info.IsFromMe = wmi.GetKey().GetFromMe()
+		}
+		info.Timestamp = time.Unix(at, 0)
+		return info, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("read the oldest message of %s: %w", chat, err)
+	}
+	err = c.store.QueryRowContext(ctx, `SELECT id, from_me, at FROM whatsapp_messages WHERE link = ? AND chat = ? ORDER BY at, id LIMIT 1`, c.name, chat.String()).Scan(&info.ID, &info.IsFromMe, &at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the oldest message of %s: %w", chat, err)
+	}
+	info.Timestamp = time.Unix(at, 0)
+	return info, nil
 }

@@ -1,6 +1,7 @@
 package whatsapp
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -234,5 +235,52 @@ func TestHistoryBeforeTheNextLiveMessage(t *testing.T) {
 	}
 	if want := append(numbered("old", 0, 50), "new"); !slices.Equal(order, want) {
 		t.Errorf("Bob's chat reached the core as %q, want its history, then the new message", order)
+	}
+}
+
+// TestBackfillOnDemand: the owner asks for older messages of a chat by
+// its name; the phone is asked for those before the oldest the link
+// has, and they come as history, oldest first, not cut by per_chat.
+func TestBackfillOnDemand(t *testing.T) {
+	opts := rigOptions()
+	opts.History.PerChat = 10
+	var archive []fakewa.HistoryMessage
+	lw := newLinkedWorldWith(t, fakewa.Options{}, opts, func(w *waWorld) {
+		if err := w.ann.SetContact(context.Background(), w.bob.PN, "Bob", "Bob"); err != nil {
+			t.Fatal(err)
+		}
+		w.ann.SetArchive(w.bob.PN, texts("bob", 30, time.Hour)...)
+		archive = w.ann.Archive(w.bob.PN)
+		w.ann.HistoryOnLink = []*waHistorySync.HistorySync{w.ann.NewHistorySync(waHistorySync.HistorySync_INITIAL_BOOTSTRAP,
+			w.ann.HistoryConversation(w.bob.PN, "", archive[20:]...))}
+	})
+	bob := lw.bob.PN.String()
+	waitUntil(t, "the history of the link", func() bool { return len(historyOf(lw.s, bob)) == 10 })
+	waitUntil(t, "Bob's name from the address book", func() bool { _, err := lw.c.ResolveChat(ctxFor(t), "Bob"); return err == nil })
+	if err := lw.c.Backfill(ctxFor(t), "Bob", 5); err != nil {
+		t.Fatalf("Backfill: %v", err)
+	}
+	waitUntil(t, "the older messages", func() bool { return len(historyOf(lw.s, bob)) == 15 })
+	if got := historyOf(lw.s, bob)[10:]; !slices.Equal(got, numbered("bob", 15, 20)) {
+		t.Errorf("the backfill brought %q, want the 5 before the oldest, oldest first", got)
+	}
+	reqs := lw.ann.OnDemandRequests()
+	if len(reqs) != 1 || reqs[0].OldestID != archive[20].ID || reqs[0].Count != 5 || reqs[0].Refused {
+		t.Errorf("the phone was asked %+v, want once for 5 before %s", reqs, archive[20].ID)
+	}
+
+	// What cannot be asked says why.
+	for _, tc := range []struct {
+		chat  string
+		count int
+		want  string
+	}{
+		{"Bob", 0, "count must be 1 to 500"},
+		{"Nobody", 5, "Nobody"},
+		{lw.eve.PN.String(), 5, "no message of " + lw.eve.PN.String() + " has reached link"},
+	} {
+		if err := lw.c.Backfill(ctxFor(t), tc.chat, tc.count); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Backfill(%s, %d): %v, want an error saying %q", tc.chat, tc.count, err, tc.want)
+		}
 	}
 }

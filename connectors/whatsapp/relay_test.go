@@ -605,6 +605,10 @@ func TestReceiveByLID(t *testing.T) {
 	if said.Chat != (bridge.ChatRef{ID: bobChat, Name: "Bob", Direct: true}) || said.Sender != (bridge.Sender{ID: bobChat, Name: "Bob"}) {
 		t.Errorf("Bob's message by LID relayed in %+v from %+v, want his chat and him by number", said.Chat, said.Sender)
 	}
+	// A route naming Bob by his LID names the same chat.
+	if got, err := lw.c.ResolveChat(ctxFor(t), lw.bob.LID.String()); err != nil || got != bobChat {
+		t.Errorf("ResolveChat(Bob's LID) = %q, %v; want his chat by number", got, err)
+	}
 	inGroup := lw.says(t, lw.eve, family, "hello family by LID")
 	if inGroup.Sender != (bridge.Sender{ID: lw.eve.PN.String(), Name: "Eve"}) {
 		t.Errorf("Eve's group message by LID relayed from %+v, want her by number", inGroup.Sender)

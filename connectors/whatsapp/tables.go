@@ -54,6 +54,14 @@ var migrations = []string{
 		PRIMARY KEY (link, chat, id)
 	) WITHOUT ROWID;
 	CREATE INDEX whatsapp_history_todo ON whatsapp_history (link, done, chat, at);`,
+	// whatsapp_placeholders are the messages shown as "waiting for this
+	// message", until the message itself replaces them.
+	`CREATE TABLE whatsapp_placeholders (
+		link TEXT NOT NULL,
+		chat TEXT NOT NULL,
+		id   TEXT NOT NULL,
+		PRIMARY KEY (link, chat, id)
+	) WITHOUT ROWID;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -90,7 +98,7 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 // forgetLink drops the link's device record and what was cached for it,
 // its message records too (an unlink).
 func (c *Connector) forgetLink(ctx context.Context) error {
-	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`)
+	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`, `DELETE FROM whatsapp_placeholders WHERE link = ?`)
 }
 
 // forgetDevice drops the link's device record and its chat names but

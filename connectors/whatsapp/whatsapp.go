@@ -44,7 +44,17 @@ type Options struct {
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// History is what of WhatsApp's history sync is relayed.
 	History HistoryOptions `yaml:"history"`
+	// Names says which of a person's names shows: address_book (the
+	// owner's name for them, as the phone shows it) or push_name (the
+	// name they gave themselves).
+	Names string `yaml:"names"`
 }
+
+// Which name of a person shows.
+const (
+	NamesAddressBook = "address_book"
+	NamesPushName    = "push_name"
+)
 
 // Defaults.
 const (
@@ -62,6 +72,7 @@ func NewOptions() *Options {
 		MaxMediaBytes: DefaultMaxMediaBytes,
 		ReconnectMax:  DefaultReconnectMax,
 		History:       HistoryOptions{Backfill: BackfillRecent, PerChat: DefaultHistoryPerChat},
+		Names:         NamesAddressBook,
 	}
 }
 
@@ -73,6 +84,7 @@ func (o *Options) Validate(c *config.Checker) {
 		c.Errorf("reconnect_max", "must be at least 1s (got %s)", o.ReconnectMax)
 	}
 	o.History.validate(c.At("history"))
+	c.OneOf("names", o.Names, NamesAddressBook, NamesPushName)
 }
 
 func init() {

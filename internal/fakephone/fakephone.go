@@ -283,6 +283,12 @@ func (c *fakeConn) Unlink(ctx context.Context, localOnly bool) error {
 	return nil
 }
 
+// Backfill records the request (Backfills lists them).
+func (c *fakeConn) Backfill(ctx context.Context, chat string, count int) error {
+	c.p.record(fmt.Sprintf("backfill %s %d", chat, count))
+	return nil
+}
+
 func (c *fakeConn) Chats(ctx context.Context, search string) ([]bridge.ChatInfo, error) {
 	c.p.mu.Lock()
 	defer c.p.mu.Unlock()

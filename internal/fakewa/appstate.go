@@ -288,15 +288,15 @@ func (p *Phone) AppStateVersion(name appstate.WAPatchName) uint64 {
 
 func init() {
 	iqHandlers = append(iqHandlers, appStateIQ)
-	peerMessageHandlers = append(peerMessageHandlers, answerAppStateKeyRequest)
+	protocolMessageHandlers = append(protocolMessageHandlers, answerAppStateKeyRequest)
 }
 
 // answerAppStateKeyRequest is the phone answering a device that lacks a
 // key (whatsmeow asks when a patch names a key it does not have): it
 // shares the keys it has of those asked for, with that device only.
-func answerAppStateKeyRequest(p *Phone, ctx context.Context, from *companion, msg *waE2E.Message) {
+func answerAppStateKeyRequest(p *Phone, ctx context.Context, from *companion, _ string, msg *waE2E.Message, peer bool) {
 	pm := msg.GetProtocolMessage()
-	if pm.GetType() != waE2E.ProtocolMessage_APP_STATE_SYNC_KEY_REQUEST {
+	if !peer || pm.GetType() != waE2E.ProtocolMessage_APP_STATE_SYNC_KEY_REQUEST {
 		return
 	}
 	as := &p.appState

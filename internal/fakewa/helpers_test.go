@@ -115,10 +115,14 @@ func waitEvent[T any](t testing.TB, cl *client, ok func(T) bool) T {
 	return evt.(T)
 }
 
-// link pairs a new client with p by QR and waits until it is connected.
-func link(t testing.TB, srv *Server, p *Phone) *client {
+// link pairs a new client with p by QR and waits until it is connected;
+// setup configures the client before it connects.
+func link(t testing.TB, srv *Server, p *Phone, setup ...func(*client)) *client {
 	t.Helper()
 	cl := newClient(t, srv, nil, nil)
+	for _, f := range setup {
+		f(cl)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	qr, err := cl.GetQRChannel(ctx)

@@ -177,9 +177,19 @@ func (p *Phone) SendHistorySync(ctx context.Context, hs *waHistorySync.HistorySy
 // notification goes out. It returns the notification's message id; p.mu
 // is held.
 func (p *Phone) sendHistoryLocked(ctx context.Context, hs *waHistorySync.HistorySync, to *companion, tamper func(MediaInfo) MediaInfo) (string, error) {
-	info, err := p.srv.storeHistory(hs)
+	notif, err := p.srv.historyNotification(hs, tamper)
 	if err != nil {
 		return "", err
+	}
+	return p.sendPeerToLocked(ctx, historyMessage(notif), to)
+}
+
+// historyNotification stores hs on the media host and names it as a
+// phone's notification does.
+func (s *Server) historyNotification(hs *waHistorySync.HistorySync, tamper func(MediaInfo) MediaInfo) (*waE2E.HistorySyncNotification, error) {
+	info, err := s.storeHistory(hs)
+	if err != nil {
+		return nil, err
 	}
 	if tamper != nil {
 		info = tamper(info)
@@ -193,9 +203,12 @@ func (p *Phone) sendHistoryLocked(ctx context.Context, hs *waHistorySync.History
 	if oldest := oldestMessage(hs); oldest > 0 {
 		notif.OldestMsgInChunkTimestampSec = proto.Int64(oldest)
 	}
-	msg := &waE2E.Message{ProtocolMessage: &waE2E.ProtocolMessage{
+	return notif, nil
+}
+
+func historyMessage(notif *waE2E.HistorySyncNotification) *waE2E.Message {
+	return &waE2E.Message{ProtocolMessage: &waE2E.ProtocolMessage{
 		Type: waE2E.ProtocolMessage_HISTORY_SYNC_NOTIFICATION.Enum(), HistorySyncNotification: notif}}
-	return p.sendPeerToLocked(ctx, msg, to)
 }
 
 // storeHistory puts hs on the media host as a phone uploads it.

@@ -69,6 +69,10 @@ type Phone struct {
 	// RECENT, PUSH_NAME… (history.go). Set it before linking.
 	HistoryOnLink []*waHistorySync.HistorySync
 	appState      appState // app state keys and collections (appstate.go)
+	// What it answers on-demand history requests from, and the requests
+	// (ondemand.go); guarded by mu.
+	archive  map[types.JID][]HistoryMessage
+	onDemand []OnDemandRequest
 
 	inbox     *mailbox[Message]
 	receipts  *mailbox[Receipt]
@@ -488,10 +492,12 @@ func (p *Phone) receive(ctx context.Context, from *companion, stanza *waBinary.N
 	if err != nil {
 		p.srv.logf("fakewa: %s could not decrypt %s from %s: %v", p.PN.User, id, from.JID(), err)
 	}
-	if msg != nil && msg.GetProtocolMessage() != nil && from.phone == p && chat == p.PN {
+	if msg != nil && msg.GetProtocolMessage() != nil {
 		// A peer message from its own companion (app state key request,
-		// placeholder resend): the phone acts on it, it is not chat.
-		p.onPeerMessage(ctx, from, msg)
+		// history request, placeholder resend): the phone acts on it, it
+		// is not chat. Others reach the handlers only to be noted.
+		peer := from.phone == p && chat == p.PN && stanza.Attrs["category"] == "peer"
+		p.onProtocolMessage(ctx, from, id, msg, peer)
 	}
 	p.inbox.push(m)
 	if err == nil && from.phone != p && p.deliveryReceipts {
@@ -507,13 +513,15 @@ func (p *Phone) receive(ctx context.Context, from *companion, stanza *waBinary.N
 	}
 }
 
-// onPeerMessage is extended by features that answer a companion's peer
-// requests; p.mu is held.
-var peerMessageHandlers []func(p *Phone, ctx context.Context, from *companion, msg *waE2E.Message)
+// onProtocolMessage is extended by features that answer a companion's
+// peer requests: they get every protocol message the phone decrypts
+// (id is the stanza's), and act only when peer says it is a peer message
+// from one of its own companions; p.mu is held.
+var protocolMessageHandlers []func(p *Phone, ctx context.Context, from *companion, id string, msg *waE2E.Message, peer bool)
 
-func (p *Phone) onPeerMessage(ctx context.Context, from *companion, msg *waE2E.Message) {
-	for _, h := range peerMessageHandlers {
-		h(p, ctx, from, msg)
+func (p *Phone) onProtocolMessage(ctx context.Context, from *companion, id string, msg *waE2E.Message, peer bool) {
+	for _, h := range protocolMessageHandlers {
+		h(p, ctx, from, id, msg, peer)
 	}
 }
 
