@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"go.mau.fi/whatsmeow/types"
-	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/phonebridge/phonebridge/bridge"
 )
@@ -149,43 +148,6 @@ func (cc *chatCache) lookupNames(ctx context.Context, jid types.JID) personNames
 	return out
 }
 
-// byNumberJID is a person's JID by phone number where WhatsApp has told
-// the number beside their LID (whatsmeow keeps the pairs it is given),
-// else the JID as it is, without device; groups are themselves. A person
-// is one chat and one sender however WhatsApp addresses them: the id
-// routes name, earlier messages were recorded under, and descriptions
-// are kept under, as WhatsApp moves chats from numbers to LIDs.
-func (c *Connector) byNumberJID(ctx context.Context, jid types.JID) types.JID {
-	jid = jid.ToNonAD()
-	dev := c.dev()
-	if jid.Server != types.HiddenUserServer || dev == nil || dev.ID == nil {
-		return jid
-	}
-	if !dev.LID.IsEmpty() && jid.User == dev.LID.User {
-		return dev.ID.ToNonAD()
-	}
-	if dev.LIDs != nil {
-		if pn, err := dev.LIDs.GetPNForLID(ctx, jid); err == nil && !pn.IsEmpty() {
-			return pn.ToNonAD()
-		}
-	}
-	return jid
-}
-
-// byNumber is e with its chat and sender by phone number (byNumberJID).
-func (c *Connector) byNumber(ctx context.Context, e *events.Message) *events.Message {
-	if e.Info.Chat.Server != types.HiddenUserServer && e.Info.Sender.Server != types.HiddenUserServer {
-		return e
-	}
-	n := *e
-	n.Info.Chat = c.byNumberJID(ctx, e.Info.Chat)
-	if sender := c.byNumberJID(ctx, e.Info.Sender); sender != e.Info.Sender.ToNonAD() {
-		sender.Device = e.Info.Sender.Device
-		n.Info.Sender = sender
-	}
-	return &n
-}
-
 // displayNumber shows a JID as a phone number where it is one.
 func displayNumber(jid types.JID) string {
 	if jid.Server == types.DefaultUserServer {
@@ -281,7 +243,7 @@ func (c *Connector) Chats(ctx context.Context, search string) ([]bridge.ChatInfo
 				break
 			}
 		}
-		id := c.byNumberJID(ctx, jid)
+		id := c.canonicalJID(ctx, jid)
 		if best.rank == 4 {
 			best.name = displayNumber(id)
 		}
@@ -326,7 +288,7 @@ func (c *Connector) ResolveChat(ctx context.Context, nameOrID string) (string, e
 			return "", fmt.Errorf("%q is not a WhatsApp chat id (like 15551234567@s.whatsapp.net or 1203630…@g.us)", nameOrID)
 		}
 		// A person's LID names their chat by number, as events do.
-		return c.byNumberJID(ctx, jid).String(), nil
+		return c.canonicalJID(ctx, jid).String(), nil
 	}
 	dev := c.dev()
 	if dev == nil || dev.ID == nil {

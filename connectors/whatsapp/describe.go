@@ -264,7 +264,7 @@ func describedJID(id string) (types.JID, error) {
 // picture is jid's profile picture: its ID and Media, or none. A person
 // is asked about once, whether a chat names them by phone number or LID.
 func (c *Connector) picture(ctx context.Context, jid types.JID) (string, *bridge.Media, error) {
-	jid = c.byNumberJID(ctx, jid)
+	jid = c.canonicalJID(ctx, jid)
 	pic, err := c.desc.get(ctx, c.runCtx(), descKey{descPicture, jid}, func(ctx context.Context) (descValue, error) {
 		info, err := c.fetchPicture(ctx, jid)
 		if info == nil {
@@ -357,7 +357,7 @@ func (cc *chatCache) knownGroupName(jid types.JID) string {
 // has destinations that keep it ask again.
 func (c *Connector) onPicture(e *events.Picture) {
 	jid := e.JID.ToNonAD()
-	jids := []types.JID{jid, c.byNumberJID(c.runCtx(), jid)}
+	jids := []types.JID{jid, c.canonicalJID(c.runCtx(), jid)}
 	if dev := c.dev(); dev != nil && dev.LIDs != nil {
 		if alt, err := dev.GetAltJID(c.runCtx(), jid); err == nil && !alt.IsEmpty() {
 			jids = append(jids, alt.ToNonAD())
@@ -398,7 +398,7 @@ func (c *Connector) openAvatar(ctx context.Context, m bridge.Media) (io.ReadClos
 	if !ok {
 		return nil, bridge.Permanentf("profile picture reference %q is damaged", m.Ref)
 	}
-	key := descKey{descPicture, c.byNumberJID(ctx, jid)}
+	key := descKey{descPicture, c.canonicalJID(ctx, jid)}
 	if v, ok := c.desc.peek(key); ok && v.val == id && v.url != "" {
 		data, err := c.downloadAvatar(ctx, v.url)
 		if err == nil || bridge.IsPermanent(err) {

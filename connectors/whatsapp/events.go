@@ -136,7 +136,7 @@ func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history
 	if e.Info.Chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts {
 		return true
 	}
-	e = c.byNumber(ctx, e)
+	e = c.canonical(ctx, e)
 	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))
 	if !ok {
 		return true
@@ -195,7 +195,7 @@ func (c *Connector) onReceipt(e *events.Receipt) {
 	_, dev := c.current()
 	ev := bridge.Event{
 		Kind:   bridge.KindRead,
-		Chat:   chatRef(c.byNumberJID(c.runCtx(), e.Chat)),
+		Chat:   chatRef(c.canonicalJID(c.runCtx(), e.Chat)),
 		Sender: bridge.Sender{ID: ownJID(dev).String(), IsOwner: true},
 		Time:   e.Timestamp,
 		Target: e.MessageIDs[len(e.MessageIDs)-1],
@@ -211,8 +211,8 @@ func (c *Connector) onPresence(e *events.ChatPresence) {
 	ctx := c.runCtx()
 	ev := bridge.Event{
 		Kind:   bridge.KindTyping,
-		Chat:   chatRef(c.byNumberJID(ctx, e.Chat)),
-		Sender: bridge.Sender{ID: c.byNumberJID(ctx, e.Sender).String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
+		Chat:   chatRef(c.canonicalJID(ctx, e.Chat)),
+		Sender: bridge.Sender{ID: c.canonicalJID(ctx, e.Sender).String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
 		Time:   time.Now(),
 	}
 	c.submit(ctx, &ev)

@@ -94,16 +94,22 @@ func (c *Connector) onHistory(ctx context.Context, notif *waE2E.HistorySyncNotif
 	now := time.Now()
 	stored := 0
 	var chats []string
+	// Each chat under the id its live messages get (the download stored
+	// the sync's LID-number pairs first); found before the write, which
+	// may record a person met by LID.
+	ids := make([]types.JID, len(hs.GetConversations()))
+	for i, conv := range hs.GetConversations() {
+		if chat, err := types.ParseJID(conv.GetID()); err == nil {
+			ids[i] = c.canonicalJID(ctx, chat)
+		}
+	}
 	err = c.store.Write(ctx, func(tx *bridge.Tx) error {
 		stored, chats = 0, nil
-		for _, conv := range hs.GetConversations() {
-			chat, err := types.ParseJID(conv.GetID())
-			if err != nil || (chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts) {
+		for i, conv := range hs.GetConversations() {
+			chat := ids[i]
+			if chat.IsEmpty() || (chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts) {
 				continue
 			}
-			// Under the id live messages of the chat get (the download
-			// stored the sync's LID-number pairs first).
-			chat = c.byNumberJID(ctx, chat)
 			var have int
 			if err := tx.QueryRow(`SELECT COUNT(*) FROM whatsapp_history WHERE link = ? AND chat = ?`, c.name, chat.String()).Scan(&have); err != nil {
 				return err
@@ -373,7 +379,7 @@ func (c *Connector) Backfill(ctx context.Context, chat string, count int) error 
 	if err != nil {
 		return fmt.Errorf("%q is not a WhatsApp chat id", id)
 	}
-	jid = c.byNumberJID(ctx, jid)
+	jid = c.canonicalJID(ctx, jid)
 	cli, dev := c.current()
 	if cli == nil || dev == nil || dev.ID == nil || !cli.IsConnected() {
 		return fmt.Errorf("WhatsApp link %q is not connected; backfill once `phonebridge links` shows it connected", c.name)

@@ -62,6 +62,13 @@ var migrations = []string{
 		id   TEXT NOT NULL,
 		PRIMARY KEY (link, chat, id)
 	) WITHOUT ROWID;`,
+	// whatsapp_lid_people are the people first met by LID alone, whose
+	// LID is their id for good (people.go).
+	`CREATE TABLE whatsapp_lid_people (
+		link TEXT NOT NULL,
+		lid  TEXT NOT NULL,
+		PRIMARY KEY (link, lid)
+	) WITHOUT ROWID;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -98,7 +105,8 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 // forgetLink drops the link's device record and what was cached for it,
 // its message records too (an unlink).
 func (c *Connector) forgetLink(ctx context.Context) error {
-	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`, `DELETE FROM whatsapp_placeholders WHERE link = ?`)
+	c.forgetPeople()
+	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`, `DELETE FROM whatsapp_placeholders WHERE link = ?`, `DELETE FROM whatsapp_lid_people WHERE link = ?`)
 }
 
 // forgetDevice drops the link's device record and its chat names but

@@ -33,7 +33,7 @@ func (c *Connector) onUndecryptable(e *events.UndecryptableMessage) bool {
 	}
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
-	m := c.byNumber(ctx, &events.Message{Info: e.Info})
+	m := c.canonical(ctx, &events.Message{Info: e.Info})
 	info := m.Info
 	chat, sender := info.Chat.ToNonAD(), info.Sender.ToNonAD()
 	ev := bridge.Event{
@@ -101,9 +101,9 @@ func (c *Connector) placeholderReplaced(ctx context.Context, chat, id string) {
 func (c *Connector) onCall(meta types.BasicCallMeta, video, group bool) bool {
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
-	caller := c.byNumberJID(ctx, meta.From)
+	caller := c.canonicalJID(ctx, meta.From)
 	if !meta.CallCreator.IsEmpty() {
-		caller = c.byNumberJID(ctx, meta.CallCreator)
+		caller = c.canonicalJID(ctx, meta.CallCreator)
 	}
 	chat := caller
 	if group && !meta.GroupJID.IsEmpty() {

@@ -110,6 +110,7 @@ type Connector struct {
 	// backfillKick wakes the history backfill (history.go).
 	backfillKick chan struct{}
 	history      historyState
+	people       people // who is known by LID for good (people.go)
 	container    *sqlstore.Container
 	lockPath     string
 	// newClient makes a whatsmeow client for a device; tests put a fake.

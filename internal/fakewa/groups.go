@@ -69,7 +69,9 @@ func (s *Server) groupNode(g *Group) waBinary.Node {
 	for _, m := range g.members {
 		pa := waBinary.Attrs{"jid": s.addressOf(g, m)}
 		if g.LIDAddressing {
-			pa["phone_number"] = m.PN
+			if !m.numberHidden.Load() {
+				pa["phone_number"] = m.PN
+			}
 		} else {
 			pa["lid"] = m.LID
 		}
@@ -221,7 +223,10 @@ func (p *Phone) sendSenderKeyed(ctx context.Context, gid types.JID, members []*P
 		content = append(content, sk)
 		attrs := waBinary.Attrs{"id": id, "t": at.Unix(), "type": msgType(msg), "from": gid}
 		if lidForm {
-			attrs["participant"], attrs["participant_pn"], attrs["addressing_mode"] = p.LID, p.PN, "lid"
+			attrs["participant"], attrs["addressing_mode"] = p.LID, "lid"
+			if !p.numberHidden.Load() {
+				attrs["participant_pn"] = p.PN
+			}
 		} else {
 			attrs["participant"], attrs["participant_lid"] = p.PN, p.LID
 		}

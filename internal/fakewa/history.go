@@ -50,7 +50,7 @@ func (p *Phone) HistoryConversation(chat types.JID, name string, msgs ...History
 	s.mu.Lock()
 	switch chat.Server {
 	case types.HiddenUserServer:
-		if o := s.phoneOf(chat); o != nil {
+		if o := s.phoneOf(chat); o != nil && !o.numberHidden.Load() {
 			conv.PnJID = proto.String(o.PN.String())
 		}
 	case types.DefaultUserServer:
@@ -136,7 +136,7 @@ func (p *Phone) NewHistorySync(typ waHistorySync.HistorySync_HistorySyncType, co
 		if err != nil || (j.Server != types.DefaultUserServer && j.Server != types.HiddenUserServer) {
 			return
 		}
-		if o := s.phoneOf(j.ToNonAD()); o != nil && o != p && !seen[o] {
+		if o := s.phoneOf(j.ToNonAD()); o != nil && o != p && !seen[o] && !o.numberHidden.Load() {
 			seen[o] = true
 			people = append(people, o)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mau.fi/libsignal/ecc"
@@ -39,6 +40,9 @@ type Phone struct {
 	// NoMultidevice makes ScanQR answer as a WhatsApp too old for linked
 	// devices.
 	NoMultidevice bool
+	// numberHidden: WhatsApp gives others this person's LID without the
+	// phone number beside it (HideNumber).
+	numberHidden atomic.Bool
 
 	identity *keys.KeyPair
 	regID    uint32
@@ -357,10 +361,20 @@ func unpad(b []byte) ([]byte, error) {
 	return b[:len(b)-n], nil
 }
 
+// HideNumber makes WhatsApp name this person to others by LID alone,
+// without their phone number (as for people whose number a group or
+// community hides), until called with false: in their 1:1 messages on a
+// LIDAddressing server, in LID groups' messages and group info, and in
+// history syncs.
+func (p *Phone) HideNumber(hidden bool) { p.numberHidden.Store(hidden) }
+
 // senderAttrs is how the phone appears as the sender of a 1:1 message.
 func (p *Phone) senderAttrs(attrs waBinary.Attrs) {
 	if p.srv.opts.LIDAddressing {
-		attrs["from"], attrs["sender_pn"] = p.LID, p.PN
+		attrs["from"] = p.LID
+		if !p.numberHidden.Load() {
+			attrs["sender_pn"] = p.PN
+		}
 	} else {
 		attrs["from"], attrs["sender_lid"] = p.PN, p.LID
 	}

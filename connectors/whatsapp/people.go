@@ -1,0 +1,139 @@
+package whatsapp
+
+import (
+	"context"
+	"sync"
+
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
+
+	"github.com/phonebridge/phonebridge/bridge"
+)
+
+// A person is one chat and one sender in phonebridge however WhatsApp
+// addresses them (by phone number or by LID): the id routes name, the
+// core's message map and Matrix portals and ghosts are keyed by, and
+// descriptions are kept under. That id is the phone number wherever
+// WhatsApp told it beside the LID when phonebridge first met the person,
+// since routes and address books name people by number. A person first
+// met by LID alone (their number hidden) keeps the LID for good, and
+// their number, once WhatsApp tells it, names the same chat: no second
+// portal, no second ghost, nothing to merge. Those people are recorded
+// (whatsapp_lid_people), so a restart keeps their id.
+type people struct {
+	mu     sync.Mutex
+	loaded bool
+	lids   map[types.JID]bool // people known by LID for good
+	// aliased are those whose number has since come to name their LID:
+	// routes naming the number are resolved again, once.
+	aliased map[types.JID]bool
+}
+
+// canonicalJID is jid's person's id (see people), without device;
+// groups and other ids are themselves.
+func (c *Connector) canonicalJID(ctx context.Context, jid types.JID) types.JID {
+	jid = jid.ToNonAD()
+	dev := c.dev()
+	if (jid.Server != types.HiddenUserServer && jid.Server != types.DefaultUserServer) || dev == nil || dev.ID == nil {
+		return jid
+	}
+	if jid.Server == types.HiddenUserServer && !dev.LID.IsEmpty() && jid.User == dev.LID.User {
+		return dev.ID.ToNonAD()
+	}
+	c.loadPeople(ctx)
+	p := &c.people
+	if jid.Server == types.DefaultUserServer {
+		p.mu.Lock()
+		none := len(p.lids) == 0
+		p.mu.Unlock()
+		if none || dev.LIDs == nil {
+			return jid
+		}
+		lid, err := dev.LIDs.GetLIDForPN(ctx, jid)
+		if err != nil || lid.IsEmpty() {
+			return jid
+		}
+		lid = lid.ToNonAD()
+		p.mu.Lock()
+		known, first := p.lids[lid], !p.aliased[lid]
+		if known {
+			p.aliased[lid] = true
+		}
+		p.mu.Unlock()
+		if !known {
+			return jid
+		}
+		if first {
+			// Routes that named the number name the LID's chat now.
+			c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+		}
+		return lid
+	}
+	p.mu.Lock()
+	known := p.lids[jid]
+	p.mu.Unlock()
+	if known {
+		return jid
+	}
+	if dev.LIDs != nil {
+		if pn, err := dev.LIDs.GetPNForLID(ctx, jid); err == nil && !pn.IsEmpty() {
+			return pn.ToNonAD()
+		}
+	}
+	// Met by LID alone: this is their id from now on.
+	if err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+		_, err := tx.Exec(`INSERT INTO whatsapp_lid_people (link, lid) VALUES (?, ?) ON CONFLICT DO NOTHING`, c.name, jid.String())
+		return err
+	}); err != nil {
+		c.log.Warn("could not record a WhatsApp person known by LID; if their number comes later they may show as a second chat", "link", c.name, "lid", jid.String(), "err", err)
+	}
+	p.mu.Lock()
+	p.lids[jid] = true
+	p.mu.Unlock()
+	return jid
+}
+
+// loadPeople reads the people known by LID, once.
+func (c *Connector) loadPeople(ctx context.Context) {
+	p := &c.people
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loaded {
+		return
+	}
+	p.lids, p.aliased = map[types.JID]bool{}, map[types.JID]bool{}
+	rows, err := c.store.QueryContext(ctx, `SELECT lid FROM whatsapp_lid_people WHERE link = ?`, c.name)
+	if err != nil {
+		c.log.Warn("could not read the WhatsApp people known by LID", "link", c.name, "err", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if rows.Scan(&s) == nil {
+			if j, err := types.ParseJID(s); err == nil {
+				p.lids[j] = true
+			}
+		}
+	}
+	p.loaded = rows.Err() == nil
+}
+
+// forgetPeople drops what is known in memory, as when the link is
+// unlinked (the table's rows go with the link's).
+func (c *Connector) forgetPeople() {
+	c.people.mu.Lock()
+	c.people.loaded = false
+	c.people.mu.Unlock()
+}
+
+// canonical is e with its chat and sender as their people's ids.
+func (c *Connector) canonical(ctx context.Context, e *events.Message) *events.Message {
+	n := *e
+	n.Info.Chat = c.canonicalJID(ctx, e.Info.Chat)
+	if sender := c.canonicalJID(ctx, e.Info.Sender); sender != e.Info.Sender.ToNonAD() {
+		sender.Device = e.Info.Sender.Device
+		n.Info.Sender = sender
+	}
+	return &n
+}
