@@ -155,7 +155,7 @@ func (c *Connector) onHistory(ctx context.Context, notif *waE2E.HistorySyncNotif
 	}
 	c.history.mu.Lock()
 	for _, chat := range chats {
-		c.history.pending[chat] = true
+		c.history.pending[chat]++
 	}
 	c.history.mu.Unlock()
 	c.showHistoryProgress(ctx)
@@ -176,10 +176,13 @@ func (c *Connector) kickBackfill() {
 // relayed, and a turn that the worker and a live message take to relay
 // a chat's history, so that it goes before the chat's next live message.
 type historyState struct {
-	worker  sync.WaitGroup
-	turn    sync.Mutex
-	mu      sync.Mutex
-	pending map[string]bool
+	worker sync.WaitGroup
+	turn   sync.Mutex
+	mu     sync.Mutex
+	// pending counts, per chat with history not yet relayed, the
+	// stores of it: a store while the chat is being relayed shows as a
+	// new count, so what it stored is not left behind.
+	pending map[string]int
 }
 
 // backfill relays stored history, oldest first per chat, while the link
@@ -228,7 +231,7 @@ func (c *Connector) loadPendingHistory(ctx context.Context) error {
 		if err := rows.Scan(&chat); err != nil {
 			return err
 		}
-		c.history.pending[chat] = true
+		c.history.pending[chat]++
 	}
 	return rows.Err()
 }
@@ -247,7 +250,7 @@ func (c *Connector) nextHistoryChat() string {
 // live messages.
 func (c *Connector) historyFirst(ctx context.Context, chat string) error {
 	c.history.mu.Lock()
-	waiting := c.history.pending[chat]
+	waiting := c.history.pending[chat] > 0
 	c.history.mu.Unlock()
 	if !waiting {
 		return nil
@@ -260,6 +263,31 @@ func (c *Connector) historyFirst(ctx context.Context, chat string) error {
 func (c *Connector) relayChatHistory(ctx context.Context, chat string) error {
 	c.history.turn.Lock()
 	defer c.history.turn.Unlock()
+	for {
+		c.history.mu.Lock()
+		stores := c.history.pending[chat]
+		c.history.mu.Unlock()
+		if stores == 0 {
+			return nil
+		}
+		if err := c.relayStoredHistory(ctx, chat); err != nil {
+			return err
+		}
+		c.history.mu.Lock()
+		done := c.history.pending[chat] == stores
+		if done {
+			delete(c.history.pending, chat)
+		}
+		c.history.mu.Unlock()
+		if done {
+			return nil
+		}
+	}
+}
+
+// relayStoredHistory relays what of chat's history is stored and not
+// yet relayed.
+func (c *Connector) relayStoredHistory(ctx context.Context, chat string) error {
 	cli, _ := c.current()
 	if cli == nil || !cli.IsLoggedIn() {
 		return fmt.Errorf("not logged in to WhatsApp")
@@ -298,9 +326,6 @@ func (c *Connector) relayChatHistory(ctx context.Context, chat string) error {
 			return err
 		}
 	}
-	c.history.mu.Lock()
-	delete(c.history.pending, chat)
-	c.history.mu.Unlock()
 	return nil
 }
 

@@ -143,7 +143,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		lockPath:     filepath.Join(env.StateDir, "whatsapp-"+env.Name+".lock"),
 		closed:       new(atomic.Bool),
 		backfillKick: make(chan struct{}, 1),
-		history:      historyState{pending: map[string]bool{}},
+		history:      historyState{pending: map[string]int{}},
 	}
 	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
 	setOSVersion()
