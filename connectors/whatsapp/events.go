@@ -52,6 +52,7 @@ func (c *Connector) handle(evt any) bool {
 	case *events.Connected:
 		c.setState(bridge.LinkConnected, "")
 		c.kickBackfill()
+		c.checkPhone()
 		c.withSink(func(s bridge.Sink) { s.Resume("") })
 		// Not in wg: Stop may be waiting already. The context ends it.
 		go c.refreshChats(c.runCtx())
@@ -121,6 +122,9 @@ func (c *Connector) setAccountName(name string) {
 
 // onMessage relays one message, returning once it is committed.
 func (c *Connector) onMessage(e *events.Message) bool {
+	if e.Info.IsFromMe {
+		c.heardFromPhone(e.Info.Sender)
+	}
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
 	if notif := historyNotification(e); notif != nil {
@@ -189,6 +193,9 @@ func (c *Connector) submit(ctx context.Context, ev *bridge.Event) bool {
 // onReceipt relays the owner's own read receipts (read on the phone), so
 // other platforms can mark the chat read.
 func (c *Connector) onReceipt(e *events.Receipt) {
+	if e.IsFromMe {
+		c.heardFromPhone(e.Sender)
+	}
 	if e.Type != types.ReceiptTypeRead || !e.IsFromMe || len(e.MessageIDs) == 0 {
 		return
 	}

@@ -304,6 +304,9 @@ func (c *Connector) finishLink(ctx context.Context, cli waClient, dev *store.Dev
 	if err := c.saveLink(context.WithoutCancel(ctx), *dev.ID); err != nil {
 		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "linked, but the link could not be saved: " + err.Error()}
 	}
+	c.phone.mu.Lock()
+	c.phone.at, c.phone.written, c.phone.warned = time.Now(), time.Now(), false
+	c.phone.mu.Unlock()
 	acct := accountOf(dev)
 	c.mu.Lock()
 	c.device = dev

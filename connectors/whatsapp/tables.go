@@ -69,6 +69,9 @@ var migrations = []string{
 		lid  TEXT NOT NULL,
 		PRIMARY KEY (link, lid)
 	) WITHOUT ROWID;`,
+	// When the link last heard from the phone itself (unix seconds), for
+	// the warning before WhatsApp unlinks a device of an offline phone.
+	`ALTER TABLE whatsapp_links ADD COLUMN phone_seen INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -96,8 +99,9 @@ func (c *Connector) loadDevice(ctx context.Context) (*store.Device, error) {
 // saveLink records the device a link now is.
 func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 	return c.store.Write(ctx, func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`INSERT INTO whatsapp_links (link, jid) VALUES (?, ?)
-			ON CONFLICT (link) DO UPDATE SET jid = excluded.jid`, c.name, jid.String())
+		// Linking is hearing from the phone.
+		_, err := tx.Exec(`INSERT INTO whatsapp_links (link, jid, phone_seen) VALUES (?, ?, ?)
+			ON CONFLICT (link) DO UPDATE SET jid = excluded.jid, phone_seen = excluded.phone_seen`, c.name, jid.String(), time.Now().Unix())
 		return err
 	})
 }

@@ -111,6 +111,7 @@ type Connector struct {
 	backfillKick chan struct{}
 	history      historyState
 	people       people // who is known by LID for good (people.go)
+	phone        phoneSeen
 	container    *sqlstore.Container
 	lockPath     string
 	// newClient makes a whatsmeow client for a device; tests put a fake.
@@ -258,6 +259,7 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 		c.backfill(ctx)
 	}()
 	c.kickBackfill() // what a crash left unrelayed
+	c.loadPhoneSeen(ctx)
 	if dev == nil {
 		// New already knew it is unlinked; the core learns it now.
 		st := c.LinkStatus()
@@ -353,6 +355,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
+	c.stopPhoneCheck()
 	c.setState(bridge.LinkStopped, "")
 	lock.release()
 	c.closed.Store(true)
