@@ -131,6 +131,19 @@ func (u *MatrixUser) Await(t testing.TB, what string, limit time.Duration, match
 	}
 }
 
+// Invited is how many rooms called name u has been invited to.
+func (u *MatrixUser) Invited(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, have := range u.invites {
+		if have == name {
+			n++
+		}
+	}
+	return n
+}
+
 // AcceptInvite waits up to limit for an invite to a room called name,
 // joins it and returns it.
 func (u *MatrixUser) AcceptInvite(t testing.TB, name string, limit time.Duration) id.RoomID {

@@ -43,6 +43,9 @@ type Phone struct {
 	// numberHidden: WhatsApp gives others this person's LID without the
 	// phone number beside it (HideNumber).
 	numberHidden atomic.Bool
+	// addressing overrides the server's LIDAddressing for this phone's
+	// 1:1 messages (AddressBy): 0 as the server, 1 by LID, 2 by number.
+	addressing atomic.Int32
 
 	identity *keys.KeyPair
 	regID    uint32
@@ -368,9 +371,28 @@ func unpad(b []byte) ([]byte, error) {
 // history syncs.
 func (p *Phone) HideNumber(hidden bool) { p.numberHidden.Store(hidden) }
 
+// AddressBy makes WhatsApp address this phone's next 1:1 messages by
+// LID (with the number beside) or by number (with the LID beside),
+// whatever the server's LIDAddressing: WhatsApp moves chats between the
+// two, so one person's messages come both ways.
+func (p *Phone) AddressBy(lid bool) {
+	if lid {
+		p.addressing.Store(1)
+	} else {
+		p.addressing.Store(2)
+	}
+}
+
 // senderAttrs is how the phone appears as the sender of a 1:1 message.
 func (p *Phone) senderAttrs(attrs waBinary.Attrs) {
-	if p.srv.opts.LIDAddressing {
+	byLID := p.srv.opts.LIDAddressing
+	switch p.addressing.Load() {
+	case 1:
+		byLID = true
+	case 2:
+		byLID = false
+	}
+	if byLID {
 		attrs["from"] = p.LID
 		if !p.numberHidden.Load() {
 			attrs["sender_pn"] = p.PN
