@@ -237,7 +237,11 @@ func (c *Connector) Chats(ctx context.Context, search string) ([]bridge.ChatInfo
 	people := map[types.JID]named{}
 	for jid, info := range contacts {
 		best := named{displayNumber(jid), 4}
-		for i, n := range []string{info.FullName, info.FirstName, info.PushName, info.BusinessName} {
+		order := []string{info.FullName, info.FirstName, info.PushName, info.BusinessName}
+		if c.opts.Names == NamesPushName {
+			order = []string{info.PushName, info.FullName, info.FirstName, info.BusinessName}
+		}
+		for i, n := range order {
 			if n != "" {
 				best = named{n, i}
 				break

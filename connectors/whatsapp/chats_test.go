@@ -350,6 +350,10 @@ func TestNameChoice(t *testing.T) {
 			if ev := lw.says(t, lw.bob, lw.ann.PN, "by LID"); ev.Sender.Name != tc.want || ev.Chat.Name != tc.want {
 				t.Errorf("Bob's message shows from %q in %q, want %q", ev.Sender.Name, ev.Chat.Name, tc.want)
 			}
+			// The chat list, where routes name chats, agrees.
+			if got, err := lw.c.ResolveChat(ctxFor(t), tc.want); err != nil || got != lw.bob.PN.String() {
+				t.Errorf("ResolveChat(%q) = %q, %v; want Bob's chat", tc.want, got, err)
+			}
 		})
 	}
 }
