@@ -127,12 +127,7 @@ func (b *asBridge) ensurePortal(ctx context.Context, origin bridge.ChatRef, info
 // cut off.
 func (b *asBridge) completePortal(ctx context.Context, room id.RoomID, info portalInfo) error {
 	bot := b.botIntent()
-	var member event.MemberEventContent
-	if err := bot.StateEvent(ctx, room, event.StateMember, b.owner.String(), &member); err != nil || (member.Membership != event.MembershipInvite && member.Membership != event.MembershipJoin) {
-		if _, err := bot.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: b.owner}); err != nil {
-			return fmt.Errorf("invite the owner to the portal %s made before a crash: %w", room, err)
-		}
-	}
+	// Name and topic first: the invite shows the room as it is then.
 	var name event.RoomNameEventContent
 	if info.Name != "" && (bot.StateEvent(ctx, room, event.StateRoomName, "", &name) != nil || name.Name == "") {
 		if _, err := bot.SendStateEvent(ctx, room, event.StateRoomName, "", &event.RoomNameEventContent{Name: info.Name}); err != nil {
@@ -143,6 +138,12 @@ func (b *asBridge) completePortal(ctx context.Context, room id.RoomID, info port
 	if info.Topic != "" && (bot.StateEvent(ctx, room, event.StateTopic, "", &topic) != nil || topic.Topic == "") {
 		if _, err := bot.SendStateEvent(ctx, room, event.StateTopic, "", &event.TopicEventContent{Topic: info.Topic}); err != nil {
 			return fmt.Errorf("set the topic of the portal %s made before a crash: %w", room, err)
+		}
+	}
+	var member event.MemberEventContent
+	if err := bot.StateEvent(ctx, room, event.StateMember, b.owner.String(), &member); err != nil || (member.Membership != event.MembershipInvite && member.Membership != event.MembershipJoin) {
+		if _, err := bot.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: b.owner}); err != nil {
+			return fmt.Errorf("invite the owner to the portal %s made before a crash: %w", room, err)
 		}
 	}
 	return nil
