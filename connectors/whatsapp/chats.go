@@ -1,6 +1,7 @@
 package whatsapp
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -84,14 +85,9 @@ func (cc *chatCache) senderName(ctx context.Context, jid types.JID, pushName str
 	if pushName == "" {
 		pushName = n.push
 	}
-	order := []string{n.contact, pushName, n.business}
+	name = cmp.Or(n.contact, pushName, n.business)
 	if cc.c.opts.Names == NamesPushName {
-		order = []string{pushName, n.contact, n.business}
-	}
-	for _, name = range order {
-		if name != "" {
-			break
-		}
+		name = cmp.Or(pushName, n.contact, n.business)
 	}
 	if name == "" {
 		return displayNumber(jid)
@@ -132,18 +128,10 @@ func (cc *chatCache) lookupNames(ctx context.Context, jid types.JID) personNames
 		if err != nil || !info.Found {
 			continue
 		}
-		contact := info.FullName
-		if contact == "" {
-			contact = info.FirstName
-		}
-		for _, f := range []struct {
-			have *string
-			v    string
-		}{{&out.contact, contact}, {&out.push, info.PushName}, {&out.business, info.BusinessName}} {
-			if *f.have == "" {
-				*f.have = f.v
-			}
-		}
+		// The first form found with a name keeps it.
+		out.contact = cmp.Or(out.contact, info.FullName, info.FirstName)
+		out.push = cmp.Or(out.push, info.PushName)
+		out.business = cmp.Or(out.business, info.BusinessName)
 	}
 	return out
 }

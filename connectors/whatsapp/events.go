@@ -155,7 +155,7 @@ func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history
 	in.Event.Chat.Name = c.chats.chatName(ctx, e.Info.Chat)
 	in.Event.History = history
 	c.nameMentions(ctx, &in.Event, mentionedJIDs(e))
-	evs, err := c.replacePlaceholder(ctx, &in.Event)
+	evs, replaced, err := c.replacePlaceholder(ctx, &in.Event)
 	if err != nil {
 		c.log.Error("a WhatsApp message was not relayed; WhatsApp will deliver it again", "link", c.name, "chat", in.Event.Chat.ID, "err", err)
 		return false
@@ -165,7 +165,7 @@ func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history
 			return false
 		}
 	}
-	if len(evs) > 1 || evs[0] != &in.Event {
+	if replaced {
 		c.placeholderReplaced(ctx, in.Event.Chat.ID, in.Event.ID)
 	}
 	return true

@@ -259,7 +259,7 @@ func (c *Connector) historyFirst(ctx context.Context, chat string) error {
 }
 
 // relayChatHistory relays chat's stored history not yet relayed, oldest
-// first, marking each message done once the core has it.
+// first, marking it done once the core has it.
 func (c *Connector) relayChatHistory(ctx context.Context, chat string) error {
 	c.history.turn.Lock()
 	defer c.history.turn.Unlock()
@@ -287,7 +287,7 @@ func (c *Connector) relayChatHistory(ctx context.Context, chat string) error {
 
 // relayStoredHistory relays what of chat's history is stored and not
 // yet relayed.
-func (c *Connector) relayStoredHistory(ctx context.Context, chat string) error {
+func (c *Connector) relayStoredHistory(ctx context.Context, chat string) (err error) {
 	cli, _ := c.current()
 	if cli == nil || !cli.IsLoggedIn() {
 		return fmt.Errorf("not logged in to WhatsApp")
@@ -297,7 +297,7 @@ func (c *Connector) relayStoredHistory(ctx context.Context, chat string) error {
 		raw []byte
 	}
 	var rows []row
-	err := func() error {
+	err = func() error {
 		q, err := c.store.QueryContext(ctx, `SELECT id, msg FROM whatsapp_history WHERE link = ? AND chat = ? AND done = 0 ORDER BY at, id`, c.name, chat)
 		if err != nil {
 			return err
@@ -315,16 +315,35 @@ func (c *Connector) relayStoredHistory(ctx context.Context, chat string) error {
 	if err != nil {
 		return fmt.Errorf("read stored history: %w", err)
 	}
+	// Stored under a JID's String: a failure means a damaged row, which
+	// has nothing to relay, ever, and is marked done with the rest.
+	jid, perr := types.ParseJID(chat)
+	// What the core took is marked done in one write at the end; a crash
+	// before it relays those again, which the core relays once.
+	var relayed []string
+	defer func() {
+		if len(relayed) == 0 {
+			return
+		}
+		werr := c.store.Write(context.WithoutCancel(ctx), func(tx *bridge.Tx) error {
+			for _, id := range relayed {
+				if _, err := tx.Exec(`UPDATE whatsapp_history SET done = 1 WHERE link = ? AND chat = ? AND id = ?`, c.name, chat, id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			err = werr
+		}
+	}()
 	for _, r := range rows {
-		if err := c.relayHistory(ctx, cli, chat, r.raw); err != nil {
-			return err
+		if perr == nil {
+			if err := c.relayHistory(ctx, cli, jid, r.raw); err != nil {
+				return err
+			}
 		}
-		if err := c.store.Write(ctx, func(tx *bridge.Tx) error {
-			_, err := tx.Exec(`UPDATE whatsapp_history SET done = 1 WHERE link = ? AND chat = ? AND id = ?`, c.name, chat, r.id)
-			return err
-		}); err != nil {
-			return err
-		}
+		relayed = append(relayed, r.id)
 	}
 	return nil
 }
@@ -332,22 +351,18 @@ func (c *Connector) relayStoredHistory(ctx context.Context, chat string) error {
 // relayHistory relays one stored history message as a live one would be,
 // flagged as history at its own time. The core knows its id if it came
 // live too (or in an earlier chunk) and relays it once.
-func (c *Connector) relayHistory(ctx context.Context, cli waClient, chat string, raw []byte) error {
+func (c *Connector) relayHistory(ctx context.Context, cli waClient, jid types.JID, raw []byte) error {
 	var wmi waWeb.WebMessageInfo
 	if err := proto.Unmarshal(raw, &wmi); err != nil {
 		return nil // damaged: nothing to relay, ever
 	}
-	jid, err := types.ParseJID(chat)
-	if err != nil {
-		return nil
-	}
 	e, err := cli.ParseWebMessage(jid, &wmi)
 	if err != nil {
-		c.log.Debug("a history message could not be read; skipped", "link", c.name, "chat", chat, "err", err)
+		c.log.Debug("a history message could not be read; skipped", "link", c.name, "chat", jid.String(), "err", err)
 		return nil
 	}
 	if !c.relayMessage(ctx, e, true) {
-		return fmt.Errorf("the core did not take history message %s in %s", wmi.GetKey().GetID(), chat)
+		return fmt.Errorf("the core did not take history message %s in %s", wmi.GetKey().GetID(), jid)
 	}
 	return nil
 }

@@ -110,6 +110,7 @@ func (c *Connector) saveLink(ctx context.Context, jid types.JID) error {
 // its message records too (an unlink).
 func (c *Connector) forgetLink(ctx context.Context) error {
 	c.forgetPeople()
+	c.forgetPlaceholders()
 	return c.dropLink(ctx, `DELETE FROM whatsapp_messages WHERE link = ?`, `DELETE FROM whatsapp_history WHERE link = ?`, `DELETE FROM whatsapp_placeholders WHERE link = ?`, `DELETE FROM whatsapp_lid_people WHERE link = ?`)
 }
 

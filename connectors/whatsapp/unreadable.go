@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
@@ -56,33 +57,92 @@ func (c *Connector) onUndecryptable(e *events.UndecryptableMessage) bool {
 		c.log.Error("could not note an undecryptable WhatsApp message", "link", c.name, "chat", chat.String(), "err", err)
 		return false
 	}
+	c.notePlaceholder(chat.String(), info.ID, true)
 	return c.submit(ctx, &ev)
+}
+
+// placeholders are the messages shown as "waiting for this message",
+// kept in memory too so that a live message costs no query: few are
+// ever waiting.
+type placeholders struct {
+	mu     sync.Mutex
+	loaded bool
+	ids    map[[2]string]bool // chat, message id
+}
+
+// placeholderShown says whether a placeholder of chat's message id waits.
+func (c *Connector) placeholderShown(ctx context.Context, chat, id string) (bool, error) {
+	p := &c.placeholders
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.loaded {
+		rows, err := c.store.QueryContext(ctx, `SELECT chat, id FROM whatsapp_placeholders WHERE link = ?`, c.name)
+		if err != nil {
+			return false, fmt.Errorf("read the placeholders shown: %w", err)
+		}
+		defer rows.Close()
+		p.ids = map[[2]string]bool{}
+		for rows.Next() {
+			var k [2]string
+			if err := rows.Scan(&k[0], &k[1]); err != nil {
+				return false, err
+			}
+			p.ids[k] = true
+		}
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+		p.loaded = true
+	}
+	return p.ids[[2]string{chat, id}], nil
+}
+
+// notePlaceholder records that chat's message id is shown as waiting.
+func (c *Connector) notePlaceholder(chat, id string, shown bool) {
+	p := &c.placeholders
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.loaded {
+		return // read whole at the first look
+	}
+	if shown {
+		p.ids[[2]string{chat, id}] = true
+	} else {
+		delete(p.ids, [2]string{chat, id})
+	}
+}
+
+// forgetPlaceholders drops what is known in memory (an unlink).
+func (c *Connector) forgetPlaceholders() {
+	c.placeholders.mu.Lock()
+	c.placeholders.loaded = false
+	c.placeholders.mu.Unlock()
 }
 
 // replacePlaceholder turns ev, a message that came once decrypted, into
 // what replaces its placeholder, if one was shown: an edit of it (so
 // replies to the placeholder find the message), or, for media, which an
 // edit cannot carry, a delete of it and ev under another id. It returns
-// what to submit: ev itself when it replaces nothing.
-func (c *Connector) replacePlaceholder(ctx context.Context, ev *bridge.Event) ([]*bridge.Event, error) {
-	var n int
-	err := c.store.QueryRowContext(ctx, `SELECT COUNT(*) FROM whatsapp_placeholders WHERE link = ? AND chat = ? AND id = ?`, c.name, ev.Chat.ID, ev.ID).Scan(&n)
-	if err != nil {
-		return nil, fmt.Errorf("look for a placeholder of %s: %w", ev.ID, err)
+// what to submit (ev itself when it replaces nothing) and whether a
+// placeholder is replaced.
+func (c *Connector) replacePlaceholder(ctx context.Context, ev *bridge.Event) ([]*bridge.Event, bool, error) {
+	if ev.Kind != bridge.KindMessage {
+		return []*bridge.Event{ev}, false, nil
 	}
-	if n == 0 || ev.Kind != bridge.KindMessage {
-		return []*bridge.Event{ev}, nil
+	shown, err := c.placeholderShown(ctx, ev.Chat.ID, ev.ID)
+	if err != nil || !shown {
+		return []*bridge.Event{ev}, false, err
 	}
 	id := ev.ID
 	if len(ev.Media) == 0 {
 		edit := *ev
 		edit.Kind, edit.Target, edit.ID = bridge.KindEdit, id, id+placeholderSuffix
-		return []*bridge.Event{&edit}, nil
+		return []*bridge.Event{&edit}, true, nil
 	}
 	gone := bridge.Event{Kind: bridge.KindDelete, Chat: ev.Chat, ID: id + "#placeholder-gone", Sender: ev.Sender, Time: ev.Time, Target: id}
 	msg := *ev
 	msg.ID = id + placeholderSuffix
-	return []*bridge.Event{&gone, &msg}, nil
+	return []*bridge.Event{&gone, &msg}, true, nil
 }
 
 // placeholderReplaced forgets a placeholder once what replaced it is in.
@@ -93,6 +153,7 @@ func (c *Connector) placeholderReplaced(ctx context.Context, chat, id string) {
 	}); err != nil {
 		c.log.Warn("could not forget a replaced placeholder", "link", c.name, "chat", chat, "err", err)
 	}
+	c.notePlaceholder(chat, id, false)
 }
 
 // onCall relays a call's start as a message in the caller's chat (the

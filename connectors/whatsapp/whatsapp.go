@@ -111,6 +111,7 @@ type Connector struct {
 	backfillKick chan struct{}
 	history      historyState
 	people       people // who is known by LID for good (people.go)
+	placeholders placeholders
 	phone        phoneSeen
 	container    *sqlstore.Container
 	lockPath     string
