@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phonebridge/phonebridge/internal/testservers"
 )
 
 // builds holds one build of cmd/phonebridge per set of build tags, made
@@ -111,15 +112,7 @@ func moduleRoot() (string, error) {
 }
 
 // FreePort returns a loopback TCP port nothing listens on right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func FreePort(t testing.TB) int { return testservers.FreePort(t) }
 
 // Daemon is one running phonebridge process.
 type Daemon struct {

@@ -77,7 +77,7 @@ func StartDendrite(t testing.TB, opts DendriteOptions) *Dendrite {
 
 	// The free port can be taken before Dendrite binds it: one retry.
 	for try := 0; ; try++ {
-		d.port = freePort(t)
+		d.port = FreePort(t)
 		err := d.start()
 		if err == nil {
 			return d

@@ -48,7 +48,7 @@ func StartNgircd(t testing.TB, opts NgircdOptions) *Ngircd {
 	t.Cleanup(n.Stop)
 	// The free port can be taken before ngIRCd binds it: one retry.
 	for try := 0; ; try++ {
-		n.port = freePort(t)
+		n.port = FreePort(t)
 		if err := n.writeConfig(); err != nil {
 			t.Fatal(err)
 		}

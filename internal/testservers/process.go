@@ -81,17 +81,34 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// freePort returns a loopback port that was free a moment ago; callers retry
-// once if another process takes it before their server binds it.
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port that was free a moment ago and that
+// it has not handed out before in this process; callers retry once if
+// another process takes it before their server binds it.
+func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testservers: free port: %v", err)
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testservers: free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may hand a closed port out again at once: two
+		// servers (or a daemon's two listeners) would then collide.
+		if !given[port] {
+			given[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+// given are the ports FreePort handed out in this process.
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
 
 var (
 	goBinOnce sync.Once
