@@ -155,15 +155,29 @@ func startCore(t *testing.T, c *Connector) *bridgetest.Fake {
 // transient failure that gets the room joined, not a dropped message.
 func TestRoutedRoomNotJoinedYetIsJoinedNotDropped(t *testing.T) {
 	f := newFakeHS(t)
+	tried := false
 	f.setAnswer(func(r *fakeRequest) (int, string) {
 		f.mu.Lock()
 		in := slices.Contains(f.joined, r.Room)
+		tried = true
 		f.mu.Unlock()
 		if !in {
 			return 403, `{"errcode":"M_FORBIDDEN","error":"eventauth: sender not in room"}`
 		}
 		return 0, ""
 	})
+	// The joiner's pass at login may see the route below before the
+	// first send; the room lets it in only once that send was tried.
+	f.mu.Lock()
+	f.joinAnswer = func(string) (int, string) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if !tried {
+			return 429, `{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":10}`
+		}
+		return 0, ""
+	}
+	f.mu.Unlock()
 	c, sink := startFakeBot(t, f)
 	// The joiner gets the route only after this first send is tried.
 	send := func() error {

@@ -33,6 +33,8 @@ type fakeHS struct {
 
 	mu     sync.Mutex
 	joined []string
+	// joinAnswer, if set, answers a join of a room (status 0: join it).
+	joinAnswer func(room string) (status int, body string)
 	// answer decides the response to a send or redaction (nil: accept it).
 	answer func(r *fakeRequest) (status int, body string)
 	sent   []fakeRequest
@@ -80,6 +82,15 @@ func (f *fakeHS) serve(w http.ResponseWriter, r *http.Request) {
 		reply(200, `{"user_id":"`+fakeUser+`","device_id":"DEV"}`)
 	case len(parts) == 2 && parts[0] == "join" && r.Method == http.MethodPost:
 		room, _ := url.PathUnescape(parts[1])
+		f.mu.Lock()
+		answer := f.joinAnswer
+		f.mu.Unlock()
+		if answer != nil {
+			if status, body := answer(room); status != 0 {
+				reply(status, body)
+				return
+			}
+		}
 		f.mu.Lock()
 		f.joined = append(f.joined, room)
 		f.mu.Unlock()
