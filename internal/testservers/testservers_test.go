@@ -88,7 +88,7 @@ func awaitMessage(t *testing.T, hs *Dendrite, token, room, sender, body string) 
 		}
 		since = s.NextBatch
 	}
-	t.Fatalf("/sync did not show %q from %s in %s within 20s", body, sender, room)
+	t.Fatalf("/sync did not show %q from %s in %s within 20s\ndendrite log tail:\n%s", body, sender, room, logTail(hs.logPath(), 60))
 }
 
 func TestDendrite(t *testing.T) {
@@ -135,18 +135,29 @@ namespaces:
 		t.Fatalf("appservice whoami = %q, want @phonebridge:localhost", who.UserID)
 	}
 
-	hs.Kill()
+	// A restart (SIGTERM, then start on the same directory and port) keeps
+	// rooms, tokens and the URL, and the server takes and shows new events.
 	start = time.Now()
 	hs.Restart(t)
 	t.Logf("dendrite restarted in %v", time.Since(start))
+	matrix(t, hs, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(room.RoomID)+"/send/m.room.message/txn2", aliceTok,
+		map[string]any{"msgtype": "m.text", "body": "after restart"}, nil)
+	awaitMessage(t, hs, bobTok, room.RoomID, alice, "after restart")
+
+	// After a SIGKILL it starts again with its data and tokens. Events are
+	// not checked: Dendrite 0.13.8's embedded NATS can lose its output
+	// stream on a SIGKILL ("ack floor 9 is ahead of stream's last sequence
+	// 0" in its log) and its sync API then skips the room's next events;
+	// seen here 3 runs in about 120 under load.
+	hs.Kill()
+	start = time.Now()
+	hs.Restart(t)
+	t.Logf("dendrite restarted after SIGKILL in %v", time.Since(start))
 	who.UserID = ""
 	matrix(t, hs, http.MethodGet, "/_matrix/client/v3/account/whoami", aliceTok, nil, &who)
 	if who.UserID != alice {
 		t.Fatalf("whoami after restart = %q, want %s", who.UserID, alice)
 	}
-	matrix(t, hs, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(room.RoomID)+"/send/m.room.message/txn2", aliceTok,
-		map[string]any{"msgtype": "m.text", "body": "after restart"}, nil)
-	awaitMessage(t, hs, bobTok, room.RoomID, alice, "after restart")
 }
 
 // ircClient is a raw IRC client that answers PINGs while it reads.
