@@ -293,6 +293,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.resolveRoutes(ctx); err != nil {
 		return err
 	}
+	// Before any connector runs, so no event is taken under an old id.
+	movedNotices, err := b.moveChats(ctx)
+	if err != nil {
+		return err
+	}
 	cs := b.conns()
 	for _, name := range cs.names {
 		if err := b.startConnector(ctx, name, cs.conns[name]); err != nil {
@@ -311,6 +316,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	for _, d := range dests {
 		b.del.kick(d)
+	}
+	for _, n := range movedNotices {
+		b.notice(n.from, n.text)
 	}
 	b.startRetention()
 	return nil

@@ -111,6 +111,7 @@ var asMigrations = []string{
 		origin_chat      TEXT NOT NULL,
 		PRIMARY KEY (connector, origin_connector, origin_chat)
 	) WITHOUT ROWID;`,
+	retiredTable,
 }
 
 // asBridge is appservice mode's state: the registration, the store, and

@@ -105,6 +105,7 @@ func (c *Connector) asRun() {
 	c.sink.Resume("")
 	c.sink.ChatsChanged()
 	c.kickJoiner()
+	c.tellRetired(c.ctx)
 	select {
 	case c.mirrorKick <- struct{}{}:
 	default:

@@ -268,6 +268,11 @@ func (b *asBridge) portalOrigin(ctx context.Context, room id.RoomID) (origin bri
 	err = b.store.QueryRowContext(ctx, `SELECT origin_connector, origin_chat, name, direct FROM matrix_portals WHERE connector = ? AND room_id = ?`,
 		b.name, room.String()).Scan(&origin.Connector, &origin.ID, &origin.Name, &direct)
 	if errors.Is(err, sql.ErrNoRows) {
+		// A room that stopped being its chat's portal still reaches it.
+		err = b.store.QueryRowContext(ctx, `SELECT origin_connector, origin_chat, name, direct FROM matrix_portals_retired WHERE connector = ? AND room_id = ?`,
+			b.name, room.String()).Scan(&origin.Connector, &origin.ID, &origin.Name, &direct)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
 		return bridge.ChatRef{}, false, false, nil
 	}
 	if err != nil {

@@ -66,6 +66,7 @@ func (c *Connector) canonicalJID(ctx context.Context, jid types.JID) types.JID {
 		if first {
 			// Routes that named the number name the LID's chat now.
 			c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+			c.numberSeen(ctx, lid)
 		}
 		return lid
 	}
@@ -91,6 +92,25 @@ func (c *Connector) canonicalJID(ctx context.Context, jid types.JID) types.JID {
 	p.lids[jid] = true
 	p.mu.Unlock()
 	return jid
+}
+
+// numberSeen records that the number of lid, a LID person, turned up:
+// if it was a chat of its own before the pair was known, the next start
+// merges it into the LID's (moves.go).
+func (c *Connector) numberSeen(ctx context.Context, lid types.JID) {
+	err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+		r, err := tx.Exec(`UPDATE whatsapp_lid_people SET number_seen = 1 WHERE link = ? AND lid = ? AND number_seen = 0`, c.name, lid.String())
+		if err != nil {
+			return err
+		}
+		if n, _ := r.RowsAffected(); n > 0 {
+			_, err = tx.Exec(`UPDATE whatsapp_links SET people_settled = 0 WHERE link = ?`, c.name)
+		}
+		return err
+	})
+	if err != nil {
+		c.log.Warn("could not record that a LID person's number turned up; a chat under the number is not merged into theirs", "link", c.name, "lid", lid.String(), "err", err)
+	}
 }
 
 // loadPeople reads the people known by LID, once.

@@ -72,6 +72,11 @@ var migrations = []string{
 	// When the link last heard from the phone itself (unix seconds), for
 	// the warning before WhatsApp unlinks a device of an offline phone.
 	`ALTER TABLE whatsapp_links ADD COLUMN phone_seen INTEGER NOT NULL DEFAULT 0;`,
+	// people_settled: the ids of people recorded before are settled
+	// (moves.go); number_seen: a LID person's number has turned up, so
+	// its rows, if any, are merged at the next start.
+	`ALTER TABLE whatsapp_links ADD COLUMN people_settled INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE whatsapp_lid_people ADD COLUMN number_seen INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
