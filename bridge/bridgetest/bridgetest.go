@@ -43,6 +43,11 @@ type Fake struct {
 	// isChatID, when set, is the fake's bridge.ChatIDChecker.
 	isChatID func(string) bool
 	routed   [][]string // each RoutedChats call
+	// moves are what ChatMoves returns, once; seen is what it was told.
+	moves []bridge.ChatMove
+	seen  []string
+	// moved is each origin's moves as MoveChats last made them.
+	moved map[string][]bridge.ChatMove
 }
 
 // NewFake returns a fake connector called name with caps.
@@ -52,6 +57,59 @@ func NewFake(name string, caps bridge.Capabilities) *Fake {
 
 // Name is the connector's name.
 func (f *Fake) Name() string { return f.name }
+
+// SetChatMoves makes the next start move the fake's chats (see
+// bridge.ChatMoveSource), once.
+func (f *Fake) SetChatMoves(moves []bridge.ChatMove) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.moves = moves
+}
+
+// ChatMoves implements bridge.ChatMoveSource with what SetChatMoves set.
+func (f *Fake) ChatMoves(ctx context.Context, seen func() ([]string, error)) ([]bridge.ChatMove, error) {
+	f.mu.Lock()
+	moves := f.moves
+	f.moves = nil
+	f.mu.Unlock()
+	if len(moves) == 0 {
+		return nil, nil
+	}
+	ids, err := seen()
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.seen = ids
+	f.mu.Unlock()
+	return moves, nil
+}
+
+// Seen is the ids the core listed to the last ChatMoves that moved.
+func (f *Fake) Seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.seen
+}
+
+// MoveChats implements bridge.ChatMover: it records the moves and reports
+// one line.
+func (f *Fake) MoveChats(tx *bridge.Tx, origin string, moves []bridge.ChatMove) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.moved == nil {
+		f.moved = map[string][]bridge.ChatMove{}
+	}
+	f.moved[origin] = moves
+	return []string{fmt.Sprintf("%s moved %d chats of %s", f.name, len(moves), origin)}, nil
+}
+
+// Moved is the moves MoveChats last made for origin's chats.
+func (f *Fake) Moved(origin string) []bridge.ChatMove {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.moved[origin]
+}
 
 // FailWith makes Send return fn's error (nil lets it through).
 func (f *Fake) FailWith(fn func(out *bridge.Outgoing) error) {
