@@ -81,6 +81,10 @@ func reloadConfig(t *testing.T, dir, connectors, routes string) *config.Config {
 // connector cannot be built is refused with the running one kept.
 func TestReload(t *testing.T) {
 	reloadType()
+	// A run before this one (-count) built fakes under the same names.
+	reloadMu.Lock()
+	clear(reloadBuilt)
+	reloadMu.Unlock()
 	dir := t.TempDir()
 	// Names unique to this test: the registry of built fakes is global.
 	cfg := reloadConfig(t, dir,

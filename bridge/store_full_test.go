@@ -103,6 +103,12 @@ func TestFullStoreRefusesInboundAndResumes(t *testing.T) {
 		}
 	}
 	awaitEmptyOutbox(t, h)
+	// The delivery in flight when the store filled could not be recorded:
+	// it alone may go again (docs/RELIABILITY.md: one per cut).
+	h.AllowRepeats()
+	if r := b.Repeats(); len(r) > 1 {
+		t.Errorf("b was sent %v more than once, want at most the one in flight when the store filled", r)
+	}
 	if h.Logs.Count("the store writes again") != 1 {
 		t.Errorf("the log does not say once that the store writes again:\n%s", h.Logs)
 	}
@@ -170,5 +176,13 @@ func TestFailedWriteOfADestinationIsNotRecordedAsDelivered(t *testing.T) {
 	}
 	if !resent.Load() {
 		t.Error("\"two\" was not sent again flagged MaybeSent")
+	}
+	// The failed write took its batch with it: each of its events may go
+	// again, once.
+	h.AllowRepeats()
+	for key, n := range b.Repeats() {
+		if n > 2 {
+			t.Errorf("b was sent %s %d times, want at most twice", key, n)
+		}
 	}
 }

@@ -26,10 +26,13 @@ type Fake struct {
 	name string
 	caps bridge.Capabilities
 
-	mu      sync.Mutex
-	sink    bridge.Sink
-	sent    []bridge.Outgoing
-	keys    map[string]string // idempotency: key → native id
+	mu   sync.Mutex
+	sink bridge.Sink
+	sent []bridge.Outgoing
+	keys map[string]string // idempotency: key → native id
+	// sends counts the Sends that reached the fake per key, a repeat
+	// included: IRC, which has no idempotency key, would show each.
+	sends   map[string]int
 	next    int
 	fail    func(out *bridge.Outgoing) error
 	block   chan struct{}
@@ -52,7 +55,7 @@ type Fake struct {
 
 // NewFake returns a fake connector called name with caps.
 func NewFake(name string, caps bridge.Capabilities) *Fake {
-	return &Fake{name: name, caps: caps, keys: map[string]string{}, blocked: make(chan struct{}, 16), notify: make(chan struct{}, 1), media: map[string]string{}}
+	return &Fake{name: name, caps: caps, keys: map[string]string{}, sends: map[string]int{}, blocked: make(chan struct{}, 16), notify: make(chan struct{}, 1), media: map[string]string{}}
 }
 
 // Name is the connector's name.
@@ -263,6 +266,7 @@ func (f *Fake) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.sends[out.Key]++
 	if id, ok := f.keys[out.Key]; ok && out.Key != "" {
 		return id, nil
 	}
@@ -280,6 +284,20 @@ func (f *Fake) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	default:
 	}
 	return id, nil
+}
+
+// Repeats lists the delivery keys sent more than once, with how many
+// times: what a destination without idempotency keys would show twice.
+func (f *Fake) Repeats() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range f.sends {
+		if n > 1 && k != "" {
+			out[k] = n
+		}
+	}
+	return out
 }
 
 // MediaBytes is what Send read from the media of the message it gave id.
@@ -359,6 +377,27 @@ type Harness struct {
 	Fakes  map[string]*Fake
 	Config *config.Config
 	Logs   *Logs // what the bridge logged, across restarts
+	// repeatsAllowed: the test injects a fault after which a delivery may
+	// rightly be sent again (see AllowRepeats).
+	repeatsAllowed bool
+}
+
+// AllowRepeats says the test injects a fault after which the core may
+// rightly send a delivery again (a send cut off unanswered); otherwise
+// the harness fails the test if any fake was sent a delivery twice.
+func (h *Harness) AllowRepeats() { h.repeatsAllowed = true }
+
+// checkRepeats fails the test for a delivery sent twice where no fault
+// allows it.
+func (h *Harness) checkRepeats() {
+	if h.repeatsAllowed {
+		return
+	}
+	for name, f := range h.Fakes {
+		if r := f.Repeats(); len(r) > 0 {
+			h.t.Errorf("%s was sent deliveries more than once with no fault injected: %v", name, r)
+		}
+	}
 }
 
 // Logs keeps what a bridge logs, a line per record, for tests to read.
@@ -435,6 +474,7 @@ func New(t testing.TB, routes []config.Route, fakes ...*Fake) *Harness {
 		if err := h.Stop(5 * time.Second); err != nil {
 			h.t.Errorf("stop bridge: %v", err)
 		}
+		h.checkRepeats()
 	})
 	return h
 }
