@@ -70,9 +70,10 @@ func (cc *chatCache) invalidateNames() {
 // the push name comes first. Either form of a person (number or LID)
 // finds the names stored under the other.
 func (cc *chatCache) senderName(ctx context.Context, jid types.JID, pushName string, fromMe bool) string {
-	dev := cc.c.dev()
-	if fromMe && dev != nil && dev.PushName != "" {
-		return dev.PushName
+	// The account's name as recorded under the connector's lock: the
+	// device's PushName is written by whatsmeow's app state goroutine.
+	if own := cc.c.LinkStatus().Account.PushName; fromMe && own != "" {
+		return own
 	}
 	jid = jid.ToNonAD()
 	cc.mu.Lock()
