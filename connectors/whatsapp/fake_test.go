@@ -768,6 +768,7 @@ func (r *rig) startConnected(c *Connector) (*recSink, *fakeClient) {
 // stopWithin stops c, failing the test if that takes past the bound.
 func stopWithin(t testing.TB, c *Connector) {
 	t.Helper()
+	quiesceFake(c)
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	done := make(chan error, 1)

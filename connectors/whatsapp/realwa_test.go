@@ -129,11 +129,24 @@ func (r *rig) openOnFake(w *waWorld, name string, opts *Options) *Connector {
 		r.t.Fatalf("New(%s): %v", name, err)
 	}
 	w.onFake(c)
+	fakeOf.Store(c, w.srv)
 	r.t.Cleanup(func() {
-		w.srv.Quiesce(2 * time.Second) // see Quiesce: whatsmeow's close races a send
 		stopWithin(r.t, c)
+		fakeOf.Delete(c)
 	})
 	return c
+}
+
+// fakeOf maps each connector on a fake server to it, so stopWithin lets
+// the client finish its acks first (see fakewa.Server.Quiesce: whatsmeow's
+// socket close races a frame being sent, which -race reports).
+var fakeOf sync.Map // *Connector → *fakewa.Server
+
+// quiesceFake waits until c's fake server, if it has one, is quiet.
+func quiesceFake(c *Connector) {
+	if srv, ok := fakeOf.Load(c); ok {
+		srv.(*fakewa.Server).Quiesce(2 * time.Second)
+	}
 }
 
 // linkByQR links c to p's account as a user does: the phone scans the
