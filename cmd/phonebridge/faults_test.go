@@ -165,6 +165,20 @@ func (s *ircStream) relayed() []string {
 	return out
 }
 
+// botJoins counts the bot's JOINs to the channel the watcher saw: its
+// first, then one per connection it had to make again.
+func (s *ircStream) botJoins() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, l := range s.lines {
+		if strings.HasPrefix(l, ":wabridge") && strings.Contains(l, " JOIN ") {
+			n++
+		}
+	}
+	return n
+}
+
 // awaitLine waits for a line after index from that match takes.
 func (s *ircStream) awaitLine(t *testing.T, from int, limit time.Duration, match func(string) bool, d *daemontest.Daemon) string {
 	t.Helper()
@@ -292,6 +306,10 @@ func TestIRCBlackHoleIsNoticedAndNothingIsLost(t *testing.T) {
 		return strings.HasPrefix(l, ":wabridge") && strings.Contains(l, " JOIN ")
 	}, d)
 	t.Logf("keep-alive noticed the black hole after %v; all %d on IRC %v after the heal (%d repeated)", noticed.Round(time.Millisecond), total, time.Since(healed).Round(time.Millisecond), repeats)
+	// docs/RELIABILITY.md: a cut repeats at most the one message in flight.
+	if repeats > 1 {
+		t.Errorf("IRC repeated %d messages across one cut, want at most 1: %v", repeats, repeatedOn(r.watch.relayed()))
+	}
 	d.Stop(5 * time.Second)
 }
 
@@ -408,6 +426,10 @@ func TestSlowDestinationDoesNotHoldOthers(t *testing.T) {
 	}
 	t.Logf("API latency p50 %v, p99 %v, max %v; IRC had %d of %d then, all %v after the heal (%d repeated); peak VmRSS %d KiB",
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), worst.Round(time.Microsecond), onIRC, total, time.Since(healed).Round(time.Millisecond), repeats, peak)
+	// Slow is not cut: a repeat needs a connection made again, one each.
+	if cuts := max(0, r.watch.botJoins()-1); repeats > cuts {
+		t.Errorf("IRC repeated %d messages with the connection made again %d times, want at most one per cut: %v", repeats, cuts, repeatedOn(r.watch.relayed()))
+	}
 	d.Stop(5 * time.Second)
 }
 
@@ -635,6 +657,9 @@ func TestIRCServerRestartedMidStream(t *testing.T) {
 				}
 			}
 			t.Logf("%d messages across a server restart, %d repeated", total, len(all)-len(first))
+			if repeats := len(all) - len(first); repeats > 1 {
+				t.Errorf("IRC repeated %d messages across one restart, want at most the one in flight: %v", repeats, repeatedOn(all))
+			}
 			break
 		}
 		if time.Now().After(deadline) {
