@@ -351,9 +351,20 @@ func TestRetryAfterIsObeyedAndResumeCutsBackoffShort(t *testing.T) {
 		return nil
 	})
 	h.Inject(msg("a", "x", "1", "limited"))
-	time.Sleep(50 * time.Millisecond)
-	if len(b.Sent()) != 0 {
-		t.Fatal("sent before the requested wait")
+	// First the refusal, and the hour's wait recorded for the delivery.
+	var next int64
+	waitFor(t, func() bool {
+		err := h.Store.DB().QueryRow(`SELECT next_attempt_at FROM outbox`).Scan(&next)
+		return n.Load() >= 1 && err == nil && next > 0
+	})
+	if wait := time.Until(time.UnixMilli(next)); wait < 59*time.Minute {
+		t.Errorf("the next attempt is due in %v, want the hour the destination asked for", wait)
+	}
+	// Retries here come within 100 ms (retry_max): 300 ms without one
+	// shows the wait obeyed.
+	time.Sleep(300 * time.Millisecond)
+	if got := n.Load(); got != 1 || len(b.Sent()) != 0 {
+		t.Fatalf("%d attempts, %d sent before the requested wait; want the one refused", got, len(b.Sent()))
 	}
 	b.Resume("y")
 	b.WaitSent(t, 1)

@@ -311,17 +311,27 @@ func TestATimerFiringEarlyArmsAgain(t *testing.T) {
 	cfg.Expiry = 50 * time.Millisecond
 	s := startServer(t, cfg, dir, clk.now)
 	publish(t, s, media([]byte("x"), "text/plain", "x.txt"))
-	time.Sleep(200 * time.Millisecond) // the timer fired; by clk nothing is due
-	if got := len(files(t, dir)); got != 2 {
-		t.Fatalf("media dir holds %d files before the expiry, want 2", got)
-	}
-	clk.advance(time.Second)
+	// The timer fires; by clk nothing is due.
 	deadline := time.Now().Add(3 * time.Second)
+	for s.fired.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the expiry timer did not fire within 3s of a 50ms expiry")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := len(files(t, dir)); got != 2 {
+		t.Fatalf("media dir holds %d files after a timer that fired early, want 2", got)
+	}
+	early := s.fired.Load()
+	clk.advance(time.Second)
 	for len(files(t, dir)) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the file was not deleted once due: the timer was not armed again")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if late := s.fired.Load(); late <= early {
+		t.Errorf("the timer ran %d times, as many as before the file was due: something else deleted it", late)
 	}
 }
 

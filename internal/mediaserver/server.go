@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/phonebridge/phonebridge/config"
@@ -40,6 +41,7 @@ type Server struct {
 	timer  *time.Timer
 	armed  time.Time      // when timer fires; zero when none is armed
 	timers sync.WaitGroup // one per AfterFunc not yet stopped or run
+	fired  atomic.Int64   // the timer's runs, for tests to count
 	closed bool
 }
 

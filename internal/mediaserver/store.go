@@ -303,6 +303,7 @@ func (s *Server) rearm() {
 // fire is the timer's run: it expires what is due and arms for the next.
 func (s *Server) fire() {
 	defer s.timers.Done()
+	s.fired.Add(1)
 	s.expire()
 }
 
