@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -238,22 +239,64 @@ func TestDialNotRunning(t *testing.T) {
 }
 
 func TestDialPermissionDenied(t *testing.T) {
+	if path := os.Getenv("PHONEBRIDGE_DIAL_AS_OTHER"); path != "" {
+		// The half below runs this as another user: dial and say what came.
+		_, err := Dial(path)
+		fmt.Printf("dial: %v\n", err)
+		return
+	}
 	want := "cannot use the control socket /x/control.sock: permission denied — run this as the user phonebridge runs as, or with sudo"
 	c := &Client{path: "/x/control.sock"}
 	opErr := &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)}
 	if err := c.connError(opErr); err.Error() != want {
 		t.Fatalf("connError = %q, want %q", err, want)
 	}
-	// A real socket we may not use, where that can exist: root ignores
-	// file permissions, so as root the classification above is the check.
+
+	// A real socket, made 0600 as the daemon makes it, dialled by a user
+	// who is not its owner.
+	_, _, path := start(t, &fakeBackend{})
+	if err := os.Chmod(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const deny = "permission denied — run this as"
 	if os.Geteuid() != 0 {
-		_, _, path := start(t, &fakeBackend{})
+		// Not the owner in effect once the owner may not use it either.
 		if err := os.Chmod(path, 0); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Dial(path); err == nil || !strings.Contains(err.Error(), "permission denied — run this as") {
+		if _, err := Dial(path); err == nil || !strings.Contains(err.Error(), deny) {
 			t.Fatalf("Dial on a socket we may not use: %v", err)
 		}
+		return
+	}
+	// Root ignores file permissions: this test binary again, as nobody.
+	binDir, err := os.MkdirTemp("", "pbctl-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(binDir) })
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(binDir, "control.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestDialPermissionDenied$")
+	cmd.Dir = binDir
+	cmd.Env = append(os.Environ(), "PHONEBRIDGE_DIAL_AS_OTHER="+path)
+	const nobody = 65534
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the test binary as uid %d: %v\n%s", nobody, err, out)
+	}
+	if !strings.Contains(string(out), "dial: cannot use the control socket "+path+": "+deny) {
+		t.Fatalf("as uid %d, Dial on the daemon's 0600 socket said:\n%s\nwant %q", nobody, out, deny)
 	}
 }
 
