@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -426,8 +427,10 @@ func TestAPIToAPIRelaysEveryKind(t *testing.T) {
 }
 
 // TestIdleDaemonUsesNoCPU: with nothing to relay, the daemon must not spin
-// (no polling loops, no millisecond timers): at most a few scheduler
-// ticks over three seconds, with clients connected.
+// (no polling loops, no millisecond timers), with clients connected. CPU
+// time alone would let a 10 ms timer by (each wake-up costs microseconds):
+// the test counts wake-ups, every context switch of every thread, which a
+// 10 ms timer makes some 300 of in three seconds.
 func TestIdleDaemonUsesNoCPU(t *testing.T) {
 	bin := daemontest.Binary(t)
 	pair := daemontest.WriteAPIPair(t, t.TempDir(), 4, "")
@@ -455,9 +458,46 @@ func TestIdleDaemonUsesNoCPU(t *testing.T) {
 		fmt.Sscan(f[12], &s)
 		return u + s
 	}
-	before := ticks()
+	beforeTicks, beforeWakes := ticks(), wakeUps(t, d.Pid())
 	time.Sleep(3 * time.Second)
-	if used := ticks() - before; used > 3 {
+	used, woke := ticks()-beforeTicks, wakeUps(t, d.Pid())-beforeWakes
+	t.Logf("idle for 3 s: %d CPU ticks, %d wake-ups", used, woke)
+	if used > 3 {
 		t.Errorf("idle daemon used %d CPU ticks (%d ms) in 3 s", used, used*10)
 	}
+	if woke > idleWakeUps {
+		t.Errorf("idle daemon woke %d times in 3 s, want at most %d: something polls", woke, idleWakeUps)
+	}
+}
+
+// idleWakeUps bounds an idle daemon's context switches in three seconds:
+// the Go runtime's own housekeeping (sysmon backing off, a forced GC at
+// most) stays well under it; a 10 ms timer alone makes 300.
+const idleWakeUps = 60
+
+// wakeUps is how many times pid's threads have been switched out so far,
+// voluntarily (they slept) or not, from /proc.
+func wakeUps(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+				v, _ := strconv.Atoi(strings.TrimSpace(rest))
+				n += v
+			} else if rest, ok := strings.CutPrefix(l, "nonvoluntary_ctxt_switches:"); ok {
+				v, _ := strconv.Atoi(strings.TrimSpace(rest))
+				n += v
+			}
+		}
+	}
+	return n
 }
