@@ -34,7 +34,7 @@ type rig struct {
 	cfg   string // the config file
 }
 
-func newRig(b *testing.B, chats int) *rig {
+func newRig(b testing.TB, chats int) *rig {
 	b.Helper()
 	bin := daemontest.Binary(b)
 	pair := daemontest.WriteAPIPair(b, b.TempDir(), chats, "")
@@ -79,7 +79,7 @@ func newRig(b *testing.B, chats int) *rig {
 }
 
 // send writes one message event; text must need no JSON escaping.
-func (r *rig) send(b *testing.B, i int, text string) {
+func (r *rig) send(b testing.TB, i int, text string) {
 	n := strconv.Itoa(i)
 	frame := `{"type":"send","ref":"` + n + `","event":{"id":"b` + n + `","kind":"message","chat":"` + r.chats[i%len(r.chats)] +
 		`","sender":{"id":"bench","name":"Bench"},"text":"` + text + `"}}`
@@ -88,7 +88,7 @@ func (r *rig) send(b *testing.B, i int, text string) {
 	}
 }
 
-func (r *rig) ack(b *testing.B) {
+func (r *rig) ack(b testing.TB) {
 	select {
 	case _, ok := <-r.acks:
 		if !ok {
@@ -226,13 +226,13 @@ func selfCPU() time.Duration {
 }
 
 // peakRSS is the process's peak resident set (VmHWM) in MB.
-func peakRSS(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "VmHWM:") }
+func peakRSS(b testing.TB, pid int) float64 { return procStatusMB(b, pid, "VmHWM:") }
 
 // rssNow is the process's resident set now (VmRSS) in MB.
-func rssNow(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "VmRSS:") }
+func rssNow(b testing.TB, pid int) float64 { return procStatusMB(b, pid, "VmRSS:") }
 
 // procStatusMB reads one kB field of /proc/PID/status, in MB.
-func procStatusMB(b *testing.B, pid int, field string) float64 {
+func procStatusMB(b testing.TB, pid int, field string) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
