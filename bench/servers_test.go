@@ -151,6 +151,7 @@ func (r *serversRig) awaitMatrix(b *testing.B, n int) {
 //
 //	go test -run '^$' -bench ThroughServers -benchtime 500x ./bench/
 func BenchmarkThroughServers(b *testing.B) {
+	onlyByName(b, "ThroughServers", "go test -run '^$' -bench ThroughServers -benchtime 200x -timeout 30m ./bench/")
 	r := newServersRig(b)
 	pid := r.d.Pid()
 	report := func(b *testing.B, n int, took time.Duration, cpuBefore time.Duration) {

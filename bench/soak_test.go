@@ -17,6 +17,7 @@ const soakChats = 1000
 // not above the first half's by more than soakGrowthMB (memory does not
 // grow with the messages delivered), and the outbox drains to zero.
 func BenchmarkSoak(b *testing.B) {
+	onlyByName(b, "Soak", "make soak")
 	r := newRig(b, soakChats)
 	b.ResetTimer()
 	res := soak(b, r, b.N)

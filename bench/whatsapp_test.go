@@ -397,6 +397,7 @@ func (r *waRig) steady(b *testing.B, rate int) {
 // whose websocket client counts arrivals. b.N messages for throughput,
 // then b.N at a steady 100 msgs/s for latency.
 func BenchmarkWhatsAppToAPI(b *testing.B) {
+	onlyByName(b, "WhatsAppToAPI", "make bench-whatsapp")
 	r := newWARig(b)
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(b))
 	cfg := fmt.Sprintf(`state_dir: ./state
@@ -451,6 +452,7 @@ routes:
 // the same shape (one sender per room, one message at a time, as many
 // rooms as chats), the ceiling any bridge could reach here.
 func BenchmarkWhatsAppToMatrix(b *testing.B) {
+	onlyByName(b, "WhatsAppToMatrix", "make bench-whatsapp")
 	r := newWARig(b)
 	asListen := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(b))
 	writeCfg := func(hsURL string) {
@@ -617,6 +619,7 @@ func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client
 // pings every 20–30 s per connection). b.N does not matter: the figures
 // come from one idle window.
 func BenchmarkIdleLinks(b *testing.B) {
+	onlyByName(b, "IdleLinks", "make bench-whatsapp")
 	for _, links := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("links=%d", links), func(b *testing.B) { idleLinks(b, links) })
 	}
