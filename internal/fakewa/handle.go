@@ -61,10 +61,12 @@ func (s *Server) handleIQ(c *conn, iq *waBinary.Node) {
 	case xmlns == "encrypt" && typ == "get" && first.Tag == "key":
 		s.fetchPreKeys(c, iq, &first)
 	case xmlns == "passive":
-		c.send(result(iq))
+		// Active before the answer: the client says it is connected once
+		// answered, and the server must by then count it online.
 		if first.Tag == "active" {
 			s.activate(c)
 		}
+		c.send(result(iq))
 	case xmlns == "usync":
 		s.usync(c, comp, iq)
 	case xmlns == "md" && first.Tag == "remove-companion-device":

@@ -57,12 +57,32 @@ func shownQR(t *testing.T, p webui.Tab, not string, limit time.Duration) (code, 
 	if shown.W < 200 || shown.W != shown.H {
 		t.Errorf("the QR code is painted %vx%v px: too small or not square to scan from a screen", shown.W, shown.H)
 	}
-	png := p.Screenshot(shown.X, shown.Y, shown.W, shown.H)
-	code, err := qrscan.FromImage(png)
-	if err != nil {
-		t.Fatalf("the QR code painted on the page does not scan: %v", err)
+	// The page may move under the capture (a status line above the code
+	// changes between measuring and the screenshot): measure and scan
+	// again, as a phone's camera keeps trying, for up to 3 s. A code is
+	// taken only if the image was the same before and after the capture.
+	measure := func() bool {
+		return p.Eval(`(() => {
+  const img = document.getElementById("qr");
+  const r = img.getBoundingClientRect();
+  return {src: img.src, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height};
+})()`, &shown) == nil
 	}
-	return code, shown.Src
+	scanBy := time.Now().Add(3 * time.Second)
+	for {
+		src := shown.Src
+		code, err := qrscan.FromImage(p.Screenshot(shown.X, shown.Y, shown.W, shown.H))
+		if !measure() {
+			t.Fatal("the page's QR image cannot be measured")
+		}
+		if err == nil && shown.Src == src {
+			return code, src
+		}
+		if time.Now().After(scanBy) {
+			t.Fatalf("the QR code painted on the page does not scan for 3 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestLinkFromThePageOnTheRealDaemon: the README's "Link from a web page"
