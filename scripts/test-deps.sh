@@ -16,24 +16,30 @@ command -v go >/dev/null || { echo "Go is not installed: get it from https://go.
 # The race detector needs cgo, hence a C compiler.
 command -v gcc >/dev/null || apt_install gcc libc6-dev
 
-# IRC integration tests run their own ngircd in the foreground on a free port.
-if ! command -v ngircd >/dev/null && [ ! -x /usr/sbin/ngircd ]; then
-  # A policy-rc.d that denies keeps the package from starting its system
-  # service (unless the machine already has a policy of its own).
+# IRC integration tests run their own ngIRCd and InspIRCd (which offers the
+# IRCv3 echo-message and labeled-response ngIRCd lacks) in the foreground
+# on free ports. A policy-rc.d that denies keeps each package from starting
+# its system service (unless the machine already has a policy of its own).
+install_ircd() { # package binary
+  if command -v "$2" >/dev/null || [ -x "/usr/sbin/$2" ]; then return; fi
   own_policy=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
     as_root chmod +x /usr/sbin/policy-rc.d
     own_policy=1
   fi
-  status=0; apt_install ngircd || status=$?
+  status=0; apt_install "$1" || status=$?
   if [ -n "$own_policy" ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
   [ "$status" -eq 0 ] || exit "$status"
-fi
+}
+install_ircd ngircd ngircd
+install_ircd inspircd inspircd
 # If a system service is running anyway, stop it: it would hold port 6667.
-if command -v systemctl >/dev/null && systemctl is-active --quiet ngircd 2>/dev/null; then
-  as_root systemctl disable --now ngircd || true
-fi
+for service in ngircd inspircd; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    as_root systemctl disable --now "$service" || true
+  fi
+done
 
 # The web link page's test drives a headless Chromium over the DevTools
 # protocol; Debian's package needs no browser download of its own.

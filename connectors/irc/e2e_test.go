@@ -262,9 +262,9 @@ func (c *apiClient) event(t testing.TB, chat string) *apiEvent {
 	}
 }
 
-// e2e is a bridge joining API chats to IRC channels on one ngIRCd.
+// e2e is a bridge joining API chats to IRC channels on one IRC server.
 type e2e struct {
-	srv     *testservers.Ngircd
+	srv     testservers.IRCServer
 	cfgPath string
 	apiAddr string
 	b       *bridge.Bridge
@@ -280,7 +280,13 @@ type e2e struct {
 // added to the irc connector's section.
 func newE2E(t testing.TB, penalties bool, channels int, ircExtra string) *e2e {
 	t.Helper()
-	r := &e2e{srv: testservers.StartNgircd(t, testservers.NgircdOptions{Penalties: penalties})}
+	return newE2EOn(t, testservers.IRCServerKinds()[0], penalties, channels, ircExtra)
+}
+
+// newE2EOn is newE2E on a server of the given kind.
+func newE2EOn(t testing.TB, kind testservers.IRCServerKind, penalties bool, channels int, ircExtra string) *e2e {
+	t.Helper()
+	r := &e2e{srv: kind.Start(t, penalties)}
 	open := make(chan struct{})
 	close(open)
 	r.gate.Store(&open)
@@ -366,8 +372,17 @@ func (r *e2e) start(t testing.TB) {
 // something else against a server without penalties.
 const noFlood = "    flood:\n      rate: -1\n"
 
+// TestEndToEnd runs on each IRC server kind: with echo-message and
+// labeled-response (InspIRCd) the bridge must still relay each message
+// once and never its own lines back.
 func TestEndToEnd(t *testing.T) {
-	r := newE2E(t, false, 1, noFlood)
+	for _, kind := range testservers.IRCServerKinds() {
+		t.Run(kind.Name, func(t *testing.T) { endToEnd(t, kind) })
+	}
+}
+
+func endToEnd(t *testing.T, kind testservers.IRCServerKind) {
+	r := newE2EOn(t, kind, false, 1, noFlood)
 
 	t.Run("API to IRC", func(t *testing.T) {
 		r.api.send(t, apiEvent{ID: "m1", Chat: "c1", Text: "hello from WhatsApp", HTML: "hello from <b>WhatsApp</b>"})
@@ -439,7 +454,13 @@ func TestEndToEnd(t *testing.T) {
 // messages: each arrives on IRC, in order. The bridge redials only once
 // the observer is back in the channel, so the observer can see all.
 func TestServerRestartMidStream(t *testing.T) {
-	r := newE2E(t, false, 1, noFlood)
+	for _, kind := range testservers.IRCServerKinds() {
+		t.Run(kind.Name, func(t *testing.T) { serverRestartMidStream(t, kind) })
+	}
+}
+
+func serverRestartMidStream(t *testing.T, kind testservers.IRCServerKind) {
+	r := newE2EOn(t, kind, false, 1, noFlood)
 	const n = 40
 	sent := make(chan struct{})
 	go func() {

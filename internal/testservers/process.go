@@ -1,5 +1,6 @@
-// Package testservers starts real servers (a Dendrite Matrix homeserver, an
-// ngIRCd IRC server) on free loopback ports for integration tests. Each one
+// Package testservers starts real servers (a Dendrite Matrix homeserver,
+// ngIRCd and InspIRCd IRC servers) on free loopback ports for integration
+// tests. Each one
 // lives in its own t.TempDir and is stopped by pid in t.Cleanup.
 //
 // Only tests may import it: it takes testing.TB and fails tests. The servers
@@ -30,6 +31,11 @@ type proc struct {
 }
 
 func startProc(dir, logPath, bin string, args ...string) (*proc, error) {
+	return startProcAs(nil, dir, logPath, bin, args...)
+}
+
+// startProcAs is startProc run as cred's user (nil: this process's).
+func startProcAs(cred *syscall.Credential, dir, logPath, bin string, args ...string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -40,6 +46,12 @@ func startProc(dir, logPath, bin string, args ...string) (*proc, error) {
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.SysProcAttr = procAttr()
+	if cred != nil {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Credential = cred
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err

@@ -241,3 +241,59 @@ func TestNgircd(t *testing.T) {
 	t.Logf("ngircd restarted in %v", time.Since(start))
 	exchange("2")
 }
+
+// TestInspIRCd: the server runs (as irc when the tests are root), offers
+// the IRCv3 capabilities ngIRCd lacks, relays between two clients, echoes
+// a message back to its sender once asked to, and comes back after a
+// SIGKILL on the same port.
+func TestInspIRCd(t *testing.T) {
+	start := time.Now()
+	irc := StartInspIRCd(t, InspIRCdOptions{})
+	t.Logf("inspircd ready in %v at %s", time.Since(start), irc.Addr())
+
+	// What it offers, before registering.
+	conn, err := net.DialTimeout("tcp", irc.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &ircClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.send("CAP LS 302")
+	var caps string
+	for {
+		line := c.await(func(f []string) bool { return len(f) > 2 && f[1] == "CAP" })
+		caps += " " + line
+		if f := strings.Fields(line); len(f) > 3 && f[3] != "*" {
+			break // the last line of the list
+		}
+	}
+	conn.Close()
+	for _, want := range []string{"echo-message", "labeled-response", "batch", "message-tags"} {
+		if !strings.Contains(caps, want) {
+			t.Errorf("CAP LS does not offer %s: %s", want, caps)
+		}
+	}
+
+	exchange := func(suffix string) {
+		a := dialIRC(t, irc.Addr(), "alice"+suffix)
+		b := dialIRC(t, irc.Addr(), "bob"+suffix)
+		a.send("CAP REQ :echo-message")
+		a.await(func(f []string) bool { return len(f) > 3 && f[1] == "CAP" && f[3] == "ACK" })
+		a.join("#test")
+		b.join("#test")
+		a.send("PRIVMSG #test :hello from alice")
+		line := b.await(func(f []string) bool { return len(f) > 2 && f[1] == "PRIVMSG" })
+		if !strings.HasPrefix(line, ":alice"+suffix+"!") || !strings.HasSuffix(line, "PRIVMSG #test :hello from alice") {
+			t.Fatalf("bob got %q, want alice's PRIVMSG to #test", line)
+		}
+		if echo := a.await(func(f []string) bool { return len(f) > 2 && f[1] == "PRIVMSG" }); !strings.HasSuffix(echo, ":hello from alice") {
+			t.Fatalf("alice's echo is %q", echo)
+		}
+	}
+	exchange("")
+
+	irc.Kill()
+	start = time.Now()
+	irc.Restart(t)
+	t.Logf("inspircd restarted in %v", time.Since(start))
+	exchange("2")
+}

@@ -17,7 +17,7 @@ import (
 
 // ngircdConfig is a client of the test ngIRCd: no pacing (the server's
 // penalties are off too), quick reconnects.
-func ngircdConfig(t testing.TB, srv *testservers.Ngircd, nick string, channels map[string]string) Config {
+func ngircdConfig(t testing.TB, srv testservers.IRCServer, nick string, channels map[string]string) Config {
 	return Config{
 		Addr:            srv.Addr(),
 		Nick:            nick,
@@ -146,18 +146,33 @@ func TestNgircdNickCollisionAndRegain(t *testing.T) {
 	}
 }
 
-// TestNgircdRestartLosesNothing sends a numbered stream across a server
-// crash, as the outbox does: each line is resent until Send returns nil.
-// Everything confirmed must reach the receiver, in order.
-func TestNgircdRestartLosesNothing(t *testing.T) {
-	t.Parallel()
-	srv := testservers.StartNgircd(t, testservers.NgircdOptions{})
+// TestRestartLosesNothing sends a numbered stream across a server crash,
+// as the outbox does: each line is resent until Send returns nil.
+// Everything confirmed must reach the receiver, in order. It runs on each
+// server kind, so each way a line is confirmed (a PING barrier on ngIRCd,
+// labeled-response and echo-message on InspIRCd) meets a real crash.
+func TestRestartLosesNothing(t *testing.T) {
+	for _, kind := range testservers.IRCServerKinds() {
+		t.Run(kind.Name, func(t *testing.T) {
+			t.Parallel()
+			restartLosesNothing(t, kind)
+		})
+	}
+}
+
+func restartLosesNothing(t *testing.T, kind testservers.IRCServerKind) {
+	srv := kind.Start(t, false)
 	ch := map[string]string{"#relay": ""}
 	rs, rr := newRecorder(t), newRecorder(t)
 	sender := startClient(t, ngircdConfig(t, srv, "sender", ch), rs)
 	receiver := startClient(t, ngircdConfig(t, srv, "receiver", ch), rr)
 	waitJoined(t, rs, sender, "#relay")
 	waitJoined(t, rr, receiver, "#relay")
+	for _, c := range []string{"labeled-response", "echo-message"} {
+		if want := kind.Confirms == c || (c == "echo-message" && kind.Confirms == "labeled-response"); sender.HasCap(c) != want {
+			t.Fatalf("on %s the sender has %s: %v, want %v", kind.Name, c, sender.HasCap(c), want)
+		}
+	}
 
 	var (
 		mu        sync.Mutex
