@@ -34,11 +34,12 @@ import (
 )
 
 // faultRig is the daemon's config: API "in"/general fans out to API
-// "out"/general and to #general on ngIRCd, reached through a proxy.
+// "out"/general and to #general on an IRC server (ngIRCd unless said),
+// reached through a proxy.
 type faultRig struct {
 	bin   string
 	pair  daemontest.APIPair
-	irc   *testservers.Ngircd
+	irc   testservers.IRCServer
 	proxy *faultproxy.Proxy
 	watch *ircStream
 }
@@ -47,7 +48,13 @@ type faultRig struct {
 // options, each line indented four spaces.
 func newFaultRig(t *testing.T, ircExtra string) *faultRig {
 	t.Helper()
-	r := &faultRig{bin: daemontest.Binary(t), irc: testservers.StartNgircd(t, testservers.NgircdOptions{})}
+	return newFaultRigOn(t, testservers.IRCServerKinds()[0], ircExtra)
+}
+
+// newFaultRigOn is newFaultRig on an IRC server of the given kind.
+func newFaultRigOn(t *testing.T, kind testservers.IRCServerKind, ircExtra string) *faultRig {
+	t.Helper()
+	r := &faultRig{bin: daemontest.Binary(t), irc: kind.Start(t, false)}
 	r.proxy = faultproxy.Start(t, r.irc.Addr())
 	r.pair = daemontest.WriteAPIPair(t, t.TempDir(), 1, "")
 	cfg, err := os.ReadFile(r.pair.Path)
@@ -623,9 +630,16 @@ func TestIRCRefusedMessageIsReportedAndSkipped(t *testing.T) {
 // held off until the watcher is back in the channel, because IRC keeps no
 // history: what the server relays while nobody listens is not the
 // bridge's to lose. Every message then reaches IRC at least once, first
-// arrivals in order.
+// arrivals in order. It runs on each IRC server kind (a PING barrier,
+// labeled-response, echo-message).
 func TestIRCServerRestartedMidStream(t *testing.T) {
-	r := newFaultRig(t, "    ping_interval: 1s\n    ping_timeout: 2s\n")
+	for _, kind := range testservers.IRCServerKinds() {
+		t.Run(kind.Name, func(t *testing.T) { ircServerRestartedMidStream(t, kind) })
+	}
+}
+
+func ircServerRestartedMidStream(t *testing.T, kind testservers.IRCServerKind) {
+	r := newFaultRigOn(t, kind, "    ping_interval: 1s\n    ping_timeout: 2s\n")
 	d := r.start(t)
 	snd := dialSubscribed(t, r.pair.InAddr, "", 0)
 	const total = 100
