@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -37,9 +36,7 @@ type Dendrite struct {
 	bin    string
 	port   int
 	secret string
-
-	mu sync.Mutex
-	p  *proc
+	server
 }
 
 // StartDendrite configures and starts a Dendrite homeserver in a temp dir
@@ -51,6 +48,7 @@ func StartDendrite(t testing.TB, opts DendriteOptions) *Dendrite {
 		dir:    t.TempDir(),
 		bin:    findBinary(t, "dendrite", dirs...),
 		secret: randomHex(t, 16),
+		server: server{name: "dendrite"},
 	}
 	run := func(name string, args ...string) []byte {
 		t.Helper()
@@ -143,9 +141,7 @@ func (d *Dendrite) start() error {
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	d.p = p
-	d.mu.Unlock()
+	d.set(p)
 	client := &http.Client{Timeout: 2 * time.Second}
 	return waitReady(p, dendriteReadyTimeout, func() error {
 		resp, err := client.Get(d.URL() + "/_matrix/client/versions")
@@ -161,12 +157,6 @@ func (d *Dendrite) start() error {
 	})
 }
 
-func (d *Dendrite) exited() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.p == nil || d.p.exited()
-}
-
 // URL is the homeserver's base URL, e.g. http://127.0.0.1:PORT.
 func (d *Dendrite) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", d.port) }
 
@@ -176,27 +166,10 @@ func (d *Dendrite) ServerName() string { return "localhost" }
 // Dir is the server's directory: config, keys, data and dendrite.log.
 func (d *Dendrite) Dir() string { return d.dir }
 
-// Stop ends the server with SIGTERM (SIGKILL after a grace period).
-func (d *Dendrite) Stop() {
-	d.mu.Lock()
-	p := d.p
-	d.mu.Unlock()
-	if p != nil {
-		p.stop()
-	}
-}
-
 // Kill ends the server with SIGKILL, as a crash would. Dendrite 0.13.8 can
 // then lose its embedded NATS streams and skip events accepted after the
 // restart; a test that must see every event uses Stop or Restart instead.
-func (d *Dendrite) Kill() {
-	d.mu.Lock()
-	p := d.p
-	d.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
-}
+func (d *Dendrite) Kill() { d.server.Kill() }
 
 // Restart stops the server if it still runs and starts it again on the same
 // directory and port, so data, tokens and URL survive.

@@ -6,7 +6,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,9 +33,7 @@ type InspIRCd struct {
 	port int
 	opts InspIRCdOptions
 	cred *syscall.Credential // InspIRCd refuses to run as root
-
-	mu sync.Mutex
-	p  *proc
+	server
 }
 
 // StartInspIRCd writes a config into a directory of its own, starts
@@ -45,7 +42,7 @@ type InspIRCd struct {
 // t.Cleanup.
 func StartInspIRCd(t testing.TB, opts InspIRCdOptions) *InspIRCd {
 	t.Helper()
-	s := &InspIRCd{bin: findBinary(t, "inspircd", "/usr/sbin"), opts: opts}
+	s := &InspIRCd{bin: findBinary(t, "inspircd", "/usr/sbin"), opts: opts, server: server{name: "inspircd"}}
 	// Not t.TempDir: its parent is private to this user, and the server,
 	// as irc, writes its log and pid file here.
 	dir, err := os.MkdirTemp("", "inspircd")
@@ -127,9 +124,7 @@ func (s *InspIRCd) start() error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.p = p
-	s.mu.Unlock()
+	s.set(p)
 	probe := 0
 	return waitReady(p, inspircdReadyTimeout, func() error {
 		probe++
@@ -137,34 +132,8 @@ func (s *InspIRCd) start() error {
 	})
 }
 
-func (s *InspIRCd) exited() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.p == nil || s.p.exited()
-}
-
 // Addr is the server's host:port.
 func (s *InspIRCd) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
-
-// Stop ends the server with SIGTERM (SIGKILL after a grace period).
-func (s *InspIRCd) Stop() {
-	s.mu.Lock()
-	p := s.p
-	s.mu.Unlock()
-	if p != nil {
-		p.stop()
-	}
-}
-
-// Kill ends the server with SIGKILL, as a crash would.
-func (s *InspIRCd) Kill() {
-	s.mu.Lock()
-	p := s.p
-	s.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
-}
 
 // Restart stops the server if it still runs and starts it again on the
 // same port.
@@ -173,33 +142,6 @@ func (s *InspIRCd) Restart(t testing.TB) {
 	s.Stop()
 	if err := s.start(); err != nil {
 		t.Fatalf("testservers: inspircd restart on port %d: %v\nlog tail:\n%s", s.port, err, logTail(s.logPath(), 40))
-	}
-}
-
-// Freeze stops the server with SIGSTOP, as a hung host would: its
-// connections stay open, but it reads and answers nothing. Thaw or Kill
-// ends the freeze.
-func (s *InspIRCd) Freeze(t testing.TB) {
-	t.Helper()
-	s.signal(t, "freeze", signalStop)
-}
-
-// Thaw resumes a frozen server with SIGCONT.
-func (s *InspIRCd) Thaw(t testing.TB) {
-	t.Helper()
-	s.signal(t, "thaw", signalCont)
-}
-
-func (s *InspIRCd) signal(t testing.TB, what string, send func(*os.Process) error) {
-	t.Helper()
-	s.mu.Lock()
-	p := s.p
-	s.mu.Unlock()
-	if p == nil || p.exited() {
-		t.Fatalf("testservers: inspircd %s: not running", what)
-	}
-	if err := send(p.cmd.Process); err != nil {
-		t.Fatalf("testservers: inspircd %s: %v", what, err)
 	}
 }
 

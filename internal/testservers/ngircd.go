@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -30,9 +29,7 @@ type Ngircd struct {
 	bin  string
 	port int
 	opts NgircdOptions
-
-	mu sync.Mutex
-	p  *proc
+	server
 }
 
 // StartNgircd writes a config into a temp dir, starts ngIRCd in the
@@ -41,9 +38,10 @@ type Ngircd struct {
 func StartNgircd(t testing.TB, opts NgircdOptions) *Ngircd {
 	t.Helper()
 	n := &Ngircd{
-		dir:  t.TempDir(),
-		bin:  findBinary(t, "ngircd", "/usr/sbin"),
-		opts: opts,
+		dir:    t.TempDir(),
+		bin:    findBinary(t, "ngircd", "/usr/sbin"),
+		opts:   opts,
+		server: server{name: "ngircd"},
 	}
 	t.Cleanup(n.Stop)
 	// The free port can be taken before ngIRCd binds it: one retry.
@@ -107,9 +105,7 @@ func (n *Ngircd) start() error {
 	if err != nil {
 		return err
 	}
-	n.mu.Lock()
-	n.p = p
-	n.mu.Unlock()
+	n.set(p)
 	probe := 0
 	return waitReady(p, ngircdReadyTimeout, func() error {
 		probe++
@@ -141,34 +137,8 @@ func ircProbe(addr, nick string) error {
 	}
 }
 
-func (n *Ngircd) exited() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.p == nil || n.p.exited()
-}
-
 // Addr is the server's host:port.
 func (n *Ngircd) Addr() string { return fmt.Sprintf("127.0.0.1:%d", n.port) }
-
-// Stop ends the server with SIGTERM (SIGKILL after a grace period).
-func (n *Ngircd) Stop() {
-	n.mu.Lock()
-	p := n.p
-	n.mu.Unlock()
-	if p != nil {
-		p.stop()
-	}
-}
-
-// Kill ends the server with SIGKILL, as a crash would.
-func (n *Ngircd) Kill() {
-	n.mu.Lock()
-	p := n.p
-	n.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
-}
 
 // Restart stops the server if it still runs and starts it again on the
 // same port.
@@ -177,32 +147,5 @@ func (n *Ngircd) Restart(t testing.TB) {
 	n.Stop()
 	if err := n.start(); err != nil {
 		t.Fatalf("testservers: ngircd restart on port %d: %v\nlog tail:\n%s", n.port, err, logTail(n.logPath(), 40))
-	}
-}
-
-// Freeze stops the server with SIGSTOP, as a hung host would: its
-// connections stay open, but it reads and answers nothing. Thaw or Kill
-// ends the freeze (Stop would wait out its grace period).
-func (n *Ngircd) Freeze(t testing.TB) {
-	t.Helper()
-	n.signal(t, "freeze", signalStop)
-}
-
-// Thaw resumes a frozen server with SIGCONT.
-func (n *Ngircd) Thaw(t testing.TB) {
-	t.Helper()
-	n.signal(t, "thaw", signalCont)
-}
-
-func (n *Ngircd) signal(t testing.TB, what string, send func(*os.Process) error) {
-	t.Helper()
-	n.mu.Lock()
-	p := n.p
-	n.mu.Unlock()
-	if p == nil || p.exited() {
-		t.Fatalf("testservers: ngircd %s: not running", what)
-	}
-	if err := send(p.cmd.Process); err != nil {
-		t.Fatalf("testservers: ngircd %s: %v", what, err)
 	}
 }

@@ -197,3 +197,67 @@ func waitReady(p *proc, timeout time.Duration, ready func() error) error {
 		}
 	}
 }
+
+// server is the current process of a server that a test stops, kills,
+// freezes and starts again; the server types embed it.
+type server struct {
+	name string // for failures: "ngircd"
+	mu   sync.Mutex
+	p    *proc
+}
+
+func (s *server) set(p *proc) {
+	s.mu.Lock()
+	s.p = p
+	s.mu.Unlock()
+}
+
+func (s *server) current() *proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+func (s *server) exited() bool {
+	p := s.current()
+	return p == nil || p.exited()
+}
+
+// Stop ends the server with SIGTERM (SIGKILL after a grace period).
+func (s *server) Stop() {
+	if p := s.current(); p != nil {
+		p.stop()
+	}
+}
+
+// Kill ends the server with SIGKILL, as a crash would.
+func (s *server) Kill() {
+	if p := s.current(); p != nil {
+		p.kill()
+	}
+}
+
+// Freeze stops the server with SIGSTOP, as a hung host would: its
+// connections stay open, but it reads and answers nothing. Thaw or Kill
+// ends the freeze (Stop would wait out its grace period).
+func (s *server) Freeze(t testing.TB) {
+	t.Helper()
+	s.signal(t, "freeze", signalStop)
+}
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *server) Thaw(t testing.TB) {
+	t.Helper()
+	s.signal(t, "thaw", signalCont)
+}
+
+func (s *server) signal(t testing.TB, what string, send func(*os.Process) error) {
+	t.Helper()
+	p := s.current()
+	if p == nil || p.exited() {
+		t.Fatalf("testservers: %s %s: not running", s.name, what)
+	}
+	if err := send(p.cmd.Process); err != nil {
+		t.Fatalf("testservers: %s %s: %v", s.name, what, err)
+	}
+}
