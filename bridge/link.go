@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -118,9 +119,11 @@ type LinkProgress struct {
 	// PairingCode is the code to type on the phone, for kind "pairing_code".
 	PairingCode string `json:"pairing_code,omitempty"`
 	// Expires is when this code stops working.
-	Expires time.Time `json:"expires,omitempty"`
-	// Message is a line for the user, for kind "info".
-	Message string `json:"message,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
+	// Reason says why linking waits, for kind "waiting"; Cause is the
+	// network's or the platform's own words for it.
+	Reason LinkReason `json:"reason,omitempty"`
+	Cause  string     `json:"cause,omitempty"`
 }
 
 // LinkProgressKind says what a LinkProgress carries.
@@ -130,15 +133,25 @@ type LinkProgressKind string
 const (
 	ProgressQR          LinkProgressKind = "qr"
 	ProgressPairingCode LinkProgressKind = "pairing_code"
-	ProgressInfo        LinkProgressKind = "info"
+	ProgressWaiting     LinkProgressKind = "waiting" // linking waits and retries; Reason says why
 )
 
-// LinkAccount is the account a link is to.
+// LinkAccount is the account a link is to, in fields any platform can
+// fill: the core and the CLI show them without knowing the platform.
 type LinkAccount struct {
-	ID       string `json:"id"`        // the account's id on the platform (a WhatsApp JID)
-	Phone    string `json:"phone"`     // international format
-	PushName string `json:"push_name"` // the name the account shows
-	Platform string `json:"platform"`  // the phone's platform, where known
+	ID     string `json:"id"`               // the account's id on the platform (a WhatsApp JID)
+	Handle string `json:"handle,omitempty"` // how people reach it: a phone number in international format, a user name
+	Name   string `json:"name,omitempty"`   // the name it shows others, once known
+	Device string `json:"device,omitempty"` // the account's main device (android, iphone), where known
+}
+
+// String is the account as people know it: "+15551234567 (Alice)".
+func (a LinkAccount) String() string {
+	who := cmp.Or(a.Handle, a.ID)
+	if a.Name != "" && who != "" {
+		return who + " (" + a.Name + ")"
+	}
+	return cmp.Or(who, a.Name)
 }
 
 // LinkState is a link's state, as `phonebridge links` shows it.
@@ -157,15 +170,37 @@ const (
 	LinkStopped        LinkState = "stopped"
 )
 
+// LinkReason says why a link is in its state, or why linking waits,
+// where the state alone does not say it. The words for it are the
+// reader's to choose (internal/linktext renders them in English), so a
+// reason travels as this code and never as a sentence.
+type LinkReason string
+
+// Reasons for a link's state.
+const (
+	ReasonNone           LinkReason = ""
+	ReasonConnectionLost LinkReason = "connection_lost" // connecting again after the connection dropped
+	ReasonNetworkDown    LinkReason = "network_down"    // the platform's servers cannot be reached; Cause says how
+	ReasonRefused        LinkReason = "refused"         // the server refused the connection; Cause has its code
+	ReasonBanOver        LinkReason = "ban_over"        // connecting again after a temporary ban
+	ReasonNotRunning     LinkReason = "not_running"     // linked by a CLI while no daemon runs
+	ReasonUnlinked       LinkReason = "unlinked"        // unlinked with `unlink`
+)
+
 // LinkStatus is a link's state with its details.
 type LinkStatus struct {
-	Name    string      `json:"name"` // the connector's name
-	State   LinkState   `json:"state"`
-	Since   time.Time   `json:"since"`
-	Detail  string      `json:"detail,omitempty"`
-	Account LinkAccount `json:"account,omitempty"`
+	Name    string    `json:"name"`    // the connector's name
+	Service string    `json:"service"` // the platform's name, for sentences: "WhatsApp"
+	State   LinkState `json:"state"`
+	Since   time.Time `json:"since"`
+	// Reason says why the link is in State, where there is more to say;
+	// Cause is the platform's or network's own words (a ban code, a
+	// logout reason, a dial error), shown as they are.
+	Reason  LinkReason  `json:"reason,omitempty"`
+	Cause   string      `json:"cause,omitempty"`
+	Account LinkAccount `json:"account,omitzero"`
 	// Until is when a temporary ban ends.
-	Until time.Time `json:"until,omitempty"`
+	Until time.Time `json:"until,omitzero"`
 	// History is how far the link has relayed the history its account
 	// handed it (nil: none).
 	History *HistoryProgress `json:"history,omitempty"`
@@ -177,31 +212,52 @@ type HistoryProgress struct {
 	Waiting int `json:"waiting"`
 }
 
-// LinkError says why linking failed, in one of a few reasons a user can
-// act on.
+// LinkError says why linking or unlinking failed, as one of a few codes a
+// user can act on. Error() is an English line for logs; what users read
+// is rendered from the code (internal/linktext).
 type LinkError struct {
 	Reason LinkFailure
-	Detail string
+	// Service is the platform's name, for sentences: "WhatsApp".
+	Service string
+	// Cause is the platform's, library's or network's own words, shown
+	// as they are.
+	Cause string
+	// Account is the account already linked, for LinkAlreadyLinked.
+	Account *LinkAccount
 }
 
 func (e *LinkError) Error() string {
-	if e.Detail != "" {
-		return string(e.Reason) + ": " + e.Detail
+	msg := string(e.Reason)
+	if e.Account != nil {
+		msg += " to " + e.Account.String()
 	}
-	return string(e.Reason)
+	if e.Cause != "" {
+		msg += ": " + e.Cause
+	}
+	return msg
 }
 
-// LinkFailure is why linking failed.
+// LinkFailure is why linking or unlinking failed: a code, as the control
+// protocol carries it.
 type LinkFailure string
 
-// Reasons linking fails.
+// Reasons linking or unlinking fails.
 const (
-	LinkTimedOut      LinkFailure = "timed out: no phone scanned the code; run the command again"
-	LinkNoMultidevice LinkFailure = "the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"
-	LinkOutdated      LinkFailure = "WhatsApp refused this client as outdated; update phonebridge"
-	LinkCancelled     LinkFailure = "cancelled"
-	LinkAlreadyLinked LinkFailure = "already linked; run `phonebridge unlink NAME` first to link another account"
-	LinkBusy          LinkFailure = "another process is driving this link"
-	LinkFailed        LinkFailure = "linking failed"
-	LinkNetworkDown   LinkFailure = "cannot reach WhatsApp's servers; check the network"
+	LinkTimedOut      LinkFailure = "timed_out"      // no phone scanned the code in time
+	LinkCodeExpired   LinkFailure = "code_expired"   // the pairing code expired before the phone took it
+	LinkNoMultidevice LinkFailure = "no_multidevice" // scanned by an app without linked-device support
+	LinkOutdated      LinkFailure = "outdated"       // the platform refused this client version
+	LinkCancelled     LinkFailure = "cancelled"      // by the user
+	LinkShuttingDown  LinkFailure = "shutting_down"  // cancelled because phonebridge is stopping
+	LinkAlreadyLinked LinkFailure = "already_linked" // Account says to whom
+	LinkNotLinked     LinkFailure = "not_linked"     // unlinking what is not linked
+	LinkBusy          LinkFailure = "busy"           // another process drives this link
+	LinkNetworkDown   LinkFailure = "network_down"   // the platform's servers cannot be reached
+	LinkLogoutFailed  LinkFailure = "logout_failed"  // the server did not take the logout
+	LinkFailed        LinkFailure = "link_failed"    // anything else; Cause says what
 )
+
+// LinkFailures are every LinkFailure, for those that check a code is known.
+var LinkFailures = []LinkFailure{LinkTimedOut, LinkCodeExpired, LinkNoMultidevice, LinkOutdated,
+	LinkCancelled, LinkShuttingDown, LinkAlreadyLinked, LinkNotLinked, LinkBusy, LinkNetworkDown,
+	LinkLogoutFailed, LinkFailed}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -58,17 +57,36 @@ func Dial(path string) (*Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Version(ctx); err != nil {
+	var v versionBody
+	if err := c.do(ctx, http.MethodGet, "/v1/version", nil, &v); err != nil {
+		return nil, err
+	}
+	if err := checkProtocol(v); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+// ErrProtocol is returned, wrapped with what to do, by Dial when the
+// daemon speaks another control protocol than this client.
+var ErrProtocol = errors.New("phonebridge's control protocol differs")
+
+// checkProtocol says which side to update when the daemon's protocol is
+// not ours.
+func checkProtocol(v versionBody) error {
+	theirs := max(v.Protocol, 1) // none: before versioning
+	switch {
+	case theirs < Protocol:
+		return fmt.Errorf("%w: the running daemon (phonebridge %s) speaks control protocol %d and this command %d: restart the daemon so it runs the installed phonebridge (systemctl restart phonebridge)", ErrProtocol, v.Version, theirs, Protocol)
+	case theirs > Protocol:
+		return fmt.Errorf("%w: the running daemon (phonebridge %s) speaks control protocol %d and this command only %d: run the phonebridge command of the daemon's release", ErrProtocol, v.Version, theirs, Protocol)
+	}
+	return nil
+}
+
 // Version returns the daemon's version.
 func (c *Client) Version(ctx context.Context) (string, error) {
-	var out struct {
-		Version string `json:"version"`
-	}
+	var out versionBody
 	err := c.do(ctx, http.MethodGet, "/v1/version", nil, &out)
 	return out.Version, err
 }
@@ -135,7 +153,7 @@ func (c *Client) Link(ctx context.Context, name string, opts bridge.LinkOptions,
 	if opts.Phone != "" {
 		u += "?" + url.Values{"phone": {opts.Phone}}.Encode()
 	}
-	conn, resp, err := c.ws.DialContext(ctx, u, nil)
+	conn, resp, err := c.ws.DialContext(ctx, u, http.Header{protocolHeader: {strconv.Itoa(Protocol)}})
 	if err != nil {
 		if ctx.Err() != nil {
 			return none, cancelled
@@ -168,9 +186,9 @@ func (c *Client) Link(ctx context.Context, name string, opts bridge.LinkOptions,
 			}
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) && ce.Text != "" {
-				return none, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: ce.Text}
+				return none, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: ce.Text}
 			}
-			return none, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "lost the connection to phonebridge: " + err.Error()}
+			return none, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: "lost the connection to phonebridge: " + err.Error()}
 		}
 		switch f.Type {
 		case frameProgress:
@@ -180,7 +198,7 @@ func (c *Client) Link(ctx context.Context, name string, opts bridge.LinkOptions,
 		case frameLinked:
 			closeStream(conn)
 			if f.Account == nil {
-				return none, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "phonebridge reported no account"}
+				return none, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: "phonebridge reported no account"}
 			}
 			return *f.Account, nil
 		case frameFailed:
@@ -188,7 +206,10 @@ func (c *Client) Link(ctx context.Context, name string, opts bridge.LinkOptions,
 			if ctx.Err() != nil {
 				return none, cancelled
 			}
-			return none, &bridge.LinkError{Reason: bridge.LinkFailure(f.Reason), Detail: f.Detail}
+			if f.Failure == nil {
+				return none, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: "phonebridge reported a failure without a reason"}
+			}
+			return none, f.Failure.linkError()
 		}
 	}
 }
@@ -218,6 +239,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	if err != nil {
 		return err
 	}
+	req.Header.Set(protocolHeader, strconv.Itoa(Protocol))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -249,13 +271,8 @@ func answerError(status int, body []byte) error {
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == "" {
 		return &Error{Status: status, Message: fmt.Sprintf("phonebridge answered %d %s", status, http.StatusText(status))}
 	}
-	for reason, code := range failureCodes {
-		if code != eb.Code {
-			continue
-		}
-		if detail, ok := strings.CutPrefix(eb.Error, string(reason)); ok {
-			return &bridge.LinkError{Reason: reason, Detail: strings.TrimPrefix(detail, ": ")}
-		}
+	if eb.Failure != nil {
+		return eb.Failure.linkError()
 	}
 	return &Error{Status: status, Code: eb.Code, Message: eb.Error, Problems: eb.Problems}
 }

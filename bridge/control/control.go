@@ -5,7 +5,13 @@
 // created 0600: the socket's permissions are the access control, so it is
 // never served on TCP. Errors are {"error": "one line", "code": "..."}.
 //
-//	GET  /v1/version                      {"version": "..."}
+// Every request but /v1/version carries the client's protocol version in
+// the Phonebridge-Protocol header; the server refuses another version
+// with 400 "protocol_mismatch", and the client checks the server's
+// version at Dial, so a CLI and a daemon of different releases say so
+// instead of misreading each other (docs/control.md).
+//
+//	GET  /v1/version                      {"version": "...", "protocol": N}
 //	GET  /v1/status                       StatusReport
 //	POST /v1/reload                       ReloadReport, or 422 with the problems
 //	GET  /v1/links                        {"links": [LinkStatus...]}
@@ -22,8 +28,17 @@ import (
 	"github.com/phonebridge/phonebridge/bridge"
 )
 
+// Protocol is the control protocol's version. It changes when a message
+// changes incompatibly; adding a field does not change it. Version 1 sent
+// link failures and states as English sentences; 2 sends codes.
+const Protocol = 2
+
+// protocolHeader carries the client's Protocol on every request.
+const protocolHeader = "Phonebridge-Protocol"
+
 // Error codes.
 const (
+	codeProtocolMismatch = "protocol_mismatch"
 	codeBadRequest       = "bad_request"
 	codeNotFound         = "not_found"
 	codeMethodNotAllowed = "method_not_allowed"
@@ -58,17 +73,21 @@ type ReloadReport struct {
 	Error string `json:"error,omitempty"`
 }
 
-// failureCodes are the codes of errors that carry a bridge.LinkError, so
-// the client can give the caller back the same Reason.
-var failureCodes = map[bridge.LinkFailure]string{
-	bridge.LinkTimedOut:      "timed_out",
-	bridge.LinkNoMultidevice: "no_multidevice",
-	bridge.LinkOutdated:      "outdated",
-	bridge.LinkCancelled:     "cancelled",
-	bridge.LinkAlreadyLinked: "already_linked",
-	bridge.LinkBusy:          "busy",
-	bridge.LinkFailed:        "link_failed",
-	bridge.LinkNetworkDown:   "network_down",
+// linkFailure is a bridge.LinkError on the wire: the code and what fills
+// it in, never the words.
+type linkFailure struct {
+	Reason  bridge.LinkFailure  `json:"reason"`
+	Service string              `json:"service,omitempty"`
+	Cause   string              `json:"cause,omitempty"`
+	Account *bridge.LinkAccount `json:"account,omitempty"`
+}
+
+func wireFailure(le *bridge.LinkError) *linkFailure {
+	return &linkFailure{Reason: le.Reason, Service: le.Service, Cause: oneLine(le.Cause), Account: le.Account}
+}
+
+func (f *linkFailure) linkError() *bridge.LinkError {
+	return &bridge.LinkError{Reason: f.Reason, Service: f.Service, Cause: f.Cause, Account: f.Account}
 }
 
 // Link stream frame types.
@@ -83,9 +102,8 @@ const (
 type frame struct {
 	Type     string               `json:"type"`
 	Progress *bridge.LinkProgress `json:"progress,omitempty"`
-	Account  *bridge.LinkAccount  `json:"account,omitempty"`
-	Reason   string               `json:"reason,omitempty"`
-	Detail   string               `json:"detail,omitempty"`
+	Account  *bridge.LinkAccount  `json:"account,omitempty"` // linked
+	Failure  *linkFailure         `json:"failure,omitempty"` // failed
 }
 
 type errorBody struct {
@@ -93,6 +111,15 @@ type errorBody struct {
 	Code  string `json:"code"`
 	// Problems lists a refused config's problems, one per line.
 	Problems []string `json:"problems,omitempty"`
+	// Failure is the link failure behind a code that names one.
+	Failure *linkFailure `json:"failure,omitempty"`
+}
+
+// versionBody is what GET /v1/version answers.
+type versionBody struct {
+	Version string `json:"version"`
+	// Protocol is 0 from a daemon older than versioning (protocol 1).
+	Protocol int `json:"protocol"`
 }
 
 // oneLine keeps an error a single line, whatever a connector put in it.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -154,7 +155,7 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-var account = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
+var account = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Handle: "+15551234567", Name: "Ann", Device: "android"}
 
 func TestSocketMode(t *testing.T) {
 	dir := shortDir(t)
@@ -303,8 +304,8 @@ func TestDialPermissionDenied(t *testing.T) {
 func TestRoundTrips(t *testing.T) {
 	wa := &fakeLinker{status: bridge.LinkStatus{Name: "wa", State: bridge.LinkConnected, Since: t0, Account: account}}
 	wa2 := &fakeLinker{
-		status:    bridge.LinkStatus{Name: "wa2", State: bridge.LinkBanned, Since: t0, Detail: "banned", Until: t0.Add(time.Hour)},
-		unlinkErr: &bridge.LinkError{Reason: bridge.LinkBusy, Detail: "a link is in progress"},
+		status:    bridge.LinkStatus{Name: "wa2", State: bridge.LinkBanned, Since: t0, Cause: "101", Until: t0.Add(time.Hour)},
+		unlinkErr: &bridge.LinkError{Reason: bridge.LinkBusy, Service: "WhatsApp", Cause: "a link is in progress"},
 	}
 	chats := fakeLister{{ID: "1@g.us", Name: "Family", Group: true}, {ID: "2@s.whatsapp.net", Name: "Bob"}}
 	b := &fakeBackend{
@@ -386,6 +387,7 @@ func TestBackfill(t *testing.T) {
 func raw(t *testing.T, c *Client, method, path string) (int, errorBody) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://phonebridge"+path, nil)
+	req.Header.Set(protocolHeader, strconv.Itoa(Protocol))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +456,7 @@ func TestLinkQR(t *testing.T) {
 	for i := range 3 {
 		want = append(want, bridge.LinkProgress{Kind: bridge.ProgressQR, QR: fmt.Sprintf("2@code%d", i), Expires: t0.Add(time.Duration(i+1) * 20 * time.Second)})
 	}
-	want = append(want, bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "scanned; syncing"})
+	want = append(want, bridge.LinkProgress{Kind: bridge.ProgressWaiting, Reason: bridge.ReasonNetworkDown, Cause: "dial tcp: connection refused"})
 	wa := &fakeLinker{link: func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 		if opts.Phone != "" {
 			t.Errorf("QR link got phone %q", opts.Phone)
@@ -482,7 +484,7 @@ func TestLinkPairingCode(t *testing.T) {
 	code := bridge.LinkProgress{Kind: bridge.ProgressPairingCode, PairingCode: "ABCD-EFGH", Expires: t0}
 	wa := &fakeLinker{link: func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 		if opts.Phone != "+15551234567" {
-			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "phone " + opts.Phone}
+			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: "phone " + opts.Phone}
 		}
 		progress(code)
 		return account, nil
@@ -499,19 +501,22 @@ func TestLinkPairingCode(t *testing.T) {
 }
 
 func TestLinkFailures(t *testing.T) {
-	reasons := []bridge.LinkFailure{
-		bridge.LinkTimedOut, bridge.LinkNoMultidevice, bridge.LinkOutdated, bridge.LinkCancelled,
-		bridge.LinkAlreadyLinked, bridge.LinkBusy, bridge.LinkFailed, bridge.LinkNetworkDown,
-	}
-	if len(reasons) != len(failureCodes) {
-		t.Fatalf("the test covers %d reasons, the package knows %d", len(reasons), len(failureCodes))
+	// Every code comes back with what fills it in, through the link
+	// stream and through an error answer (unlink).
+	reasons := bridge.LinkFailures
+	want := func(i int, r bridge.LinkFailure) *bridge.LinkError {
+		le := &bridge.LinkError{Reason: r, Service: "WhatsApp", Cause: fmt.Sprintf("cause %d", i)}
+		if r == bridge.LinkAlreadyLinked {
+			le.Account = &account
+		}
+		return le
 	}
 	b := &fakeBackend{linkers: map[string]*fakeLinker{}}
 	for i, r := range reasons {
 		b.linkers[fmt.Sprint(i)] = &fakeLinker{link: func(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 			progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: "2@x"})
-			return bridge.LinkAccount{}, &bridge.LinkError{Reason: r, Detail: fmt.Sprintf("detail %d", i)}
-		}}
+			return bridge.LinkAccount{}, want(i, r)
+		}, unlinkErr: want(i, r)}
 	}
 	b.linkers["plain"] = &fakeLinker{link: func(context.Context, bridge.LinkOptions, func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 		return bridge.LinkAccount{}, errors.New("store is read-only\nsecond line")
@@ -520,13 +525,17 @@ func TestLinkFailures(t *testing.T) {
 	for i, r := range reasons {
 		_, err := c.Link(context.Background(), fmt.Sprint(i), bridge.LinkOptions{}, nil)
 		var le *bridge.LinkError
-		if !errors.As(err, &le) || le.Reason != r || le.Detail != fmt.Sprintf("detail %d", i) {
-			t.Errorf("reason %q came back as %#v", r, err)
+		if !errors.As(err, &le) || !reflect.DeepEqual(le, want(i, r)) {
+			t.Errorf("reason %q came back from linking as %#v", r, err)
+		}
+		err = c.Unlink(context.Background(), fmt.Sprint(i), false)
+		if !errors.As(err, &le) || !reflect.DeepEqual(le, want(i, r)) {
+			t.Errorf("reason %q came back from unlinking as %#v", r, err)
 		}
 	}
 	_, err := c.Link(context.Background(), "plain", bridge.LinkOptions{}, nil)
 	var le *bridge.LinkError
-	if !errors.As(err, &le) || le.Reason != bridge.LinkFailed || le.Detail != "store is read-only; second line" {
+	if !errors.As(err, &le) || le.Reason != bridge.LinkFailed || le.Cause != "store is read-only; second line" {
 		t.Errorf("a plain error came back as %#v", err)
 	}
 }
@@ -561,7 +570,7 @@ func TestLinkCancel(t *testing.T) {
 func TestLinkClientDisconnects(t *testing.T) {
 	wa, ended := blockingLinker()
 	_, c, _ := start(t, &fakeBackend{linkers: map[string]*fakeLinker{"wa": wa}})
-	conn, _, err := c.ws.Dial("ws://phonebridge/v1/links/wa/link", nil)
+	conn, _, err := c.ws.Dial("ws://phonebridge/v1/links/wa/link", http.Header{protocolHeader: {strconv.Itoa(Protocol)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +592,7 @@ func TestCloseDuringLink(t *testing.T) {
 		go func() { closed <- s.Close(context.Background()) }()
 	})
 	var le *bridge.LinkError
-	if !errors.As(err, &le) || le.Reason != bridge.LinkCancelled || le.Detail != "phonebridge is stopping" {
+	if !errors.As(err, &le) || le.Reason != bridge.LinkShuttingDown {
 		t.Fatalf("Link during Close: %#v", err)
 	}
 	if err := recv(t, ended); !errors.Is(err, context.Canceled) {
@@ -627,5 +636,76 @@ func TestStatusAndReload(t *testing.T) {
 	// Reload changes things: GET is refused.
 	if status, _ := raw(t, c, http.MethodGet, "/v1/reload"); status != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/reload: %d, want 405", status)
+	}
+}
+
+// TestProtocolMismatchSaysWhichSideToUpdate: a command older than the
+// daemon (no protocol header: release 1) is refused with a reason its own
+// error printing shows, and a command newer than the daemon refuses the
+// daemon at Dial, each naming what to do.
+func TestProtocolMismatchSaysWhichSideToUpdate(t *testing.T) {
+	wa := &fakeLinker{status: bridge.LinkStatus{Name: "wa", State: bridge.LinkConnected}}
+	_, c, path := start(t, &fakeBackend{linkers: map[string]*fakeLinker{"wa": wa}})
+
+	get := func(header string) (int, errorBody) {
+		req, _ := http.NewRequest(http.MethodGet, "http://phonebridge/v1/links", nil)
+		if header != "" {
+			req.Header.Set(protocolHeader, header)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var eb errorBody
+		json.NewDecoder(resp.Body).Decode(&eb)
+		return resp.StatusCode, eb
+	}
+	for header, advice := range map[string]string{
+		"":                         "run the command of the daemon's release",
+		"1":                        "run the command of the daemon's release",
+		strconv.Itoa(Protocol + 1): "restart it to run the installed phonebridge",
+	} {
+		status, eb := get(header)
+		if status != http.StatusBadRequest || eb.Code != codeProtocolMismatch || !strings.Contains(eb.Error, advice) || !strings.Contains(eb.Error, "1.2.3-test") {
+			t.Errorf("a request of protocol %q answered %d %+v, want 400 protocol_mismatch saying %q", header, status, eb, advice)
+		}
+	}
+	if status, eb := get(strconv.Itoa(Protocol)); status != http.StatusOK {
+		t.Errorf("a request of this protocol answered %d %+v", status, eb)
+	}
+	// The link stream checks it too: an old CLI's websocket is refused
+	// before linking starts.
+	if _, resp, err := c.ws.Dial("ws://phonebridge/v1/links/wa/link", nil); err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a link stream without the protocol header: %v, %v; want refused with 400", resp, err)
+	}
+	// /v1/version answers every version, so a client can tell.
+	if _, err := Dial(path); err != nil {
+		t.Errorf("Dial: %v", err)
+	}
+
+	// A daemon of an older release (no "protocol" in its version) or a
+	// newer one: Dial refuses it and says which side to update.
+	for answer, advice := range map[string]string{
+		`{"version": "0.9.0"}`: "restart the daemon so it runs the installed phonebridge",
+		fmt.Sprintf(`{"version": "9.0.0", "protocol": %d}`, Protocol+1): "run the phonebridge command of the daemon's release",
+	} {
+		old := filepath.Join(shortDir(t), "old.sock")
+		ln, err := net.Listen("unix", old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/version" {
+				t.Errorf("Dial asked an incompatible daemon for %s", r.URL.Path)
+			}
+			io.WriteString(w, answer)
+		})}
+		go srv.Serve(ln)
+		_, err = Dial(old)
+		srv.Close()
+		if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), advice) {
+			t.Errorf("Dial on a daemon answering %s: %v, want ErrProtocol saying %q", answer, err, advice)
+		}
 	}
 }

@@ -148,10 +148,13 @@ func (s *Server) track() bool {
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	// The escaped path, so a name may contain an escaped slash.
 	path := r.URL.EscapedPath()
+	if path != "/v1/version" && !s.sameProtocol(w, r) {
+		return
+	}
 	switch {
 	case path == "/v1/version":
 		if allow(w, r, http.MethodGet) {
-			writeJSON(w, http.StatusOK, map[string]string{"version": s.b.Version()})
+			writeJSON(w, http.StatusOK, versionBody{Version: s.b.Version(), Protocol: Protocol})
 		}
 	case path == "/v1/links":
 		if allow(w, r, http.MethodGet) {
@@ -206,6 +209,22 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// sameProtocol refuses a request from a client of another protocol
+// version, saying which side to update.
+func (s *Server) sameProtocol(w http.ResponseWriter, r *http.Request) bool {
+	theirs, _ := strconv.Atoi(r.Header.Get(protocolHeader)) // none: 1, before versioning
+	theirs = max(theirs, 1)
+	if theirs == Protocol {
+		return true
+	}
+	msg := fmt.Sprintf("this phonebridge command speaks control protocol %d, the running daemon (%s) speaks %d: run the command of the daemon's release", theirs, s.b.Version(), Protocol)
+	if theirs > Protocol {
+		msg = fmt.Sprintf("the running daemon (phonebridge %s) is older than this command (control protocol %d, the command speaks %d): restart it to run the installed phonebridge (systemctl restart phonebridge)", s.b.Version(), Protocol, theirs)
+	}
+	writeError(w, http.StatusBadRequest, codeProtocolMismatch, msg)
+	return false
+}
+
 func notFound(w http.ResponseWriter, path string) {
 	writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("unknown path %q; the control API's paths are under /v1", path))
 }
@@ -255,11 +274,7 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 	case bridge.LinkNetworkDown:
 		status = http.StatusServiceUnavailable
 	}
-	code, ok := failureCodes[le.Reason]
-	if !ok {
-		code = codeInternal
-	}
-	writeError(w, status, code, le.Error())
+	writeJSON(w, status, errorBody{Error: oneLine(le.Error()), Code: string(le.Reason), Failure: wireFailure(le)})
 }
 
 func (s *Server) handleChats(w http.ResponseWriter, r *http.Request, name string) {
@@ -438,19 +453,19 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, name string)
 		var le *bridge.LinkError
 		switch {
 		case s.base.Err() != nil:
-			le = &bridge.LinkError{Reason: bridge.LinkCancelled, Detail: "phonebridge is stopping"}
+			le = &bridge.LinkError{Reason: bridge.LinkShuttingDown}
 			closeCode, closeText = websocket.CloseGoingAway, "phonebridge is stopping"
 		case errors.As(err, &le):
 		case ctx.Err() != nil:
 			le = &bridge.LinkError{Reason: bridge.LinkCancelled}
 		default:
-			le = &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
+			le = &bridge.LinkError{Reason: bridge.LinkFailed, Cause: err.Error()}
 		}
-		final = frame{Type: frameFailed, Reason: string(le.Reason), Detail: oneLine(le.Detail)}
-		if le.Reason == bridge.LinkCancelled {
-			s.log.Info("linking cancelled", "link", name, "detail", le.Detail)
+		final = frame{Type: frameFailed, Failure: wireFailure(le)}
+		if le.Reason == bridge.LinkCancelled || le.Reason == bridge.LinkShuttingDown {
+			s.log.Info("linking cancelled", "link", name, "reason", string(le.Reason))
 		} else {
-			s.log.Warn("linking failed", "link", name, "reason", string(le.Reason), "detail", le.Detail)
+			s.log.Warn("linking failed", "link", name, "reason", string(le.Reason), "cause", oneLine(le.Cause))
 		}
 	} else {
 		s.log.Info("linked", "link", name, "account", acct.ID)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/internal/daemon"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 	"github.com/phonebridge/phonebridge/internal/linkui"
 )
 
@@ -121,26 +122,24 @@ func printLinks(cmd *cobra.Command, links []bridge.LinkStatus, running bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tWHATSAPP ID\tPUSH NAME\tSTATE\tSINCE\tDETAIL")
+	fmt.Fprintln(tw, "NAME\tACCOUNT\tSHOWN AS\tSTATE\tSINCE\tDETAIL")
 	for _, l := range links {
-		id, push := l.Account.ID, l.Account.PushName
-		if id == "" {
-			id = "-"
-		}
-		if push == "" {
-			push = "-"
-		}
-		state := strings.ReplaceAll(string(l.State), "_", " ")
-		detail := l.Detail
-		if !l.Until.IsZero() {
-			detail = strings.TrimSpace(detail + " until " + l.Until.Local().Format(time.DateTime))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, id, push, state, since(l.Since), detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, dash(l.Account.ID), dash(l.Account.Name), linktext.State(l.State), since(l.Since), linkDetail(l))
 	}
 	tw.Flush()
 	if !running {
 		fmt.Fprintln(out, "(phonebridge is not running: no link relays until `phonebridge run` starts it)")
 	}
+}
+
+// linkDetail is what the CLI says of a link beyond its state, with a
+// ban's end in local time.
+func linkDetail(l bridge.LinkStatus) string {
+	detail := linktext.CLI.Detail(l)
+	if !l.Until.IsZero() {
+		detail = strings.TrimSpace(detail + " until " + l.Until.Local().Format(time.DateTime))
+	}
+	return detail
 }
 
 // since is a compact age: "3m ago", "2d ago".

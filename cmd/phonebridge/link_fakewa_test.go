@@ -411,7 +411,7 @@ const (
 	lkRelaying = "phonebridge is relaying it now."
 	lkStart    = "Start phonebridge (`phonebridge run`) to relay it."
 
-	lkTimedOut      = "phonebridge: not linked: timed out: no phone scanned the code; run the command again"
+	lkTimedOut      = "phonebridge: not linked: timed out: no phone scanned the code; try again"
 	lkNoMultidevice = "phonebridge: not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"
 	lkOutdated      = "phonebridge: not linked: WhatsApp refused this client as outdated; update phonebridge"
 	lkCancelled     = "phonebridge: not linked: cancelled with Ctrl-C"
@@ -617,7 +617,7 @@ func TestLinkCodeRotatesAndTimesOut(t *testing.T) {
 	if waited := time.Since(codeShown); waited < time.Duration(codeValid-1)*time.Second {
 		t.Errorf("the pairing code was said valid for %ds, but the command gave up after %v", codeValid, waited.Round(time.Second))
 	}
-	if last := coding.lastErrLine(); !strings.HasPrefix(last, "phonebridge: not linked: ") || !strings.Contains(last, "run the command again") {
+	if last := coding.lastErrLine(); !strings.HasPrefix(last, "phonebridge: not linked: ") || !strings.Contains(last, "try again for a new code") {
 		t.Errorf("linking by a code nobody typed ended with %q", last)
 	}
 

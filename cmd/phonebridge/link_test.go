@@ -164,7 +164,7 @@ func TestLinksCommand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !tableRow("NAME", "WHATSAPP ID", "PUSH NAME", "STATE", "SINCE", "DETAIL").MatchString(out) {
+		if !tableRow("NAME", "ACCOUNT", "SHOWN AS", "STATE", "SINCE", "DETAIL").MatchString(out) {
 			t.Errorf("no header:\n%s", out)
 		}
 		if !tableRow("me", "15551234567@s.whatsapp.net", "Ann", "connected", "2h ago").MatchString(out) {
@@ -177,12 +177,12 @@ func TestLinksCommand(t *testing.T) {
 			t.Errorf("running=%v but the output says otherwise:\n%s", running, out)
 		}
 
-		p.SetStatus(bridge.LinkStatus{State: bridge.LinkBanned, Since: linkedSince, Detail: "banned", Until: time.Now().Add(time.Hour)})
+		p.SetStatus(bridge.LinkStatus{State: bridge.LinkBanned, Service: "WhatsApp", Since: linkedSince, Cause: "101", Until: time.Now().Add(time.Hour)})
 		out, err = execute(t, context.Background(), "links", "-c", cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !regexp.MustCompile(`(?m)^me\s+-\s+-\s+temporarily banned\s+2h ago\s+banned until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s*$`).MatchString(out) {
+		if !regexp.MustCompile(`(?m)^me\s+-\s+-\s+temporarily banned\s+2h ago\s+temporarily banned by WhatsApp \(101\); messages wait until the ban ends until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s*$`).MatchString(out) {
 			t.Errorf("a banned link without an account:\n%s", out)
 		}
 	})
@@ -232,7 +232,7 @@ func TestUnlinkCommand(t *testing.T) {
 			t.Errorf("unlink --local printed %q", out)
 		}
 		_, err = execute(t, ctx, "unlink", "me", "-c", cfg)
-		if err == nil || err.Error() != "not unlinked: not linked" {
+		if err == nil || err.Error() != "not unlinked: me is not linked" {
 			t.Errorf("unlinking an unlinked link: %v", err)
 		}
 		p.SetStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: linkedSince, Account: linkedAcc})
@@ -294,7 +294,7 @@ const (
 	cliQR2 = "2@second-code,jkl,mno,pqr"
 )
 
-var bea = bridge.LinkAccount{ID: "15559876543@s.whatsapp.net", Phone: "+15559876543", PushName: "Bea", Platform: "iphone"}
+var bea = bridge.LinkAccount{ID: "15559876543@s.whatsapp.net", Handle: "+15559876543", Name: "Bea", Device: "iphone"}
 
 func TestLinkCommandByQRCode(t *testing.T) {
 	forEachWay(t, func(t *testing.T, p *phone, cfg string, running bool) {
@@ -381,11 +381,11 @@ func TestLinkCommandFailures(t *testing.T) {
 			err  error
 			want string
 		}{
-			{&bridge.LinkError{Reason: bridge.LinkTimedOut}, "not linked: timed out: no phone scanned the code; run the command again"},
-			{&bridge.LinkError{Reason: bridge.LinkNoMultidevice}, "not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"},
-			{&bridge.LinkError{Reason: bridge.LinkOutdated}, "not linked: WhatsApp refused this client as outdated; update phonebridge"},
-			{&bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Detail: "me is linked to +15551234567 (Ann)"}, "not linked: already linked; run `phonebridge unlink me` first to link another account: me is linked to +15551234567 (Ann)"},
-			{errors.New("the phone\nfell in a lake"), "not linked: linking failed: the phone; fell in a lake"},
+			{&bridge.LinkError{Reason: bridge.LinkTimedOut, Service: "WhatsApp"}, "not linked: timed out: no phone scanned the code; try again"},
+			{&bridge.LinkError{Reason: bridge.LinkNoMultidevice, Service: "WhatsApp"}, "not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"},
+			{&bridge.LinkError{Reason: bridge.LinkOutdated, Service: "WhatsApp"}, "not linked: WhatsApp refused this client as outdated; update phonebridge"},
+			{&bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Service: "WhatsApp", Account: &bridge.LinkAccount{Handle: "+15551234567", Name: "Ann"}}, "not linked: already linked to +15551234567 (Ann); run `phonebridge unlink me` first to link another account"},
+			{errors.New("the phone\nfell in a lake"), "not linked: the phone; fell in a lake"},
 		} {
 			p.SetLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 				progress(bridge.LinkProgress{Kind: bridge.ProgressQR, QR: cliQR1, Expires: time.Now().Add(20 * time.Second)})

@@ -14,6 +14,7 @@ import (
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
 	"github.com/phonebridge/phonebridge/internal/daemon"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
 // dialDaemon reaches the running daemon; status and reload need one.
@@ -70,11 +71,7 @@ func printStatus(out io.Writer, st control.StatusReport) {
 		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "LINK\tACCOUNT\tSTATE\tSINCE\tHISTORY\tDETAIL")
 		for _, l := range st.Links {
-			account := l.Account.Phone
-			if l.Account.PushName != "" {
-				account += " (" + l.Account.PushName + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, dash(account), strings.ReplaceAll(string(l.State), "_", " "), since(l.Since), historyLine(l.History), dash(l.Detail))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, dash(l.Account.String()), linktext.State(l.State), since(l.Since), historyLine(l.History), dash(linkDetail(l)))
 		}
 		tw.Flush()
 	}

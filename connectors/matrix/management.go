@@ -23,6 +23,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
 // managementMigration remembers management rooms across restarts.
@@ -44,7 +45,7 @@ const managementHelp = `Commands for the phonebridge bot (send them here, withou
 - **link** [NAME] — link WhatsApp by QR code: scan it in WhatsApp → Settings → Linked devices → Link a device
 - **link** [NAME] +PHONE — link with a pairing code typed on the phone instead
 - **cancel** — stop a link in progress
-- **unlink** [NAME] — log the device out of the phone's linked devices
+- **unlink** [NAME] [--local] — log the device out of the phone's linked devices; --local only forgets its keys here
 - **chats** [NAME] [SEARCH] — the account's chats and their ids, for routes
 - **backfill** [NAME] CHAT [COUNT] — ask the phone for COUNT (default 50) older messages of CHAT (its name or id), shown in its portal as history
 - **help** — this list
@@ -220,13 +221,13 @@ func linksText(links []bridge.LinkStatus) string {
 	for _, l := range links {
 		fmt.Fprintf(&b, "- **%s**: %s since %s", l.Name, l.State, l.Since.UTC().Format("2006-01-02 15:04 UTC"))
 		if a := l.Account; a.ID != "" {
-			fmt.Fprintf(&b, ", account %s", a.Phone)
-			if a.PushName != "" {
-				fmt.Fprintf(&b, " (%s)", a.PushName)
-			}
+			fmt.Fprintf(&b, ", account %s", a)
 		}
-		if l.Detail != "" {
-			fmt.Fprintf(&b, " — %s", l.Detail)
+		if d := linktext.Room.Detail(l); d != "" {
+			fmt.Fprintf(&b, " — %s", d)
+		}
+		if !l.Until.IsZero() {
+			fmt.Fprintf(&b, " until %s", l.Until.UTC().Format("2006-01-02 15:04 UTC"))
 		}
 		b.WriteString("\n")
 	}
@@ -238,12 +239,20 @@ func unlinkText(ctx context.Context, admin bridge.LinkAdmin, args []string) stri
 	if problem != "" {
 		return problem
 	}
-	if len(rest) > 0 {
-		return "Usage: `unlink [NAME]`."
+	local := len(rest) == 1 && rest[0] == "--local"
+	if len(rest) > 0 && !local {
+		return "Usage: `unlink [NAME] [--local]`."
 	}
 	l, _ := admin.Linker(name)
-	if err := l.Unlink(ctx, false); err != nil {
+	if err := l.Unlink(ctx, local); err != nil {
+		var le *bridge.LinkError
+		if errors.As(err, &le) {
+			return fmt.Sprintf("Unlinking %s failed: %s", name, linktext.Room.UnlinkFailure(name, le.Service, le))
+		}
 		return fmt.Sprintf("Unlinking %s failed: %s", name, oneLine(err))
+	}
+	if local {
+		return fmt.Sprintf("Forgot the keys of %s here; the phone lists the device until you remove it there (WhatsApp → Settings → Linked devices). Send `link %s` to link again.", name, name)
 	}
 	return fmt.Sprintf("Unlinked %s: the device left the phone's linked devices. Send `link %s` to link again.", name, name)
 }
@@ -385,8 +394,8 @@ func (c *Connector) runLink(ctx context.Context, room id.RoomID, name string, l 
 			}
 		case bridge.ProgressPairingCode:
 			c.reply(callCtx, room, fmt.Sprintf("Pairing code: **%s**\n\nOn your phone: WhatsApp → Settings → Linked devices → Link a device → Link with phone number instead, then type the code.", p.PairingCode))
-		case bridge.ProgressInfo:
-			c.reply(callCtx, room, p.Message)
+		case bridge.ProgressWaiting:
+			c.reply(callCtx, room, linktext.Room.Waiting(l.LinkStatus().Service, p))
 		}
 	}
 	acct, err := l.Link(ctx, opts, progress)
@@ -401,13 +410,11 @@ func (c *Connector) runLink(ctx context.Context, room id.RoomID, name string, l 
 	var linkErr *bridge.LinkError
 	switch {
 	case err == nil:
-		text := fmt.Sprintf("Linked %s to %s", name, acct.Phone)
-		if acct.PushName != "" {
-			text += " (" + acct.PushName + ")"
-		}
-		c.reply(endCtx, room, text+". Messages are relayed now.")
+		c.reply(endCtx, room, fmt.Sprintf("Linked %s to %s. Messages are relayed now.", name, acct))
 	case errors.As(err, &linkErr) && linkErr.Reason == bridge.LinkCancelled, errors.Is(err, context.Canceled):
 		c.reply(endCtx, room, "Linking cancelled.")
+	case linkErr != nil:
+		c.reply(endCtx, room, fmt.Sprintf("Linking %s failed: %s", name, linktext.Room.Failure(name, linkErr.Service, linkErr)))
 	default:
 		c.reply(endCtx, room, fmt.Sprintf("Linking %s failed: %s", name, oneLine(err)))
 	}

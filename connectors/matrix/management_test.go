@@ -101,8 +101,18 @@ func TestManagementRoomOnDendrite(t *testing.T) {
 	if got := owner.command(t, dm.RoomID, bot, "unlink"); !strings.Contains(got, "Unlinked phone") {
 		t.Errorf("unlink answered %q", got)
 	}
-	if _, unlinks, _ := phone.Recorded(); len(unlinks) != 1 || unlinks[0] {
-		t.Errorf("the phone saw unlinks %v, want one that tells the server", unlinks)
+	// Failures are worded here, with the room's own commands.
+	if got := owner.command(t, dm.RoomID, bot, "unlink --local"); got != "Unlinking phone failed: phone is not linked" {
+		t.Errorf("unlink --local of an unlinked phone answered %q", got)
+	}
+	if _, unlinks, _ := phone.Recorded(); !slices.Equal(unlinks, []bool{false, true}) {
+		t.Errorf("the phone saw unlinks %v, want one that tells the server, then one that does not", unlinks)
+	}
+	phone.SetLink(func(context.Context, bridge.LinkOptions, func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Service: "WhatsApp", Account: &fakephone.LinkedAccount}
+	})
+	if got, want := owner.command(t, dm.RoomID, bot, "link"), "Linking phone failed: already linked to +15551234567 (Ann); run `unlink phone` first to link another account"; got != want {
+		t.Errorf("a refused link answered %q, want %q", got, want)
 	}
 
 	// Linking by QR: the first code is posted as an image, each new code
@@ -161,7 +171,7 @@ func TestManagementRoomOnDendrite(t *testing.T) {
 	if got := owner.notice(t, dm.RoomID, bot, "the pairing outcome"); !strings.Contains(got, "Linked phone") {
 		t.Errorf("the pairing link ended with %q", got)
 	}
-	if opts, _, _ := phone.Recorded(); len(opts) != 2 || opts[1].Phone != "+15551234567" {
+	if opts, _, _ := phone.Recorded(); len(opts) != 3 || opts[2].Phone != "+15551234567" {
 		t.Errorf("the phone was linked with options %+v, want the number in international form", opts)
 	}
 	if _, err := owner.cli.SendText(ctx, dm.RoomID, "link"); err != nil {

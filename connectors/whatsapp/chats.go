@@ -72,7 +72,7 @@ func (cc *chatCache) invalidateNames() {
 func (cc *chatCache) senderName(ctx context.Context, jid types.JID, pushName string, fromMe bool) string {
 	// The account's name as recorded under the connector's lock: the
 	// device's PushName is written by whatsmeow's app state goroutine.
-	if own := cc.c.LinkStatus().Account.PushName; fromMe && own != "" {
+	if own := cc.c.LinkStatus().Account.Name; fromMe && own != "" {
 		return own
 	}
 	jid = jid.ToNonAD()

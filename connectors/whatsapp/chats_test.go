@@ -49,7 +49,7 @@ func newChatsWorld(t *testing.T, wopts fakewa.Options) *chatsWorld {
 		}
 	})
 	waitChatsLoaded(t, cw.c, cw.s)
-	waitUntil(t, "the account's name", func() bool { return cw.c.LinkStatus().Account.PushName == "Ann" })
+	waitUntil(t, "the account's name", func() bool { return cw.c.LinkStatus().Account.Name == "Ann" })
 	waitUntil(t, "Alice in the contacts", func() bool {
 		// Through the connector's list: whatsmeow's GetContact copies its
 		// cached entry after letting go of the lock the sync writes under.

@@ -194,7 +194,7 @@ func TestDescribe(t *testing.T) {
 	bobID, _ := lw.srv.Picture(lw.bob.PN)
 	annID, _ := lw.srv.Picture(ann)
 	lw.says(t, lw.bob, ann, "hi, I am Bob") // his name comes with his messages
-	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.PushName == "Ann" })
+	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.Name == "Ann" })
 	waitUntil(t, "Alice in the contacts", func() bool {
 		// Through the connector's list: whatsmeow's GetContact copies its
 		// cached entry after letting go of the lock the sync writes under.

@@ -76,11 +76,11 @@ func TestLinkShowsTheAccountsNameFromThePhone(t *testing.T) {
 	}
 	r := newRig(t)
 	c, _ := r.linkedOnFake(w, "me", nil)
-	waitUntil(t, "the account's name", func() bool { return c.LinkStatus().Account.PushName == "Ann A." })
+	waitUntil(t, "the account's name", func() bool { return c.LinkStatus().Account.Name == "Ann A." })
 
 	// A later change on the phone comes as its own event.
 	if err := w.ann.SetPushName(ctxFor(t), "Ann B."); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the account's new name", func() bool { return c.LinkStatus().Account.PushName == "Ann B." })
+	waitUntil(t, "the account's new name", func() bool { return c.LinkStatus().Account.Name == "Ann B." })
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.mau.fi/whatsmeow/appstate"
@@ -50,48 +51,49 @@ func (c *Connector) handle(evt any) bool {
 		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 
 	case *events.Connected:
-		c.setState(bridge.LinkConnected, "")
+		c.setState(bridge.LinkConnected, bridge.ReasonNone, "")
 		c.kickBackfill()
 		c.checkPhone()
 		c.withSink(func(s bridge.Sink) { s.Resume("") })
 		// Not in wg: Stop may be waiting already. The context ends it.
 		go c.refreshChats(c.runCtx())
 	case *events.Disconnected:
-		c.setState(bridge.LinkConnecting, "connection lost; reconnecting")
+		c.setState(bridge.LinkConnecting, bridge.ReasonConnectionLost, "")
 	case *events.KeepAliveTimeout:
 		was := c.LinkStatus().State
-		c.setState(bridge.LinkPhoneOffline, "keep-alive lost")
+		c.setState(bridge.LinkPhoneOffline, bridge.ReasonNone, "keep-alive lost")
 		if was != bridge.LinkPhoneOffline {
 			c.notice("WhatsApp link '%s' cannot reach WhatsApp (keep-alive lost); messages wait until it answers again.", c.name)
 		}
 	case *events.KeepAliveRestored:
 		was := c.LinkStatus().State
-		c.setState(bridge.LinkConnected, "")
+		c.setState(bridge.LinkConnected, bridge.ReasonNone, "")
 		if was == bridge.LinkPhoneOffline {
 			c.notice("WhatsApp link '%s' is reachable again; relaying.", c.name)
 		}
 	case *events.LoggedOut:
 		c.onLoggedOut(e.Reason.String())
 	case *events.StreamReplaced:
-		c.setState(bridge.LinkReplaced, "another client took over this session")
+		c.setState(bridge.LinkReplaced, bridge.ReasonNone, "")
 		c.notice("WhatsApp link '%s' was taken over by another client using the same session; phonebridge stopped relaying it. Restart phonebridge to take it back.", c.name)
 	case *events.TemporaryBan:
 		until := time.Now().Add(e.Expire)
 		c.setStatus(func(s *bridge.LinkStatus) {
-			s.State, s.Detail, s.Until = bridge.LinkBanned, e.Code.String(), until
+			s.State, s.Reason, s.Cause, s.Until = bridge.LinkBanned, bridge.ReasonNone, e.Code.String(), until
 		})
 		c.notice("WhatsApp temporarily banned link '%s' (%s) until %s; messages wait until then.", c.name, e.Code, until.Format(time.RFC1123))
 		// whatsmeow does not reconnect after a ban: try again once it ends.
-		c.reconnectAfter(e.Expire, "temporary ban over; reconnecting")
+		c.reconnectAfter(e.Expire, bridge.ReasonBanOver, "")
 	case *events.ClientOutdated:
-		c.setState(bridge.LinkClientOutdated, "WhatsApp refuses this client version")
+		c.setState(bridge.LinkClientOutdated, bridge.ReasonNone, "")
 		c.notice("WhatsApp refused link '%s' because this phonebridge is outdated; update phonebridge.", c.name)
 	case *events.ConnectFailure:
 		if !e.Reason.IsLoggedOut() {
 			// whatsmeow dispatches this only for refusals it does not
 			// retry itself; without a retry "connecting" would be a lie.
-			c.setState(bridge.LinkConnecting, fmt.Sprintf("WhatsApp refused the connection: %s %s", e.Reason, e.Message))
-			c.reconnectAfter(c.opts.ReconnectMax, c.LinkStatus().Detail)
+			cause := strings.TrimSpace(fmt.Sprintf("%s %s", e.Reason, e.Message))
+			c.setState(bridge.LinkConnecting, bridge.ReasonRefused, cause)
+			c.reconnectAfter(c.opts.ReconnectMax, bridge.ReasonRefused, cause)
 		}
 	case *events.PushName, *events.Contact:
 		c.chats.invalidateNames()
@@ -116,7 +118,7 @@ func (c *Connector) setAccountName(name string) {
 		return
 	}
 	c.mu.Lock()
-	c.status.Account.PushName = name
+	c.status.Account.Name = name
 	c.mu.Unlock()
 }
 
@@ -267,7 +269,7 @@ func (c *Connector) onLoggedOut(reason string) {
 	if err := c.forgetDevice(context.Background()); err != nil {
 		c.log.Error("could not forget the logged-out WhatsApp link", "link", c.name, "err", err)
 	}
-	c.setState(bridge.LinkLoggedOut, "removed from the phone's linked devices ("+reason+")")
+	c.setState(bridge.LinkLoggedOut, bridge.ReasonNone, reason)
 	c.notice("WhatsApp link '%s' was logged out from the phone — run `phonebridge link %s`", c.name, c.name)
 	c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 }

@@ -28,15 +28,11 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 	switch {
 	case c.linking:
 		c.mu.Unlock()
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkBusy, Detail: "a link is already in progress for " + c.name}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkBusy, Service: service, Cause: "a link is already in progress for " + c.name}
 	case c.device != nil && c.device.ID != nil:
 		acct := c.status.Account
 		c.mu.Unlock()
-		who := acct.Phone
-		if acct.PushName != "" { // known once the phone's app state came
-			who += " (" + acct.PushName + ")"
-		}
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Detail: fmt.Sprintf("%s is linked to %s", c.name, who)}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Service: service, Account: &acct}
 	}
 	c.linking = true
 	started := c.sink != nil
@@ -51,7 +47,7 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 		// No daemon drives this link: this process must hold its lock.
 		lock, err := acquireLock(c.lockPath)
 		if err != nil {
-			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkBusy, Detail: err.Error()}
+			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkBusy, Service: service, Cause: err.Error()}
 		}
 		defer lock.release()
 	}
@@ -74,7 +70,7 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 	defer stopQR()
 	qr, err := cli.GetQRChannel(qrCtx)
 	if err != nil {
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: err.Error()}
 	}
 	if err := c.connectForLink(ctx, cli, progress); err != nil {
 		return bridge.LinkAccount{}, err
@@ -90,16 +86,16 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 	for {
 		select {
 		case <-ctx.Done():
-			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkCancelled}
+			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkCancelled, Service: service}
 		case err := <-ps.failed:
-			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
+			return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: err.Error()}
 		case item, open := <-qr:
 			if !open {
 				if ctx.Err() != nil {
 					// whatsmeow closes the channel when cancelled, too.
-					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkCancelled}
+					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkCancelled, Service: service}
 				}
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "WhatsApp closed the pairing session"}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: "WhatsApp closed the pairing session"}
 			}
 			switch item.Event {
 			case whatsmeow.QRChannelEventCode:
@@ -118,7 +114,7 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 				ends := time.Now().Add(qrSessionLength(int(ps.codes.Load())))
 				code, err := cli.PairPhone(ctx, opts.Phone, true, whatsmeow.PairClientChrome, "Chrome (Linux)")
 				if err != nil {
-					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
+					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: err.Error()}
 				}
 				progress(bridge.LinkProgress{Kind: bridge.ProgressPairingCode, PairingCode: code, Expires: ends})
 			case whatsmeow.QRChannelSuccess.Event:
@@ -132,21 +128,21 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 				if opts.Phone != "" {
 					// WhatsApp tells the phone, not the client, that a code
 					// was typed wrong: all the link sees is the end.
-					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "the pairing code expired before the phone accepted it (typed wrong, or not at all); run the command again for a new code"}
+					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkCodeExpired, Service: service}
 				}
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkTimedOut}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkTimedOut, Service: service}
 			case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkNoMultidevice}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkNoMultidevice, Service: service}
 			case whatsmeow.QRChannelClientOutdated.Event:
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkOutdated}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkOutdated, Service: service}
 			case whatsmeow.QRChannelEventError:
 				detail := "pairing failed"
 				if item.Error != nil {
 					detail = item.Error.Error()
 				}
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: detail}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: detail}
 			default:
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "unexpected pairing event " + item.Event}
+				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: "unexpected pairing event " + item.Event}
 			}
 		}
 	}
@@ -268,11 +264,11 @@ func (c *Connector) connectForLink(ctx context.Context, cli waClient, progress f
 		}
 		if msg := err.Error(); msg != lastErr {
 			lastErr = msg
-			progress(bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "Cannot reach WhatsApp's servers (" + msg + "); retrying with backoff. Check the network, or press Ctrl-C to stop."})
+			progress(bridge.LinkProgress{Kind: bridge.ProgressWaiting, Reason: bridge.ReasonNetworkDown, Cause: msg})
 		}
 		select {
 		case <-ctx.Done():
-			return &bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: err.Error()}
+			return &bridge.LinkError{Reason: bridge.LinkNetworkDown, Service: service, Cause: err.Error()}
 		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		}
 		wait = min(wait*2, c.opts.ReconnectMax, linkRetryMax)
@@ -296,13 +292,13 @@ func (c *Connector) finishLink(ctx context.Context, cli waClient, dev *store.Dev
 	case <-ctx.Done():
 	}
 	if dev.ID == nil {
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "WhatsApp reported success without a device id"}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: "WhatsApp reported success without a device id"}
 	}
 	// whatsmeow gave the device its stores when it saved it, paired;
 	// guard them before it logs in.
 	guardContacts(dev)
 	if err := c.saveLink(context.WithoutCancel(ctx), *dev.ID); err != nil {
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "linked, but the link could not be saved: " + err.Error()}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: "linked, but the link could not be saved: " + err.Error()}
 	}
 	c.phone.mu.Lock()
 	c.phone.at, c.phone.written, c.phone.warned = time.Now(), time.Now(), false
@@ -315,7 +311,7 @@ func (c *Connector) finishLink(ctx context.Context, cli waClient, dev *store.Dev
 		c.client = cli
 	}
 	c.mu.Unlock()
-	c.log.Info("WhatsApp linked", "link", c.name, "phone", acct.Phone, "platform", acct.Platform)
+	c.log.Info("WhatsApp linked", "link", c.name, "phone", acct.Handle, "platform", acct.Device)
 
 	// The device is linked whatever happens from here: a Ctrl-C or the
 	// bound end the wait, not the link.
@@ -330,7 +326,7 @@ func (c *Connector) finishLink(ctx context.Context, cli waClient, dev *store.Dev
 	case started:
 		// The link's connection from now on, as at a start: retried with
 		// backoff, its state and the chat list following events.Connected.
-		c.setState(bridge.LinkConnecting, "")
+		c.setState(bridge.LinkConnecting, bridge.ReasonNone, "")
 		c.spawn(func(ctx context.Context) { c.connect(ctx, cli) })
 	case wctx.Err() != nil:
 		// Ctrl-C after the scan: the daemon's start logs the device in.
@@ -347,7 +343,7 @@ func (c *Connector) finishLink(ctx context.Context, cli waClient, dev *store.Dev
 	}
 	if !started {
 		cli.Disconnect()
-		c.setState(bridge.LinkStopped, "linked; start phonebridge to relay")
+		c.setState(bridge.LinkStopped, bridge.ReasonNotRunning, "")
 	}
 	return acct, nil
 }
@@ -360,12 +356,12 @@ func (c *Connector) Unlink(ctx context.Context, localOnly bool) error {
 	cli, dev, started := c.client, c.device, c.sink != nil
 	c.mu.Unlock()
 	if dev == nil || dev.ID == nil {
-		return &bridge.LinkError{Reason: bridge.LinkFailed, Detail: fmt.Sprintf("%s is not linked", c.name)}
+		return &bridge.LinkError{Reason: bridge.LinkNotLinked, Service: service}
 	}
 	if !started {
 		lock, err := acquireLock(c.lockPath)
 		if err != nil {
-			return &bridge.LinkError{Reason: bridge.LinkBusy, Detail: err.Error()}
+			return &bridge.LinkError{Reason: bridge.LinkBusy, Service: service, Cause: err.Error()}
 		}
 		defer lock.release()
 	}
@@ -374,11 +370,11 @@ func (c *Connector) Unlink(ctx context.Context, localOnly bool) error {
 			// No daemon: connect just to log out.
 			cli = c.newClient(dev)
 			if err := connectAndWait(ctx, cli); err != nil {
-				return &bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: fmt.Sprintf("%v; `phonebridge unlink %s --local` forgets the keys here only (the phone keeps listing the device until you remove it there)", err, c.name)}
+				return &bridge.LinkError{Reason: bridge.LinkNetworkDown, Service: service, Cause: err.Error()}
 			}
 		}
 		if err := cli.Logout(ctx); err != nil {
-			return &bridge.LinkError{Reason: bridge.LinkFailed, Detail: fmt.Sprintf("the logout did not go through (%v); `phonebridge unlink %s --local` forgets the keys here only", err, c.name)}
+			return &bridge.LinkError{Reason: bridge.LinkLogoutFailed, Service: service, Cause: err.Error()}
 		}
 	}
 	// The client is no longer the link's before its keys go: a dialling
@@ -400,7 +396,7 @@ func (c *Connector) Unlink(ctx context.Context, localOnly bool) error {
 	if err := c.forgetLink(ctx); err != nil {
 		return err
 	}
-	c.setState(bridge.LinkUnlinked, "unlinked with `phonebridge unlink`")
+	c.setState(bridge.LinkUnlinked, bridge.ReasonUnlinked, "")
 	c.log.Info("WhatsApp unlinked", "link", c.name, "local_only", localOnly)
 	return nil
 }

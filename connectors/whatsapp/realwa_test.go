@@ -454,7 +454,7 @@ func (s *recSink) stateIs(st bridge.State) func() bool {
 // returns it: the push name comes later, with the phone's app state.
 func (w *waWorld) annAt(t testing.TB, acct bridge.LinkAccount) {
 	t.Helper()
-	if acct.ID != w.ann.PN.String() || acct.Phone != "+"+w.ann.PN.User || acct.Platform != w.ann.Platform {
+	if acct.ID != w.ann.PN.String() || acct.Handle != "+"+w.ann.PN.User || acct.Device != w.ann.Platform {
 		t.Errorf("linked account %+v, want %s (+%s) on %s", acct, w.ann.PN, w.ann.PN.User, w.ann.Platform)
 	}
 }

@@ -597,7 +597,7 @@ func TestReceiveByLID(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.PushName == "Ann" })
+	waitUntil(t, "the account's name", func() bool { return lw.c.LinkStatus().Account.Name == "Ann" })
 	ann, family := lw.ann.PN, lw.family.JID
 	bob := lw.bob.PN
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
 // Options are a whatsapp connector's settings.
@@ -55,6 +56,9 @@ const (
 	NamesAddressBook = "address_book"
 	NamesPushName    = "push_name"
 )
+
+// service is the platform's name in what the link says about itself.
+const service = "WhatsApp"
 
 // Defaults.
 const (
@@ -147,7 +151,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		backfillKick: make(chan struct{}, 1),
 		history:      historyState{pending: map[string]int{}},
 	}
-	c.status = bridge.LinkStatus{Name: c.name, State: bridge.LinkStopped, Since: time.Now()}
+	c.status = bridge.LinkStatus{Name: c.name, Service: service, State: bridge.LinkStopped, Since: time.Now()}
 	setOSVersion()
 	var fakeHTTP *http.Client
 	if clientHook != nil {
@@ -199,7 +203,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	if dev != nil {
 		c.status.Account = accountOf(dev)
 	} else {
-		c.status.State, c.status.Detail = bridge.LinkUnlinked, notLinked(c.name)
+		c.status.State = bridge.LinkUnlinked
 	}
 	c.chats.init(c)
 	return c, nil
@@ -280,7 +284,7 @@ func (c *Connector) startClient(cli waClient, dev *store.Device) {
 	c.status.Account = accountOf(dev)
 	ctx := c.ctx
 	c.mu.Unlock()
-	c.setState(bridge.LinkConnecting, "")
+	c.setState(bridge.LinkConnecting, bridge.ReasonNone, "")
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -309,7 +313,7 @@ func (c *Connector) connect(ctx context.Context, cli waClient) {
 		}
 		if msg := err.Error(); msg != lastErr {
 			lastErr = msg
-			c.setState(bridge.LinkConnecting, "cannot reach WhatsApp's servers, retrying with backoff: "+msg)
+			c.setState(bridge.LinkConnecting, bridge.ReasonNetworkDown, msg)
 		}
 		select {
 		case <-ctx.Done():
@@ -357,7 +361,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	c.stopPhoneCheck()
-	c.setState(bridge.LinkStopped, "")
+	c.setState(bridge.LinkStopped, bridge.ReasonNone, "")
 	lock.release()
 	c.closed.Store(true)
 	return c.db.Close()
@@ -370,9 +374,10 @@ func (c *Connector) LinkStatus() bridge.LinkStatus {
 	return c.status
 }
 
-// setState records the link's state and reports it to the core.
-func (c *Connector) setState(state bridge.LinkState, detail string) {
-	c.setStatus(func(s *bridge.LinkStatus) { s.State, s.Detail, s.Until = state, detail, time.Time{} })
+// setState records the link's state, why and WhatsApp's own words for
+// it, and reports it to the core.
+func (c *Connector) setState(state bridge.LinkState, reason bridge.LinkReason, cause string) {
+	c.setStatus(func(s *bridge.LinkStatus) { s.State, s.Reason, s.Cause, s.Until = state, reason, cause, time.Time{} })
 }
 
 func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
@@ -384,7 +389,7 @@ func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
 	}
 	st, sink := c.status, c.sink
 	c.mu.Unlock()
-	if st.State == before.State && st.Detail == before.Detail && st.Until.Equal(before.Until) {
+	if st.State == before.State && st.Reason == before.Reason && st.Cause == before.Cause && st.Until.Equal(before.Until) {
 		return
 	}
 	level, line := c.stateLine(st)
@@ -395,56 +400,24 @@ func (c *Connector) setStatus(change func(*bridge.LinkStatus)) {
 	}
 	// The core logs the change, with this line, once.
 	cs := coreState(st.State)
-	if st.State == bridge.LinkConnecting && st.Detail != "" {
+	if st.State == bridge.LinkConnecting && st.Reason != bridge.ReasonNone {
 		cs = bridge.StateDisconnected // connecting again after a failure: a warning
 	}
 	sink.SetState(cs, line)
 }
 
 // stateLine is the operator's line for a link state: what happened and
-// what to do, with the state's detail.
+// what to do.
 func (c *Connector) stateLine(st bridge.LinkStatus) (slog.Level, string) {
-	level, line := slog.LevelWarn, ""
 	switch st.State {
-	case bridge.LinkConnected:
-		level, line = slog.LevelInfo, "WhatsApp connected; relaying"
+	case bridge.LinkConnected, bridge.LinkStopped:
+		return slog.LevelInfo, linktext.CLI.Line(st)
 	case bridge.LinkConnecting:
-		level, line = slog.LevelInfo, "connecting to WhatsApp"
-		if st.Detail != "" {
-			level, line = slog.LevelWarn, "not connected to WhatsApp"
+		if st.Reason == bridge.ReasonNone {
+			return slog.LevelInfo, linktext.CLI.Line(st)
 		}
-	case bridge.LinkStopped:
-		level = slog.LevelInfo // the core says "stopped" itself
-		if st.Detail != "" {
-			return level, st.Detail
-		}
-		return level, ""
-	case bridge.LinkUnlinked:
-		line = notLinked(c.name)
-	case bridge.LinkPhoneOffline:
-		line = "WhatsApp does not answer (phone or network unreachable); messages wait until it does"
-	case bridge.LinkLoggedOut:
-		line = fmt.Sprintf("logged out from the phone; run `phonebridge link %s`", c.name)
-	case bridge.LinkBanned:
-		line = "temporarily banned by WhatsApp; messages wait until the ban ends"
-	case bridge.LinkClientOutdated:
-		line = "WhatsApp refuses this phonebridge version; update phonebridge"
-	case bridge.LinkReplaced:
-		line = "another client took over this WhatsApp session; restart phonebridge to take it back"
-	default:
-		line = string(st.State)
 	}
-	if st.Detail != "" && !strings.Contains(line, st.Detail) {
-		line += " (" + st.Detail + ")"
-	}
-	if !st.Until.IsZero() {
-		line += " until " + st.Until.Format(time.RFC3339)
-	}
-	return level, line
-}
-
-func notLinked(name string) string {
-	return fmt.Sprintf("not linked: run `phonebridge link %s`", name)
+	return slog.LevelWarn, linktext.CLI.Line(st)
 }
 
 // coreState maps a link state onto the core's connector states.
@@ -479,7 +452,7 @@ func (c *Connector) isCurrent(cli waClient) bool {
 // reconnectAfter connects the link's client again after d, for the
 // refusals after which whatsmeow does not reconnect by itself (a
 // temporary ban, an unknown connect failure).
-func (c *Connector) reconnectAfter(d time.Duration, detail string) {
+func (c *Connector) reconnectAfter(d time.Duration, reason bridge.LinkReason, cause string) {
 	cli, _ := c.current()
 	ctx := c.runCtx()
 	if cli == nil {
@@ -495,7 +468,7 @@ func (c *Connector) reconnectAfter(d time.Duration, detail string) {
 		if ctx.Err() != nil || !c.isCurrent(cli) {
 			return
 		}
-		c.setState(bridge.LinkConnecting, detail)
+		c.setState(bridge.LinkConnecting, reason, cause)
 		c.connect(ctx, cli)
 	}()
 }
@@ -520,10 +493,10 @@ func accountOf(dev *store.Device) bridge.LinkAccount {
 		return bridge.LinkAccount{}
 	}
 	return bridge.LinkAccount{
-		ID:       dev.ID.ToNonAD().String(),
-		Phone:    "+" + dev.ID.User,
-		PushName: dev.PushName,
-		Platform: dev.Platform,
+		ID:     dev.ID.ToNonAD().String(),
+		Handle: "+" + dev.ID.User,
+		Name:   dev.PushName,
+		Device: dev.Platform,
 	}
 }
 

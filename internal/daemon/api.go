@@ -123,11 +123,11 @@ func (l *local) Link(ctx context.Context, name string, opts bridge.LinkOptions, 
 	var le *bridge.LinkError
 	switch {
 	case errors.As(err, &le):
-		le = &bridge.LinkError{Reason: le.Reason, Detail: oneLine(le.Detail)}
+		le = &bridge.LinkError{Reason: le.Reason, Service: le.Service, Cause: oneLine(le.Cause), Account: le.Account}
 	case ctx.Err() != nil:
 		le = &bridge.LinkError{Reason: bridge.LinkCancelled}
 	default:
-		le = &bridge.LinkError{Reason: bridge.LinkFailed, Detail: oneLine(err.Error())}
+		le = &bridge.LinkError{Reason: bridge.LinkFailed, Cause: oneLine(err.Error())}
 	}
 	return bridge.LinkAccount{}, le
 }

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -290,9 +292,9 @@ func TestASecondDaemonOnTheStateDirFailsAndStopsItsConnectors(t *testing.T) {
 var (
 	qr1  = bridge.LinkProgress{Kind: bridge.ProgressQR, QR: "2@first,code", Expires: t0.Add(60 * time.Second)}
 	qr2  = bridge.LinkProgress{Kind: bridge.ProgressQR, QR: "2@second,code", Expires: t0.Add(80 * time.Second)}
-	info = bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "Scanned; finishing the link…"}
+	info = bridge.LinkProgress{Kind: bridge.ProgressWaiting, Reason: bridge.ReasonNetworkDown, Cause: "no route to host"}
 	pair = bridge.LinkProgress{Kind: bridge.ProgressPairingCode, PairingCode: "ABCDEFGH", Expires: t0.Add(3 * time.Minute)}
-	bea  = bridge.LinkAccount{ID: "15559876543@s.whatsapp.net", Phone: "+15559876543", PushName: "Bea", Platform: "iphone"}
+	bea  = bridge.LinkAccount{ID: "15559876543@s.whatsapp.net", Handle: "+15559876543", Name: "Bea", Device: "iphone"}
 )
 
 // succeed shows steps, or the pairing code when asked for one, and links bea.
@@ -368,25 +370,26 @@ func TestLinkStreamsProgressAndTheAccount(t *testing.T) {
 }
 
 func TestLinkFailureReasonsSurviveTheSocket(t *testing.T) {
-	reasons := []bridge.LinkFailure{
-		bridge.LinkTimedOut, bridge.LinkNoMultidevice, bridge.LinkOutdated, bridge.LinkCancelled,
-		bridge.LinkAlreadyLinked, bridge.LinkBusy, bridge.LinkFailed, bridge.LinkNetworkDown,
-	}
+	reasons := bridge.LinkFailures
 	remote, local := withEachAPI(t, "", func(t *testing.T, api daemon.API, p *phone) any {
 		var got []bridge.LinkError
 		for _, reason := range reasons {
-			for _, detail := range []string{"", "detail of " + string(reason)} {
+			for _, cause := range []string{"", "cause of " + string(reason)} {
+				want := bridge.LinkError{Reason: reason, Service: "WhatsApp", Cause: cause}
+				if reason == bridge.LinkAlreadyLinked {
+					want.Account = &bea
+				}
 				p.SetLink(func(ctx context.Context, _ bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 					progress(qr1)
-					return bridge.LinkAccount{}, &bridge.LinkError{Reason: reason, Detail: detail}
+					return bridge.LinkAccount{}, &want
 				})
 				_, err := api.Link(context.Background(), "me", bridge.LinkOptions{}, nil)
 				var le *bridge.LinkError
 				if !errors.As(err, &le) {
 					t.Fatalf("%s: got %v (%T), want a *bridge.LinkError", reason, err, err)
 				}
-				if le.Reason != reason || le.Detail != detail {
-					t.Errorf("got %q / %q, want %q / %q", le.Reason, le.Detail, reason, detail)
+				if !reflect.DeepEqual(*le, want) {
+					t.Errorf("got %+v, want %+v", *le, want)
 				}
 				got = append(got, *le)
 			}
@@ -406,7 +409,7 @@ func TestLinkFailureReasonsSurviveTheSocket(t *testing.T) {
 		t.Fatalf("the daemon and the local API differ:\n remote %+v\n local  %+v", remote, local)
 	}
 	all := remote.([]bridge.LinkError)
-	if last := all[len(all)-1]; last != (bridge.LinkError{Reason: bridge.LinkFailed, Detail: "the phone fell in a lake"}) {
+	if last := all[len(all)-1]; last != (bridge.LinkError{Reason: bridge.LinkFailed, Cause: "the phone fell in a lake"}) {
 		t.Errorf("a plain error became %+v", last)
 	}
 }
@@ -475,8 +478,9 @@ func TestLinksChatsAndUnlinkAgreeWithAndWithoutTheDaemon(t *testing.T) {
 		if r.AfterUnlink, err = api.Links(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := api.Unlink(ctx, "me", true); err != nil {
-			r.UnlinkAgain = err.Error()
+		var le *bridge.LinkError
+		if err := api.Unlink(ctx, "me", true); errors.As(err, &le) {
+			r.UnlinkAgain = string(le.Reason)
 		}
 		p.SetStatus(bridge.LinkStatus{State: bridge.LinkConnected, Since: t0, Account: linkedAcc})
 		r.UnlinkServer = api.Unlink(ctx, "me", false)
@@ -517,7 +521,7 @@ func TestLinksChatsAndUnlinkAgreeWithAndWithoutTheDaemon(t *testing.T) {
 	if r.AfterUnlink[0].State != bridge.LinkUnlinked {
 		t.Errorf("after unlinking: %+v", r.AfterUnlink)
 	}
-	if !strings.Contains(r.UnlinkAgain, "not linked") {
+	if r.UnlinkAgain != string(bridge.LinkNotLinked) {
 		t.Errorf("unlinking an unlinked link says %q", r.UnlinkAgain)
 	}
 	if want := []bool{true, true, false}; !reflect.DeepEqual(r.Unlinks, want) {
@@ -616,5 +620,30 @@ func TestLocalLinksOpensConnectorsWithoutStartingThem(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "api-media")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the api connector prepared its media directory, so it was started: %v", err)
+	}
+}
+
+// TestAnOlderDaemonIsNotBypassed: a daemon of an older control protocol
+// answers on the socket. The CLI must say to restart it, and must not
+// open the links in-process as if none ran: two processes would drive
+// one device.
+func TestAnOlderDaemonIsNotBypassed(t *testing.T) {
+	p := newPhone(t)
+	cfg := loadConfig(t, p, "")
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", daemon.SocketPath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"version": "0.9.0"}`)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	api, running, err := daemon.Connect(cfg, nil)
+	if api != nil || running || !errors.Is(err, control.ErrProtocol) || !strings.Contains(err.Error(), "restart the daemon") {
+		t.Fatalf("Connect beside a protocol-1 daemon: %v, %v, %v; want ErrProtocol saying to restart it", api, running, err)
 	}
 }

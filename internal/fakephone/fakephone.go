@@ -52,7 +52,7 @@ var (
 	phones   = map[string]*Phone{}
 	phoneSeq atomic.Int64
 	// LinkedAccount is the account a new Phone is linked to.
-	LinkedAccount = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
+	LinkedAccount = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Handle: "+15551234567", Name: "Ann", Device: "android"}
 )
 
 // LinkScript is what a phone does when linked.
@@ -263,7 +263,7 @@ func (c *fakeConn) Link(ctx context.Context, opts bridge.LinkOptions, progress f
 	script := c.p.link
 	c.p.mu.Unlock()
 	if script == nil {
-		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "the test gave the phone no link script"}
+		return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Cause: "the test gave the phone no link script"}
 	}
 	acct, err := script(ctx, opts, progress)
 	if err == nil {
@@ -277,7 +277,7 @@ func (c *fakeConn) Unlink(ctx context.Context, localOnly bool) error {
 	defer c.p.mu.Unlock()
 	c.p.unlinks = append(c.p.unlinks, localOnly)
 	if c.p.status.Account.ID == "" {
-		return &bridge.LinkError{Reason: bridge.LinkFailed, Detail: "not linked"}
+		return &bridge.LinkError{Reason: bridge.LinkNotLinked, Service: "WhatsApp"}
 	}
 	c.p.status = bridge.LinkStatus{State: bridge.LinkUnlinked, Since: c.p.since}
 	return nil

@@ -15,7 +15,11 @@ import (
 	"github.com/mdp/qrterminal/v3"
 
 	"github.com/phonebridge/phonebridge/bridge"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
+
+// service is the platform these instructions are for.
+const service = "WhatsApp"
 
 // Printer prints one linking session.
 type Printer struct {
@@ -71,8 +75,8 @@ func (p *Printer) Progress(pr bridge.LinkProgress) {
 		}
 		p.expires, p.rotates = pr.Expires, false
 		p.redraw("\n      " + formatPairingCode(pr.PairingCode) + "\n\n" + p.countdown() + "\n")
-	case bridge.ProgressInfo:
-		fmt.Fprintln(p.w, pr.Message)
+	case bridge.ProgressWaiting:
+		fmt.Fprintln(p.w, linktext.CLI.Waiting(service, pr))
 		p.drawn = 0
 	}
 }
@@ -141,12 +145,9 @@ func (p *Printer) Linked(name string, acct bridge.LinkAccount, running bool) {
 		fmt.Fprintf(p.w, "\x1b[%dA\x1b[J", p.drawn)
 	}
 	p.drawn = 0
-	who := acct.Phone
-	if acct.PushName != "" {
-		who += " (" + acct.PushName + ")"
-	}
-	if acct.Platform != "" {
-		who += " on " + acct.Platform
+	who := acct.String()
+	if acct.Device != "" {
+		who += " on " + acct.Device
 	}
 	fmt.Fprintf(p.w, "Linked %s to %s.\n", name, who)
 	if running {
@@ -163,36 +164,22 @@ func Failed(name string, err error) error {
 	if !errors.As(err, &le) {
 		return err
 	}
-	var msg string
-	switch {
-	case le.Reason == bridge.LinkCancelled && le.Detail == "":
+	msg := linktext.CLI.Failure(name, le.Service, le)
+	if le.Reason == bridge.LinkCancelled && le.Cause == "" {
 		// Only the user's own interrupt cancels without saying why.
 		msg = "cancelled with Ctrl-C"
-	default:
-		msg = strings.ReplaceAll(string(le.Reason), "NAME", name)
-		if le.Detail != "" {
-			msg += ": " + le.Detail
-		}
 	}
-	return &failure{msg: "not linked: " + oneLine(msg), err: le}
+	return &failure{msg: "not linked: " + msg, err: le}
 }
 
 // UnlinkFailed turns the error of unlinking name into the one line to
-// show. A connector's LinkError reasons speak of linking, so "linking
-// failed" gives way to its detail.
+// show.
 func UnlinkFailed(name string, err error) error {
 	var le *bridge.LinkError
 	if !errors.As(err, &le) {
 		return err
 	}
-	msg := strings.ReplaceAll(string(le.Reason), "NAME", name)
-	switch {
-	case le.Reason == bridge.LinkFailed && le.Detail != "":
-		msg = le.Detail
-	case le.Detail != "":
-		msg += ": " + le.Detail
-	}
-	return &failure{msg: "not unlinked: " + oneLine(msg), err: le}
+	return &failure{msg: "not unlinked: " + linktext.CLI.UnlinkFailure(name, le.Service, le), err: le}
 }
 
 // failure is a LinkError worded for the command that got it.
@@ -203,11 +190,6 @@ type failure struct {
 
 func (f *failure) Error() string { return f.msg }
 func (f *failure) Unwrap() error { return f.err }
-
-// oneLine keeps an error a single line, whatever a connector put in it.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
 
 // RenderQR draws code with half blocks (two modules a character), dark
 // modules as blanks for dark terminals, or as blocks with light.

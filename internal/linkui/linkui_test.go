@@ -367,7 +367,7 @@ func TestTickCountsDownOnATerminal(t *testing.T) {
 		t.Fatalf("the ticks damaged the code:\n%s", s.text())
 	}
 
-	p.Linked("me", bridge.LinkAccount{Phone: "+15551234567"}, true)
+	p.Linked("me", bridge.LinkAccount{Handle: "+15551234567"}, true)
 	buf.Reset()
 	c.add(3 * time.Second)
 	p.Tick()
@@ -412,17 +412,17 @@ func TestPairingCode(t *testing.T) {
 func TestInfoLinesStayAndTheNextCodeFollowsThem(t *testing.T) {
 	p, buf, _ := newPrinter(true, false)
 	p.Progress(qrProgress(code1, 20*time.Second))
-	p.Progress(bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "Scanned; finishing the link…"})
+	p.Progress(bridge.LinkProgress{Kind: bridge.ProgressWaiting, Reason: bridge.ReasonNetworkDown, Cause: "no route to host"})
 	p.Progress(qrProgress(code2, 20*time.Second))
 	var s screen
 	s.write(t, buf.String())
-	if !strings.Contains(s.text(), "Scanned; finishing the link…\n") {
+	if !strings.Contains(s.text(), "Cannot reach WhatsApp's servers (no route to host); retrying with backoff. Check the network, or press Ctrl-C to stop.\n") {
 		t.Fatalf("a redraw erased the info line:\n%s", s.text())
 	}
 }
 
 func TestLinked(t *testing.T) {
-	acct := bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
+	acct := bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Handle: "+15551234567", Name: "Ann", Device: "android"}
 	for _, tc := range []struct {
 		running bool
 		want    string
@@ -445,7 +445,7 @@ func TestLinked(t *testing.T) {
 	}
 
 	p, buf, _ := newPrinter(false, false)
-	p.Linked("me", bridge.LinkAccount{Phone: "+15551234567"}, false)
+	p.Linked("me", bridge.LinkAccount{Handle: "+15551234567"}, false)
 	if !strings.HasPrefix(buf.String(), "Linked me to +15551234567.\n") {
 		t.Errorf("without push name and platform: %q", buf.String())
 	}
@@ -456,15 +456,17 @@ func TestFailedIsOneClearLine(t *testing.T) {
 		err  *bridge.LinkError
 		want string
 	}{
-		{&bridge.LinkError{Reason: bridge.LinkTimedOut}, "not linked: timed out: no phone scanned the code; run the command again"},
-		{&bridge.LinkError{Reason: bridge.LinkNoMultidevice}, "not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"},
-		{&bridge.LinkError{Reason: bridge.LinkOutdated}, "not linked: WhatsApp refused this client as outdated; update phonebridge"},
+		{&bridge.LinkError{Reason: bridge.LinkTimedOut, Service: "WhatsApp"}, "not linked: timed out: no phone scanned the code; try again"},
+		{&bridge.LinkError{Reason: bridge.LinkNoMultidevice, Service: "WhatsApp"}, "not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"},
+		{&bridge.LinkError{Reason: bridge.LinkOutdated, Service: "WhatsApp"}, "not linked: WhatsApp refused this client as outdated; update phonebridge"},
 		{&bridge.LinkError{Reason: bridge.LinkCancelled}, "not linked: cancelled with Ctrl-C"},
-		{&bridge.LinkError{Reason: bridge.LinkCancelled, Detail: "phonebridge is stopping"}, "not linked: cancelled: phonebridge is stopping"},
-		{&bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Detail: "me is linked to +15551234567 (Ann)"}, "not linked: already linked; run `phonebridge unlink me` first to link another account: me is linked to +15551234567 (Ann)"},
+		{&bridge.LinkError{Reason: bridge.LinkShuttingDown}, "not linked: cancelled: phonebridge is stopping"},
+		{&bridge.LinkError{Reason: bridge.LinkAlreadyLinked, Service: "WhatsApp", Account: &bridge.LinkAccount{Handle: "+15551234567", Name: "Ann"}}, "not linked: already linked to +15551234567 (Ann); run `phonebridge unlink me` first to link another account"},
 		{&bridge.LinkError{Reason: bridge.LinkBusy}, "not linked: another process is driving this link"},
-		{&bridge.LinkError{Reason: bridge.LinkFailed, Detail: "bad\nthings"}, "not linked: linking failed: bad; things"},
-		{&bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: "dial tcp: no route"}, "not linked: cannot reach WhatsApp's servers; check the network: dial tcp: no route"},
+		{&bridge.LinkError{Reason: bridge.LinkFailed, Cause: "bad\nthings"}, "not linked: bad; things"},
+		{&bridge.LinkError{Reason: bridge.LinkFailed}, "not linked: linking failed"},
+		{&bridge.LinkError{Reason: bridge.LinkNetworkDown, Service: "WhatsApp", Cause: "dial tcp: no route"}, "not linked: cannot reach WhatsApp's servers (dial tcp: no route); check the network"},
+		{&bridge.LinkError{Reason: bridge.LinkCodeExpired, Service: "WhatsApp"}, "not linked: the pairing code expired before the phone accepted it (typed wrong, or not at all); try again for a new code"},
 	} {
 		err := Failed("me", fmt.Errorf("wrapped: %w", tc.err))
 		if err.Error() != tc.want {
@@ -486,8 +488,9 @@ func TestUnlinkFailedSpeaksOfUnlinking(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&bridge.LinkError{Reason: bridge.LinkFailed, Detail: "me is not linked"}, "not unlinked: me is not linked"},
-		{&bridge.LinkError{Reason: bridge.LinkNetworkDown, Detail: "dial failed"}, "not unlinked: cannot reach WhatsApp's servers; check the network: dial failed"},
+		{&bridge.LinkError{Reason: bridge.LinkNotLinked}, "not unlinked: me is not linked"},
+		{&bridge.LinkError{Reason: bridge.LinkNetworkDown, Service: "WhatsApp", Cause: "dial failed"}, "not unlinked: cannot reach WhatsApp's servers (dial failed); check the network; `phonebridge unlink me --local` forgets the keys here only (the phone keeps listing the device until you remove it there)"},
+		{&bridge.LinkError{Reason: bridge.LinkLogoutFailed, Cause: "500"}, "not unlinked: the logout did not go through (500); `phonebridge unlink me --local` forgets the keys here only (the phone keeps listing the device until you remove it there)"},
 		{&bridge.LinkError{Reason: bridge.LinkBusy}, "not unlinked: another process is driving this link"},
 	} {
 		if got := UnlinkFailed("me", tc.err).Error(); got != tc.want {

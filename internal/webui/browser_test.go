@@ -86,7 +86,7 @@ func TestBrowserLinksAPhone(t *testing.T) {
 	if r := row(p, "phone"); len(r) != 6 || r[1] != "unlinked" || r[5] != "Link" {
 		t.Errorf("phone's row %q, want unlinked with a Link button", r)
 	}
-	if r := row(p, "work"); len(r) != 6 || r[1] != "logged out" || r[4] != "removed from the phone's linked devices" || r[5] != "Link" {
+	if r := row(p, "work"); len(r) != 6 || r[1] != "logged out" || r[4] != "removed from the phone's linked devices (device removed); run `phonebridge link work`" || r[5] != "Link" {
 		t.Errorf("work's row %q, want logged out with its detail and a Link button", r)
 	}
 	if r := row(p, "home"); len(r) != 6 || r[1] != "connected" || r[3] != "+15550001111 (Bob)" || r[2] == "" || r[5] != "" {
@@ -115,7 +115,7 @@ func TestBrowserLinksAPhone(t *testing.T) {
 	call.qr(code1)
 	p.waitFor("a QR code", `!document.getElementById("qr").hidden`)
 	call.finish <- &bridge.LinkError{Reason: bridge.LinkTimedOut}
-	p.waitFor("the failure", fmt.Sprintf(`document.getElementById("result").textContent === %q`, "Not linked: "+string(bridge.LinkTimedOut)))
+	p.waitFor("the failure", fmt.Sprintf(`document.getElementById("result").textContent === %q`, "Not linked: timed out: no phone scanned the code; try again"))
 	if !isHidden(p, "#qr") {
 		t.Error("the QR code stays on screen after the failure")
 	}

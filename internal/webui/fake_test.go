@@ -77,7 +77,7 @@ type linkCall struct {
 	finish   chan error // nil: linked to linkedAccount
 }
 
-var linkedAccount = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Phone: "+15551234567", PushName: "Ann", Platform: "android"}
+var linkedAccount = bridge.LinkAccount{ID: "15551234567@s.whatsapp.net", Handle: "+15551234567", Name: "Ann", Device: "android"}
 
 func (l *fakeLink) Link(ctx context.Context, opts bridge.LinkOptions, progress func(bridge.LinkProgress)) (bridge.LinkAccount, error) {
 	c := &linkCall{ctx: ctx, opts: opts, progress: progress, finish: make(chan error, 1)}
@@ -239,8 +239,8 @@ func serve(t *testing.T, admin bridge.LinkAdmin, cfg config.Web, stateDir string
 func testLinks() (phone, work, home *fakeLink) {
 	since := time.Date(2025, 3, 1, 9, 30, 0, 0, time.UTC)
 	phone = newFakeLink(bridge.LinkStatus{Name: "phone", State: bridge.LinkUnlinked, Since: since})
-	work = newFakeLink(bridge.LinkStatus{Name: "work", State: bridge.LinkLoggedOut, Since: since, Detail: "removed from the phone's linked devices"})
+	work = newFakeLink(bridge.LinkStatus{Name: "work", State: bridge.LinkLoggedOut, Service: "WhatsApp", Since: since, Cause: "device removed"})
 	home = newFakeLink(bridge.LinkStatus{Name: "home", State: bridge.LinkConnected, Since: since,
-		Account: bridge.LinkAccount{ID: "15550001111@s.whatsapp.net", Phone: "+15550001111", PushName: "Bob"}})
+		Account: bridge.LinkAccount{ID: "15550001111@s.whatsapp.net", Handle: "+15550001111", Name: "Bob"}})
 	return phone, work, home
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/bridge/control"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
 // The link stream: opening /api/link?link=NAME as a websocket starts
@@ -23,10 +24,12 @@ const (
 	frameQR          = "qr"           // Image: the code to scan, a PNG data URL
 	framePairingCode = "pairing_code" // Code: to type on the phone
 	frameInfo        = "info"         // Message: a line for the user
-	frameLinked      = "linked"       // Account: the end, linked
-	frameFailed      = "failed"       // Reason (a bridge.LinkFailure), Detail: the end
+	frameLinked      = "linked"       // Account, and Who it is in words: the end, linked
+	frameFailed      = "failed"       // Reason (a bridge.LinkFailure), Message: the end
 )
 
+// frame is what the page shows, worded here: the page is served by the
+// daemon that words it, so it never reads a code it does not know.
 type frame struct {
 	Type    string              `json:"type"`
 	Image   string              `json:"image,omitempty"`
@@ -34,8 +37,8 @@ type frame struct {
 	Expires time.Time           `json:"expires,omitzero"`
 	Message string              `json:"message,omitempty"`
 	Account *bridge.LinkAccount `json:"account,omitempty"`
+	Who     string              `json:"who,omitempty"`
 	Reason  string              `json:"reason,omitempty"`
-	Detail  string              `json:"detail,omitempty"`
 }
 
 const (
@@ -125,10 +128,11 @@ func (s *Server) stream(ctx context.Context, conn *websocket.Conn, name string, 
 	var acct bridge.LinkAccount
 	var linkErr error
 	linked := make(chan struct{})
+	svc := linker.LinkStatus().Service
 	go func() {
 		defer close(linked)
 		acct, linkErr = linker.Link(ctx, opts, func(p bridge.LinkProgress) {
-			f, err := progressFrame(p)
+			f, err := progressFrame(svc, p)
 			if err != nil {
 				drawMu.Lock()
 				drawErr = err
@@ -167,7 +171,7 @@ func (s *Server) stream(ctx context.Context, conn *websocket.Conn, name string, 
 	}
 	drawMu.Lock()
 	if drawErr != nil {
-		linkErr = &bridge.LinkError{Reason: bridge.LinkFailed, Detail: drawErr.Error()}
+		linkErr = &bridge.LinkError{Reason: bridge.LinkFailed, Cause: drawErr.Error()}
 	}
 	drawMu.Unlock()
 	last, code := s.outcome(ctx, name, acct, linkErr)
@@ -188,30 +192,30 @@ func (s *Server) stream(ctx context.Context, conn *websocket.Conn, name string, 
 func (s *Server) outcome(ctx context.Context, name string, acct bridge.LinkAccount, err error) (frame, int) {
 	if err == nil {
 		s.log.Info("linked from the web page", "link", name, "account", acct.ID)
-		return frame{Type: frameLinked, Account: &acct}, websocket.CloseNormalClosure
+		return frame{Type: frameLinked, Account: &acct, Who: acct.String()}, websocket.CloseNormalClosure
 	}
 	var le *bridge.LinkError
 	code := websocket.CloseNormalClosure
 	switch {
 	case s.base.Err() != nil:
-		le = &bridge.LinkError{Reason: bridge.LinkCancelled, Detail: "phonebridge is stopping"}
+		le = &bridge.LinkError{Reason: bridge.LinkShuttingDown}
 		code = websocket.CloseGoingAway
 	case errors.As(err, &le):
 	case ctx.Err() != nil:
 		le = &bridge.LinkError{Reason: bridge.LinkCancelled}
 	default:
-		le = &bridge.LinkError{Reason: bridge.LinkFailed, Detail: err.Error()}
+		le = &bridge.LinkError{Reason: bridge.LinkFailed, Cause: err.Error()}
 	}
-	if le.Reason == bridge.LinkCancelled {
-		s.log.Info("linking from the web page cancelled", "link", name, "detail", le.Detail)
+	if le.Reason == bridge.LinkCancelled || le.Reason == bridge.LinkShuttingDown {
+		s.log.Info("linking from the web page cancelled", "link", name, "reason", string(le.Reason))
 	} else {
-		s.log.Warn("linking from the web page failed", "link", name, "reason", string(le.Reason), "detail", oneLine(le.Detail))
+		s.log.Warn("linking from the web page failed", "link", name, "reason", string(le.Reason), "cause", oneLine(le.Cause))
 	}
-	return frame{Type: frameFailed, Reason: string(le.Reason), Detail: oneLine(le.Detail)}, code
+	return frame{Type: frameFailed, Reason: string(le.Reason), Message: "Not linked: " + linktext.Web.Failure(name, le.Service, le)}, code
 }
 
 // progressFrame turns a step of linking into what the page shows.
-func progressFrame(p bridge.LinkProgress) (frame, error) {
+func progressFrame(svc string, p bridge.LinkProgress) (frame, error) {
 	switch p.Kind {
 	case bridge.ProgressQR:
 		img, err := qrDataURL(p.QR)
@@ -219,7 +223,7 @@ func progressFrame(p bridge.LinkProgress) (frame, error) {
 	case bridge.ProgressPairingCode:
 		return frame{Type: framePairingCode, Code: pairingCode(p.PairingCode), Expires: p.Expires}, nil
 	}
-	return frame{Type: frameInfo, Message: oneLine(p.Message)}, nil
+	return frame{Type: frameInfo, Message: linktext.Web.Waiting(svc, p)}, nil
 }
 
 // qrDataURL draws code as a PNG, dark on light with the 4-module quiet

@@ -34,6 +34,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
 //go:embed static
@@ -276,16 +277,20 @@ func showLogin(w http.ResponseWriter, status int, problem string) {
 	loginPage.Execute(w, struct{ Problem, TokenFile string }{problem, tokenFile})
 }
 
-// linkView is a link as the page shows it; CanLink says it offers Link.
+// linkView is a link as the page shows it, worded here; CanLink says it
+// offers Link.
 type linkView struct {
 	bridge.LinkStatus
-	CanLink bool `json:"can_link"`
+	Who     string `json:"who"`    // the account in words
+	Detail  string `json:"detail"` // why the link is in its state, what to do
+	CanLink bool   `json:"can_link"`
 }
 
 func (s *Server) links(w http.ResponseWriter, r *http.Request) {
 	views := []linkView{}
 	for _, st := range s.admin.Links() {
-		views = append(views, linkView{st, st.State == bridge.LinkUnlinked || st.State == bridge.LinkLoggedOut})
+		views = append(views, linkView{LinkStatus: st, Who: st.Account.String(), Detail: linktext.Web.Detail(st),
+			CanLink: st.State == bridge.LinkUnlinked || st.State == bridge.LinkLoggedOut})
 	}
 	writeJSON(w, http.StatusOK, map[string][]linkView{"links": views})
 }

@@ -119,6 +119,8 @@ func TestTokenInURLSetsAStrictHttpOnlyCookie(t *testing.T) {
 			Name    string             `json:"name"`
 			State   bridge.LinkState   `json:"state"`
 			Account bridge.LinkAccount `json:"account"`
+			Who     string             `json:"who"`
+			Detail  string             `json:"detail"`
 			CanLink bool               `json:"can_link"`
 		} `json:"links"`
 	}
@@ -134,8 +136,13 @@ func TestTokenInURLSetsAStrictHttpOnlyCookie(t *testing.T) {
 			t.Errorf("link %s (%s): can_link %v, want %v", l.Name, l.State, l.CanLink, want[l.Name])
 		}
 	}
-	if got.Links[2].Account.PushName != "Bob" {
-		t.Errorf("home's account: %+v", got.Links[2].Account)
+	if got.Links[2].Account.Name != "Bob" || got.Links[2].Who != "+15550001111 (Bob)" {
+		t.Errorf("home's account: %+v, in words %q", got.Links[2].Account, got.Links[2].Who)
+	}
+	// The page shows words the daemon chose, not codes it would have to
+	// know.
+	if want := "removed from the phone's linked devices (device removed); run `phonebridge link work`"; got.Links[1].Detail != want {
+		t.Errorf("work's detail %q, want %q", got.Links[1].Detail, want)
 	}
 }
 
@@ -334,12 +341,12 @@ func TestLinkStream(t *testing.T) {
 				t.Fatalf("the image is not the QR code of %q", code)
 			}
 		}
-		call.progress(bridge.LinkProgress{Kind: bridge.ProgressInfo, Message: "scanned;\nlogging in"})
-		if f := readFrame(t, conn); f.Type != frameInfo || f.Message != "scanned; logging in" {
+		call.progress(bridge.LinkProgress{Kind: bridge.ProgressWaiting, Reason: bridge.ReasonNetworkDown, Cause: "no route\nto host"})
+		if f := readFrame(t, conn); f.Type != frameInfo || f.Message != "Cannot reach the service's servers (no route; to host); retrying with backoff. Check the network, or press Cancel to stop." {
 			t.Errorf("info frame %+v", f)
 		}
 		call.finish <- nil
-		if f := readFrame(t, conn); f.Type != frameLinked || *f.Account != linkedAccount {
+		if f := readFrame(t, conn); f.Type != frameLinked || *f.Account != linkedAccount || f.Who != linkedAccount.String() {
 			t.Errorf("last frame %+v, want linked to %+v", f, linkedAccount)
 		}
 		_, _, err = conn.ReadMessage()
@@ -363,7 +370,7 @@ func TestLinkStream(t *testing.T) {
 			t.Errorf("frame %+v, want the pairing code as KJ7Q-W2ZP", f)
 		}
 		call.finish <- &bridge.LinkError{Reason: bridge.LinkTimedOut}
-		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkTimedOut) {
+		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkTimedOut) || f.Message != "Not linked: timed out: no phone scanned the code; try again" {
 			t.Errorf("frame %+v, want failed: %s", f, bridge.LinkTimedOut)
 		}
 		if !strings.Contains(s.log.String(), "linking from the web page failed") {
@@ -378,7 +385,7 @@ func TestLinkStream(t *testing.T) {
 		}
 		defer conn.Close()
 		work.nextCall(t).finish <- errors.New("stream error:\nconflict")
-		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkFailed) || f.Detail != "stream error: conflict" {
+		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkFailed) || f.Message != "Not linked: stream error: conflict" {
 			t.Errorf("frame %+v", f)
 		}
 	})
@@ -392,7 +399,7 @@ func TestLinkStream(t *testing.T) {
 		call := work.nextCall(t)
 		call.qr(strings.Repeat("x", 4000))
 		call.waitCancelled(t)
-		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkFailed) || !strings.Contains(f.Detail, "cannot draw the QR code") {
+		if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkFailed) || !strings.Contains(f.Message, "cannot draw the QR code") {
 			t.Errorf("frame %+v", f)
 		}
 	})
@@ -428,7 +435,7 @@ func TestCloseCancelsLinking(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	call.waitCancelled(t)
-	if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkCancelled) || f.Detail != "phonebridge is stopping" {
+	if f := readFrame(t, conn); f.Type != frameFailed || f.Reason != string(bridge.LinkShuttingDown) || f.Message != "Not linked: cancelled: phonebridge is stopping" {
 		t.Errorf("frame %+v, want cancelled because phonebridge is stopping", f)
 	}
 	if _, _, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {

@@ -8,11 +8,6 @@ const $ = (id) => document.getElementById(id);
 // One linking at a time: its websocket and whether its last frame came.
 let current = null;
 
-function account(a) {
-  if (!a || !a.phone) return "";
-  return a.push_name ? `${a.phone} (${a.push_name})` : a.phone;
-}
-
 function when(t) {
   const d = new Date(t);
   // Go's zero time: never set.
@@ -52,7 +47,7 @@ async function refresh() {
     cell(row, l.name);
     cell(row, l.state.replaceAll("_", " "), "state state-" + l.state);
     cell(row, when(l.since));
-    cell(row, account(l.account), "account");
+    cell(row, l.who, "account");
     const until = when(l.until);
     cell(row, [l.detail, until && `until ${until}`].filter(Boolean).join("; "));
     const td = row.insertCell();
@@ -132,12 +127,10 @@ function show(c, f) {
       $("info").textContent = f.message;
       break;
     case "linked":
-      finish(c, `Linked to ${account(f.account)}. phonebridge is relaying it now.`, false);
+      finish(c, `Linked to ${f.who}. phonebridge is relaying it now.`, false);
       break;
     case "failed":
-      // Reasons name the link as NAME, as the CLI's do.
-      const reason = f.reason.replaceAll("NAME", c.name);
-      finish(c, "Not linked: " + (f.detail ? `${reason}: ${f.detail}` : reason), true);
+      finish(c, f.message, true);
       break;
   }
 }
