@@ -778,3 +778,46 @@ func TestHistoryOnlyWhereItIsShown(t *testing.T) {
 		t.Errorf("a destination that does not show history got %v", texts(sent))
 	}
 }
+
+// A shared location reaches a destination that shows places as it is,
+// with the kind and length of a voice note; one that cannot show a place
+// gets lines with a map link, and one without media hears of a voice
+// message rather than a file.
+func TestLocationsAndVoiceNotesFallBackPerDestination(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	maps := all
+	maps.Locations = true
+	rich := bridgetest.NewFake("rich", maps)
+	plain := bridgetest.NewFake("plain", bridge.Capabilities{Replies: true})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "rich/y", "plain/z")}, a, rich, plain)
+
+	where := &bridge.Location{Latitude: 52.5163, Longitude: 13.3777, Name: "Brandenburger Tor", Address: "Pariser Platz, Berlin"}
+	m := msg("a", "x", "A1", "meet here")
+	m.Location = where
+	h.Inject(m)
+	if got := rich.WaitSent(t, 1)[0]; got.Location == nil || *got.Location != *where || got.Text != "meet here" {
+		t.Errorf("a destination that shows places got %+v, text %q", got.Location, got.Text)
+	}
+	want := "📍 Location: Brandenburger Tor\nPariser Platz, Berlin\nmeet here\nhttps://maps.google.com/?q=52.5163,13.3777"
+	if got := plain.WaitSent(t, 1)[0]; got.Location != nil || got.Text != want {
+		t.Errorf("a destination without places got %+v, text %q; want %q", got.Location, got.Text, want)
+	}
+
+	voice := msg("a", "x", "A2", "")
+	a.SetMedia("v1", "opus bytes")
+	voice.Media = []bridge.Media{{MIME: "audio/ogg; codecs=opus", Name: "voice.ogg", Size: 2048, Ref: "v1", Kind: bridge.MediaVoice, DurationMS: 3500, Waveform: []int{0, 512, 1024}}}
+	h.Inject(voice)
+	if got := rich.WaitSent(t, 2)[1].Media; len(got) != 1 || got[0].Kind != bridge.MediaVoice || got[0].DurationMS != 3500 || len(got[0].Waveform) != 3 {
+		t.Errorf("a destination with media got %+v, want the voice note with its length and waveform", got)
+	}
+	if got := plain.WaitSent(t, 2)[1]; got.Text != "[voice message: voice.ogg, 2.0 KB]" {
+		t.Errorf("a destination without media got %q", got.Text)
+	}
+
+	// An event with a place off the Earth is refused, not relayed.
+	bad := msg("a", "x", "A3", "")
+	bad.Location = &bridge.Location{Latitude: 91, Longitude: 0}
+	if err := a.Inject(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "not on Earth") {
+		t.Errorf("a latitude of 91: %v", err)
+	}
+}

@@ -63,6 +63,9 @@ type Capabilities struct {
 	Reactions bool
 	Replies   bool
 	Media     bool
+	// Locations: Send shows Event.Location as a place on a map; others
+	// get it as text with a map link.
+	Locations bool
 	// HTML: Send renders Event.HTML; otherwise only Text is meaningful.
 	HTML   bool
 	Typing bool

@@ -647,6 +647,9 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 			return nil, err
 		}
 		d.media(&out, caps)
+		if out.Location != nil && !caps.Locations {
+			locationAsText(&out)
+		}
 		return d.split(r.id, out, st.Msg, 0, caps), nil
 
 	case KindEdit:

@@ -86,8 +86,47 @@ type Media struct {
 	Caption string `json:"caption,omitempty"`
 	Ref     string `json:"ref,omitempty"`
 
+	// Kind says how clients show it, where more than its MIME type says
+	// (a voice note, a sticker); empty for a plain file of its type.
+	Kind MediaKind `json:"kind,omitempty"`
+	// DurationMS is an audio or video's length in milliseconds, where known.
+	DurationMS int64 `json:"duration_ms,omitempty"`
+	// Width and Height are an image's or video's size in pixels, where known.
+	Width  int `json:"width,omitempty"`
+	Height int `json:"height,omitempty"`
+	// Waveform is a voice note's loudness over its length, each sample
+	// 0 to 1024 (as Matrix's voice messages carry it), where known.
+	Waveform []int `json:"waveform,omitempty"`
+
 	// Open is set by the core on outgoing events; nil on inbound ones.
 	Open func(ctx context.Context) (io.ReadCloser, error) `json:"-"`
+}
+
+// MediaKind is how an attachment is meant to be shown.
+type MediaKind string
+
+// Kinds of media beyond a plain file of its MIME type.
+const (
+	MediaPlain     MediaKind = ""
+	MediaVoice     MediaKind = "voice"      // a voice note: recorded to be played in the chat
+	MediaSticker   MediaKind = "sticker"    // an image shown as a sticker, without a frame
+	MediaGIF       MediaKind = "gif"        // a short looping video without sound, shown as a GIF
+	MediaVideoNote MediaKind = "video_note" // a round video message
+)
+
+// Location is a place on the map.
+type Location struct {
+	Latitude  float64 `json:"latitude"`
+	Longitude float64 `json:"longitude"`
+	Name      string  `json:"name,omitempty"`
+	Address   string  `json:"address,omitempty"`
+	// Live marks a live location, which its sender updates as they move.
+	Live bool `json:"live,omitempty"`
+}
+
+// Valid reports whether the coordinates are on Earth.
+func (l *Location) Valid() bool {
+	return l.Latitude >= -90 && l.Latitude <= 90 && l.Longitude >= -180 && l.Longitude <= 180
 }
 
 // Event is the one neutral event every connector produces and consumes.
@@ -120,6 +159,9 @@ type Event struct {
 	// (Capabilities.History) get it.
 	History bool    `json:"history,omitempty"`
 	Media   []Media `json:"media,omitempty"`
+	// Location is a place shared as the message; Text, if any, is its
+	// caption.
+	Location *Location `json:"location,omitempty"`
 
 	// ReplyTo is the message this one answers.
 	ReplyTo string `json:"reply_to,omitempty"`
@@ -153,8 +195,11 @@ func (e *Event) Check() error {
 	}
 	switch e.Kind {
 	case KindMessage:
-		if e.Text == "" && len(e.Media) == 0 {
-			return fmt.Errorf("a message needs text or media")
+		if e.Text == "" && len(e.Media) == 0 && e.Location == nil {
+			return fmt.Errorf("a message needs text, media or a location")
+		}
+		if e.Location != nil && !e.Location.Valid() {
+			return fmt.Errorf("location %v,%v is not on Earth (latitude -90 to 90, longitude -180 to 180)", e.Location.Latitude, e.Location.Longitude)
 		}
 	case KindEdit:
 		if e.Text == "" {

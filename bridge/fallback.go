@@ -3,6 +3,7 @@ package bridge
 import (
 	"fmt"
 	"html"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -78,7 +79,48 @@ func deleteNotice(ev *Event) string {
 	return senderName(ev.Sender) + " deleted a message"
 }
 
-func mediaWord(mime string) string {
+// locationAsText shows a location as lines of text with a map link, for
+// a destination that cannot show a place: the title and name, the
+// address, the caption (the message's text), the link.
+func locationAsText(out *Outgoing) {
+	l := out.Location
+	title := "📍 Location"
+	if l.Live {
+		title = "📍 Live location"
+	}
+	if name := strings.TrimSpace(l.Name); name != "" {
+		title += ": " + name
+	}
+	lines := []string{title}
+	for _, line := range []string{l.Address, out.Text} {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	lines = append(lines, MapLink(*l))
+	out.Text = strings.Join(lines, "\n")
+	out.HTML = ""
+	out.Location = nil
+}
+
+// MapLink is a link that shows l on a map in any browser.
+func MapLink(l Location) string {
+	return "https://maps.google.com/?q=" + strconv.FormatFloat(l.Latitude, 'f', -1, 64) + "," + strconv.FormatFloat(l.Longitude, 'f', -1, 64)
+}
+
+// mediaWord names an attachment for a destination that carries no media.
+func mediaWord(m Media) string {
+	switch m.Kind {
+	case MediaVoice:
+		return "voice message"
+	case MediaSticker:
+		return "sticker"
+	case MediaGIF:
+		return "GIF"
+	case MediaVideoNote:
+		return "video message"
+	}
+	mime := m.MIME
 	switch {
 	case strings.HasPrefix(mime, "image/"):
 		return "image"
@@ -107,7 +149,7 @@ func humanSize(n int64) string {
 func mediaPlaceholders(out *Outgoing) {
 	var lines []string
 	for _, m := range out.Media {
-		desc := mediaWord(m.MIME)
+		desc := mediaWord(m)
 		details := []string{}
 		if m.Name != "" {
 			details = append(details, m.Name)

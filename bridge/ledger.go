@@ -486,14 +486,20 @@ func snippet(s string) string {
 // messageText is what a message says, for quotes: its text, else its
 // media's caption or name.
 func messageText(ev *Event) string {
-	if ev.Text != "" || len(ev.Media) == 0 {
+	if ev.Text != "" {
 		return ev.Text
+	}
+	if l := ev.Location; l != nil && len(ev.Media) == 0 {
+		return strings.TrimSpace("📍 " + l.Name)
+	}
+	if len(ev.Media) == 0 {
+		return ""
 	}
 	m := ev.Media[0]
 	if m.Caption != "" {
 		return m.Caption
 	}
-	return strings.TrimSpace("[" + mediaWord(m.MIME) + "] " + m.Name)
+	return strings.TrimSpace("[" + mediaWord(m) + "] " + m.Name)
 }
 
 func randomHex(n int) string {

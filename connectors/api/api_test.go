@@ -387,7 +387,7 @@ func TestPostBadRequests(t *testing.T) {
 		{`{"chat":"general","text":"hi"}`, "kind is required"},
 		{`{"kind":"shout","chat":"general","text":"hi"}`, `kind "shout" is not one of`},
 		{`{"kind":"message","text":"hi"}`, "chat is empty"},
-		{`{"kind":"message","chat":"general"}`, "needs text or media"},
+		{`{"kind":"message","chat":"general"}`, "needs text, media or a location"},
 		{`{"kind":"edit","chat":"general","text":"x"}`, "needs a target"},
 		{`{"kind":"reaction","chat":"general","target":"m1"}`, "needs an emoji"},
 		{`{"kind":"message","chat":"general","text":"hi","time":"yesterday"}`, "not RFC 3339"},
