@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/deadline"
 )
 
 // Bridge ties connectors, router, store and delivery together.
@@ -34,6 +35,9 @@ type Bridge struct {
 	// setting); retention prunes past it from Start to Stop, nil when 0.
 	keepMessages time.Duration
 	retention    *retention
+	// expiry forgets disappearing messages' text as they expire, from
+	// Start to Stop (expiry.go).
+	expiry *deadline.Timer
 
 	// ephemeral bounds typing and read relays in flight; beyond it they
 	// are shed, which is what best effort means.
@@ -321,6 +325,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.notice(n.from, n.text)
 	}
 	b.startRetention()
+	b.startExpiry(ctx)
 	return nil
 }
 
@@ -336,6 +341,9 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		defer cancel()
 	}
 	pruneErr := b.stopRetention(delCtx)
+	if b.expiry != nil {
+		b.expiry.Stop()
+	}
 	answered, delErr := b.del.shutdown(delCtx, time.Second)
 	if !answered {
 		b.log.Warn("stopped with deliveries unanswered; their events stay in the outbox and are checked and sent again at the next start")
@@ -518,6 +526,9 @@ func (b *Bridge) accept(ev *Event, dests []Endpoint, done func(error)) {
 		}
 		for _, q := range res.queued {
 			b.del.offer(q.dest, q.row)
+		}
+		if b.expiry != nil {
+			b.expiry.At(res.expires)
 		}
 		b.obs.Accepted(ev.Chat.Connector, ev.Kind)
 		done(nil)

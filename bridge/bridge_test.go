@@ -702,6 +702,47 @@ func TestReactionRemovalWithoutEmoji(t *testing.T) {
 	}
 }
 
+// WhatsApp keeps one reaction per person: a new one replaces the old.
+// A destination with reactions loses the old as it gets the new; one
+// that got the old as a notice sees that notice deleted; a sender's
+// first reaction replaces nothing.
+func TestAReactionReplacesTheSendersEarlierOne(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	notes := bridgetest.NewFake("notes", bridge.Capabilities{Deletes: true, Replies: true})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y", "notes/z")}, a, b, notes)
+	h.Inject(msg("a", "x", "A1", "hello"))
+	for i, emoji := range []string{"👍", "❤"} {
+		react := act(bridge.KindReaction, "a", "x", fmt.Sprintf("R%d", i), "A1")
+		react.Emoji, react.ReplacesReaction = emoji, true
+		h.Inject(react)
+	}
+	// Someone else's reaction stands beside them.
+	other := act(bridge.KindReaction, "a", "x", "R9", "A1")
+	other.Sender, other.Emoji, other.ReplacesReaction = bridge.Sender{ID: "u-bob", Name: "Bob"}, "😮", true
+	h.Inject(other)
+
+	got := b.WaitSent(t, 5)
+	want := []struct {
+		kind                    bridge.Kind
+		emoji, target, reaction string
+	}{
+		{bridge.KindMessage, "", "", ""},
+		{bridge.KindReaction, "👍", "b-1", ""},
+		{bridge.KindReactionRemove, "", "b-1", "b-2"},
+		{bridge.KindReaction, "❤", "b-1", ""},
+		{bridge.KindReaction, "😮", "b-1", ""},
+	}
+	for i, w := range want {
+		if g := got[i]; g.Kind != w.kind || g.Emoji != w.emoji || g.Target != w.target || g.TargetReaction != w.reaction {
+			t.Errorf("b's send %d: %s %q on %q (reaction %q); want %s %q on %q (reaction %q)", i, g.Kind, g.Emoji, g.Target, g.TargetReaction, w.kind, w.emoji, w.target, w.reaction)
+		}
+	}
+	n := notes.WaitSent(t, 5)
+	if n[1].Kind != bridge.KindMessage || n[2].Kind != bridge.KindDelete || n[2].Target != "notes-2" || n[3].Kind != bridge.KindMessage || !strings.Contains(n[3].Text, "❤") {
+		t.Errorf("the notice destination got %+v, want the 👍 notice deleted before the ❤ one", n)
+	}
+}
+
 // A connector that joins its chats (a Matrix bot) learns which chats the
 // routes name on it, before it starts and again when the routes change.
 func TestRoutedChatsTold(t *testing.T) {
@@ -819,5 +860,58 @@ func TestLocationsAndVoiceNotesFallBackPerDestination(t *testing.T) {
 	bad.Location = &bridge.Location{Latitude: 91, Longitude: 0}
 	if err := a.Inject(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "not on Earth") {
 		t.Errorf("a latitude of 91: %v", err)
+	}
+}
+
+// A disappearing chat's message: its text, kept for quotes, is forgotten
+// when it expires (not after keep_messages), while an ordinary message
+// keeps its own; the id map stays, so replies still find their target.
+func TestDisappearingMessagesTextIsForgottenAtExpiry(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	gone := msg("a", "x", "A1", "this disappears")
+	gone.Time, gone.ExpiresInSec = time.Now(), 1
+	h.Inject(gone)
+	h.Inject(msg("a", "x", "A2", "this stays"))
+	b.WaitSent(t, 2)
+	text := func(id string) string {
+		var s string
+		if err := h.Store.DB().QueryRow(`SELECT text FROM messages WHERE origin_native = ?`, id).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got := text("A1"); got != "this disappears" {
+		t.Fatalf("before its expiry the text is %q", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for text("A1") != "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := text("A1"); got != "" {
+		t.Errorf("10 s after its 1 s expiry the text is still %q", got)
+	}
+	if got := text("A2"); got != "this stays" {
+		t.Errorf("an ordinary message's text became %q", got)
+	}
+	reply := msg("a", "x", "A3", "answer")
+	reply.ReplyTo = "A1"
+	h.Inject(reply)
+	if got := b.WaitSent(t, 3)[2]; got.ReplyTo != "b-1" {
+		t.Errorf("a reply to the expired message went as %+v, want a reply to b-1", got)
+	}
+
+	// An expiry pending across a restart is kept by the next start.
+	later := msg("a", "x", "A4", "this disappears after a restart")
+	later.Time, later.ExpiresInSec = time.Now(), 2
+	h.Inject(later)
+	b.WaitSent(t, 4)
+	h.Restart()
+	deadline = time.Now().Add(10 * time.Second)
+	for text("A4") != "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := text("A4"); got != "" {
+		t.Errorf("after a restart, 10 s after its 2 s expiry the text is still %q", got)
 	}
 }

@@ -700,9 +700,26 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		if err != nil {
 			return nil, err
 		}
+		// The reaction this one replaces goes first, as its removal or,
+		// where it went as a notice, the notice's delete.
+		var steps []step
+		if replaced, err := d.lookup(ctx, q, st.ReactionMsg); err != nil {
+			return nil, err
+		} else if len(replaced) > 0 {
+			gone := out
+			gone.Key, gone.Emoji, gone.ReplacesReaction = deliveryKey(r.id, 1), "", false
+			switch {
+			case caps.Reactions && len(ids) > 0:
+				gone.Kind, gone.Target, gone.TargetReaction = KindReactionRemove, ids[0], replaced[0]
+				steps = append(steps, step{out: gone, msg: 0})
+			case caps.Deletes:
+				gone.Kind, gone.Target = KindDelete, replaced[0]
+				steps = append(steps, step{out: gone, msg: 0})
+			}
+		}
 		if caps.Reactions && len(ids) > 0 {
 			out.Target = ids[0]
-			return []step{{out: out, msg: st.Msg, part: 0}}, nil
+			return append(steps, step{out: out, msg: st.Msg, part: 0}), nil
 		}
 		if d.relay.Reactions == "drop" || st.TargetMsg == 0 {
 			return nil, nil
@@ -721,7 +738,7 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		}
 		// Recorded as the reaction's copy so removing the reaction can
 		// delete this notice.
-		return []step{{out: out, msg: st.Msg, part: 0}}, nil
+		return append(steps, step{out: out, msg: st.Msg, part: 0}), nil
 
 	case KindReactionRemove:
 		ids, err := d.lookup(ctx, q, st.TargetMsg)

@@ -162,6 +162,10 @@ type Event struct {
 	// Location is a place shared as the message; Text, if any, is its
 	// caption.
 	Location *Location `json:"location,omitempty"`
+	// ExpiresInSec is, for a message of a disappearing chat, how long
+	// after Time it disappears. The core forgets its text then (kept for
+	// quotes); destinations that make messages disappear do.
+	ExpiresInSec int64 `json:"expires_in_sec,omitempty"`
 
 	// ReplyTo is the message this one answers.
 	ReplyTo string `json:"reply_to,omitempty"`
@@ -176,6 +180,10 @@ type Event struct {
 	// leave it empty (WhatsApp does not say which); the core then removes
 	// the sender's latest reaction to the target and fills it in.
 	Emoji string `json:"emoji,omitempty"`
+	// ReplacesReaction marks a reaction that takes the place of the
+	// sender's earlier reaction to the same message (WhatsApp keeps one
+	// per person): destinations lose the old one as they get the new.
+	ReplacesReaction bool `json:"replaces_reaction,omitempty"`
 
 	// Origin is where an outgoing event came from: the origin connector's
 	// name and chat. Empty on inbound events.

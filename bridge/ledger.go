@@ -73,6 +73,10 @@ var coreMigrations = []string{
 	CREATE INDEX outbox_reply_msg ON outbox (reply_msg) WHERE reply_msg IS NOT NULL;
 	CREATE INDEX outbox_target_msg ON outbox (target_msg) WHERE target_msg IS NOT NULL;
 	CREATE INDEX outbox_reaction_msg ON outbox (reaction_msg) WHERE reaction_msg IS NOT NULL;`,
+	// expires_at (unix ms): when a disappearing message's text is
+	// forgotten (expiry.go).
+	`ALTER TABLE messages ADD COLUMN expires_at INTEGER;
+	CREATE INDEX messages_expiring ON messages (expires_at) WHERE expires_at IS NOT NULL;`,
 }
 
 // Roles of a native id.
@@ -97,7 +101,8 @@ type stored struct {
 	Msg       int64 // the message this event creates or acts on
 	ReplyMsg  int64
 	TargetMsg int64
-	// ReactionMsg is the reaction a reaction removal undoes.
+	// ReactionMsg is the reaction a reaction removal undoes, or the one a
+	// reaction replaces (Event.ReplacesReaction).
 	ReactionMsg int64
 	// Quote is the replied-to, edited or reacted-to message as it was when
 	// this event arrived, for destinations that get a quote instead.
@@ -125,6 +130,9 @@ type acceptResult struct {
 	// queued holds the outbox rows written, one per destination, so the
 	// worker can take them from memory instead of reading them back.
 	queued []queuedRow
+	// expires is when the message's text is forgotten (a disappearing
+	// chat's), zero for never.
+	expires time.Time
 }
 
 type queuedRow struct {
@@ -236,15 +244,33 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 	}
 
 	nowMS := now.UnixMilli()
+	if ev.Kind == KindReaction && ev.ReplacesReaction && st.TargetMsg != 0 {
+		// The sender's reaction still standing on the message goes.
+		err := tx.QueryRow(`SELECT id FROM messages WHERE target_id = ? AND sender_id = ? AND kind = ? AND deleted = 0
+			ORDER BY id DESC LIMIT 1`, st.TargetMsg, ev.Sender.ID, KindReaction).Scan(&st.ReactionMsg)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if st.ReactionMsg != 0 {
+			if _, err := tx.Exec(`UPDATE messages SET deleted = 1 WHERE id = ?`, st.ReactionMsg); err != nil {
+				return err
+			}
+		}
+	}
 	switch ev.Kind {
 	case KindMessage, KindReaction:
 		var target any
 		if ev.Kind == KindReaction && st.TargetMsg != 0 {
 			target = st.TargetMsg
 		}
-		if _, err := tx.Exec(`INSERT INTO messages (id, kind, origin_connector, origin_chat, origin_native, sender_id, sender_name, text, target_id, emoji, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			st.Msg, ev.Kind, origin.Connector, origin.ID, ev.ID, ev.Sender.ID, ev.Sender.Name, snippet(messageText(&ev)), target, ev.Emoji, nowMS); err != nil {
+		var expires any
+		if ev.ExpiresInSec > 0 {
+			res.expires = expiresAt(&ev, now)
+			expires = res.expires.UnixMilli()
+		}
+		if _, err := tx.Exec(`INSERT INTO messages (id, kind, origin_connector, origin_chat, origin_native, sender_id, sender_name, text, target_id, emoji, created_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			st.Msg, ev.Kind, origin.Connector, origin.ID, ev.ID, ev.Sender.ID, ev.Sender.Name, snippet(messageText(&ev)), target, ev.Emoji, nowMS, expires); err != nil {
 			return err
 		}
 	default:

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -908,7 +909,7 @@ func TestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, HTML: true, Typing: true, Read: true, History: true, MaxTextLength: 4000}
+	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, Locations: true, HTML: true, Typing: true, Read: true, History: true, MaxTextLength: 4000}
 	if c.Capabilities() != want {
 		t.Fatalf("capabilities %+v", c.Capabilities())
 	}
@@ -1020,5 +1021,58 @@ func TestHistoryFlagged(t *testing.T) {
 	h.send("general", "pb.h2", "now")
 	if ev := expectEvent(t, ws, "general", 2, "now"); ev["history"] != nil {
 		t.Errorf("a live message reached the client flagged history: %v", ev)
+	}
+}
+
+// A voice note keeps its kind, length and waveform and a place its
+// coordinates, both ways; bad shapes are refused with the field named.
+func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
+	h := newHarness(t, nil)
+	data := base64.StdEncoding.EncodeToString([]byte("OggS voice"))
+	body := fmt.Sprintf(`{"id":"v1","kind":"message","chat":"general",
+		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024]}],
+		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true}}`, data)
+	if status, m := h.post(body); status != http.StatusAccepted {
+		t.Fatalf("POST: %d %v", status, m)
+	}
+	got := h.sink.got()
+	if len(got) != 1 || len(got[0].Media) != 1 {
+		t.Fatalf("sink got %+v", got)
+	}
+	m, l := got[0].Media[0], got[0].Location
+	if m.Kind != bridge.MediaVoice || m.DurationMS != 4200 || !slices.Equal(m.Waveform, []int{0, 512, 1024}) {
+		t.Errorf("inbound media %+v", m)
+	}
+	if l == nil || *l != (bridge.Location{Latitude: 48.8584, Longitude: 2.2945, Name: "Tour Eiffel", Live: true}) {
+		t.Errorf("inbound location %+v", l)
+	}
+	for bad, says := range map[string]string{
+		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data): "media[0].kind",
+		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"waveform":[2000]}]}`, data): "media[0].waveform",
+		`{"kind":"message","chat":"general","location":{"latitude":123,"longitude":0}}`:                  "not on Earth",
+	} {
+		if status, m := h.post(bad); status != http.StatusBadRequest || !strings.Contains(m["error"].(string), says) {
+			t.Errorf("%s: %d %v, want 400 naming %s", bad, status, m, says)
+		}
+	}
+
+	ws := h.dial()
+	subscribe(t, ws, "general", nil)
+	open := func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("webp")), nil }
+	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{
+		Event: bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "general"},
+			Media:    []bridge.Media{{MIME: "image/webp", Name: "s.webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: open}},
+			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}},
+		Key: "pb.v1",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ev := readFrame(t, ws)["event"].(map[string]any)
+	media := ev["media"].([]any)[0].(map[string]any)
+	if media["kind"] != "sticker" || media["width"] != float64(512) || media["height"] != float64(512) {
+		t.Errorf("outbound media %v", media)
+	}
+	if loc, _ := ev["location"].(map[string]any); loc["latitude"] != -1.5 || loc["longitude"] != 2.25 || loc["address"] != "somewhere" {
+		t.Errorf("outbound location %v", ev["location"])
 	}
 }

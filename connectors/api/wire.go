@@ -24,31 +24,50 @@ type wireSender struct {
 	IsOwner bool   `json:"is_owner,omitempty"`
 }
 
+// wireMediaShape is how an attachment is shown, both ways.
+type wireMediaShape struct {
+	Kind       string `json:"kind,omitempty"` // voice, sticker, gif, video_note
+	DurationMS int64  `json:"duration_ms,omitempty"`
+	Width      int    `json:"width,omitempty"`
+	Height     int    `json:"height,omitempty"`
+	Waveform   []int  `json:"waveform,omitempty"`
+}
+
 type inMedia struct {
 	MIME    string `json:"mime"`
 	Name    string `json:"name"`
 	Size    int64  `json:"size"`
 	Caption string `json:"caption"`
 	Data    string `json:"data"`
+	wireMediaShape
+}
+
+type wireLocation struct {
+	Latitude  float64 `json:"latitude"`
+	Longitude float64 `json:"longitude"`
+	Name      string  `json:"name,omitempty"`
+	Address   string  `json:"address,omitempty"`
+	Live      bool    `json:"live,omitempty"`
 }
 
 type inEvent struct {
-	ID             string     `json:"id"`
-	Kind           string     `json:"kind"`
-	Chat           string     `json:"chat"`
-	ChatName       string     `json:"chat_name"`
-	ChatDirect     bool       `json:"chat_direct"`
-	Sender         wireSender `json:"sender"`
-	Time           string     `json:"time"`
-	Text           string     `json:"text"`
-	HTML           string     `json:"html"`
-	Emote          bool       `json:"emote"`
-	Notice         bool       `json:"notice"`
-	ReplyTo        string     `json:"reply_to"`
-	Target         string     `json:"target"`
-	TargetReaction string     `json:"target_reaction"`
-	Emoji          string     `json:"emoji"`
-	Media          []inMedia  `json:"media"`
+	ID             string        `json:"id"`
+	Kind           string        `json:"kind"`
+	Chat           string        `json:"chat"`
+	ChatName       string        `json:"chat_name"`
+	ChatDirect     bool          `json:"chat_direct"`
+	Sender         wireSender    `json:"sender"`
+	Time           string        `json:"time"`
+	Text           string        `json:"text"`
+	HTML           string        `json:"html"`
+	Emote          bool          `json:"emote"`
+	Notice         bool          `json:"notice"`
+	ReplyTo        string        `json:"reply_to"`
+	Target         string        `json:"target"`
+	TargetReaction string        `json:"target_reaction"`
+	Emoji          string        `json:"emoji"`
+	Media          []inMedia     `json:"media"`
+	Location       *wireLocation `json:"location"`
 }
 
 type outMedia struct {
@@ -57,6 +76,7 @@ type outMedia struct {
 	Size    int64  `json:"size"`
 	Caption string `json:"caption,omitempty"`
 	URL     string `json:"url"`
+	wireMediaShape
 }
 
 type outOrigin struct {
@@ -67,23 +87,24 @@ type outOrigin struct {
 }
 
 type outEvent struct {
-	ID             string     `json:"id,omitempty"`
-	Kind           string     `json:"kind"`
-	Chat           string     `json:"chat"`
-	ChatName       string     `json:"chat_name,omitempty"`
-	Sender         wireSender `json:"sender"`
-	Time           string     `json:"time"`
-	Text           string     `json:"text,omitempty"`
-	HTML           string     `json:"html,omitempty"`
-	Emote          bool       `json:"emote,omitempty"`
-	Notice         bool       `json:"notice,omitempty"`
-	History        bool       `json:"history,omitempty"`
-	ReplyTo        string     `json:"reply_to,omitempty"`
-	Target         string     `json:"target,omitempty"`
-	TargetReaction string     `json:"target_reaction,omitempty"`
-	Emoji          string     `json:"emoji,omitempty"`
-	Media          []outMedia `json:"media,omitempty"`
-	Origin         *outOrigin `json:"origin,omitempty"`
+	ID             string        `json:"id,omitempty"`
+	Kind           string        `json:"kind"`
+	Chat           string        `json:"chat"`
+	ChatName       string        `json:"chat_name,omitempty"`
+	Sender         wireSender    `json:"sender"`
+	Time           string        `json:"time"`
+	Text           string        `json:"text,omitempty"`
+	HTML           string        `json:"html,omitempty"`
+	Emote          bool          `json:"emote,omitempty"`
+	Notice         bool          `json:"notice,omitempty"`
+	History        bool          `json:"history,omitempty"`
+	ReplyTo        string        `json:"reply_to,omitempty"`
+	Target         string        `json:"target,omitempty"`
+	TargetReaction string        `json:"target_reaction,omitempty"`
+	Emoji          string        `json:"emoji,omitempty"`
+	Media          []outMedia    `json:"media,omitempty"`
+	Location       *wireLocation `json:"location,omitempty"`
+	Origin         *outOrigin    `json:"origin,omitempty"`
 }
 
 // apiError is an error with its HTTP status and protocol code.
@@ -221,8 +242,25 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 				fmt.Sprintf("media[%d] is %d bytes, over max_media_bytes (%d)", i, len(b), c.opts.MaxMediaBytes)}
 		}
 		// Size is what the bytes are, whatever the client claimed.
-		ev.Media = append(ev.Media, bridge.Media{MIME: m.MIME, Name: m.Name, Size: int64(len(b)), Caption: m.Caption})
+		switch k := bridge.MediaKind(m.Kind); k {
+		case bridge.MediaPlain, bridge.MediaVoice, bridge.MediaSticker, bridge.MediaGIF, bridge.MediaVideoNote:
+		default:
+			return nil, badRequest("media[%d].kind %q is not one of voice, sticker, gif, video_note (or none)", i, m.Kind)
+		}
+		if m.DurationMS < 0 || m.Width < 0 || m.Height < 0 {
+			return nil, badRequest("media[%d]: duration_ms, width and height cannot be negative", i)
+		}
+		for _, v := range m.Waveform {
+			if v < 0 || v > 1024 {
+				return nil, badRequest("media[%d].waveform has %d; samples go from 0 to 1024", i, v)
+			}
+		}
+		ev.Media = append(ev.Media, bridge.Media{MIME: m.MIME, Name: m.Name, Size: int64(len(b)), Caption: m.Caption,
+			Kind: bridge.MediaKind(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform})
 		res.media = append(res.media, b)
+	}
+	if l := in.Location; l != nil {
+		ev.Location = &bridge.Location{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}
 	}
 	if err := ev.Check(); err != nil {
 		return nil, badRequest("%v", err)
@@ -261,7 +299,11 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 	}
 	for i, s := range media {
 		m := ev.Media[i]
-		o.Media = append(o.Media, outMedia{MIME: s.mime, Name: m.Name, Size: s.size, Caption: m.Caption, URL: mediaPath + s.digest})
+		o.Media = append(o.Media, outMedia{MIME: s.mime, Name: m.Name, Size: s.size, Caption: m.Caption, URL: mediaPath + s.digest,
+			wireMediaShape: wireMediaShape{Kind: string(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform}})
+	}
+	if l := ev.Location; l != nil {
+		o.Location = &wireLocation{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}
 	}
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
 		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}

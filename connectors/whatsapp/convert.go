@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"go.mau.fi/whatsmeow/proto/waE2E"
@@ -26,6 +27,9 @@ type incoming struct {
 	// zero for events that create no message (edits, deletes, reactions,
 	// notices).
 	Ref msgRef
+	// Timer is the chat's disappearing-messages timer in seconds (0:
+	// off) where the message says it; nil where it says nothing.
+	Timer *uint32
 }
 
 // msgRef is what the connector keeps per message: enough to quote, reply
@@ -38,6 +42,12 @@ type msgRef struct {
 	// Text is the plain text or caption (a short label for media without
 	// one), for the quoted preview of replies.
 	Text string
+	// At is when the link first recorded it (sent or received it); zero
+	// where unknown.
+	At time.Time
+	// Expires is when a disappearing chat's message disappears, and its
+	// text with it; zero for never.
+	Expires time.Time
 }
 
 // convertIncoming turns a whatsmeow message event into a neutral event.
@@ -83,11 +93,12 @@ func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bo
 		if ev.Target == "" {
 			return incoming{}, false
 		}
-		ev.Kind, ev.Emoji = bridge.KindReaction, r.GetText()
+		// One reaction per person: a new one replaces the sender's last.
+		ev.Kind, ev.Emoji, ev.ReplacesReaction = bridge.KindReaction, r.GetText(), true
 		if ev.Emoji == "" {
 			// WhatsApp does not say which reaction is removed; the core
 			// removes the sender's latest one on the target.
-			ev.Kind = bridge.KindReactionRemove
+			ev.Kind, ev.ReplacesReaction = bridge.KindReactionRemove, false
 		}
 		return incoming{Event: ev}, true
 	case msg.PinInChatMessage != nil:
@@ -113,11 +124,19 @@ func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bo
 	if c.media != nil {
 		ev.Media = []bridge.Media{*c.media}
 	}
-	if ev.Text == "" && len(ev.Media) == 0 {
+	ev.Location = c.location
+	if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil {
 		return incoming{}, false
 	}
 	ref := msgRef{Chat: chat, ID: info.ID, Sender: sender, FromMe: info.IsFromMe, Text: c.preview}
-	return incoming{Event: ev, Ref: ref}, true
+	res := incoming{Event: ev, Ref: ref}
+	if c.expiration > 0 {
+		// Sent into a disappearing chat: it says the chat's timer too.
+		res.Event.ExpiresInSec = int64(c.expiration)
+		res.Ref.Expires = info.Timestamp.Add(time.Duration(c.expiration) * time.Second)
+		res.Timer = &c.expiration
+	}
+	return res, true
 }
 
 // convertProtocol handles revokes, edits and disappearing-message settings;
@@ -134,12 +153,14 @@ func convertProtocol(ev bridge.Event, p *waE2E.ProtocolMessage, actor string, gr
 		}
 		ev.Text, ev.HTML = c.text, c.html
 	case waE2E.ProtocolMessage_EPHEMERAL_SETTING:
+		timer := p.GetEphemeralExpiration()
 		if group {
-			return incoming{}, false // groups announce it through GroupInfo
+			// Groups announce it through GroupInfo; the timer still holds.
+			return incoming{Timer: &timer}, false
 		}
 		ev.Notice = true
-		ev.Text = disappearingText(actor, p.GetEphemeralExpiration())
-		return incoming{Event: ev}, true
+		ev.Text = disappearingText(actor, timer)
+		return incoming{Event: ev, Timer: &timer}, true
 	default:
 		return incoming{}, false
 	}
@@ -224,6 +245,8 @@ func futureProofInner(m *waE2E.Message) *waE2E.Message {
 type content struct {
 	text, html string
 	media      *bridge.Media
+	location   *bridge.Location
+	expiration uint32 // seconds, in a disappearing chat
 	replyTo    string
 	preview    string // for msgRef.Text
 }
@@ -261,15 +284,12 @@ func messageContent(m *waE2E.Message) (c content, ok bool) {
 		c, sub = mediaContent(stickerMedia(m.StickerMessage)), m.StickerMessage
 	case m.LocationMessage != nil:
 		l := m.LocationMessage
-		title := "📍 Location"
-		if l.GetIsLive() {
-			title = "📍 Live location"
-		}
-		c.text = locationText(title, l.GetName(), l.GetAddress(), l.GetComment(), l.GetDegreesLatitude(), l.GetDegreesLongitude())
+		c = locationContent(bridge.Location{Latitude: l.GetDegreesLatitude(), Longitude: l.GetDegreesLongitude(),
+			Name: strings.TrimSpace(l.GetName()), Address: strings.TrimSpace(l.GetAddress()), Live: l.GetIsLive()}, l.GetComment())
 		sub = l
 	case m.LiveLocationMessage != nil:
 		l := m.LiveLocationMessage
-		c.text = locationText("📍 Live location", "", "", l.GetCaption(), l.GetDegreesLatitude(), l.GetDegreesLongitude())
+		c = locationContent(bridge.Location{Latitude: l.GetDegreesLatitude(), Longitude: l.GetDegreesLongitude(), Live: true}, l.GetCaption())
 		sub = l
 	case m.ContactMessage != nil:
 		c.text, sub = contactText(m.ContactMessage), m.ContactMessage
@@ -297,11 +317,33 @@ func messageContent(m *waE2E.Message) (c content, ok bool) {
 		// A reply names the quoted message by its id (StanzaID); mentions
 		// and forwards carry a context without one.
 		c.replyTo = sub.GetContextInfo().GetStanzaID()
+		c.expiration = sub.GetContextInfo().GetExpiration()
 	}
 	if c.preview == "" {
 		c.preview = c.text
 	}
-	return c, c.text != "" || c.media != nil
+	return c, c.text != "" || c.media != nil || c.location != nil
+}
+
+// locationContent is a shared place with its comment as the text. A
+// place off the Earth (a phone's bad fix, a forged message) is said in
+// words instead: destinations would refuse it.
+func locationContent(l bridge.Location, comment string) content {
+	c := formattedText(strings.TrimSpace(comment))
+	title := "📍 Location"
+	if l.Live {
+		title = "📍 Live location"
+	}
+	if l.Name != "" {
+		title += ": " + l.Name
+	}
+	c.preview = title
+	if !l.Valid() {
+		c.text, c.html = strings.TrimSpace(title+"\n"+c.text), ""
+		return c
+	}
+	c.location = &l
+	return c
 }
 
 // formattedText is a text with its WhatsApp markup rendered as HTML.
@@ -376,23 +418,6 @@ func typeWords(field string) string {
 	if b.Len() == 0 {
 		return "message"
 	}
-	return b.String()
-}
-
-// locationText shows a location with a map link anyone can open.
-func locationText(title, name, address, comment string, lat, lon float64) string {
-	var b strings.Builder
-	b.WriteString(title)
-	if name != "" {
-		b.WriteString(": " + name)
-	}
-	for _, line := range []string{address, comment} {
-		if line = strings.TrimSpace(line); line != "" {
-			b.WriteString("\n" + line)
-		}
-	}
-	fmt.Fprintf(&b, "\nhttps://maps.google.com/?q=%s,%s",
-		strconv.FormatFloat(lat, 'f', -1, 64), strconv.FormatFloat(lon, 'f', -1, 64))
 	return b.String()
 }
 

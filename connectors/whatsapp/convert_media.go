@@ -87,20 +87,24 @@ func (r mediaRef) mediaType() whatsmeow.MediaType {
 // for the text in quoted previews when there is no caption.
 
 func imageMedia(m *waE2E.ImageMessage) (bridge.Media, string) {
-	return attachment(mediaImage, m.GetMimetype(), "image/jpeg", "image", m.GetCaption(), m.GetFileLength(),
-		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256()), "Photo"
+	md := attachment(mediaImage, m.GetMimetype(), "image/jpeg", "image", m.GetCaption(), m.GetFileLength(),
+		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
+	md.Width, md.Height = int(m.GetWidth()), int(m.GetHeight())
+	return md, "Photo"
 }
 
 func videoMedia(m *waE2E.VideoMessage, note bool) (bridge.Media, string) {
+	md := attachment(mediaVideo, m.GetMimetype(), "video/mp4", "video", m.GetCaption(), m.GetFileLength(),
+		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
+	md.Width, md.Height, md.DurationMS = int(m.GetWidth()), int(m.GetHeight()), int64(m.GetSeconds())*1000
 	label := "Video"
 	switch {
 	case note:
-		label = "Video message"
+		md.Kind, label = bridge.MediaVideoNote, "Video message"
 	case m.GetGifPlayback():
-		label = "GIF"
+		md.Kind, label = bridge.MediaGIF, "GIF"
 	}
-	return attachment(mediaVideo, m.GetMimetype(), "video/mp4", "video", m.GetCaption(), m.GetFileLength(),
-		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256()), label
+	return md, label
 }
 
 func audioMedia(m *waE2E.AudioMessage) (bridge.Media, string) {
@@ -108,8 +112,53 @@ func audioMedia(m *waE2E.AudioMessage) (bridge.Media, string) {
 	if m.GetPTT() {
 		base, label = "voice", "Voice message"
 	}
-	return attachment(mediaAudio, m.GetMimetype(), "audio/ogg", base, "", m.GetFileLength(),
-		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256()), label
+	md := attachment(mediaAudio, m.GetMimetype(), "audio/ogg", base, "", m.GetFileLength(),
+		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
+	md.DurationMS = int64(m.GetSeconds()) * 1000
+	if m.GetPTT() {
+		md.Kind, md.Waveform = bridge.MediaVoice, waveformFromWA(m.GetWaveform())
+	}
+	return md, label
+}
+
+// WhatsApp's waveform is 64 samples of 0 to 100; the neutral one's
+// samples go 0 to 1024, as Matrix's voice messages have them.
+const (
+	waWaveformMax      = 100
+	waWaveformSamples  = 64
+	neutralWaveformMax = 1024
+)
+
+// waveformFromWA scales WhatsApp's waveform to the neutral range.
+func waveformFromWA(w []byte) []int {
+	if len(w) == 0 {
+		return nil
+	}
+	out := make([]int, len(w))
+	for i, v := range w {
+		out[i] = min(int(v), waWaveformMax) * neutralWaveformMax / waWaveformMax
+	}
+	return out
+}
+
+// waveformToWA resamples a neutral waveform to WhatsApp's 64 samples of
+// 0 to 100 (nil for none), taking each sample's loudest source value so
+// peaks survive.
+func waveformToWA(w []int) []byte {
+	if len(w) == 0 {
+		return nil
+	}
+	out := make([]byte, waWaveformSamples)
+	for i := range out {
+		from, to := i*len(w)/waWaveformSamples, (i+1)*len(w)/waWaveformSamples
+		to = max(to, from+1)
+		peak := 0
+		for _, v := range w[from:min(to, len(w))] {
+			peak = max(peak, v)
+		}
+		out[i] = byte(min(max(peak, 0), neutralWaveformMax) * waWaveformMax / neutralWaveformMax)
+	}
+	return out
 }
 
 func documentMedia(m *waE2E.DocumentMessage) (bridge.Media, string) {
@@ -125,8 +174,10 @@ func documentMedia(m *waE2E.DocumentMessage) (bridge.Media, string) {
 }
 
 func stickerMedia(m *waE2E.StickerMessage) (bridge.Media, string) {
-	return attachment(mediaSticker, m.GetMimetype(), "image/webp", "sticker", "", m.GetFileLength(),
-		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256()), "Sticker"
+	md := attachment(mediaSticker, m.GetMimetype(), "image/webp", "sticker", "", m.GetFileLength(),
+		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
+	md.Kind, md.Width, md.Height = bridge.MediaSticker, int(m.GetWidth()), int(m.GetHeight())
+	return md, "Sticker"
 }
 
 // attachment builds the neutral Media for one WhatsApp attachment.
@@ -220,16 +271,19 @@ func mimeForName(name string) string {
 
 // mediaKind picks how to send an attachment, by MIME type (or, when that
 // is missing, by file name): JPEG and PNG as images, MP4 and 3GP as
-// videos, Ogg/Opus as voice notes and other audio WhatsApp plays as audio,
-// everything else (GIF, WebP, other formats) as a document, which keeps
-// the file intact. Stickers are never guessed: the neutral Media has no
-// sticker flag, so a connector that knows passes "sticker" to mediaMessage.
-func mediaKind(mimeType, name string) (kind string, mediaType whatsmeow.MediaType) {
-	t := baseMIME(mimeType)
+// videos, audio WhatsApp plays as audio (a voice note when it is one, see
+// mediaMessage), a WebP sticker as a sticker, everything else (GIF, other
+// WebP, other formats) as a document, which keeps the file intact.
+func mediaKind(m bridge.Media) (kind string, mediaType whatsmeow.MediaType) {
+	t := baseMIME(m.MIME)
 	if t == "" || t == "application/octet-stream" {
-		if g := mimeForName(name); g != "" {
+		if g := mimeForName(m.Name); g != "" {
 			t = g
 		}
+	}
+	if m.Kind == bridge.MediaSticker && t == "image/webp" {
+		// WhatsApp shows only WebP as stickers; another image goes as one.
+		return mediaSticker, whatsmeow.MediaImage
 	}
 	switch t {
 	case "image/jpeg", "image/png":
@@ -245,12 +299,22 @@ func mediaKind(mimeType, name string) (kind string, mediaType whatsmeow.MediaTyp
 // voiceMIME is the type WhatsApp requires of a voice note.
 const voiceMIME = "audio/ogg; codecs=opus"
 
-// mediaMessage builds the message for an uploaded attachment. kind is
+// mediaMessage builds the message for an uploaded attachment m. kind is
 // image, video, audio, document or sticker (anything else is sent as a
-// document). Ogg/Opus audio goes as a voice note. Audio and stickers carry
-// no caption on WhatsApp: the caller sends caption text separately.
-func mediaMessage(kind string, up whatsmeow.UploadResponse, mimeType, name, caption string, quoted *msgRef) *waE2E.Message {
+// document). A voice note in Ogg/Opus goes as one; in another format
+// WhatsApp would refuse it as a voice note, so it goes as audio. Audio and
+// stickers carry no caption on WhatsApp: the caller sends caption text
+// separately.
+func mediaMessage(kind string, up whatsmeow.UploadResponse, m bridge.Media, caption string, quoted *msgRef) *waE2E.Message {
 	ctx := replyContext(quoted)
+	mimeType, name := m.MIME, m.Name
+	u32 := func(n int64) *uint32 {
+		if n <= 0 {
+			return nil
+		}
+		return proto.Uint32(uint32(min(n, 1<<32-1)))
+	}
+	seconds := u32((m.DurationMS + 500) / 1000)
 	opt := func(s string) *string {
 		if s == "" {
 			return nil
@@ -266,29 +330,37 @@ func mediaMessage(kind string, up whatsmeow.UploadResponse, mimeType, name, capt
 			URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 			Mimetype: proto.String(orDefault(mimeType, "image/jpeg")), Caption: opt(caption), ContextInfo: ctx,
+			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)),
 		}}
 	case mediaVideo:
+		var gif *bool
+		if m.Kind == bridge.MediaGIF {
+			gif = proto.Bool(true)
+		}
 		return &waE2E.Message{VideoMessage: &waE2E.VideoMessage{
 			URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 			Mimetype: proto.String(orDefault(mimeType, "video/mp4")), Caption: opt(caption), ContextInfo: ctx,
+			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)), Seconds: seconds, GifPlayback: gif,
 		}}
 	case mediaAudio:
 		t := orDefault(mimeType, "audio/mpeg")
 		ptt := false
-		if b := baseMIME(t); b == "audio/ogg" || b == "audio/opus" {
-			t, ptt = voiceMIME, true
+		var waveform []byte
+		if b := baseMIME(t); m.Kind == bridge.MediaVoice && (b == "audio/ogg" || b == "audio/opus") {
+			t, ptt, waveform = voiceMIME, true, waveformToWA(m.Waveform)
 		}
 		return &waE2E.Message{AudioMessage: &waE2E.AudioMessage{
 			URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
-			Mimetype: proto.String(t), PTT: proto.Bool(ptt), ContextInfo: ctx,
+			Mimetype: proto.String(t), PTT: proto.Bool(ptt), ContextInfo: ctx, Seconds: seconds, Waveform: waveform,
 		}}
 	case mediaSticker:
 		return &waE2E.Message{StickerMessage: &waE2E.StickerMessage{
 			URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 			Mimetype: proto.String(orDefault(mimeType, "image/webp")), ContextInfo: ctx,
+			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)),
 		}}
 	}
 	fileName := cleanFileName(name)

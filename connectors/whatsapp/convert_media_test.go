@@ -3,6 +3,7 @@ package whatsapp
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,7 +60,7 @@ func TestConvertIncomingMedia(t *testing.T) {
 			}},
 			want: want{
 				text: "*look* at this", html: "<b>look</b> at this",
-				media:   bridge.Media{MIME: "image/jpeg", Name: "image.jpg", Size: 48213, Caption: "*look* at this"},
+				media:   bridge.Media{MIME: "image/jpeg", Name: "image.jpg", Size: 48213, Caption: "*look* at this", Width: 1280, Height: 960},
 				ref:     mediaRefFor(mediaImage, "image/jpeg", 48213),
 				preview: "*look* at this",
 			},
@@ -97,7 +98,7 @@ func TestConvertIncomingMedia(t *testing.T) {
 			}},
 			want: want{
 				text:    "holiday",
-				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 2_000_000, Caption: "holiday"},
+				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 2_000_000, Caption: "holiday", DurationMS: 12_000},
 				ref:     mediaRefFor(mediaVideo, "video/mp4", 2_000_000),
 				preview: "holiday",
 			},
@@ -110,7 +111,7 @@ func TestConvertIncomingMedia(t *testing.T) {
 				Mimetype: proto.String("video/mp4"), GifPlayback: proto.Bool(true),
 			}},
 			want: want{
-				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 300},
+				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 300, Kind: bridge.MediaGIF},
 				ref:     mediaRefFor(mediaVideo, "video/mp4", 300),
 				preview: "GIF",
 			},
@@ -122,7 +123,7 @@ func TestConvertIncomingMedia(t *testing.T) {
 				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(400),
 			}},
 			want: want{
-				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 400},
+				media:   bridge.Media{MIME: "video/mp4", Name: "video.mp4", Size: 400, Kind: bridge.MediaVideoNote},
 				ref:     mediaRefFor(mediaVideo, "video/mp4", 400),
 				preview: "Video message",
 			},
@@ -133,10 +134,11 @@ func TestConvertIncomingMedia(t *testing.T) {
 				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
 				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(7777),
 				Mimetype: proto.String("audio/ogg; codecs=opus"), PTT: proto.Bool(true), Seconds: proto.Uint32(3),
-				Waveform: []byte{1, 2, 3},
+				Waveform: []byte{0, 50, 100, 255},
 			}},
 			want: want{
-				media:   bridge.Media{MIME: "audio/ogg; codecs=opus", Name: "voice.ogg", Size: 7777},
+				// WhatsApp's 0..100 samples scaled to 0..1024, a bad one capped.
+				media:   bridge.Media{MIME: "audio/ogg; codecs=opus", Name: "voice.ogg", Size: 7777, Kind: bridge.MediaVoice, DurationMS: 3000, Waveform: []int{0, 512, 1024, 1024}},
 				ref:     mediaRefFor(mediaAudio, "audio/ogg; codecs=opus", 7777),
 				preview: "Voice message",
 			},
@@ -230,10 +232,10 @@ func TestConvertIncomingMedia(t *testing.T) {
 			msg: &waE2E.Message{StickerMessage: &waE2E.StickerMessage{
 				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
 				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(24_000),
-				Mimetype: proto.String("image/webp"), IsAnimated: proto.Bool(true),
+				Mimetype: proto.String("image/webp"), IsAnimated: proto.Bool(true), Width: proto.Uint32(512), Height: proto.Uint32(512),
 			}},
 			want: want{
-				media:   bridge.Media{MIME: "image/webp", Name: "sticker.webp", Size: 24_000},
+				media:   bridge.Media{MIME: "image/webp", Name: "sticker.webp", Size: 24_000, Kind: bridge.MediaSticker, Width: 512, Height: 512},
 				ref:     mediaRefFor(mediaSticker, "image/webp", 24_000),
 				preview: "Sticker",
 			},
@@ -425,9 +427,25 @@ func TestMediaKind(t *testing.T) {
 		{"", "", mediaDocument, whatsmeow.MediaDocument},
 	}
 	for _, tt := range tests {
-		kind, mediaType := mediaKind(tt.mime, tt.name)
+		kind, mediaType := mediaKind(bridge.Media{MIME: tt.mime, Name: tt.name})
 		if kind != tt.kind || mediaType != tt.mediaType {
 			t.Errorf("mediaKind(%q, %q) = %s, %s; want %s, %s", tt.mime, tt.name, kind, mediaType, tt.kind, tt.mediaType)
+		}
+	}
+	// A sticker is sent as one only in the WebP WhatsApp shows; another
+	// image goes as an image.
+	for _, tt := range []struct {
+		m         bridge.Media
+		kind      string
+		mediaType whatsmeow.MediaType
+	}{
+		{bridge.Media{MIME: "image/webp", Kind: bridge.MediaSticker}, mediaSticker, whatsmeow.MediaImage},
+		{bridge.Media{Name: "s.webp", Kind: bridge.MediaSticker}, mediaSticker, whatsmeow.MediaImage},
+		{bridge.Media{MIME: "image/png", Kind: bridge.MediaSticker}, mediaImage, whatsmeow.MediaImage},
+		{bridge.Media{MIME: "image/webp"}, mediaDocument, whatsmeow.MediaDocument},
+	} {
+		if kind, mediaType := mediaKind(tt.m); kind != tt.kind || mediaType != tt.mediaType {
+			t.Errorf("mediaKind(%+v) = %s, %s; want %s, %s", tt.m, kind, mediaType, tt.kind, tt.mediaType)
 		}
 	}
 }
@@ -446,6 +464,7 @@ func TestMediaMessage(t *testing.T) {
 	tests := []struct {
 		name                   string
 		kind, mime, file, capt string
+		as                     bridge.Media // the attachment's kind, length, size and waveform
 		quoted                 *msgRef
 		want                   *waE2E.Message
 	}{
@@ -484,10 +503,42 @@ func TestMediaMessage(t *testing.T) {
 		{
 			// Ogg/Opus is what WhatsApp plays as a voice note.
 			name: "voice note", kind: mediaAudio, mime: "audio/ogg", file: "voice.ogg", quoted: quoted,
+			as: bridge.Media{Kind: bridge.MediaVoice, DurationMS: 2600, Waveform: []int{1024, 0}},
 			want: &waE2E.Message{AudioMessage: &waE2E.AudioMessage{
 				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
 				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(4242),
 				Mimetype: proto.String("audio/ogg; codecs=opus"), PTT: proto.Bool(true), ContextInfo: reply,
+				Seconds: proto.Uint32(3), Waveform: append(bytes.Repeat([]byte{100}, 32), make([]byte, 32)...),
+			}},
+		},
+		{
+			// WhatsApp refuses a voice note in another format: it goes as
+			// audio, playable, rather than failing.
+			name: "voice note in MP3", kind: mediaAudio, mime: "audio/mpeg", file: "voice.mp3",
+			as: bridge.Media{Kind: bridge.MediaVoice, DurationMS: 1000},
+			want: &waE2E.Message{AudioMessage: &waE2E.AudioMessage{
+				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
+				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(4242),
+				Mimetype: proto.String("audio/mpeg"), PTT: proto.Bool(false), Seconds: proto.Uint32(1),
+			}},
+		},
+		{
+			// An Ogg file that is not a voice note stays a file to play.
+			name: "ogg audio", kind: mediaAudio, mime: "audio/ogg", file: "song.ogg",
+			want: &waE2E.Message{AudioMessage: &waE2E.AudioMessage{
+				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
+				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(4242),
+				Mimetype: proto.String("audio/ogg"), PTT: proto.Bool(false),
+			}},
+		},
+		{
+			name: "GIF", kind: mediaVideo, mime: "video/mp4", file: "dance.mp4",
+			as: bridge.Media{Kind: bridge.MediaGIF, Width: 320, Height: 240, DurationMS: 4000},
+			want: &waE2E.Message{VideoMessage: &waE2E.VideoMessage{
+				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
+				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(4242),
+				Mimetype: proto.String("video/mp4"), GifPlayback: proto.Bool(true),
+				Width: proto.Uint32(320), Height: proto.Uint32(240), Seconds: proto.Uint32(4),
 			}},
 		},
 		{
@@ -532,17 +583,19 @@ func TestMediaMessage(t *testing.T) {
 			}},
 		},
 		{
-			name: "sticker", kind: mediaSticker, file: "s.webp",
+			name: "sticker", kind: mediaSticker, file: "s.webp", as: bridge.Media{Kind: bridge.MediaSticker, Width: 512, Height: 512},
 			want: &waE2E.Message{StickerMessage: &waE2E.StickerMessage{
 				URL: proto.String(waMediaURL), DirectPath: proto.String(waDirectPath), MediaKey: waMediaKey,
 				FileEncSHA256: waEncSHA, FileSHA256: waSHA, FileLength: proto.Uint64(4242),
-				Mimetype: proto.String("image/webp"),
+				Mimetype: proto.String("image/webp"), Width: proto.Uint32(512), Height: proto.Uint32(512),
 			}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := mediaMessage(tt.kind, up, tt.mime, tt.file, tt.capt, tt.quoted)
+			m := tt.as
+			m.MIME, m.Name = tt.mime, tt.file
+			got := mediaMessage(tt.kind, up, m, tt.capt, tt.quoted)
 			if !proto.Equal(got, tt.want) {
 				t.Errorf("mediaMessage\n got %v\nwant %v", got, tt.want)
 			}
@@ -560,16 +613,20 @@ func TestMediaMessageRoundTrip(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		kind, mime, name, caption string
+		as                        bridge.Media
 		wantMIME, wantName        string
 	}{
-		{mediaImage, "image/jpeg", "a.jpg", "cap", "image/jpeg", "image.jpg"},
-		{mediaVideo, "video/mp4", "a.mp4", "cap", "video/mp4", "video.mp4"},
-		{mediaAudio, "audio/ogg", "a.ogg", "", "audio/ogg; codecs=opus", "voice.ogg"},
-		{mediaAudio, "audio/mpeg", "a.mp3", "", "audio/mpeg", "audio.mp3"},
-		{mediaDocument, "application/pdf", "report.pdf", "cap", "application/pdf", "report.pdf"},
-		{mediaSticker, "image/webp", "s.webp", "", "image/webp", "sticker.webp"},
+		{mediaImage, "image/jpeg", "a.jpg", "cap", bridge.Media{Width: 640, Height: 480}, "image/jpeg", "image.jpg"},
+		{mediaVideo, "video/mp4", "a.mp4", "cap", bridge.Media{Width: 640, Height: 480, DurationMS: 7000}, "video/mp4", "video.mp4"},
+		{mediaVideo, "video/mp4", "a.mp4", "", bridge.Media{Kind: bridge.MediaGIF, Width: 320, Height: 240, DurationMS: 2000}, "video/mp4", "video.mp4"},
+		{mediaAudio, "audio/ogg", "a.ogg", "", bridge.Media{Kind: bridge.MediaVoice, DurationMS: 3000, Waveform: waveformFromWA(bytes.Repeat([]byte{50}, 64))}, "audio/ogg; codecs=opus", "voice.ogg"},
+		{mediaAudio, "audio/mpeg", "a.mp3", "", bridge.Media{DurationMS: 180000}, "audio/mpeg", "audio.mp3"},
+		{mediaDocument, "application/pdf", "report.pdf", "cap", bridge.Media{}, "application/pdf", "report.pdf"},
+		{mediaSticker, "image/webp", "s.webp", "", bridge.Media{Kind: bridge.MediaSticker, Width: 512, Height: 512}, "image/webp", "sticker.webp"},
 	} {
-		msg := mediaMessage(tt.kind, up, tt.mime, tt.name, tt.caption, nil)
+		sent := tt.as
+		sent.MIME, sent.Name = tt.mime, tt.name
+		msg := mediaMessage(tt.kind, up, sent, tt.caption, nil)
 		got, ok := convertIncoming(dispatched(infoOwner(aliceJID, "3EB0SENT"), msg), "Me")
 		if !ok || len(got.Event.Media) != 1 {
 			t.Errorf("%s: the sent message converts to ok %v, %+v", tt.kind, ok, got.Event)
@@ -579,6 +636,10 @@ func TestMediaMessageRoundTrip(t *testing.T) {
 		if m.MIME != tt.wantMIME || m.Name != tt.wantName || m.Size != 4242 || m.Caption != tt.caption || got.Event.Text != tt.caption {
 			t.Errorf("%s: media %+v, text %q; want %s %s of 4242 bytes, caption %q",
 				tt.kind, m, got.Event.Text, tt.wantMIME, tt.wantName, tt.caption)
+		}
+		// Its kind, length, size and waveform come back as they went.
+		if m.Kind != tt.as.Kind || m.DurationMS != tt.as.DurationMS || m.Width != tt.as.Width || m.Height != tt.as.Height || !slices.Equal(m.Waveform, tt.as.Waveform) {
+			t.Errorf("%s: came back as %s, %d ms, %dx%d, waveform %v; sent as %+v", tt.kind, m.Kind, m.DurationMS, m.Width, m.Height, m.Waveform, tt.as)
 		}
 		ref, err := decodeMediaRef(m.Ref)
 		want := mediaRef{Kind: tt.kind, DirectPath: waDirectPath, URL: waMediaURL, MediaKey: waMediaKey,

@@ -1,12 +1,15 @@
 package whatsapp
 
 import (
+	"strings"
 	"time"
 
 	"go.mau.fi/whatsmeow/proto/waCommon"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/phonebridge/phonebridge/bridge"
 )
 
 // Outbound builders. They make the same protos as whatsmeow's BuildEdit,
@@ -26,6 +29,55 @@ func textMessage(text, html string, quoted *msgRef) *waE2E.Message {
 		Text:        proto.String(body),
 		ContextInfo: ctx,
 	}}
+}
+
+// locationMessage shares a place. A live location goes as the place it
+// was when sent: WhatsApp takes live updates only from the phone that
+// shares them.
+func locationMessage(l bridge.Location, comment string, quoted *msgRef) *waE2E.Message {
+	opt := func(s string) *string {
+		if s = strings.TrimSpace(s); s == "" {
+			return nil
+		}
+		return proto.String(s)
+	}
+	return &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
+		DegreesLatitude: proto.Float64(l.Latitude), DegreesLongitude: proto.Float64(l.Longitude),
+		Name: opt(l.Name), Address: opt(l.Address), Comment: opt(comment), ContextInfo: replyContext(quoted),
+	}}
+}
+
+// withExpiration marks msg as sent into a chat whose messages disappear
+// after seconds, as WhatsApp's apps mark theirs: on the content's context
+// (a plain text becomes an extended one, which has a context).
+func withExpiration(msg *waE2E.Message, seconds uint32) {
+	if msg.Conversation != nil {
+		msg.ExtendedTextMessage = &waE2E.ExtendedTextMessage{Text: msg.Conversation}
+		msg.Conversation = nil
+	}
+	var ci **waE2E.ContextInfo
+	switch {
+	case msg.ExtendedTextMessage != nil:
+		ci = &msg.ExtendedTextMessage.ContextInfo
+	case msg.ImageMessage != nil:
+		ci = &msg.ImageMessage.ContextInfo
+	case msg.VideoMessage != nil:
+		ci = &msg.VideoMessage.ContextInfo
+	case msg.AudioMessage != nil:
+		ci = &msg.AudioMessage.ContextInfo
+	case msg.DocumentMessage != nil:
+		ci = &msg.DocumentMessage.ContextInfo
+	case msg.StickerMessage != nil:
+		ci = &msg.StickerMessage.ContextInfo
+	case msg.LocationMessage != nil:
+		ci = &msg.LocationMessage.ContextInfo
+	default:
+		return
+	}
+	if *ci == nil {
+		*ci = &waE2E.ContextInfo{}
+	}
+	(*ci).Expiration = proto.Uint32(seconds)
 }
 
 // waBody is html turned into WhatsApp markup when html is set, else text

@@ -394,6 +394,8 @@ func TestConvertIncomingReaction(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			want := neutralEvent(tt.info, "Alice")
 			want.Kind, want.Target, want.Emoji = tt.kind, "3EB0TARGET", tt.emoji
+			// WhatsApp keeps one reaction per person: a new one replaces.
+			want.ReplacesReaction = tt.kind == bridge.KindReaction
 			checkIncoming(t, dispatched(tt.info, tt.raw), "Alice", want, msgRef{})
 		})
 	}
@@ -442,9 +444,11 @@ func TestConvertIncomingNotices(t *testing.T) {
 
 func TestConvertIncomingLocation(t *testing.T) {
 	tests := []struct {
-		name string
-		msg  *waE2E.Message
-		text string
+		name     string
+		msg      *waE2E.Message
+		location *bridge.Location
+		text     string // the comment, or the words for a place off the Earth
+		preview  string
 	}{
 		{
 			name: "pin with name and address",
@@ -452,28 +456,33 @@ func TestConvertIncomingLocation(t *testing.T) {
 				DegreesLatitude: proto.Float64(52.5163), DegreesLongitude: proto.Float64(13.3777),
 				Name: proto.String("Brandenburger Tor"), Address: proto.String("Pariser Platz, Berlin"),
 			}},
-			text: "📍 Location: Brandenburger Tor\nPariser Platz, Berlin\nhttps://maps.google.com/?q=52.5163,13.3777",
+			location: &bridge.Location{Latitude: 52.5163, Longitude: 13.3777, Name: "Brandenburger Tor", Address: "Pariser Platz, Berlin"},
+			preview:  "📍 Location: Brandenburger Tor",
 		},
 		{
 			name: "bare coordinates, southern and western",
 			msg: &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
 				DegreesLatitude: proto.Float64(-34.6037), DegreesLongitude: proto.Float64(-58.3816),
 			}},
-			text: "📍 Location\nhttps://maps.google.com/?q=-34.6037,-58.3816",
+			location: &bridge.Location{Latitude: -34.6037, Longitude: -58.3816},
+			preview:  "📍 Location",
 		},
 		{
 			name: "location with comment",
 			msg: &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
 				DegreesLatitude: proto.Float64(1), DegreesLongitude: proto.Float64(2), Comment: proto.String("  here!  "),
 			}},
-			text: "📍 Location\nhere!\nhttps://maps.google.com/?q=1,2",
+			location: &bridge.Location{Latitude: 1, Longitude: 2},
+			text:     "here!",
+			preview:  "📍 Location",
 		},
 		{
 			name: "live location flag",
 			msg: &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
 				DegreesLatitude: proto.Float64(48.8584), DegreesLongitude: proto.Float64(2.2945), IsLive: proto.Bool(true),
 			}},
-			text: "📍 Live location\nhttps://maps.google.com/?q=48.8584,2.2945",
+			location: &bridge.Location{Latitude: 48.8584, Longitude: 2.2945, Live: true},
+			preview:  "📍 Live location",
 		},
 		{
 			name: "live location message",
@@ -481,15 +490,29 @@ func TestConvertIncomingLocation(t *testing.T) {
 				DegreesLatitude: proto.Float64(51.5007), DegreesLongitude: proto.Float64(-0.1246),
 				Caption: proto.String("on my way"), SequenceNumber: proto.Int64(1),
 			}},
-			text: "📍 Live location\non my way\nhttps://maps.google.com/?q=51.5007,-0.1246",
+			location: &bridge.Location{Latitude: 51.5007, Longitude: -0.1246, Live: true},
+			text:     "on my way",
+			preview:  "📍 Live location",
+		},
+		{
+			name: "a place off the Earth is said in words",
+			msg: &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
+				DegreesLatitude: proto.Float64(95), DegreesLongitude: proto.Float64(2), Name: proto.String("Nowhere"),
+			}},
+			text:    "📍 Location: Nowhere",
+			preview: "📍 Location: Nowhere",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			info := infoDM(aliceJID, "LOC")
 			want := neutralEvent(info, "Alice")
-			want.Text = tt.text
-			checkIncoming(t, dispatched(info, tt.msg), "Alice", want, msgRefOf(info, tt.text))
+			want.Text, want.Location = tt.text, tt.location
+			checkIncoming(t, dispatched(info, tt.msg), "Alice", want, msgRefOf(info, tt.preview))
+			got, _ := convertIncoming(dispatched(info, tt.msg), "Alice")
+			if err := got.Event.Check(); err != nil {
+				t.Errorf("the core would refuse it: %v", err)
+			}
 		})
 	}
 }

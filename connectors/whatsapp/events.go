@@ -47,10 +47,14 @@ func (c *Connector) handle(evt any) bool {
 		// A new chat: routes may name it, and mirrors (Matrix portals) want it.
 		ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 		c.chats.putGroup(ctx, e.JID, e.GroupInfo.Name)
+		if e.GroupInfo.IsEphemeral {
+			c.setTimer(ctx, e.JID, e.GroupInfo.DisappearingTimer)
+		}
 		cancel()
 		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 
 	case *events.Connected:
+		c.versionAccepted()
 		c.setState(bridge.LinkConnected, bridge.ReasonNone, "")
 		c.kickBackfill()
 		c.checkPhone()
@@ -85,8 +89,9 @@ func (c *Connector) handle(evt any) bool {
 		// whatsmeow does not reconnect after a ban: try again once it ends.
 		c.reconnectAfter(e.Expire, bridge.ReasonBanOver, "")
 	case *events.ClientOutdated:
-		c.setState(bridge.LinkClientOutdated, bridge.ReasonNone, "")
-		c.notice("WhatsApp refused link '%s' because this phonebridge is outdated; update phonebridge.", c.name)
+		// Retried with WhatsApp Web's current version before it is
+		// reported (version.go).
+		c.onClientOutdated()
 	case *events.ConnectFailure:
 		if !e.Reason.IsLoggedOut() {
 			// whatsmeow dispatches this only for refusals it does not
@@ -144,6 +149,9 @@ func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history
 	}
 	e = c.canonical(ctx, e)
 	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))
+	if in.Timer != nil && !history {
+		c.setTimer(ctx, e.Info.Chat, *in.Timer)
+	}
 	if !ok {
 		return true
 	}
@@ -238,6 +246,13 @@ func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
 	}
 	if e.Topic != nil {
 		c.forgetDescription([]types.JID{e.JID}, descTopic)
+	}
+	if eph := e.Ephemeral; eph != nil {
+		timer := uint32(0)
+		if eph.IsEphemeral {
+			timer = eph.DisappearingTimer
+		}
+		c.setTimer(ctx, e.JID, timer)
 	}
 	names := func(j types.JID) string { return c.chats.senderName(ctx, j, "", false) }
 	ok := true

@@ -242,8 +242,10 @@ func refusedThenRestarted(t *testing.T, r *rig, w *waWorld, c *Connector, s *rec
 }
 
 // TestLifecycleClientOutdated: WhatsApp refuses this version at a
-// reconnection. The link says to update and tells the operator; once
-// updated (the server accepts it again) a restart relays.
+// reconnection, and WhatsApp Web's page offers no newer one to retry with
+// (version_test.go has the retries). The link says to update and tells
+// the operator; once updated (the server accepts it again) a restart
+// relays.
 func TestLifecycleClientOutdated(t *testing.T) {
 	t.Parallel()
 	w := newWAWorld(t, fakewa.Options{})
@@ -254,6 +256,8 @@ func TestLifecycleClientOutdated(t *testing.T) {
 	w.srv.RefuseOutdated(true)
 	w.srv.Kick(w.ann)
 	handled[*events.ClientOutdated](t, evs)
+	// Reported once the page is read, after the event.
+	s.waitFor(t, "client outdated", s.stateIs(coreState(bridge.LinkClientOutdated)))
 	refusedThenRestarted(t, r, w, c, s, bridge.LinkClientOutdated, "update phonebridge",
 		"WhatsApp refused link 'me' because this phonebridge is outdated; update phonebridge",
 		func() { w.srv.RefuseOutdated(false) })

@@ -83,6 +83,7 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 	}()
 
 	codeRequested := false
+	versionTried := false // paired again with WhatsApp Web's current version
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,7 +135,27 @@ func (c *Connector) Link(ctx context.Context, opts bridge.LinkOptions, progress 
 			case whatsmeow.QRChannelScannedWithoutMultidevice.Event:
 				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkNoMultidevice, Service: service}
 			case whatsmeow.QRChannelClientOutdated.Event:
-				return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkOutdated, Service: service}
+				if cause := c.newerVersion(ctx, versionTried); cause != "" {
+					le := &bridge.LinkError{Reason: bridge.LinkOutdated, Service: service}
+					if c.opts.Version != "" {
+						le.Cause = cause // "update phonebridge" alone would hide the pin
+					}
+					return bridge.LinkAccount{}, le
+				}
+				// A new pairing session, announcing WhatsApp Web's current
+				// version; the refusal settled nothing.
+				versionTried = true
+				select {
+				case <-ps.settled:
+				default:
+				}
+				cli.Disconnect()
+				if qr, err = cli.GetQRChannel(qrCtx); err != nil {
+					return bridge.LinkAccount{}, &bridge.LinkError{Reason: bridge.LinkFailed, Service: service, Cause: err.Error()}
+				}
+				if err := c.connectForLink(ctx, cli, progress); err != nil {
+					return bridge.LinkAccount{}, err
+				}
 			case whatsmeow.QRChannelEventError:
 				detail := "pairing failed"
 				if item.Error != nil {

@@ -58,8 +58,10 @@ func newWAWorld(t testing.TB, opts fakewa.Options) *waWorld {
 	return w
 }
 
-// onFake makes c's whatsmeow clients talk to the fake.
+// onFake makes c's whatsmeow clients talk to the fake, and its fetch of
+// WhatsApp Web's current version too.
 func (w *waWorld) onFake(c *Connector) {
+	c.web = w.net.client(w.srv)
 	make := c.newClient
 	c.newClient = func(dev *store.Device) waClient {
 		cli := make(dev)

@@ -5,6 +5,7 @@ package whatsapp
 // API client), and the API client's events reach the phones.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -457,6 +458,37 @@ func TestReceive(t *testing.T) {
 		damaged.Ref = "{not json"
 		if _, err := lw.c.OpenMedia(ctxFor(t), damaged); !bridge.IsPermanent(err) {
 			t.Errorf("a damaged reference: %v, want a permanent error", err)
+		}
+	})
+
+	t.Run("voice notes, stickers, GIFs and places as WhatsApp shows them", func(t *testing.T) {
+		voice, _ := lw.srv.EncryptMedia(fileBytes("a voice note"), whatsmeow.MediaAudio)
+		am := voice.Audio("audio/ogg; codecs=opus", true)
+		am.Seconds, am.Waveform = proto.Uint32(7), append(bytes.Repeat([]byte{0}, 32), bytes.Repeat([]byte{100}, 32)...)
+		ev := lw.fromPhone(t, lw.bob, ann, &waE2E.Message{AudioMessage: am})
+		if m := ev.Media[0]; m.Kind != bridge.MediaVoice || m.DurationMS != 7000 || len(m.Waveform) != 64 || m.Waveform[0] != 0 || m.Waveform[63] != 1024 {
+			t.Errorf("a voice note relayed as %s of %d ms, waveform %v", m.Kind, m.DurationMS, m.Waveform)
+		}
+		sticker, _ := lw.srv.EncryptMedia(fileBytes("a sticker"), whatsmeow.MediaImage)
+		sm := sticker.Sticker("image/webp")
+		sm.Width, sm.Height = proto.Uint32(512), proto.Uint32(512)
+		ev = lw.fromPhone(t, lw.bob, ann, &waE2E.Message{StickerMessage: sm})
+		if m := ev.Media[0]; m.Kind != bridge.MediaSticker || m.Width != 512 || m.Height != 512 {
+			t.Errorf("a sticker relayed as %+v", m)
+		}
+		gif, _ := lw.srv.EncryptMedia(fileBytes("a gif"), whatsmeow.MediaVideo)
+		vm := gif.Video("video/mp4", "")
+		vm.GifPlayback = proto.Bool(true)
+		ev = lw.fromPhone(t, lw.bob, ann, &waE2E.Message{VideoMessage: vm})
+		if m := ev.Media[0]; m.Kind != bridge.MediaGIF {
+			t.Errorf("a GIF relayed as %+v", m)
+		}
+		ev = lw.fromPhone(t, lw.bob, ann, &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
+			DegreesLatitude: proto.Float64(52.5163), DegreesLongitude: proto.Float64(13.3777),
+			Name: proto.String("Brandenburger Tor"), Comment: proto.String("here at 8"),
+		}})
+		if l := ev.Location; l == nil || l.Latitude != 52.5163 || l.Longitude != 13.3777 || l.Name != "Brandenburger Tor" || ev.Text != "here at 8" {
+			t.Errorf("a place relayed as %+v with text %q", ev.Location, ev.Text)
 		}
 	})
 

@@ -64,6 +64,9 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 			return "", bridge.Permanentf("WhatsApp lets only the author edit a message")
 		}
 		text, markup := c.body(out)
+		if time.Since(target.At) > editWindow {
+			return c.sendCorrection(ctx, cli, chat, self, out, target, text, markup)
+		}
 		msg = editMessage(chat, target.ID, textMessage(text, markup, nil))
 	case bridge.KindDelete:
 		msg = revokeMessage(chat, *target, self)
@@ -84,23 +87,57 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	return id, nil
 }
 
+// editWindow is how long after sending WhatsApp's apps take an edit: a
+// later one is accepted by the server but ignored by every phone.
+const editWindow = 15 * time.Minute
+
+// sendCorrection sends an edit WhatsApp would ignore as the corrected
+// copy, answering the message it corrects, as the core does for
+// destinations without edits.
+func (c *Connector) sendCorrection(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing, target *msgRef, text, markup string) (string, error) {
+	if markup != "" {
+		markup = "✎ " + markup
+	}
+	id := messageID(out.Key, 0)
+	if _, err := cli.SendMessage(ctx, chat, textMessage("✎ "+text, markup, target), whatsmeow.SendRequestExtra{ID: id}); err != nil {
+		return "", classify(err)
+	}
+	c.rememberNow(ctx, msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: out.Text})
+	return id, nil
+}
+
 // sendMessage sends an event as one WhatsApp message per attachment, and
 // the text on its own when no attachment carries it (see planMessage). It
 // returns the first message's id.
 func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing) (string, error) {
 	// Checked before the sender's name is added, which is not content.
-	if out.Text == "" && len(out.Media) == 0 {
-		return "", bridge.Permanentf("nothing to send: the event has neither text nor media")
+	if out.Text == "" && len(out.Media) == 0 && out.Location == nil {
+		return "", bridge.Permanentf("nothing to send: the event has neither text, media nor a location")
 	}
 	quoted, err := c.lookup(ctx, chat, out.ReplyTo)
 	if err != nil {
 		return "", err
 	}
-	parts := c.planMessage(out)
+	var msgs []*waE2E.Message
+	var parts []outPart
+	if out.Location != nil {
+		// The place goes first with the words as its comment; attachments,
+		// if any, follow on their own.
+		msgs = append(msgs, locationMessage(*out.Location, c.locationComment(out), quoted))
+		if len(out.Media) > 0 {
+			rest := *out
+			rest.Text, rest.HTML, rest.Location = "", "", nil
+			parts = c.planMessage(&rest)
+		}
+	} else {
+		parts = c.planMessage(out)
+	}
 	// Everything is uploaded before anything is sent: a failed upload
 	// leaves the chat untouched for the retry.
-	msgs := make([]*waE2E.Message, len(parts))
-	for i, p := range parts {
+	placed := len(msgs)
+	msgs = append(msgs, make([]*waE2E.Message, len(parts))...)
+	for j, p := range parts {
+		i := placed + j
 		q := quoted
 		if i > 0 {
 			q = nil // the reply context goes on the first message
@@ -117,7 +154,19 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		if err != nil {
 			return "", fmt.Errorf("upload %s to WhatsApp: %w", p.media.Name, err)
 		}
-		msgs[i] = mediaMessage(p.kind, up, p.media.MIME, p.media.Name, waBody(p.text, p.html), q)
+		msgs[i] = mediaMessage(p.kind, up, *p.media, waBody(p.text, p.html), q)
+	}
+	// In a disappearing chat what the link sends disappears with the rest.
+	timer, err := c.timer(ctx, chat)
+	if err != nil {
+		return "", err
+	}
+	var expires time.Time
+	if timer > 0 {
+		for _, msg := range msgs {
+			withExpiration(msg, timer)
+		}
+		expires = time.Now().Add(time.Duration(timer) * time.Second)
 	}
 	var first string
 	for i, msg := range msgs {
@@ -127,10 +176,21 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 		if i == 0 {
 			first = id
-			c.rememberNow(ctx, msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out)})
+			c.rememberNow(ctx, msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out), Expires: expires})
 		}
 	}
 	return first, nil
+}
+
+// locationComment is what a place says under it: the event's words with
+// the sender's name, or the name alone.
+func (c *Connector) locationComment(out *bridge.Outgoing) string {
+	text, markup := c.body(out)
+	comment := waBody(text, markup)
+	if out.Text == "" {
+		comment = strings.TrimRight(comment, ": ")
+	}
+	return comment
 }
 
 // outPart is one WhatsApp message of an outgoing event: a text, or an
@@ -161,6 +221,9 @@ func preview(out *bridge.Outgoing) string {
 			return m.Caption
 		}
 	}
+	if l := out.Location; l != nil {
+		return strings.TrimSpace("📍 " + l.Name)
+	}
 	return ""
 }
 
@@ -179,7 +242,7 @@ func (c *Connector) planMessage(out *bridge.Outgoing) []outPart {
 	text := outPart{text: out.Text, html: out.HTML, eventText: true}
 	for i := range out.Media {
 		m := &out.Media[i]
-		kind, mediaType := mediaKind(m.MIME, m.Name)
+		kind, mediaType := mediaKind(*m)
 		p := outPart{media: m, kind: kind, mediaType: mediaType, text: m.Caption}
 		if p.text == out.Text {
 			// WhatsApp's and Matrix's attachments come with their caption

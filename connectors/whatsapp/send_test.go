@@ -12,6 +12,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
@@ -245,7 +246,9 @@ func TestSend(t *testing.T) {
 		// first, alone, and carries the reply; the voice note does not.
 		out = fromCarol(bridge.KindMessage, bob, "pb.reply.voice")
 		out.Text, out.ReplyTo = "listen", bobSaid.ID
-		out.Media = []bridge.Media{mediaOf("voice.ogg", "audio/ogg", fileBytes("voice.ogg"))}
+		voice := mediaOf("voice.ogg", "audio/ogg", fileBytes("voice.ogg"))
+		voice.Kind = bridge.MediaVoice
+		out.Media = []bridge.Media{voice}
 		lw.send(t, out)
 		got := lw.got(t, lw.bob, bob, "pb.reply.voice", 2)
 		if ext := got[0].Msg.GetExtendedTextMessage(); ext.GetText() != "*Carol*: listen" || ext.GetContextInfo().GetStanzaID() != bobSaid.ID {
@@ -267,31 +270,51 @@ func TestSend(t *testing.T) {
 	t.Run("media", func(t *testing.T) {
 		for _, tc := range []struct {
 			name, file, mime string
+			as               bridge.Media // its kind, length, size and waveform
 			mediaType        whatsmeow.MediaType
 			// check says what is wrong with the message, "" if nothing.
 			check   func(m *waE2E.Message) string
 			caption bool // the text goes as the caption, not a message of its own
 		}{
-			{"photo", "photo.jpg", "image/jpeg", whatsmeow.MediaImage, func(m *waE2E.Message) string {
-				return want(m.GetImageMessage() != nil && m.GetImageMessage().GetMimetype() == "image/jpeg", "an image/jpeg image")
+			{"photo", "photo.jpg", "image/jpeg", bridge.Media{Width: 800, Height: 600}, whatsmeow.MediaImage, func(m *waE2E.Message) string {
+				i := m.GetImageMessage()
+				return want(i != nil && i.GetMimetype() == "image/jpeg" && i.GetWidth() == 800 && i.GetHeight() == 600, "an image/jpeg image of 800x600")
 			}, true},
-			{"video", "clip.mp4", "video/mp4", whatsmeow.MediaVideo, func(m *waE2E.Message) string {
-				return want(m.GetVideoMessage().GetMimetype() == "video/mp4", "a video/mp4 video")
+			{"video", "clip.mp4", "video/mp4", bridge.Media{DurationMS: 61_400}, whatsmeow.MediaVideo, func(m *waE2E.Message) string {
+				v := m.GetVideoMessage()
+				return want(v.GetMimetype() == "video/mp4" && v.GetSeconds() == 61 && !v.GetGifPlayback(), "a video/mp4 video of 61 s")
 			}, true},
-			{"document", "report.pdf", "application/pdf", whatsmeow.MediaDocument, func(m *waE2E.Message) string {
+			{"gif", "dance.mp4", "video/mp4", bridge.Media{Kind: bridge.MediaGIF}, whatsmeow.MediaVideo, func(m *waE2E.Message) string {
+				return want(m.GetVideoMessage().GetGifPlayback(), "a video played as a GIF")
+			}, true},
+			{"document", "report.pdf", "application/pdf", bridge.Media{}, whatsmeow.MediaDocument, func(m *waE2E.Message) string {
 				d := m.GetDocumentMessage()
 				return want(d.GetFileName() == "report.pdf" && d.GetMimetype() == "application/pdf", "report.pdf as a document")
 			}, true},
-			{"gif as a document", "anim.gif", "image/gif", whatsmeow.MediaDocument, func(m *waE2E.Message) string {
+			{"gif as a document", "anim.gif", "image/gif", bridge.Media{}, whatsmeow.MediaDocument, func(m *waE2E.Message) string {
 				return want(m.GetDocumentMessage().GetFileName() == "anim.gif", "anim.gif as a document")
 			}, true},
-			{"voice note", "voice.ogg", "audio/ogg", whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+			{"voice note", "voice.ogg", "audio/ogg", bridge.Media{Kind: bridge.MediaVoice, DurationMS: 4200, Waveform: []int{0, 1024}}, whatsmeow.MediaAudio, func(m *waE2E.Message) string {
 				a := m.GetAudioMessage()
-				return want(a.GetPTT() && a.GetMimetype() == "audio/ogg; codecs=opus", "a voice note")
+				w := a.GetWaveform()
+				return want(a.GetPTT() && a.GetMimetype() == "audio/ogg; codecs=opus" && a.GetSeconds() == 4 && len(w) == 64 && w[0] == 0 && w[63] == 100,
+					"a voice note of 4 s with a 64-sample waveform rising to 100")
 			}, false},
-			{"audio known by its name", "song.mp3", "", whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+			{"ogg audio", "song.ogg", "audio/ogg", bridge.Media{}, whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+				a := m.GetAudioMessage()
+				return want(a != nil && !a.GetPTT(), "audio that is not a voice note")
+			}, false},
+			{"voice note WhatsApp would refuse", "memo.m4a", "audio/mp4", bridge.Media{Kind: bridge.MediaVoice}, whatsmeow.MediaAudio, func(m *waE2E.Message) string {
+				a := m.GetAudioMessage()
+				return want(a != nil && !a.GetPTT() && a.GetMimetype() == "audio/mp4", "audio/mp4 audio, not a voice note")
+			}, false},
+			{"audio known by its name", "song.mp3", "", bridge.Media{}, whatsmeow.MediaAudio, func(m *waE2E.Message) string {
 				a := m.GetAudioMessage()
 				return want(a != nil && !a.GetPTT() && a.GetMimetype() == "audio/mpeg", "audio/mpeg audio")
+			}, false},
+			{"sticker", "s.webp", "image/webp", bridge.Media{Kind: bridge.MediaSticker, Width: 512, Height: 512}, whatsmeow.MediaImage, func(m *waE2E.Message) string {
+				s := m.GetStickerMessage()
+				return want(s != nil && s.GetMimetype() == "image/webp" && s.GetWidth() == 512, "a WebP sticker of 512 px")
 			}, false},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -299,7 +322,9 @@ func TestSend(t *testing.T) {
 				key := "pb.media." + tc.name
 				out := fromCarol(bridge.KindMessage, bob, key)
 				out.Text = "look"
-				out.Media = []bridge.Media{mediaOf(tc.file, tc.mime, data)}
+				m := mediaOf(tc.file, tc.mime, data)
+				m.Kind, m.DurationMS, m.Width, m.Height, m.Waveform = tc.as.Kind, tc.as.DurationMS, tc.as.Width, tc.as.Height, tc.as.Waveform
+				out.Media = []bridge.Media{m}
 				uploads := len(lw.srv.Uploads())
 				id := lw.send(t, out)
 				n := 1
@@ -349,6 +374,26 @@ func TestSend(t *testing.T) {
 			if n := len(lw.srv.Uploads()) - uploads; n != 0 {
 				t.Errorf("%s: %d uploads, want none", name, n)
 			}
+		}
+	})
+
+	t.Run("a place", func(t *testing.T) {
+		out := fromCarol(bridge.KindMessage, bob, "pb.place")
+		out.Text = "meet here"
+		out.Location = &bridge.Location{Latitude: -33.8568, Longitude: 151.2153, Name: "Opera House", Address: "Bennelong Point", Live: true}
+		id := lw.send(t, out)
+		got := lw.got(t, lw.bob, bob, "pb.place", 1)[0]
+		l := got.Msg.GetLocationMessage()
+		if l == nil || l.GetDegreesLatitude() != -33.8568 || l.GetDegreesLongitude() != 151.2153 || l.GetName() != "Opera House" ||
+			l.GetAddress() != "Bennelong Point" || l.GetComment() != "*Carol*: meet here" || got.ID != id {
+			t.Errorf("the phone got %v (id %s), want the Opera House with Carol's words (id %s)", got.Msg, got.ID, id)
+		}
+		// A place without words still says who shared it.
+		out = fromCarol(bridge.KindMessage, bob, "pb.place.bare")
+		out.Location = &bridge.Location{Latitude: 1, Longitude: 2}
+		lw.send(t, out)
+		if l := lw.got(t, lw.bob, bob, "pb.place.bare", 1)[0].Msg.GetLocationMessage(); l.GetComment() != "*Carol*" || l.GetName() != "" {
+			t.Errorf("a bare place went as %v", l)
 		}
 	})
 
@@ -445,6 +490,27 @@ func TestSend(t *testing.T) {
 		}
 		if id != m.ID {
 			t.Errorf("the edit's id %q, the phone got %q", id, m.ID)
+		}
+
+		// Past WhatsApp's 15 minutes the phones would ignore an edit: the
+		// corrected copy goes instead, answering the message it corrects.
+		old := fromCarol(bridge.KindMessage, bob, "pb.late.0")
+		old.Text = "meet at 9"
+		oldID := lw.send(t, old)
+		err := lw.c.store.Write(ctxFor(t), func(tx *bridge.Tx) error {
+			_, err := tx.Exec(`UPDATE whatsapp_messages SET at = ? WHERE id = ?`, time.Now().Add(-16*time.Minute).Unix(), oldID)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		late := fromCarol(bridge.KindEdit, bob, "pb.late.1")
+		late.Text, late.Target = "meet at 10", oldID
+		lateID := lw.send(t, late)
+		copyMsg := lw.got(t, lw.bob, bob, "pb.late.1", 1)[0]
+		ext := copyMsg.Msg.GetExtendedTextMessage()
+		if copyMsg.Msg.GetEditedMessage() != nil || ext.GetText() != "✎ *Carol*: meet at 10" || ext.GetContextInfo().GetStanzaID() != oldID || copyMsg.ID != lateID {
+			t.Errorf("a late edit reached the phone as %v, want the corrected copy answering %s", copyMsg.Msg, oldID)
 		}
 
 		// Someone else's message, or one the link does not know: for good,

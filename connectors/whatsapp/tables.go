@@ -77,6 +77,16 @@ var migrations = []string{
 	// its rows, if any, are merged at the next start.
 	`ALTER TABLE whatsapp_links ADD COLUMN people_settled INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE whatsapp_lid_people ADD COLUMN number_seen INTEGER NOT NULL DEFAULT 0;`,
+	// Disappearing chats (expiry.go): when a message's text goes (unix
+	// seconds), and each chat's timer, which messages sent into it carry.
+	`ALTER TABLE whatsapp_messages ADD COLUMN expires_at INTEGER;
+	CREATE INDEX whatsapp_messages_expiring ON whatsapp_messages (expires_at) WHERE expires_at IS NOT NULL;
+	CREATE TABLE whatsapp_timers (
+		link    TEXT NOT NULL,
+		chat    TEXT NOT NULL,
+		seconds INTEGER NOT NULL,
+		PRIMARY KEY (link, chat)
+	) WITHOUT ROWID;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -165,10 +175,15 @@ func (c *Connector) rememberNow(ctx context.Context, ref msgRef) {
 }
 
 func (c *Connector) rememberTx(ref msgRef) func(tx *bridge.Tx) error {
+	var expires any
+	if !ref.Expires.IsZero() {
+		expires = ref.Expires.Unix()
+		c.expiry.At(ref.Expires)
+	}
 	return func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (link, chat, id) DO UPDATE SET text = excluded.text`,
-			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix())
+			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix(), expires)
 		return err
 	}
 }
@@ -227,8 +242,9 @@ func (c *Connector) lookup(ctx context.Context, chat types.JID, id string) (*msg
 	}
 	var sender, text string
 	var fromMe bool
-	err := c.store.QueryRowContext(ctx, `SELECT sender, from_me, text FROM whatsapp_messages WHERE link = ? AND chat = ? AND id = ?`,
-		c.name, chat.ToNonAD().String(), id).Scan(&sender, &fromMe, &text)
+	var at int64
+	err := c.store.QueryRowContext(ctx, `SELECT sender, from_me, text, at FROM whatsapp_messages WHERE link = ? AND chat = ? AND id = ?`,
+		c.name, chat.ToNonAD().String(), id).Scan(&sender, &fromMe, &text, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -236,7 +252,7 @@ func (c *Connector) lookup(ctx context.Context, chat types.JID, id string) (*msg
 		return nil, err
 	}
 	s, _ := types.ParseJID(sender)
-	return &msgRef{Chat: chat, ID: id, Sender: s, FromMe: fromMe, Text: text}, nil
+	return &msgRef{Chat: chat, ID: id, Sender: s, FromMe: fromMe, Text: text, At: time.Unix(at, 0)}, nil
 }
 
 // snippet bounds the preview kept per message.

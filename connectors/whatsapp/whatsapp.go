@@ -25,6 +25,7 @@ import (
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/config"
+	"github.com/phonebridge/phonebridge/internal/deadline"
 	"github.com/phonebridge/phonebridge/internal/linktext"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	// owner's name for them, as the phone shows it) or push_name (the
 	// name they gave themselves).
 	Names string `yaml:"names"`
+	// Version pins the WhatsApp Web version the link announces
+	// ("2.3000.1023456789"). Empty: whatsmeow's, and WhatsApp Web's
+	// current one once WhatsApp refuses that as outdated (version.go).
+	Version string `yaml:"version"`
 }
 
 // Which name of a person shows.
@@ -89,6 +94,11 @@ func (o *Options) Validate(c *config.Checker) {
 	}
 	o.History.validate(c.At("history"))
 	c.OneOf("names", o.Names, NamesAddressBook, NamesPushName)
+	if o.Version != "" {
+		if _, err := parseVersion(o.Version); err != nil {
+			c.Errorf("version", "%s", err)
+		}
+	}
 }
 
 func init() {
@@ -121,6 +131,11 @@ type Connector struct {
 	lockPath     string
 	// newClient makes a whatsmeow client for a device; tests put a fake.
 	newClient func(dev *store.Device) waClient
+	// version is the WhatsApp Web version the clients announce.
+	version versionState
+	// web fetches WhatsApp Web's page, for its current version; nil is
+	// Go's default client (tests and -tags fakewa: the fake's).
+	web *http.Client
 
 	mu      sync.Mutex
 	sink    bridge.Sink // nil when not started (a CLI linking in-process)
@@ -135,6 +150,8 @@ type Connector struct {
 
 	chats chatCache
 	desc  describeCache // topics and pictures, for DescribeChat and DescribeSender
+	// expiry forgets disappeared messages' text (expiry.go).
+	expiry *deadline.Timer
 }
 
 // New builds a connector: it opens the session store (whatsmeow's tables
@@ -152,7 +169,15 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		history:      historyState{pending: map[string]int{}},
 	}
 	c.status = bridge.LinkStatus{Name: c.name, Service: service, State: bridge.LinkStopped, Since: time.Now()}
+	c.expiry = deadline.New(c.forgetExpired)
 	setOSVersion()
+	if opts.Version != "" {
+		v, err := parseVersion(opts.Version)
+		if err != nil {
+			return nil, fmt.Errorf("version %s", err)
+		}
+		c.version.v, c.version.pinned = v, true
+	}
 	var fakeHTTP *http.Client
 	if clientHook != nil {
 		var err error
@@ -160,9 +185,11 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 			return nil, err
 		}
 		c.desc.http = fakeHTTP
+		c.web = fakeHTTP
 	}
 	c.newClient = func(dev *store.Device) waClient {
 		cli := whatsmeow.NewClient(dev, newWALogger(c.log, c.closed))
+		c.announceVersion(cli)
 		if fakeHTTP != nil {
 			cli.SetPreLoginHTTPClient(fakeHTTP)
 			cli.SetWebsocketHTTPClient(fakeHTTP)
@@ -237,7 +264,7 @@ func (c *Connector) prepareSessionStore(ctx context.Context, lockPath string) er
 func (c *Connector) Capabilities() bridge.Capabilities {
 	return bridge.Capabilities{
 		Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true,
-		HTML: true, Typing: true, Read: true,
+		Locations: true, HTML: true, Typing: true, Read: true,
 		MaxTextLength: 65536,
 	}
 }
@@ -265,6 +292,11 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	}()
 	c.kickBackfill() // what a crash left unrelayed
 	c.loadPhoneSeen(ctx)
+	if next, err := c.nextExpiry(ctx); err != nil {
+		c.log.Warn("could not read when disappearing messages expire; their text is forgotten at the next one", "link", c.name, "err", err)
+	} else {
+		c.expiry.At(next)
+	}
 	if dev == nil {
 		// New already knew it is unlinked; the core learns it now.
 		st := c.LinkStatus()
@@ -361,6 +393,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	c.stopPhoneCheck()
+	c.expiry.Stop()
 	c.setState(bridge.LinkStopped, bridge.ReasonNone, "")
 	lock.release()
 	c.closed.Store(true)

@@ -98,13 +98,16 @@ type codePairing struct {
 // accept runs after the handshake: a login for a paired device, or a new
 // client that wants to pair. It reports whether to read on.
 func (s *Server) accept(c *conn) bool {
-	s.mu.Lock()
-	refuse, banExpire := s.refuse, s.banExpire
-	s.mu.Unlock()
-	if refuse == "outdated" {
+	if v, old := s.outdated(c); old {
+		// Before pairing or login alike: WhatsApp refuses an old client
+		// whatever it came for.
+		s.logf("fakewa: client version %s refused as outdated", v)
 		c.closeAfter(waBinary.Node{Tag: "failure", Attrs: waBinary.Attrs{"reason": "405", "location": "fake"}})
 		return true
 	}
+	s.mu.Lock()
+	refuse, banExpire := s.refuse, s.banExpire
+	s.mu.Unlock()
 	if c.payload.Username == nil {
 		return s.acceptRegistration(c)
 	}

@@ -83,6 +83,9 @@ type Server struct {
 	// Guarded by mu.
 	mediaAuth string       // the media_conn auth token uploads need (media.go)
 	pics      pictureState // profile and group pictures (pictures.go)
+	versions  versionState // client versions: refused, current (version.go)
+
+	pageFetches atomic.Int64 // WhatsApp Web's page asked for (version.go)
 }
 
 // New starts a server on a free loopback port.
@@ -109,6 +112,7 @@ func New(opts Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws/chat", s.serveWS)
+	mux.HandleFunc("GET "+webHost+"/{$}", s.serveWebPage)
 	mux.HandleFunc("/", s.serveMedia)
 	s.http = &http.Server{
 		Handler:   mux,
@@ -193,7 +197,7 @@ var upgrader = websocket.Upgrader{
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if r.Host != "web.whatsapp.com" {
+	if r.Host != webHost {
 		http.Error(w, "wrong host "+r.Host, http.StatusMisdirectedRequest)
 		return
 	}
@@ -281,7 +285,8 @@ func (s *Server) isSilent() bool {
 }
 
 // RefuseOutdated makes every new connection fail with 405 (client
-// outdated) until called with false.
+// outdated), whatever version it announces, until called with false
+// (RequireVersion refuses only older versions).
 func (s *Server) RefuseOutdated(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
