@@ -855,6 +855,16 @@ func TestLocationsAndVoiceNotesFallBackPerDestination(t *testing.T) {
 		t.Errorf("a destination without media got %q", got.Text)
 	}
 
+	// A caption over a destination's length is split; the place goes once.
+	short := bridgetest.NewFake("short", bridge.Capabilities{Locations: true, MaxTextLength: 10})
+	h2 := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a2/x", "short/s")}, bridgetest.NewFake("a2", all), short)
+	long := msg("a2", "x", "L1", "aaaa bbbb cccc dddd")
+	long.Location = where
+	h2.Inject(long)
+	if parts := short.WaitSent(t, 2); parts[0].Location == nil || parts[1].Location != nil {
+		t.Errorf("a long caption split into parts with places %v, %v; want the place on the first only", parts[0].Location, parts[1].Location)
+	}
+
 	// An event with a place off the Earth is refused, not relayed.
 	bad := msg("a", "x", "A3", "")
 	bad.Location = &bridge.Location{Latitude: 91, Longitude: 0}

@@ -823,8 +823,9 @@ func (d *deliverer) split(rowID int64, out Outgoing, msg int64, part int, caps C
 		o.HTML = "" // formatting cannot be cut safely; the plain text is whole
 		o.Key = deliveryKey(rowID, i)
 		if i > 0 {
+			// The attachments and the place go once, with the first part.
 			o.ReplyTo = ""
-			o.Media = nil
+			o.Media, o.Location = nil, nil
 		}
 		pt := part
 		if part >= 0 {

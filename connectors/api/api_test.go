@@ -1031,7 +1031,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	data := base64.StdEncoding.EncodeToString([]byte("OggS voice"))
 	body := fmt.Sprintf(`{"id":"v1","kind":"message","chat":"general",
 		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024]}],
-		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true}}`, data)
+		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true},"expires_in_sec":86400}`, data)
 	if status, m := h.post(body); status != http.StatusAccepted {
 		t.Fatalf("POST: %d %v", status, m)
 	}
@@ -1045,6 +1045,9 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	}
 	if l == nil || *l != (bridge.Location{Latitude: 48.8584, Longitude: 2.2945, Name: "Tour Eiffel", Live: true}) {
 		t.Errorf("inbound location %+v", l)
+	}
+	if got[0].ExpiresInSec != 86400 {
+		t.Errorf("inbound expiry %d s, want a day", got[0].ExpiresInSec)
 	}
 	for bad, says := range map[string]string{
 		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data): "media[0].kind",
@@ -1062,7 +1065,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{
 		Event: bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "general"},
 			Media:    []bridge.Media{{MIME: "image/webp", Name: "s.webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: open}},
-			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}},
+			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}, ExpiresInSec: 3600},
 		Key: "pb.v1",
 	}); err != nil {
 		t.Fatal(err)
@@ -1074,5 +1077,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	}
 	if loc, _ := ev["location"].(map[string]any); loc["latitude"] != -1.5 || loc["longitude"] != 2.25 || loc["address"] != "somewhere" {
 		t.Errorf("outbound location %v", ev["location"])
+	}
+	if ev["expires_in_sec"] != float64(3600) {
+		t.Errorf("outbound expiry %v, want 3600", ev["expires_in_sec"])
 	}
 }

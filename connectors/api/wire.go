@@ -68,6 +68,7 @@ type inEvent struct {
 	Emoji          string        `json:"emoji"`
 	Media          []inMedia     `json:"media"`
 	Location       *wireLocation `json:"location"`
+	ExpiresInSec   int64         `json:"expires_in_sec"`
 }
 
 type outMedia struct {
@@ -104,6 +105,7 @@ type outEvent struct {
 	Emoji          string        `json:"emoji,omitempty"`
 	Media          []outMedia    `json:"media,omitempty"`
 	Location       *wireLocation `json:"location,omitempty"`
+	ExpiresInSec   int64         `json:"expires_in_sec,omitempty"`
 	Origin         *outOrigin    `json:"origin,omitempty"`
 }
 
@@ -262,6 +264,10 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 	if l := in.Location; l != nil {
 		ev.Location = &bridge.Location{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}
 	}
+	if in.ExpiresInSec < 0 {
+		return nil, badRequest("expires_in_sec is %d; it cannot be negative", in.ExpiresInSec)
+	}
+	ev.ExpiresInSec = in.ExpiresInSec
 	if err := ev.Check(); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -305,6 +311,7 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 	if l := ev.Location; l != nil {
 		o.Location = &wireLocation{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}
 	}
+	o.ExpiresInSec = ev.ExpiresInSec
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
 		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}
 	}

@@ -1,7 +1,9 @@
 package matrix
 
 import (
+	"cmp"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -94,14 +96,29 @@ var eventSeeds = []string{
 	`{"type":"m.room.redaction","event_id":"$d2","room_id":"!r:x","sender":"@ann:x","content":{"redacts":"$t"}}`,
 	`{"type":"m.room.member","state_key":"@ann:x","event_id":"$m","room_id":"!r:x","sender":"@ann:x","content":{"membership":"join","displayname":"Ann"}}`,
 	`{"type":"m.room.message","event_id":"$x","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":5,"body":[1]}}`,
+	// Voice notes, stickers, GIFs, sizes and places, well and badly formed.
+	`{"type":"m.room.message","event_id":"$vo","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.audio","body":"Voice message","url":"mxc://x/v","info":{"mimetype":"audio/ogg","duration":4321},"org.matrix.msc1767.audio":{"duration":4321,"waveform":[0,12,1024,512]},"org.matrix.msc3245.voice":{}}}`,
+	`{"type":"m.room.message","event_id":"$vo2","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.audio","body":"v","url":"mxc://x/v","info":{"duration":1e300},"org.matrix.msc1767.audio":{"duration":-1,"waveform":[1.5,-7,1e309,"x",null]},"org.matrix.msc3245.voice":7}}`,
+	`{"type":"m.room.message","event_id":"$vo3","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.audio","body":"v","url":"mxc://x/v","org.matrix.msc1767.audio":"loud","org.matrix.msc2516.voice":{}}}`,
+	`{"type":"m.sticker","event_id":"$s2","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.location","body":"s","url":"mxc://x/s","geo_uri":"geo:1,2","info":{"mimetype":"image/png","w":512,"h":512.7}}}`,
+	`{"type":"m.sticker","event_id":"$s3","room_id":"!r:x","sender":"@ann:x","content":{"body":"s","url":"mxc://x/s","info":{"w":-5,"h":1e300,"size":"big"}}}`,
+	`{"type":"m.room.message","event_id":"$g","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.video","body":"g","url":"mxc://x/g","info":{"mimetype":"video/mp4","w":320,"h":240,"duration":2000,"fi.mau.gif":true,"fi.mau.loop":true,"fi.mau.autoplay":true}}}`,
+	`{"type":"m.room.message","event_id":"$g2","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.image","body":"a.gif","url":"mxc://x/g","info":{"mimetype":"IMAGE/GIF","fi.mau.gif":"yes"}}}`,
+	`{"type":"m.room.message","event_id":"$l2","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.location","body":"User Location \"Home\" geo:51.5,-0.1;u=10 at 2024-05-01T10:00:00.000Z","geo_uri":"geo:51.5,-0.1;u=10","org.matrix.msc3488.location":{"uri":"geo:51.5,-0.1;u=10","description":"Home"},"org.matrix.msc3488.asset":{"type":"m.self"}}}`,
+	`{"type":"m.room.message","event_id":"$l3","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.location","body":"","geo_uri":"geo:91,181","org.matrix.msc3488.location":{"uri":"geo:-90,-180,5;crs=wgs84","description":7}}}`,
+	`{"type":"m.room.message","event_id":"$l4","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.location","body":"x","geo_uri":"geo:NaN,Inf","org.matrix.msc3488.location":"here"}}`,
+	`{"type":"m.room.message","event_id":"$l5","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.location","body":"geo:1,2 geo:1,2;u=3","geo_uri":"geo:1,2","m.relates_to":{"m.in_reply_to":{"event_id":"$o"}}}}`,
 	`{"type":"m.room.message","content":null}`, `{"type":"m.room.encrypted","content":{"algorithm":"m.megolm.v1.aes-sha2"}}`,
 	`{"type":"m.reaction","content":{"m.relates_to":"nope"}}`, `{}`, `[]`, `null`,
 }
 
 // FuzzConvertEvent decodes arbitrary JSON as an event of a transaction,
-// as the appservice's transaction handler does (prepareTxnEvent), and
-// converts it. It must never panic; an event it relays has a kind, the
-// text or target its kind needs, and HTML in the core's subset only.
+// as the appservice's transaction handler does (prepareTxnEvent), and as
+// bot mode's /sync does (parsed on conversion), and converts it. It must
+// never panic; an event it relays passes the core's Check, has the text
+// or target its kind needs, media of a known kind with bounded sizes and
+// waveform, a place only from an m.location and only on Earth, and HTML
+// in the core's subset only.
 func FuzzConvertEvent(f *testing.F) {
 	for _, s := range eventSeeds {
 		f.Add([]byte(s))
@@ -111,8 +128,14 @@ func FuzzConvertEvent(f *testing.F) {
 		if json.Unmarshal(data, &evt) != nil {
 			return
 		}
+		sync := evt
+		sync.Content = event.Content{VeryRaw: evt.Content.VeryRaw, Raw: evt.Content.Raw}
 		prepareTxnEvent(&evt)
 		checkConverted(t, &evt)
+		if sync.StateKey == nil {
+			sync.Type.Class = event.MessageEventType
+		}
+		checkConverted(t, &sync)
 	})
 }
 
@@ -126,15 +149,29 @@ func checkConverted(t *testing.T, evt *event.Event) {
 	if ev.Chat.ID != string(evt.RoomID) || ev.ID != string(evt.ID) || ev.Sender.ID != string(evt.Sender) {
 		t.Fatalf("event %s/%s/%s became %+v", evt.RoomID, evt.ID, evt.Sender, ev)
 	}
+	// The callers name the chat (a portal's origin chat) before the
+	// core's Check; a transaction may lack the room.
+	checked := *ev
+	checked.Chat.ID = cmp.Or(checked.Chat.ID, "!r:x")
+	if err := checked.Check(); err != nil {
+		t.Fatalf("the core would refuse %+v: %v", ev, err)
+	}
+	if l := ev.Location; l != nil {
+		msgtype := parsedMsgType(evt)
+		if evt.Type != event.EventMessage || msgtype != event.MsgLocation || !l.Valid() || math.IsNaN(l.Latitude) || math.IsNaN(l.Longitude) || len(ev.Media) > 0 {
+			t.Fatalf("a place %+v from a %s %q event with media %v", l, evt.Type.Type, msgtype, ev.Media)
+		}
+	}
 	switch ev.Kind {
 	case bridge.KindMessage:
-		if ev.Text == "" && len(ev.Media) == 0 {
-			t.Fatalf("a message with neither text nor media: %+v", ev)
+		if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil {
+			t.Fatalf("a message with neither text, media nor a place: %+v", ev)
 		}
 		for _, m := range ev.Media {
 			if m.Ref == "" || m.MIME == "" {
 				t.Fatalf("media without a ref or a type: %+v", m)
 			}
+			checkMediaKind(t, evt, m)
 		}
 	case bridge.KindEdit:
 		if ev.Target == "" || ev.Text == "" {
@@ -152,6 +189,53 @@ func checkConverted(t *testing.T, evt *event.Event) {
 		t.Fatalf("kind %q from a %s event", ev.Kind, evt.Type.Type)
 	}
 	checkSubset(t, ev.HTML)
+}
+
+// checkMediaKind fails t unless m's kind fits the event it came from and
+// its numbers are within bounds.
+func checkMediaKind(t *testing.T, evt *event.Event, m bridge.Media) {
+	t.Helper()
+	msgtype := parsedMsgType(evt)
+	switch m.Kind {
+	case bridge.MediaPlain:
+	case bridge.MediaSticker:
+		if evt.Type != event.EventSticker {
+			t.Fatalf("a sticker from a %s event", evt.Type.Type)
+		}
+	case bridge.MediaVoice:
+		if evt.Type != event.EventMessage || msgtype != event.MsgAudio {
+			t.Fatalf("a voice note from a %s %q event", evt.Type.Type, msgtype)
+		}
+	case bridge.MediaGIF:
+		if evt.Type != event.EventMessage || msgtype != event.MsgVideo && msgtype != event.MsgImage {
+			t.Fatalf("a GIF from a %s %q event", evt.Type.Type, msgtype)
+		}
+	default:
+		t.Fatalf("media of kind %q", m.Kind)
+	}
+	if m.Kind != bridge.MediaVoice && m.Waveform != nil {
+		t.Fatalf("a waveform on %s media", m.Kind)
+	}
+	if m.Size < 0 || m.Width < 0 || m.Width > maxPixels || m.Height < 0 || m.Height > maxPixels || m.DurationMS < 0 || m.DurationMS > maxDurationMS {
+		t.Fatalf("media numbers out of bounds: %+v", m)
+	}
+	if len(m.Waveform) > maxWaveform {
+		t.Fatalf("a waveform of %d samples", len(m.Waveform))
+	}
+	for _, s := range m.Waveform {
+		if s < 0 || s > maxSample {
+			t.Fatalf("a waveform sample %d", s)
+		}
+	}
+}
+
+// parsedMsgType is the msgtype evt was converted with (JSON field names
+// match in any case, as encoding/json has them).
+func parsedMsgType(evt *event.Event) event.MessageType {
+	if msg, ok := evt.Content.Parsed.(*event.MessageEventContent); ok {
+		return msg.MsgType
+	}
+	return ""
 }
 
 // FuzzTextContent builds the m.room.message for an outgoing message from

@@ -2,8 +2,11 @@ package matrix
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +29,9 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 	}
 	if evt.Content.Parsed == nil {
 		if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) {
-			return nil, false
+			if !parseLenient(evt) {
+				return nil, false
+			}
 		}
 	}
 	ev := &bridge.Event{
@@ -41,7 +46,8 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 		if !ok {
 			return nil, false
 		}
-		if msg.MsgType == "" && evt.Type == event.EventSticker {
+		if evt.Type == event.EventSticker {
+			// A sticker is an image whatever its content says.
 			msg.MsgType = event.MsgImage
 		}
 		if target := msg.RelatesTo.GetReplaceID(); target != "" {
@@ -69,15 +75,7 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 			if msg.URL == "" {
 				return nil, false // encrypted media: nothing to open
 			}
-			m := bridge.Media{Name: msg.GetFileName(), Ref: string(msg.URL)}
-			if msg.Info != nil {
-				m.MIME = msg.Info.MimeType
-				m.Size = int64(msg.Info.Size)
-			}
-			if m.MIME == "" {
-				m.MIME = defaultMIME(msg.MsgType)
-			}
-			m.Caption = msg.GetCaption()
+			m := mediaOf(evt.Type, msg, evt.Content.Raw)
 			ev.Text = m.Caption
 			if m.Caption != "" {
 				ev.HTML = normalizeHTML(msg.GetFormattedCaption())
@@ -86,8 +84,19 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 			return ev, true
 		}
 		ev.Text, ev.HTML = messageText(msg)
-		if msg.MsgType == event.MsgLocation && msg.GeoURI != "" && !strings.Contains(ev.Text, msg.GeoURI) {
-			ev.Text = strings.TrimSpace(ev.Text + " " + msg.GeoURI)
+		if msg.MsgType == event.MsgLocation {
+			if loc, caption, ok := locationOf(msg, evt.Content.Raw); ok {
+				ev.Location = loc
+				if caption != strings.TrimSpace(ev.Text) {
+					ev.HTML = "" // it still shows what was taken out
+				}
+				ev.Text = caption
+				return ev, true
+			}
+			// Not a place on Earth: the text, with the URI, says what it can.
+			if msg.GeoURI != "" && !strings.Contains(ev.Text, msg.GeoURI) {
+				ev.Text = strings.TrimSpace(ev.Text + " " + msg.GeoURI)
+			}
 		}
 		return ev, ev.Text != ""
 
@@ -137,6 +146,302 @@ func defaultMIME(t event.MessageType) string {
 		return "audio/ogg"
 	}
 	return "application/octet-stream"
+}
+
+// Keys of the content that mautrix's types lack, or type too strictly
+// to be read leniently: they are read from and written to the raw JSON.
+const (
+	keyVoice       = "org.matrix.msc3245.voice"
+	keyVoiceLegacy = "org.matrix.msc2516.voice"
+	keyAudio       = "org.matrix.msc1767.audio"
+	keyLocation    = "org.matrix.msc3488.location"
+	keyAsset       = "org.matrix.msc3488.asset"
+	keyLocationTS  = "org.matrix.msc3488.ts"
+	keyGIF         = "fi.mau.gif"
+	keyLoop        = "fi.mau.loop"
+	keyAutoplay    = "fi.mau.autoplay"
+	keyHideControl = "fi.mau.hide_controls"
+	keyNoAudio     = "fi.mau.no_audio"
+)
+
+// lenientKeys are read from the raw content only: one a client got wrong
+// (a waveform of fractions) must not cost the message its file or text.
+var lenientKeys = []string{keyVoice, keyVoiceLegacy, keyAudio}
+
+// parseLenient parses a message whose strict parse failed again without
+// lenientKeys; false if that fails too.
+func parseLenient(evt *event.Event) bool {
+	if evt.Type != event.EventMessage && evt.Type != event.EventSticker || evt.Content.Raw == nil {
+		return false
+	}
+	rest := make(map[string]any, len(evt.Content.Raw))
+	dropped := false
+	for k, v := range evt.Content.Raw {
+		if slices.Contains(lenientKeys, k) {
+			dropped = true
+			continue
+		}
+		rest[k] = v
+	}
+	if !dropped {
+		return false
+	}
+	b, err := json.Marshal(rest)
+	if err != nil {
+		return false
+	}
+	c := event.Content{VeryRaw: b}
+	if c.ParseRaw(evt.Type) != nil {
+		return false
+	}
+	evt.Content.Parsed = c.Parsed
+	return true
+}
+
+// Bounds on what a sender says of a file: beyond them it is nonsense, and
+// a huge number would overflow on its way to an int.
+const (
+	maxPixels     = 1 << 20
+	maxDurationMS = 1 << 40 // some 35 years
+	// maxWaveform bounds a voice note's samples (Element sends about a
+	// hundred); longer ones are squeezed to this many.
+	maxWaveform = 1024
+	// maxSample is the loudest sample in MSC1767's waveform.
+	maxSample = 1024
+)
+
+// mediaOf is the attachment of a media message or sticker: its file,
+// size and length, and how clients show it (a voice note, a sticker, a
+// GIF).
+func mediaOf(typ event.Type, msg *event.MessageEventContent, raw map[string]any) bridge.Media {
+	m := bridge.Media{Name: msg.GetFileName(), Ref: string(msg.URL)}
+	if msg.Info != nil {
+		m.MIME = msg.Info.MimeType
+		m.Size = within(int64(msg.Info.Size), 1<<62)
+		m.Width = int(within(int64(msg.Info.Width), maxPixels))
+		m.Height = int(within(int64(msg.Info.Height), maxPixels))
+		m.DurationMS = within(int64(msg.Info.Duration), maxDurationMS)
+	}
+	if m.MIME == "" {
+		m.MIME = defaultMIME(msg.MsgType)
+	}
+	m.Caption = msg.GetCaption()
+	info, _ := raw["info"].(map[string]any)
+	switch {
+	case typ == event.EventSticker:
+		m.Kind = bridge.MediaSticker
+	case msg.MsgType == event.MsgAudio && (raw[keyVoice] != nil || raw[keyVoiceLegacy] != nil):
+		m.Kind = bridge.MediaVoice
+		audio, _ := raw[keyAudio].(map[string]any)
+		if m.DurationMS == 0 {
+			m.DurationMS = durationOf(audio["duration"])
+		}
+		m.Waveform = waveformOf(audio["waveform"])
+	case msg.MsgType == event.MsgVideo && (isTrue(info[keyGIF]) || isTrue(info[keyLoop])),
+		msg.MsgType == event.MsgImage && (isTrue(info[keyGIF]) || strings.EqualFold(m.MIME, "image/gif")):
+		// mautrix bridges mark a GIF, which most chat apps send as a
+		// silent looping video, so; a plain GIF image is one too.
+		m.Kind = bridge.MediaGIF
+	}
+	return m
+}
+
+// within is n where 0 < n <= max, else 0 (unknown).
+func within(n, max int64) int64 {
+	if n <= 0 || n > max {
+		return 0
+	}
+	return n
+}
+
+// durationOf is a JSON number of milliseconds, 0 if v is none or out of
+// range.
+func durationOf(v any) int64 {
+	f, ok := v.(float64)
+	if !ok || math.IsNaN(f) || f < 1 || f > maxDurationMS {
+		return 0
+	}
+	return int64(math.Round(f))
+}
+
+func isTrue(v any) bool {
+	b, _ := v.(bool)
+	return b
+}
+
+// waveformOf reads MSC1767's waveform: samples 0 to 1024, clamped (some
+// clients overshoot), squeezed to maxWaveform samples; nil if it holds
+// anything but numbers.
+func waveformOf(v any) []int {
+	list, _ := v.([]any)
+	if len(list) == 0 {
+		return nil
+	}
+	samples := make([]int, len(list))
+	for i, x := range list {
+		f, ok := x.(float64)
+		if !ok || math.IsNaN(f) {
+			return nil
+		}
+		samples[i] = int(math.Round(max(0, min(f, maxSample))))
+	}
+	return fitWaveform(samples)
+}
+
+// fitWaveform is samples clamped to 0..maxSample and squeezed to
+// maxWaveform samples, each the loudest of its stretch; samples itself
+// is left as it is.
+func fitWaveform(samples []int) []int {
+	if len(samples) == 0 {
+		return nil
+	}
+	n := min(len(samples), maxWaveform)
+	out := make([]int, n)
+	for i := range out {
+		from, to := i*len(samples)/n, (i+1)*len(samples)/n
+		out[i] = max(0, min(slices.Max(samples[from:to]), maxSample))
+	}
+	return out
+}
+
+// locationOf reads an m.location: the place from geo_uri, or else from
+// MSC3488's uri; its description (MSC3488) as the place's name; and what
+// the body says besides the URI as the caption. False when neither URI
+// is a place on Earth.
+func locationOf(msg *event.MessageEventContent, raw map[string]any) (*bridge.Location, string, bool) {
+	ext, _ := raw[keyLocation].(map[string]any)
+	extURI, _ := ext["uri"].(string)
+	uri := msg.GeoURI
+	loc, ok := parseGeoURI(uri)
+	if !ok {
+		uri = extURI
+		if loc, ok = parseGeoURI(uri); !ok {
+			return nil, "", false
+		}
+	}
+	desc, _ := ext["description"].(string)
+	loc.Name = strings.TrimSpace(desc)
+	return loc, locationCaption(msg.Body, loc, msg.GeoURI, extURI), true
+}
+
+// locationCaption is what body says besides the location loc: without
+// its URIs (however written) and its name, and nothing for the text
+// Element makes up ("User Location "Home" geo:… at 2024-…").
+func locationCaption(body string, loc *bridge.Location, uris ...string) string {
+	body = strings.TrimSpace(body)
+	desc := loc.Name
+	if generatedLocationText(body, desc, uris) {
+		return ""
+	}
+	for _, u := range uris {
+		if u = strings.TrimSpace(u); u != "" {
+			body = strings.ReplaceAll(body, u, "")
+		}
+	}
+	for _, word := range strings.Fields(body) {
+		if same, ok := parseGeoURI(word); ok && same.Latitude == loc.Latitude && same.Longitude == loc.Longitude {
+			body = strings.ReplaceAll(body, word, "")
+		}
+	}
+	var lines []string
+	for _, line := range strings.Split(body, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	caption := strings.Join(lines, "\n")
+	if caption == desc || caption == `"`+desc+`"` {
+		return ""
+	}
+	return caption
+}
+
+// generatedLocationText reports whether body is the fallback Element
+// writes for a location: [User ]Location ["description"] URI [at TIME].
+func generatedLocationText(body, desc string, uris []string) bool {
+	s, ok := strings.CutPrefix(strings.TrimPrefix(body, "User "), "Location")
+	if !ok {
+		return false
+	}
+	s = strings.TrimSpace(s)
+	if desc != "" {
+		s = strings.TrimSpace(strings.TrimPrefix(s, `"`+desc+`"`))
+	}
+	cut := false
+	for _, u := range uris {
+		if u = strings.TrimSpace(u); u != "" && strings.HasPrefix(s, u) {
+			s, cut = strings.TrimSpace(s[len(u):]), true
+			break
+		}
+	}
+	if !cut {
+		return false
+	}
+	if s == "" {
+		return true
+	}
+	at, ok := strings.CutPrefix(s, "at ")
+	if !ok {
+		return false
+	}
+	_, err := time.Parse(time.RFC3339, at)
+	return err == nil
+}
+
+// parseGeoURI reads a geo URI (RFC 5870): geo:LAT,LON[,ALT] and
+// parameters; false for anything else, a coordinate system other than
+// WGS-84, or a place off Earth.
+func parseGeoURI(s string) (*bridge.Location, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) < 4 || !strings.EqualFold(s[:4], "geo:") {
+		return nil, false
+	}
+	coords, params, _ := strings.Cut(s[4:], ";")
+	for _, p := range strings.Split(params, ";") {
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "crs") && !strings.EqualFold(strings.TrimSpace(v), "wgs84") {
+			return nil, false
+		}
+	}
+	parts := strings.Split(coords, ",")
+	if len(parts) != 2 && len(parts) != 3 {
+		return nil, false
+	}
+	var xs [3]float64
+	for i, p := range parts {
+		x, ok := geoNumber(p)
+		if !ok {
+			return nil, false
+		}
+		xs[i] = x
+	}
+	loc := &bridge.Location{Latitude: xs[0], Longitude: xs[1]}
+	return loc, loc.Valid()
+}
+
+// geoNumber reads RFC 5870's num: [-]DIGITS[.DIGITS]; strconv alone
+// would take "NaN", "Inf", exponents and hex too.
+func geoNumber(s string) (float64, bool) {
+	s = strings.TrimSpace(s)
+	digits := strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	whole, frac, dot := strings.Cut(digits, ".")
+	if !allDigits(whole) || dot && !allDigits(frac) {
+		return 0, false
+	}
+	x, err := strconv.ParseFloat(s, 64)
+	return x, err == nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // The core's HTML subset, and what Matrix clients write for the same.

@@ -3,6 +3,7 @@ package matrix
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,12 +90,110 @@ func TestConvertEventKinds(t *testing.T) {
 			with(base(bridge.KindMessage, "$a"), func(e *bridge.Event) {
 				e.Media = []bridge.Media{{MIME: "audio/ogg", Name: "voice.ogg", Ref: "mxc://example.org/a"}}
 			})},
-		{"sticker", `{"type":"m.sticker","event_id":"$s",` + head + `"content":{"body":"party","url":"mxc://example.org/s","info":{"mimetype":"image/webp"}}}`,
+		{"sticker", `{"type":"m.sticker","event_id":"$s",` + head + `"content":{"body":"party","url":"mxc://example.org/s","info":{"mimetype":"image/webp","w":256,"h":200}}}`,
 			with(base(bridge.KindMessage, "$s"), func(e *bridge.Event) {
-				e.Media = []bridge.Media{{MIME: "image/webp", Name: "party", Ref: "mxc://example.org/s"}}
+				e.Media = []bridge.Media{{MIME: "image/webp", Name: "party", Ref: "mxc://example.org/s", Kind: bridge.MediaSticker, Width: 256, Height: 200}}
 			})},
-		{"location", `{"type":"m.room.message","event_id":"$l",` + head + `"content":{"msgtype":"m.location","body":"Here","geo_uri":"geo:51.5,-0.1"}}`,
-			with(base(bridge.KindMessage, "$l"), func(e *bridge.Event) { e.Text = "Here geo:51.5,-0.1" })},
+		{"sticker with a msgtype", `{"type":"m.sticker","event_id":"$s2",` + head + `"content":{"msgtype":"m.text","body":"wave","url":"mxc://example.org/s2"}}`,
+			with(base(bridge.KindMessage, "$s2"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "image/jpeg", Name: "wave", Ref: "mxc://example.org/s2", Kind: bridge.MediaSticker}}
+			})},
+		{"voice, as Element sends it", `{"type":"m.room.message","event_id":"$vo",` + head + `"content":{"msgtype":"m.audio","body":"Voice message",
+			"url":"mxc://example.org/vo","info":{"mimetype":"audio/ogg","size":5000,"duration":4321},
+			"org.matrix.msc1767.audio":{"duration":4321,"waveform":[0,12,1024,512]},"org.matrix.msc3245.voice":{}}}`,
+			with(base(bridge.KindMessage, "$vo"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "audio/ogg", Name: "Voice message", Size: 5000, Ref: "mxc://example.org/vo",
+					Kind: bridge.MediaVoice, DurationMS: 4321, Waveform: []int{0, 12, 1024, 512}}}
+			})},
+		{"voice, its length only in MSC1767, its waveform out of bounds", `{"type":"m.room.message","event_id":"$vo2",` + head + `"content":{"msgtype":"m.audio","body":"v.ogg",
+			"url":"mxc://example.org/vo2","org.matrix.msc1767.audio":{"duration":1500.4,"waveform":[-3,2000,7.6]},"org.matrix.msc3245.voice":{}}}`,
+			with(base(bridge.KindMessage, "$vo2"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "audio/ogg", Name: "v.ogg", Ref: "mxc://example.org/vo2",
+					Kind: bridge.MediaVoice, DurationMS: 1500, Waveform: []int{0, 1024, 8}}}
+			})},
+		{"voice with a waveform that is not one", `{"type":"m.room.message","event_id":"$vo3",` + head + `"content":{"msgtype":"m.audio","body":"v.ogg",
+			"url":"mxc://example.org/vo3","info":{"duration":-5},"org.matrix.msc1767.audio":{"duration":"long","waveform":"loud"},"org.matrix.msc3245.voice":true}}`,
+			with(base(bridge.KindMessage, "$vo3"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "audio/ogg", Name: "v.ogg", Ref: "mxc://example.org/vo3", Kind: bridge.MediaVoice}}
+			})},
+		{"audio with a null voice key is plain audio", `{"type":"m.room.message","event_id":"$a2",` + head + `"content":{"msgtype":"m.audio","body":"song.mp3",
+			"url":"mxc://example.org/a2","info":{"mimetype":"audio/mpeg","duration":180000},"org.matrix.msc3245.voice":null}}`,
+			with(base(bridge.KindMessage, "$a2"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "audio/mpeg", Name: "song.mp3", Ref: "mxc://example.org/a2", DurationMS: 180000}}
+			})},
+		{"image with its size", `{"type":"m.room.message","event_id":"$iw",` + head + `"content":{"msgtype":"m.image","body":"cat.png",
+			"url":"mxc://example.org/iw","info":{"mimetype":"image/png","w":640,"h":480.0}}}`,
+			with(base(bridge.KindMessage, "$iw"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "image/png", Name: "cat.png", Ref: "mxc://example.org/iw", Width: 640, Height: 480}}
+			})},
+		{"image with a size out of bounds", `{"type":"m.room.message","event_id":"$ib",` + head + `"content":{"msgtype":"m.image","body":"x.png",
+			"url":"mxc://example.org/ib","info":{"mimetype":"image/png","w":1e300,"h":-4,"size":1e300}}}`,
+			with(base(bridge.KindMessage, "$ib"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "image/png", Name: "x.png", Ref: "mxc://example.org/ib"}}
+			})},
+		{"video with its size and length", `{"type":"m.room.message","event_id":"$vw",` + head + `"content":{"msgtype":"m.video","body":"clip.mp4",
+			"url":"mxc://example.org/vw","info":{"mimetype":"video/mp4","w":1280,"h":720,"duration":12000}}}`,
+			with(base(bridge.KindMessage, "$vw"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "video/mp4", Name: "clip.mp4", Ref: "mxc://example.org/vw", Width: 1280, Height: 720, DurationMS: 12000}}
+			})},
+		{"GIF from a mautrix bridge", `{"type":"m.room.message","event_id":"$g",` + head + `"content":{"msgtype":"m.video","body":"funny",
+			"filename":"funny.mp4","url":"mxc://example.org/g","info":{"mimetype":"video/mp4","w":320,"h":240,"duration":2000,
+			"fi.mau.gif":true,"fi.mau.loop":true,"fi.mau.autoplay":true,"fi.mau.hide_controls":true,"fi.mau.no_audio":true}}}`,
+			with(base(bridge.KindMessage, "$g"), func(e *bridge.Event) {
+				e.Text = "funny"
+				e.Media = []bridge.Media{{MIME: "video/mp4", Name: "funny.mp4", Caption: "funny", Ref: "mxc://example.org/g",
+					Kind: bridge.MediaGIF, Width: 320, Height: 240, DurationMS: 2000}}
+			})},
+		{"looping video", `{"type":"m.room.message","event_id":"$g2",` + head + `"content":{"msgtype":"m.video","body":"loop.mp4",
+			"url":"mxc://example.org/g2","info":{"mimetype":"video/mp4","fi.mau.loop":true}}}`,
+			with(base(bridge.KindMessage, "$g2"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "video/mp4", Name: "loop.mp4", Ref: "mxc://example.org/g2", Kind: bridge.MediaGIF}}
+			})},
+		{"GIF image", `{"type":"m.room.message","event_id":"$g3",` + head + `"content":{"msgtype":"m.image","body":"dance.gif",
+			"url":"mxc://example.org/g3","info":{"mimetype":"image/gif","w":100,"h":80}}}`,
+			with(base(bridge.KindMessage, "$g3"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "image/gif", Name: "dance.gif", Ref: "mxc://example.org/g3", Kind: bridge.MediaGIF, Width: 100, Height: 80}}
+			})},
+		{"video with GIF flags false", `{"type":"m.room.message","event_id":"$g4",` + head + `"content":{"msgtype":"m.video","body":"v.mp4",
+			"url":"mxc://example.org/g4","info":{"mimetype":"video/mp4","fi.mau.gif":false,"fi.mau.loop":"yes"}}}`,
+			with(base(bridge.KindMessage, "$g4"), func(e *bridge.Event) {
+				e.Media = []bridge.Media{{MIME: "video/mp4", Name: "v.mp4", Ref: "mxc://example.org/g4"}}
+			})},
+		{"location with a caption", `{"type":"m.room.message","event_id":"$l",` + head + `"content":{"msgtype":"m.location","body":"Here","geo_uri":"geo:51.5,-0.1"}}`,
+			with(base(bridge.KindMessage, "$l"), func(e *bridge.Event) {
+				e.Text, e.Location = "Here", &bridge.Location{Latitude: 51.5, Longitude: -0.1}
+			})},
+		{"location as Element sends it", `{"type":"m.room.message","event_id":"$l2",` + head + `"content":{"msgtype":"m.location",
+			"body":"User Location \"Big Ben\" geo:51.5007,-0.1246;u=10 at 2024-05-01T10:00:00.000Z","geo_uri":"geo:51.5007,-0.1246;u=10",
+			"org.matrix.msc3488.location":{"uri":"geo:51.5007,-0.1246;u=10","description":"Big Ben"},"org.matrix.msc3488.asset":{"type":"m.self"},
+			"org.matrix.msc3488.ts":1714557600000,"org.matrix.msc1767.text":"User Location geo:51.5007,-0.1246;u=10 at 2024-05-01T10:00:00.000Z"}}`,
+			with(base(bridge.KindMessage, "$l2"), func(e *bridge.Event) {
+				e.Location = &bridge.Location{Latitude: 51.5007, Longitude: -0.1246, Name: "Big Ben"}
+			})},
+		{"location with the URI in its caption, and an altitude", `{"type":"m.room.message","event_id":"$l3",` + head + `"content":{"msgtype":"m.location",
+			"body":"Meet me here\ngeo:-33.8568,151.2153,12","geo_uri":"GEO:-33.8568,151.2153,12;crs=wgs84"}}`,
+			with(base(bridge.KindMessage, "$l3"), func(e *bridge.Event) {
+				e.Text, e.Location = "Meet me here", &bridge.Location{Latitude: -33.8568, Longitude: 151.2153}
+			})},
+		{"location only in MSC3488", `{"type":"m.room.message","event_id":"$l4",` + head + `"content":{"msgtype":"m.location","body":"Office",
+			"org.matrix.msc3488.location":{"uri":"geo:48.8584,2.2945","description":"Office"}}}`,
+			with(base(bridge.KindMessage, "$l4"), func(e *bridge.Event) {
+				e.Location = &bridge.Location{Latitude: 48.8584, Longitude: 2.2945, Name: "Office"}
+			})},
+		{"location replying", `{"type":"m.room.message","event_id":"$l5",` + head + `"content":{"msgtype":"m.location",
+			"body":"> <@bob:example.org> where?\n\nLocation geo:1,2","geo_uri":"geo:1,2","m.relates_to":{"m.in_reply_to":{"event_id":"$o"}}}}`,
+			with(base(bridge.KindMessage, "$l5"), func(e *bridge.Event) {
+				e.Location, e.ReplyTo = &bridge.Location{Latitude: 1, Longitude: 2}, "$o"
+			})},
+		{"location off Earth: text", `{"type":"m.room.message","event_id":"$lx",` + head + `"content":{"msgtype":"m.location","body":"Moon base","geo_uri":"geo:91,10"}}`,
+			with(base(bridge.KindMessage, "$lx"), func(e *bridge.Event) { e.Text = "Moon base geo:91,10" })},
+		{"location malformed: text", `{"type":"m.room.message","event_id":"$ly",` + head + `"content":{"msgtype":"m.location","body":"somewhere","geo_uri":"geo:NaN,1e5"}}`,
+			with(base(bridge.KindMessage, "$ly"), func(e *bridge.Event) { e.Text = "somewhere geo:NaN,1e5" })},
+		{"location in another coordinate system: text", `{"type":"m.room.message","event_id":"$lz",` + head + `"content":{"msgtype":"m.location","body":"Mars","geo_uri":"geo:1,2;crs=mars2000"}}`,
+			with(base(bridge.KindMessage, "$lz"), func(e *bridge.Event) { e.Text = "Mars geo:1,2;crs=mars2000" })},
+		{"location without a place or text", `{"type":"m.room.message","event_id":"$le",` + head + `"content":{"msgtype":"m.location","body":"","geo_uri":"geo:"}}`,
+			with(base(bridge.KindMessage, "$le"), func(e *bridge.Event) { e.Text = "geo:" })},
+		{"location without anything", `{"type":"m.room.message","event_id":"$ln",` + head + `"content":{"msgtype":"m.location","body":""}}`, nil},
 		{"encrypted media", `{"type":"m.room.message","event_id":"$x",` + head + `"content":{"msgtype":"m.image","body":"secret.png","file":{"url":"mxc://example.org/enc"}}}`, nil},
 		{"empty text", `{"type":"m.room.message","event_id":"$z",` + head + `"content":{"msgtype":"m.text","body":""}}`, nil},
 		{"state", `{"type":"m.room.name","event_id":"$st","state_key":"",` + head + `"content":{"name":"Room"}}`, nil},
@@ -208,5 +307,57 @@ func TestRoomCacheLearnsNames(t *testing.T) {
 	}
 	if got := rc.memberName(t.Context(), nil, inRoom, "@bob:example.org"); got != "bob" {
 		t.Errorf("bob's name %q, want his localpart (no display name)", got)
+	}
+}
+
+func TestParseGeoURI(t *testing.T) {
+	good := map[string][2]float64{
+		"geo:51.5,-0.1":                  {51.5, -0.1},
+		"geo:51.5007,-0.1246;u=10":       {51.5007, -0.1246},
+		"GEO:-33.8568,151.2153,12":       {-33.8568, 151.2153},
+		"geo:1,2;crs=WGS84;u=3;x-a=b":    {1, 2},
+		"geo:90,0":                       {90, 0},
+		"geo:-90,180":                    {-90, 180},
+		" geo:0,0 ":                      {0, 0},
+		"geo:+1.5,2":                     {1.5, 2},
+		"geo:-0,-0.000":                  {0, 0},
+		"geo:12.345678901234567890,-170": {12.345678901234567890, -170},
+	}
+	for in, want := range good {
+		loc, ok := parseGeoURI(in)
+		if !ok || loc.Latitude != want[0] || loc.Longitude != want[1] {
+			t.Errorf("parseGeoURI(%q) = %+v, %v; want %v", in, loc, ok, want)
+		}
+	}
+	for _, in := range []string{"", "geo:", "geo:1", "geo:1,2,3,4", "geo:90.1,0", "geo:0,180.5", "geo:-91,0",
+		"geo:NaN,0", "geo:Inf,0", "geo:1e1,2", "geo:0x1p-2,0", "geo:1.,2", "geo:.5,2", "geo:1,2?z=5", "geo:a,b",
+		"geo:1,2;crs=mars2000", "geo:--1,2", "geo:-+1,2", "http://maps.example/?q=1,2", "geo:1;2", "geo:1,,2",
+		"geo:" + strings.Repeat("9", 400) + ",0"} {
+		if loc, ok := parseGeoURI(in); ok {
+			t.Errorf("parseGeoURI(%q) = %+v, want it refused", in, loc)
+		}
+	}
+}
+
+func TestWaveformIsBounded(t *testing.T) {
+	long := make([]any, 5000)
+	for i := range long {
+		long[i] = float64(i % 2000)
+	}
+	w := waveformOf(long)
+	if len(w) != maxWaveform {
+		t.Fatalf("%d samples, want them squeezed to %d", len(w), maxWaveform)
+	}
+	for _, s := range w {
+		if s < 0 || s > maxSample {
+			t.Fatalf("sample %d out of 0..%d", s, maxSample)
+		}
+	}
+	if got := waveformOf([]any{1.0, "x"}); got != nil {
+		t.Errorf("a waveform with a string: %v, want none", got)
+	}
+	in := []int{5, -1, 2000}
+	if got := fitWaveform(in); !reflect.DeepEqual(got, []int{5, 0, 1024}) || in[1] != -1 {
+		t.Errorf("fitWaveform: %v (input now %v), want clamped samples and the input untouched", got, in)
 	}
 }

@@ -1,9 +1,11 @@
 package matrix
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"html"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -218,20 +220,52 @@ func mediaMsgType(mime string) event.MessageType {
 	return event.MsgFile
 }
 
+// kindMsgType is the msgtype that shows m as its kind: a voice note is
+// audio and a GIF a video (an image if it is one) whatever their MIME
+// types say.
+func kindMsgType(m bridge.Media) event.MessageType {
+	switch m.Kind {
+	case bridge.MediaVoice:
+		return event.MsgAudio
+	case bridge.MediaSticker:
+		return event.MsgImage
+	case bridge.MediaGIF:
+		if strings.HasPrefix(m.MIME, "image/") {
+			return event.MsgImage
+		}
+		return event.MsgVideo
+	}
+	return mediaMsgType(m.MIME)
+}
+
+// mediaEventType is the event an attachment goes in: stickers have
+// their own, without a msgtype.
+func mediaEventType(m bridge.Media) event.Type {
+	if m.Kind == bridge.MediaSticker {
+		return event.EventSticker
+	}
+	return event.EventMessage
+}
+
 // mediaContent is the event for one uploaded attachment; caption (already
 // with the sender's name, where shown) is its text, per Matrix's
-// convention that a body differing from the file name is a caption.
+// convention that a body differing from the file name is a caption. A
+// sticker has no caption: its body is its description.
 func mediaContent(m bridge.Media, uri id.ContentURI, size int64, caption *event.MessageEventContent) *event.MessageEventContent {
 	name := m.Name
 	if name == "" {
-		name = mediaWord(mediaMsgType(m.MIME))
+		name = mediaName(m)
 	}
 	content := &event.MessageEventContent{
-		MsgType:  mediaMsgType(m.MIME),
+		MsgType:  kindMsgType(m),
 		Body:     name,
 		FileName: name,
 		URL:      uri.CUString(),
-		Info:     &event.FileInfo{MimeType: m.MIME, Size: int(size)},
+		Info: &event.FileInfo{MimeType: m.MIME, Size: int(size),
+			Width:    int(within(int64(m.Width), maxPixels)),
+			Height:   int(within(int64(m.Height), maxPixels)),
+			Duration: int(within(m.DurationMS, maxDurationMS)),
+		},
 	}
 	if caption != nil && strings.TrimSpace(caption.Body) != "" {
 		content.Body = strings.TrimRightFunc(caption.Body, unicode.IsSpace)
@@ -240,7 +274,42 @@ func mediaContent(m bridge.Media, uri id.ContentURI, size int64, caption *event.
 			content.FormattedBody = strings.TrimRightFunc(caption.FormattedBody, unicode.IsSpace)
 		}
 	}
+	switch m.Kind {
+	case bridge.MediaSticker:
+		content.MsgType, content.FileName = "", ""
+		content.Format, content.FormattedBody = "", ""
+	case bridge.MediaVoice:
+		// Element shows audio with these as a voice message, its waveform
+		// drawn from MSC1767's.
+		content.MSC3245Voice = &event.MSC3245Voice{}
+		content.MSC1767Audio = &event.MSC1767Audio{Duration: content.Info.Duration, Waveform: fitWaveform(m.Waveform)}
+	case bridge.MediaGIF:
+		content.Info.MauGIF = true
+	}
 	return content
+}
+
+// mediaExtras are the keys of an attachment's content that mautrix's
+// types lack: the flags with which mautrix bridges mark a GIF, for the
+// clients that play it as one (looping, silent, without controls).
+func mediaExtras(m bridge.Media) map[string]any {
+	if m.Kind != bridge.MediaGIF {
+		return nil
+	}
+	return map[string]any{"info": map[string]any{keyGIF: true, keyLoop: true, keyAutoplay: true, keyHideControl: true, keyNoAudio: true}}
+}
+
+// mediaName names an attachment that has no name of its own.
+func mediaName(m bridge.Media) string {
+	switch m.Kind {
+	case bridge.MediaVoice:
+		return "Voice message" // as Element names its own
+	case bridge.MediaSticker:
+		return "sticker"
+	case bridge.MediaGIF:
+		return "GIF"
+	}
+	return mediaWord(mediaMsgType(m.MIME))
 }
 
 func mediaWord(t event.MessageType) string {
@@ -255,16 +324,81 @@ func mediaWord(t event.MessageType) string {
 	return "file"
 }
 
+// maxDescription bounds a place's label, which the event's size limit
+// does not see to.
+const maxDescription = 1000
+
+// geoURI is l as an RFC 5870 URI.
+func geoURI(l bridge.Location) string {
+	return "geo:" + strconv.FormatFloat(l.Latitude, 'f', -1, 64) + "," + strconv.FormatFloat(l.Longitude, 'f', -1, 64)
+}
+
+// locationContent is the m.location for out's place: geo_uri and
+// MSC3488's keys for clients that draw a map (Element marks a pin, or
+// the sender for a live location, which here is where they were), and a
+// body that says it in words, the URI last, for those that do not.
+func locationContent(out *bridge.Outgoing, senderFormat string) *event.Content {
+	l := out.Location
+	uri := geoURI(*l)
+	title := "📍 Location"
+	if l.Live {
+		title = "📍 Live location"
+	}
+	name, address := strings.TrimSpace(l.Name), strings.TrimSpace(l.Address)
+	if name != "" {
+		title += ": " + name
+	}
+	caption := out.Text
+	if caption == "" && out.HTML != "" {
+		caption = htmlToText(normalizeHTML(out.HTML))
+	}
+	lines := []string{title}
+	for _, line := range []string{address, caption} {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	textOut := *out
+	textOut.Text, textOut.HTML, textOut.Emote = strings.Join(append(lines, uri), "\n"), "", false
+	content := textContent(&textOut, senderFormat)
+	content.MsgType = event.MsgLocation
+	content.GeoURI = uri
+	fitContent(content)
+	withReply(content, out.ReplyTo)
+
+	place := map[string]any{"uri": uri}
+	if desc := cmp.Or(name, address); desc != "" {
+		// A label on the map; the body, which fitContent bounds, has it whole.
+		place["description"] = cutText(desc, maxDescription)
+	}
+	asset := "m.pin"
+	if l.Live {
+		asset = "m.self"
+	}
+	raw := map[string]any{keyLocation: place, keyAsset: map[string]any{"type": asset}}
+	if !out.Time.IsZero() {
+		raw[keyLocationTS] = out.Time.UnixMilli()
+	}
+	return &event.Content{Parsed: content, Raw: raw}
+}
+
 // reactionContent annotates target with emoji.
 func reactionContent(target, emoji string) *event.ReactionEventContent {
 	return &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(id.EventID(target), emoji)}
 }
 
-// withKey wraps content with the delivery key.
+// withKey wraps content with the delivery key. Content already wrapped
+// (with keys mautrix's types lack in Raw) gets it added.
 func withKey(content any, key string) *event.Content {
-	c := &event.Content{Parsed: content}
+	c, ok := content.(*event.Content)
+	if !ok {
+		c = &event.Content{Parsed: content}
+	}
 	if key != "" {
-		c.Raw = map[string]any{keyField: key}
+		if c.Raw == nil {
+			c.Raw = map[string]any{}
+		}
+		c.Raw[keyField] = key
 	}
 	return c
 }

@@ -2,8 +2,10 @@ package matrix
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -154,5 +156,119 @@ func TestFitContentDropsHTMLFirst(t *testing.T) {
 	fitContent(short)
 	if short.FormattedBody != "<b>hi</b>" {
 		t.Error("a short message lost its HTML")
+	}
+}
+
+// wireContent is content as it goes to the homeserver: mautrix's fields
+// and the raw keys merged.
+func wireContent(t *testing.T, content any) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(withKey(content, "pb.k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestMediaContentKinds(t *testing.T) {
+	uri := id.ContentURI{Homeserver: "example.org", FileID: "f"}
+	content := func(m bridge.Media, caption string) map[string]any {
+		var c *event.MessageEventContent
+		if caption != "" {
+			c = textContent(outgoing(caption, nil), "")
+		}
+		return wireContent(t, &event.Content{Parsed: mediaContent(m, uri, 99, c), Raw: mediaExtras(m)})
+	}
+	info := func(c map[string]any) map[string]any { i, _ := c["info"].(map[string]any); return i }
+
+	voice := content(bridge.Media{MIME: "audio/ogg; codecs=opus", Kind: bridge.MediaVoice, DurationMS: 4200, Waveform: []int{0, 700, 2000}}, "")
+	audio, _ := voice["org.matrix.msc1767.audio"].(map[string]any)
+	if voice["msgtype"] != "m.audio" || voice["body"] != "Voice message" || voice["org.matrix.msc3245.voice"] == nil ||
+		audio["duration"] != 4200.0 || fmt.Sprint(audio["waveform"]) != "[0 700 1024]" || info(voice)["duration"] != 4200.0 {
+		t.Errorf("voice note: %v", voice)
+	}
+	if mediaEventType(bridge.Media{Kind: bridge.MediaVoice}) != event.EventMessage {
+		t.Error("a voice note is not an m.room.message")
+	}
+	plainAudio := content(bridge.Media{MIME: "audio/mpeg", Name: "song.mp3", DurationMS: 1000}, "")
+	if plainAudio["org.matrix.msc3245.voice"] != nil || plainAudio["org.matrix.msc1767.audio"] != nil || info(plainAudio)["duration"] != 1000.0 {
+		t.Errorf("plain audio: %v, want no voice keys but its length", plainAudio)
+	}
+
+	sticker := content(bridge.Media{MIME: "image/webp", Name: "party", Kind: bridge.MediaSticker, Width: 512, Height: 480}, "")
+	if sticker["msgtype"] != nil || sticker["filename"] != nil || sticker["body"] != "party" || sticker["url"] != "mxc://example.org/f" ||
+		info(sticker)["mimetype"] != "image/webp" || info(sticker)["w"] != 512.0 || info(sticker)["h"] != 480.0 {
+		t.Errorf("sticker: %v", sticker)
+	}
+	if mediaEventType(bridge.Media{Kind: bridge.MediaSticker}) != event.EventSticker {
+		t.Error("a sticker is not an m.sticker")
+	}
+	if s := content(bridge.Media{MIME: "image/webp", Kind: bridge.MediaSticker}, "<b>hi</b>"); s["format"] != nil || s["formatted_body"] != nil {
+		t.Errorf("sticker with formatting: %v, want the body alone", s)
+	}
+
+	flags := []string{"fi.mau.gif", "fi.mau.loop", "fi.mau.autoplay", "fi.mau.hide_controls", "fi.mau.no_audio"}
+	for mime, msgtype := range map[string]string{"video/mp4": "m.video", "image/gif": "m.image"} {
+		gif := content(bridge.Media{MIME: mime, Kind: bridge.MediaGIF, Width: 320, Height: 240, DurationMS: 2500}, "lol")
+		if gif["msgtype"] != msgtype || gif["body"] != "lol" || info(gif)["mimetype"] != mime || info(gif)["w"] != 320.0 || info(gif)["h"] != 240.0 || info(gif)["duration"] != 2500.0 {
+			t.Errorf("%s GIF: %v, want %s with its size and length", mime, gif, msgtype)
+		}
+		for _, f := range flags {
+			if info(gif)[f] != true {
+				t.Errorf("%s GIF: info.%s is %v, want true", mime, f, info(gif)[f])
+			}
+		}
+	}
+
+	video := content(bridge.Media{MIME: "video/mp4", Name: "clip.mp4", Width: 1280, Height: 720, DurationMS: 9000}, "")
+	if video["msgtype"] != "m.video" || info(video)["w"] != 1280.0 || info(video)["h"] != 720.0 || info(video)["duration"] != 9000.0 || info(video)["fi.mau.gif"] != nil {
+		t.Errorf("video: %v", video)
+	}
+	odd := content(bridge.Media{MIME: "image/png", Width: -3, Height: 1 << 30, DurationMS: -1}, "")
+	if info(odd)["w"] != nil || info(odd)["h"] != nil || info(odd)["duration"] != nil {
+		t.Errorf("sizes out of bounds: %v, want them left out", info(odd))
+	}
+}
+
+func TestLocationContent(t *testing.T) {
+	at := time.UnixMilli(1714557600000)
+	out := outgoing("see you there", func(o *bridge.Outgoing) {
+		o.Location = &bridge.Location{Latitude: 51.5007, Longitude: -0.1246, Name: "Big Ben", Address: "London SW1A 0AA"}
+		o.ReplyTo, o.Time = "$q", at
+	})
+	got := wireContent(t, locationContent(out, DefaultSenderFormat))
+	place, _ := got["org.matrix.msc3488.location"].(map[string]any)
+	asset, _ := got["org.matrix.msc3488.asset"].(map[string]any)
+	rel, _ := got["m.relates_to"].(map[string]any)
+	inReply, _ := rel["m.in_reply_to"].(map[string]any)
+	wantBody := "Ann: 📍 Location: Big Ben\nLondon SW1A 0AA\nsee you there\ngeo:51.5007,-0.1246"
+	if got["msgtype"] != "m.location" || got["geo_uri"] != "geo:51.5007,-0.1246" || got["body"] != wantBody ||
+		place["uri"] != "geo:51.5007,-0.1246" || place["description"] != "Big Ben" || asset["type"] != "m.pin" ||
+		got["org.matrix.msc3488.ts"] != 1714557600000.0 || inReply["event_id"] != "$q" || got[keyField] != "pb.k" {
+		t.Errorf("location content %v", got)
+	}
+	// It reads back as the same place, with the caption.
+	evt := &event.Event{Type: event.EventMessage, RoomID: inRoom, ID: "$x", Sender: "@bot:example.org"}
+	raw, _ := json.Marshal(got)
+	if err := json.Unmarshal(raw, &evt.Content); err != nil {
+		t.Fatal(err)
+	}
+	back, ok := convertEvent(evt)
+	if !ok || back.Location == nil || back.Location.Latitude != 51.5007 || back.Location.Longitude != -0.1246 || back.Location.Name != "Big Ben" {
+		t.Errorf("read back as %+v", back)
+	}
+
+	live := outgoing("", func(o *bridge.Outgoing) {
+		o.Location = &bridge.Location{Latitude: -33.8568, Longitude: 151.2153, Live: true}
+	})
+	got = wireContent(t, locationContent(live, ""))
+	asset, _ = got["org.matrix.msc3488.asset"].(map[string]any)
+	place, _ = got["org.matrix.msc3488.location"].(map[string]any)
+	if got["body"] != "📍 Live location\ngeo:-33.8568,151.2153" || asset["type"] != "m.self" || place["description"] != nil || got["org.matrix.msc3488.ts"] != nil {
+		t.Errorf("live location without a name: %v", got)
 	}
 }

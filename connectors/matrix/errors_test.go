@@ -135,7 +135,15 @@ func startCore(t *testing.T, c *Connector) *bridgetest.Fake {
 	cfg.Delivery.SendTimeout = 5 * time.Second
 	cfg.Routes = []config.Route{bridgetest.Route("r", "src/general", "mx/!r:example.org")}
 	src := bridgetest.NewFake("src", bridgetest.AllCaps)
-	b := bridge.New(c.store, map[string]bridge.Connector{"src": src, "mx": c}, &cfg, c.log)
+	runCore(t, c, src, &cfg)
+	waitFor(t, "the bot to log in", func() bool { return c.client() != nil })
+	return src
+}
+
+// runCore starts the real core between src and c until the test ends.
+func runCore(t *testing.T, c *Connector, src *bridgetest.Fake, cfg *config.Config) *bridge.Bridge {
+	t.Helper()
+	b := bridge.New(c.store, map[string]bridge.Connector{"src": src, "mx": c}, cfg, c.log)
 	if err := b.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +154,7 @@ func startCore(t *testing.T, c *Connector) *bridgetest.Fake {
 			t.Error(err)
 		}
 	})
-	waitFor(t, "the bot to log in", func() bool { return c.client() != nil })
-	return src
+	return b
 }
 
 // TestRoutedRoomNotJoinedYetIsJoinedNotDropped: a message for a routed

@@ -132,3 +132,74 @@ func TestSendMediaEachWithItsOwnTransaction(t *testing.T) {
 		t.Errorf("%d events sent, want no event for the refused attachment", n)
 	}
 }
+
+// TestSendKindsAndPlaces: a sticker goes as an m.sticker event, a voice
+// note and a GIF as messages with their keys, a place as an m.location,
+// each under the delivery's key and replying where asked; a place with
+// attachments sends them after it under their own keys.
+func TestSendKindsAndPlaces(t *testing.T) {
+	f := newFakeHS(t)
+	s := &roomSender{cli: f.client(t), room: "!r:example.org", self: fakeUser, senderFormat: DefaultSenderFormat, maxMediaBytes: 64}
+	send := func(out *bridge.Outgoing) string {
+		t.Helper()
+		native, err := s.send(t.Context(), out)
+		if err != nil {
+			t.Fatalf("send %s: %v", out.Key, err)
+		}
+		return native
+	}
+	sticker := send(outgoing("", func(o *bridge.Outgoing) {
+		o.Key, o.ReplyTo = "pb.s", "$q"
+		o.Media = []bridge.Media{{Name: "party", MIME: "image/webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: opener("WEBP")}}
+	}))
+	send(outgoing("", func(o *bridge.Outgoing) {
+		o.Key = "pb.v"
+		o.Media = []bridge.Media{{MIME: "audio/ogg", Kind: bridge.MediaVoice, DurationMS: 3000, Waveform: []int{1, 2}, Open: opener("OGG")}}
+	}))
+	send(outgoing("", func(o *bridge.Outgoing) {
+		o.Key = "pb.g"
+		o.Media = []bridge.Media{{MIME: "video/mp4", Kind: bridge.MediaGIF, Open: opener("MP4")}}
+	}))
+	place := send(outgoing("here", func(o *bridge.Outgoing) {
+		o.Key, o.ReplyTo = "pb.l", "$q"
+		o.Location = &bridge.Location{Latitude: 1.5, Longitude: 2.5, Name: "Home"}
+		o.Media = []bridge.Media{{Name: "door.png", MIME: "image/png", Caption: "the door", Open: opener("PNG")}}
+	}))
+	if sticker != "$pb.s" || place != "$pb.l" {
+		t.Errorf("native ids %q, %q; want the sticker's and the place's", sticker, place)
+	}
+	reqs, paths := f.keyedPaths(t)
+	want := []string{
+		"rooms/!r:example.org/send/m.sticker/pb.s",
+		"rooms/!r:example.org/send/m.room.message/pb.v",
+		"rooms/!r:example.org/send/m.room.message/pb.g",
+		"rooms/!r:example.org/send/m.room.message/pb.l",
+		"rooms/!r:example.org/send/m.room.message/pb.l.m1",
+	}
+	if fmt.Sprint(paths) != fmt.Sprint(want) {
+		t.Fatalf("requests\n%v\nwant\n%v", paths, want)
+	}
+	st, voice, gif, loc, door := reqs[0].Body, reqs[1].Body, reqs[2].Body, reqs[3].Body, reqs[4].Body
+	if st["msgtype"] != nil || st["body"] != "Ann: party" || st["m.relates_to"] == nil {
+		t.Errorf("sticker %v: want no msgtype, its description after the sender, replying", st)
+	}
+	if voice["msgtype"] != "m.audio" || voice["org.matrix.msc3245.voice"] == nil || voice["org.matrix.msc1767.audio"] == nil {
+		t.Errorf("voice note %v", voice)
+	}
+	if info, _ := gif["info"].(map[string]any); gif["msgtype"] != "m.video" || info["fi.mau.gif"] != true || info["fi.mau.loop"] != true {
+		t.Errorf("GIF %v", gif)
+	}
+	if loc["msgtype"] != "m.location" || loc["geo_uri"] != "geo:1.5,2.5" || loc["m.relates_to"] == nil || loc["org.matrix.msc3488.location"] == nil {
+		t.Errorf("place %v", loc)
+	}
+	if door["msgtype"] != "m.image" || door["body"] != "Ann: the door" || door["m.relates_to"] != nil {
+		t.Errorf("the place's attachment %v: want its own caption, not replying", door)
+	}
+
+	_, err := s.send(t.Context(), outgoing("", func(o *bridge.Outgoing) {
+		o.Key, o.Location = "pb.x", &bridge.Location{Latitude: 100, Longitude: 0}
+	}))
+	if !bridge.IsPermanent(err) {
+		t.Errorf("a place off Earth: %v, want a permanent error", err)
+	}
+}

@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -82,9 +83,13 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 	return "", bridge.Permanentf("events of kind %q cannot be sent to Matrix", out.Kind)
 }
 
-// message sends text, or each attachment with the text as the first one's
-// caption, each as its own event under its own transaction id.
+// message sends text, a place, or each attachment with the text as the
+// first one's caption, each as its own event under its own transaction
+// id.
 func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if out.Location != nil {
+		return s.location(ctx, out)
+	}
 	if len(out.Media) == 0 {
 		if out.Text == "" && out.HTML == "" {
 			return "", bridge.Permanentf("nothing to send: the message has neither text nor media")
@@ -94,6 +99,32 @@ func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string,
 		withReply(content, out.ReplyTo)
 		return s.put(ctx, out.Key, event.EventMessage, content)
 	}
+	return s.attachments(ctx, out, 0)
+}
+
+// location sends out's place as an m.location with its text as the
+// caption, then any attachments (no platform sends both today), each
+// with its own.
+func (s *roomSender) location(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if !out.Location.Valid() {
+		return "", bridge.Permanentf("location %v,%v is not on Earth", out.Location.Latitude, out.Location.Longitude)
+	}
+	native, err := s.put(ctx, out.Key, event.EventMessage, locationContent(out, s.senderFormat))
+	if err != nil || len(out.Media) == 0 {
+		return native, err
+	}
+	rest := *out
+	rest.Text, rest.HTML, rest.ReplyTo, rest.Location = "", "", "", nil
+	if _, err := s.attachments(ctx, &rest, 1); err != nil {
+		return "", err
+	}
+	return native, nil
+}
+
+// attachments uploads and sends each of out's attachments, the first
+// with out's text as its caption unless skip says other events went
+// first, under keys numbered from skip; it returns the first one's id.
+func (s *roomSender) attachments(ctx context.Context, out *bridge.Outgoing, skip int) (string, error) {
 	var first string
 	for i, m := range out.Media {
 		uri, size, err := uploadMedia(ctx, s.cli, m, s.maxMediaBytes)
@@ -102,15 +133,20 @@ func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string,
 		}
 		capOut := *out
 		capOut.Emote, capOut.Notice = false, false
-		if i > 0 {
+		if i > 0 || skip > 0 {
 			capOut.Text, capOut.HTML = m.Caption, ""
+		}
+		if m.Kind == bridge.MediaSticker && capOut.Text == "" && capOut.HTML == "" {
+			// A sticker's body describes it (after the sender's name, where
+			// shown): clients show it in place of the image.
+			capOut.Text = cmp.Or(m.Name, mediaName(m))
 		}
 		content := mediaContent(m, uri, size, textContent(&capOut, s.senderFormat))
 		fitContent(content)
 		if i == 0 {
 			withReply(content, out.ReplyTo)
 		}
-		native, err := s.put(ctx, mediaKey(out.Key, i), event.EventMessage, content)
+		native, err := s.put(ctx, mediaKey(out.Key, i+skip), mediaEventType(m), &event.Content{Parsed: content, Raw: mediaExtras(m)})
 		if err != nil {
 			return "", err
 		}

@@ -167,6 +167,21 @@ func (f *fakeHS) requests() []fakeRequest {
 	return append([]fakeRequest(nil), f.sent...)
 }
 
+// keyedPaths is the paths of the requests made, checking that each
+// carries its transaction id as the delivery key.
+func (f *fakeHS) keyedPaths(t *testing.T) ([]fakeRequest, []string) {
+	t.Helper()
+	reqs := f.requests()
+	paths := make([]string, len(reqs))
+	for i, r := range reqs {
+		paths[i] = r.Path
+		if r.Body[keyField] != r.Txn {
+			t.Errorf("%s carries key %v, want its transaction id", r.Path, r.Body[keyField])
+		}
+	}
+	return reqs, paths
+}
+
 func (f *fakeHS) client(t *testing.T) *mautrix.Client {
 	cli, err := mautrix.NewClient(f.srv.URL, fakeUser, "token")
 	if err != nil {
@@ -303,14 +318,7 @@ func TestSendUsesTheKeyAsTransactionID(t *testing.T) {
 	if fmt.Sprint(ids) != fmt.Sprint(want) {
 		t.Errorf("native ids %v, want %v (a removal of an unknown reaction sends nothing)", ids, want)
 	}
-	reqs := f.requests()
-	paths := make([]string, len(reqs))
-	for i, r := range reqs {
-		paths[i] = r.Path
-		if r.Body[keyField] != r.Txn {
-			t.Errorf("%s carries key %v, want its transaction id", r.Path, r.Body[keyField])
-		}
-	}
+	_, paths := f.keyedPaths(t)
 	wantPaths := []string{
 		"rooms/!r:example.org/send/m.room.message/pb.1",
 		"rooms/!r:example.org/send/m.room.message/pb.2",
