@@ -574,15 +574,11 @@ func (b *Bridge) relayEphemeral(ev *Event, dests []Endpoint) {
 			out.Chat = ChatRef{Connector: d.Connector, ID: d.Chat}
 			out.Target, out.ReplyTo = "", ""
 			if ev.Kind == KindRead {
-				msg, err := messageOf(b.store, ev.Chat.Connector, ev.Chat.ID, ev.Target)
-				if err != nil || msg == 0 {
+				target, ok := b.readTarget(ctx, ev, d)
+				if !ok {
 					return
 				}
-				ids, err := nativeOn(ctx, b.store, msg, d)
-				if err != nil || len(ids) == 0 {
-					return
-				}
-				out.Target = ids[len(ids)-1]
+				out.Target = target
 			}
 			start := time.Now()
 			if _, err := conn.Send(ctx, &out); err != nil {
@@ -592,6 +588,39 @@ func (b *Bridge) relayEphemeral(ev *Event, dests []Endpoint) {
 			}
 			b.obs.Delivered(d.Connector, ev.Kind, time.Since(start))
 		}(d, conn)
+	}
+}
+
+// readWaits are the pauses before looking a read's target up again: a
+// phone that has a chat open reads a message as it arrives, often before
+// the delivery that sent it there is recorded.
+var readWaits = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, time.Second}
+
+// readTarget is the destination's id of the message ev reads, looked up
+// again a few times while it is not known yet; false when it is not.
+func (b *Bridge) readTarget(ctx context.Context, ev *Event, d Endpoint) (string, bool) {
+	for i := 0; ; i++ {
+		msg, err := messageOf(b.store, ev.Chat.Connector, ev.Chat.ID, ev.Target)
+		if err != nil {
+			return "", false
+		}
+		if msg != 0 {
+			ids, err := nativeOn(ctx, b.store, msg, d)
+			if err != nil {
+				return "", false
+			}
+			if len(ids) > 0 {
+				return ids[len(ids)-1], true
+			}
+		}
+		if i == len(readWaits) {
+			return "", false
+		}
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-time.After(readWaits[i]):
+		}
 	}
 }
 

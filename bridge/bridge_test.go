@@ -925,3 +925,23 @@ func TestDisappearingMessagesTextIsForgottenAtExpiry(t *testing.T) {
 		t.Errorf("after a restart, 10 s after its 2 s expiry the text is still %q", got)
 	}
 }
+
+// A phone with the chat open reads a message as it arrives, before the
+// delivery that sent it is recorded: the read still finds its message.
+func TestAReadAsTheMessageArrivesFindsIt(t *testing.T) {
+	a, b := bridgetest.NewFake("a", all), bridgetest.NewFake("b", all)
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "b/y")}, a, b)
+	release := b.Block()
+	h.Inject(msg("a", "x", "A1", "read me"))
+	b.WaitBlocked(t) // b has the message as b-1; the core does not know it yet
+	read := bridge.Event{Kind: bridge.KindRead, Chat: bridge.ChatRef{Connector: "b", ID: "y"}, Sender: bridge.Sender{ID: "u-b"}, Target: "b-1"}
+	if err := b.Inject(context.Background(), read); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the read's first look finds nothing
+	release()
+	got := a.WaitSent(t, 1)
+	if got[0].Kind != bridge.KindRead || got[0].Target != "A1" {
+		t.Errorf("a got %+v, want the read of A1", got[0])
+	}
+}

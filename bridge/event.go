@@ -114,6 +114,20 @@ const (
 	MediaVideoNote MediaKind = "video_note" // a round video message
 )
 
+// Mention is someone a message names. The text names them as Text
+// ("@Ann"); destinations that show mentions natively (a Matrix pill, a
+// WhatsApp @-mention) turn that into one, others show the text as it is.
+type Mention struct {
+	// ID is the person's id as Sender.ID has it on the event's origin;
+	// empty for the owner.
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+	// Owner marks the bridged account's owner (the phone's user, the
+	// Matrix owner): the same person on every platform.
+	Owner bool   `json:"owner,omitempty"`
+	Text  string `json:"text"`
+}
+
 // Location is a place on the map.
 type Location struct {
 	Latitude  float64 `json:"latitude"`
@@ -162,6 +176,8 @@ type Event struct {
 	// Location is a place shared as the message; Text, if any, is its
 	// caption.
 	Location *Location `json:"location,omitempty"`
+	// Mentions are the people the text names, each where Text has them.
+	Mentions []Mention `json:"mentions,omitempty"`
 	// ExpiresInSec is, for a message of a disappearing chat, how long
 	// after Time it disappears. The core forgets its text then (kept for
 	// quotes); destinations that make messages disappear do.
@@ -205,6 +221,11 @@ func (e *Event) Check() error {
 	case KindMessage:
 		if e.Text == "" && len(e.Media) == 0 && e.Location == nil {
 			return fmt.Errorf("a message needs text, media or a location")
+		}
+		for i, m := range e.Mentions {
+			if m.Text == "" || (m.ID == "" && !m.Owner) {
+				return fmt.Errorf("mention %d needs the words that name the person (text) and who it is (an id, or owner)", i)
+			}
 		}
 		if e.Location != nil && !e.Location.Valid() {
 			return fmt.Errorf("location %v,%v is not on Earth (latitude -90 to 90, longitude -180 to 180)", e.Location.Latitude, e.Location.Longitude)

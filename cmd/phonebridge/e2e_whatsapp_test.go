@@ -560,7 +560,14 @@ func (w *e2eWorld) redact(t *testing.T, room id.RoomID, target id.EventID) {
 	}
 	txn := fmt.Sprintf(`{"events":[{"type":"m.room.redaction","event_id":%q,"room_id":%q,"sender":%q,"origin_server_ts":%d,"redacts":%q,"content":{"redacts":%q}}]}`,
 		resp.EventID, room, w.owner.ID, time.Now().UnixMilli(), target, target)
-	req, err := http.NewRequest(http.MethodPut, "http://"+w.asListen+"/_matrix/app/v1/transactions/redact-"+string(resp.EventID), strings.NewReader(txn))
+	w.pushTransaction(t, "redact-"+string(resp.EventID), txn)
+}
+
+// pushTransaction hands the daemon's appservice a transaction as the
+// homeserver would, for what Dendrite 0.13.8 does not push itself.
+func (w *e2eWorld) pushTransaction(t *testing.T, txnID, body string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+w.asListen+"/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,7 +578,7 @@ func (w *e2eWorld) redact(t *testing.T, room id.RoomID, target id.EventID) {
 	}
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		t.Fatalf("the redaction's transaction: %s", res.Status)
+		t.Fatalf("the transaction %s: %s", txnID, res.Status)
 	}
 }
 
@@ -785,6 +792,109 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 		}
 		if data, err := w.srv.DownloadMedia(ctx, got.Attachment()); err != nil || !bytes.Equal(data, pic2) {
 			t.Errorf("Eve's phone decrypts %d bytes (%v) of the owner's picture, want the %d she uploaded", len(data), err, len(pic2))
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("voice notes and places", func(t *testing.T) {
+		ctx := t.Context()
+		// Bob's voice note: a voice message on Matrix with its length and
+		// waveform, named for what it is on IRC, its kind on the API.
+		voice := append([]byte("OggS"), noisyBytes(2000)...)
+		info, err := w.srv.EncryptMedia(voice, whatsmeow.MediaAudio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		am := info.Audio("audio/ogg; codecs=opus", true)
+		am.Seconds, am.Waveform = proto.Uint32(7), bytes.Repeat([]byte{50}, 64)
+		phoneSend(t, w.bob, w.ann.PN, &waE2E.Message{AudioMessage: am})
+		vm := w.owner.Await(t, "Bob's voice note", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == bobRoom && evt.Sender == bobGhost && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType == event.MsgAudio
+		}).Content.AsMessage()
+		if vm.MSC3245Voice == nil || vm.MSC1767Audio == nil || vm.MSC1767Audio.Duration != 7000 || len(vm.MSC1767Audio.Waveform) != 64 || vm.Info == nil || vm.Info.Duration != 7000 {
+			t.Errorf("Matrix shows Bob's voice note as %+v (voice %v, audio %+v)", vm.Info, vm.MSC3245Voice, vm.MSC1767Audio)
+		}
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#bob", "<B\u200dob> [voice message: voice.ogg, 0:07, "), w.d)
+		ev := w.api.await(t, "Bob's voice note", bobChat, func(ev *daemontest.WireEvent) bool { return len(ev.Media) > 0 && ev.Media[0].Kind == "voice" })
+		if m := ev.Media[0]; m.DurationMS != 7000 || len(m.Waveform) != 64 || m.Waveform[0] != 512 {
+			t.Errorf("the API got Bob's voice note as %+v", m)
+		}
+
+		// Bob's place: a map on Matrix, a map link on IRC, coordinates on
+		// the API.
+		phoneSend(t, w.bob, w.ann.PN, &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
+			DegreesLatitude: proto.Float64(52.5163), DegreesLongitude: proto.Float64(13.3777), Name: proto.String("Brandenburger Tor"),
+		}})
+		loc := w.owner.Await(t, "Bob's place", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == bobRoom && evt.Sender == bobGhost && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType == event.MsgLocation
+		}).Content.AsMessage()
+		if loc.GeoURI != "geo:52.5163,13.3777" {
+			t.Errorf("Matrix shows Bob's place at %q", loc.GeoURI)
+		}
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#bob", "Brandenburger Tor"), w.d)
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#bob", "https://maps.google.com/?q=52.5163,13.3777"), w.d)
+		place := w.api.await(t, "Bob's place", bobChat, func(ev *daemontest.WireEvent) bool { return ev.Location != nil })
+		if l := place.Location; l.Latitude != 52.5163 || l.Longitude != 13.3777 || l.Name != "Brandenburger Tor" {
+			t.Errorf("the API got Bob's place as %+v", l)
+		}
+
+		// The owner's voice message reaches the phone as a voice note, and
+		// her place as a location.
+		up, err := w.owner.Client.UploadBytesWithName(ctx, voice, "audio/ogg", "memo.ogg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.ownerSays(t, bobRoom, map[string]any{"msgtype": "m.audio", "body": "memo.ogg", "url": up.ContentURI.CUString(),
+			"info":                     map[string]any{"mimetype": "audio/ogg", "size": len(voice), "duration": 3000},
+			"org.matrix.msc3245.voice": map[string]any{}, "org.matrix.msc1767.audio": map[string]any{"duration": 3000, "waveform": []int{0, 1024}}})
+		got := w.phoneGets(t, w.bob, "the owner's voice message", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.ann.PN) && m.Msg.GetAudioMessage() != nil
+		})
+		if a := got.Msg.GetAudioMessage(); !a.GetPTT() || a.GetSeconds() != 3 || len(a.GetWaveform()) != 64 {
+			t.Errorf("Bob's phone got the owner's voice message as %v", a)
+		}
+		w.ownerSays(t, bobRoom, map[string]any{"msgtype": "m.location", "body": "here", "geo_uri": "geo:48.8584,2.2945"})
+		got = w.phoneGets(t, w.bob, "the owner's place", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.ann.PN) && m.Msg.GetLocationMessage() != nil
+		})
+		if l := got.Msg.GetLocationMessage(); l.GetDegreesLatitude() != 48.8584 || l.GetDegreesLongitude() != 2.2945 {
+			t.Errorf("Bob's phone got the owner's place as %v", l)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("mentions", func(t *testing.T) {
+		// Bob mentions the owner and Eve in Family: pills to the owner and
+		// to Eve's ghost on Matrix, names on IRC and the API.
+		phoneSend(t, w.bob, w.family.JID, &waE2E.Message{ExtendedTextMessage: &waE2E.ExtendedTextMessage{
+			Text:        proto.String("@" + w.ann.PN.User + " and @" + w.eve.PN.User + " dinner?"),
+			ContextInfo: &waE2E.ContextInfo{MentionedJID: []string{w.ann.PN.String(), w.eve.PN.String()}},
+		}})
+		m := w.owner.Await(t, "Bob's mentions", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == familyRoom && evt.Sender == bobGhost && strings.HasSuffix(evt.Content.AsMessage().Body, "dinner?")
+		}).Content.AsMessage()
+		if m.Body != "@Ann and @Eve dinner?" || m.Mentions == nil || !m.Mentions.Has(w.owner.ID) || !m.Mentions.Has(eveGhost) ||
+			!strings.Contains(m.FormattedBody, `href="https://matrix.to/#/`+string(w.owner.ID)+`">@Ann</a>`) {
+			t.Errorf("Matrix shows Bob's mentions as %q / %q, mentioning %+v", m.Body, m.FormattedBody, m.Mentions)
+		}
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#family", "@Ann and @Eve dinner?"), w.d)
+		ev := w.api.await(t, "Bob's mentions", familyChat, func(ev *daemontest.WireEvent) bool { return strings.HasSuffix(ev.Text, "dinner?") })
+		if ev.Text != "@Ann and @Eve dinner?" {
+			t.Errorf("the API got %q", ev.Text)
+		}
+
+		// The owner's pill to Bob's ghost reaches the phones as an
+		// @-mention of Bob.
+		w.ownerSays(t, familyRoom, map[string]any{"msgtype": "m.text", "body": "Bob (WhatsApp): yes",
+			"format": "org.matrix.custom.html", "formatted_body": `<a href="https://matrix.to/#/` + string(bobGhost) + `">Bob (WhatsApp)</a>: yes`})
+		got := w.phoneGets(t, w.eve, "the owner's mention of Bob", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.family.JID) && strings.HasSuffix(m.Text(), ": yes")
+		})
+		ext := got.Msg.GetExtendedTextMessage()
+		if ext.GetText() != "@"+w.bob.PN.User+": yes" || !slices.Equal(ext.GetContextInfo().GetMentionedJID(), []string{w.bob.PN.String()}) {
+			t.Errorf("Eve's phone got the owner's mention as %q mentioning %v", ext.GetText(), ext.GetContextInfo().GetMentionedJID())
 		}
 	}) {
 		return
@@ -1106,6 +1216,67 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 		phoneSend(t, w.bob, w.ann.PN, text("welcome back"))
 		w.owner.Await(t, "Bob's message after linking again", e2eWait, matrixMsg(bobRoom, bobGhost, "welcome back"))
 		w.carol.awaitLine(t, 0, e2eWait, ircLine("#bob", "welcome back"), w.d)
+	}) {
+		return
+	}
+
+	if !t.Run("typing and read receipts", func(t *testing.T) {
+		ctx := t.Context()
+		// The link (linked again just before) tells WhatsApp it is
+		// available once it has the account's name, or WhatsApp would
+		// keep contacts' typing from it.
+		devs := w.ann.Companions()
+		if len(devs) != 1 {
+			t.Fatalf("Ann's phone lists linked devices %v, want the daemon's alone", devs)
+		}
+		w.waitFor(t, "the link to say it is available", func() bool { return w.srv.PresenceOf(devs[0]) == "available" })
+
+		// Bob types on his phone: his ghost types in his portal.
+		if n, err := w.bob.SendChatState(w.ann.PN, types.ChatPresenceComposing); err != nil || n != 1 {
+			t.Fatalf("Bob's typing reached %d linked devices (%v), want the daemon's", n, err)
+		}
+		w.owner.AwaitEphemeral(t, "Bob's ghost typing in his portal", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == bobRoom && evt.Type == event.EphemeralEventTyping && slices.Contains(evt.Content.AsTyping().UserIDs, bobGhost)
+		})
+
+		// The owner reads Bob's message on Matrix: his phone gets a read
+		// receipt for it. Dendrite does not push ephemeral events to
+		// appservices (MSC2409; Synapse does), so the receipt is then
+		// handed to the daemon's appservice as the homeserver would.
+		bobSaid := phoneSend(t, w.bob, w.ann.PN, text("did you see this?"))
+		seen := w.owner.Await(t, "Bob's question", e2eWait, matrixMsg(bobRoom, bobGhost, "did you see this?")).ID
+		if err := w.owner.Client.SendReceipt(ctx, bobRoom, seen, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		txn := fmt.Sprintf(`{"events":[],"ephemeral":[{"type":"m.receipt","room_id":%q,"content":{%q:{"m.read":{%q:{"ts":%d}}}}}]}`,
+			bobRoom, seen, w.owner.ID, time.Now().UnixMilli())
+		w.pushTransaction(t, "receipt-"+string(seen), txn)
+		wctx, cancel := context.WithTimeout(ctx, e2eWait)
+		defer cancel()
+		r, err := w.bob.WaitReceipt(wctx, func(r fakewa.Receipt) bool { return r.Type == "read" && slices.Contains(r.IDs, bobSaid) })
+		if err != nil {
+			t.Fatalf("Bob's phone got no read receipt for %s: %v\n%s", bobSaid, err, w.d.Logs())
+		}
+		if r.From.User != w.ann.PN.User || r.From.Device == 0 {
+			t.Errorf("Bob's read receipt came from %s, want Ann's linked device", r.From)
+		}
+
+		// Bob reads the owner's message on his phone: his ghost's read
+		// marker moves to it in the portal.
+		asked := w.ownerSays(t, bobRoom, &event.MessageEventContent{MsgType: event.MsgText, Body: "read me, Bob"})
+		m := w.phoneGets(t, w.bob, "the owner's message to read", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.ann.PN) && m.Text() == "read me, Bob"
+		})
+		if err := w.bob.Read(m.ID); err != nil {
+			t.Fatal(err)
+		}
+		w.owner.AwaitEphemeral(t, "Bob's ghost's read receipt on the owner's message", e2eWait, func(evt *event.Event) bool {
+			if evt.RoomID != bobRoom || evt.Type != event.EphemeralEventReceipt {
+				return false
+			}
+			_, ok := (*evt.Content.AsReceipt())[asked][event.ReceiptTypeRead][bobGhost]
+			return ok
+		})
 	}) {
 		return
 	}

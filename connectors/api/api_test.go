@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -1031,7 +1032,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	data := base64.StdEncoding.EncodeToString([]byte("OggS voice"))
 	body := fmt.Sprintf(`{"id":"v1","kind":"message","chat":"general",
 		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024]}],
-		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true},"expires_in_sec":86400}`, data)
+		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true},"expires_in_sec":86400,
+		"text":"for @Bob","mentions":[{"id":"bob@wa","name":"Bob","text":"@Bob"}]}`, data)
 	if status, m := h.post(body); status != http.StatusAccepted {
 		t.Fatalf("POST: %d %v", status, m)
 	}
@@ -1049,6 +1051,9 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	if got[0].ExpiresInSec != 86400 {
 		t.Errorf("inbound expiry %d s, want a day", got[0].ExpiresInSec)
 	}
+	if want := []bridge.Mention{{ID: "bob@wa", Name: "Bob", Text: "@Bob"}}; !reflect.DeepEqual(got[0].Mentions, want) {
+		t.Errorf("inbound mentions %+v", got[0].Mentions)
+	}
 	for bad, says := range map[string]string{
 		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data): "media[0].kind",
 		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"waveform":[2000]}]}`, data): "media[0].waveform",
@@ -1065,7 +1070,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{
 		Event: bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "general"},
 			Media:    []bridge.Media{{MIME: "image/webp", Name: "s.webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: open}},
-			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}, ExpiresInSec: 3600},
+			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}, ExpiresInSec: 3600,
+			Text: "@Ann", Mentions: []bridge.Mention{{Owner: true, Name: "Ann", Text: "@Ann"}}},
 		Key: "pb.v1",
 	}); err != nil {
 		t.Fatal(err)
@@ -1080,5 +1086,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	}
 	if ev["expires_in_sec"] != float64(3600) {
 		t.Errorf("outbound expiry %v, want 3600", ev["expires_in_sec"])
+	}
+	if m, _ := ev["mentions"].([]any); len(m) != 1 || m[0].(map[string]any)["owner"] != true || m[0].(map[string]any)["text"] != "@Ann" {
+		t.Errorf("outbound mentions %v", ev["mentions"])
 	}
 }

@@ -42,6 +42,13 @@ type inMedia struct {
 	wireMediaShape
 }
 
+type wireMention struct {
+	ID    string `json:"id,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Owner bool   `json:"owner,omitempty"`
+	Text  string `json:"text"`
+}
+
 type wireLocation struct {
 	Latitude  float64 `json:"latitude"`
 	Longitude float64 `json:"longitude"`
@@ -69,6 +76,7 @@ type inEvent struct {
 	Media          []inMedia     `json:"media"`
 	Location       *wireLocation `json:"location"`
 	ExpiresInSec   int64         `json:"expires_in_sec"`
+	Mentions       []wireMention `json:"mentions"`
 }
 
 type outMedia struct {
@@ -106,6 +114,7 @@ type outEvent struct {
 	Media          []outMedia    `json:"media,omitempty"`
 	Location       *wireLocation `json:"location,omitempty"`
 	ExpiresInSec   int64         `json:"expires_in_sec,omitempty"`
+	Mentions       []wireMention `json:"mentions,omitempty"`
 	Origin         *outOrigin    `json:"origin,omitempty"`
 }
 
@@ -268,6 +277,9 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 		return nil, badRequest("expires_in_sec is %d; it cannot be negative", in.ExpiresInSec)
 	}
 	ev.ExpiresInSec = in.ExpiresInSec
+	for _, m := range in.Mentions {
+		ev.Mentions = append(ev.Mentions, bridge.Mention{ID: m.ID, Name: m.Name, Owner: m.Owner, Text: m.Text})
+	}
 	if err := ev.Check(); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -312,6 +324,9 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 		o.Location = &wireLocation{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}
 	}
 	o.ExpiresInSec = ev.ExpiresInSec
+	for _, m := range ev.Mentions {
+		o.Mentions = append(o.Mentions, wireMention{ID: m.ID, Name: m.Name, Owner: m.Owner, Text: m.Text})
+	}
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
 		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}
 	}

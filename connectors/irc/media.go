@@ -40,7 +40,8 @@ func (c *Connector) mediaLines(ctx context.Context, out *bridge.Outgoing) ([]str
 	return lines, nil
 }
 
-// describeMedia names an attachment: its kind, file name and size.
+// describeMedia names an attachment: its kind, file name, length and
+// size.
 func describeMedia(m bridge.Media) string {
 	kind, _, _ := strings.Cut(m.MIME, "/")
 	switch kind {
@@ -48,9 +49,22 @@ func describeMedia(m bridge.Media) string {
 	default:
 		kind = "file"
 	}
+	switch m.Kind {
+	case bridge.MediaVoice:
+		kind = "voice message"
+	case bridge.MediaSticker:
+		kind = "sticker"
+	case bridge.MediaGIF:
+		kind = "GIF"
+	case bridge.MediaVideoNote:
+		kind = "video message"
+	}
 	var details []string
 	if name := strings.Join(strings.Fields(cleanText(m.Name)), " "); name != "" {
 		details = append(details, name)
+	}
+	if s := (m.DurationMS + 500) / 1000; s > 0 && m.Kind != bridge.MediaGIF {
+		details = append(details, fmt.Sprintf("%d:%02d", s/60, s%60))
 	}
 	switch {
 	case m.Size >= 1<<20:

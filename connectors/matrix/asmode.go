@@ -204,7 +204,7 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 			}
 		}
 	}
-	s := &roomSender{room: room, guard: c.guard, maxMediaBytes: c.opts.MaxMediaBytes}
+	s := &roomSender{room: room, guard: c.guard, maxMediaBytes: c.opts.MaxMediaBytes, pill: as.pillFor}
 	if out.Sender.ID == "" || out.Sender.IsOwner || out.Notice || out.Origin.Connector == bridge.NoticeOrigin {
 		// No one to speak for, a notice, or the owner, whose own account
 		// is not the bridge's to use: the bot says it, naming the owner.
@@ -270,6 +270,7 @@ func (c *Connector) handleTxn(ctx context.Context, txnID string, events []*event
 			c.log.Debug("a Matrix event not relayed", "type", evt.Type.Type, "id", evt.ID)
 			continue
 		}
+		as.resolveMentions(ev)
 		origin, _, portal, err := as.portalOrigin(ctx, evt.RoomID)
 		if err != nil {
 			return err

@@ -84,6 +84,9 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 			return ev, true
 		}
 		ev.Text, ev.HTML = messageText(msg)
+		if msg.Format == event.FormatHTML {
+			ev.Mentions = pillsOf(msg.FormattedBody, ev.Text)
+		}
 		if msg.MsgType == event.MsgLocation {
 			if loc, caption, ok := locationOf(msg, evt.Content.Raw); ok {
 				ev.Location = loc

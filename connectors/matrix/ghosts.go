@@ -49,6 +49,32 @@ func ghostLocalpart(prefix, domain, senderID string) string {
 	return local[:cut] + tail
 }
 
+// ghostSender reverses ghostLocalpart: the origin sender a ghost speaks
+// for; false for a localpart cut to fit (its sender is not in it).
+func ghostSender(prefix, local string) (string, bool) {
+	rest, ok := strings.CutPrefix(local, prefix)
+	if !ok || strings.Contains(rest, "==") {
+		return "", false
+	}
+	var sb strings.Builder
+	for i := 0; i < len(rest); i++ {
+		if rest[i] != '=' {
+			sb.WriteByte(rest[i])
+			continue
+		}
+		if i+2 >= len(rest) {
+			return "", false
+		}
+		b, err := hex.DecodeString(rest[i+1 : i+3])
+		if err != nil {
+			return "", false
+		}
+		sb.Write(b)
+		i += 2
+	}
+	return sb.String(), true
+}
+
 // ghostID is the ghost user speaking for an origin sender.
 func (b *asBridge) ghostID(senderID string) id.UserID {
 	return id.NewUserID(ghostLocalpart(b.opts.GhostPrefix, b.opts.Domain, senderID), b.opts.Domain)

@@ -91,6 +91,26 @@ func TestKindsOnDendrite(t *testing.T) {
 		if old.Timestamp != sent.UnixMilli() || old.Content.AsMessage().Body != "old" {
 			t.Errorf("the sticker from history is dated %v with body %q, want %v", time.UnixMilli(old.Timestamp).UTC(), old.Content.AsMessage().Body, sent)
 		}
+
+		// Mentions: the platform's become pills to the owner and to the
+		// ghost of the person named; the owner's pills name the owner and
+		// the person the ghost speaks for.
+		k.inject(t, bridge.Event{ID: "k-mention", Text: "@Ann <3 and @Dan",
+			Mentions: []bridge.Mention{{Owner: true, Name: "Ann", Text: "@Ann"}, {ID: "dan", Name: "Dan", Text: "@Dan"}}})
+		pills := k.next(t, "the mentions", event.EventMessage).Content.AsMessage()
+		dan := c.as.ghostID("dan")
+		if !strings.Contains(pills.FormattedBody, `href="https://matrix.to/#/@owner:localhost">@Ann</a> &lt;3`) ||
+			!strings.Contains(pills.FormattedBody, `href="https://matrix.to/#/`+string(dan)+`">@Dan</a>`) ||
+			pills.Mentions == nil || !pills.Mentions.Has("@owner:localhost") || !pills.Mentions.Has(dan) {
+			t.Errorf("the mentions reached Matrix as %q, mentioning %+v", pills.FormattedBody, pills.Mentions)
+		}
+		k.ownerSays(t, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "Dan (WhatsApp): look, The Owner",
+			"format": "org.matrix.custom.html", "formatted_body": `<a href="https://matrix.to/#/` + string(dan) + `">Dan (WhatsApp)</a>: look, <a href="matrix:u/owner:localhost">The Owner</a>`})
+		out, _ := k.received(t)
+		want := []bridge.Mention{{ID: "dan", Name: "Dan (WhatsApp)", Text: "Dan (WhatsApp)"}, {Owner: true, Name: "The Owner", Text: "The Owner"}}
+		if !reflect.DeepEqual(out.Mentions, want) {
+			t.Errorf("the owner's pills came as %+v, want %+v", out.Mentions, want)
+		}
 	})
 }
 

@@ -262,7 +262,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 		// Reported already; an invite clears it.
 		return "", bridge.Permanentf("the bot was removed from room %s; invite it back", room)
 	}
-	s := &roomSender{cli: cli, room: room, self: c.self, guard: c.guard, senderFormat: c.opts.SenderFormat, maxMediaBytes: c.opts.MaxMediaBytes}
+	s := &roomSender{cli: cli, room: room, self: c.self, guard: c.guard, senderFormat: c.opts.SenderFormat, maxMediaBytes: c.opts.MaxMediaBytes, pill: matrixUser}
 	native, err := s.send(ctx, out)
 	if err == nil || !errors.Is(err, mautrix.MForbidden) {
 		return native, err

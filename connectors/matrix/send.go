@@ -32,6 +32,8 @@ type roomSender struct {
 	// ts, for history, is the event's own time (ms) that an appservice
 	// may give the homeserver in place of now.
 	ts int64
+	// pill is the Matrix user a mention points at, "" for none.
+	pill func(bridge.Mention) id.UserID
 }
 
 // typingTimeout is how long one relayed typing notification lasts: other
@@ -95,6 +97,7 @@ func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string,
 			return "", bridge.Permanentf("nothing to send: the message has neither text nor media")
 		}
 		content := textContent(out, s.senderFormat)
+		withPills(content, out.Mentions, s.pill)
 		fitContent(content)
 		withReply(content, out.ReplyTo)
 		return s.put(ctx, out.Key, event.EventMessage, content)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -201,13 +202,23 @@ func TestChats(t *testing.T) {
 	// number, which means nothing on other platforms.
 	t.Run("mentions", func(t *testing.T) {
 		ev := cw.fromPhone(t, cw.bob, family, &waE2E.Message{ExtendedTextMessage: &waE2E.ExtendedTextMessage{
-			Text: proto.String("hi @15550004444 and @155500044449, ask @15550009999 *now*"),
+			Text: proto.String("hi @15550004444 and @155500044449, ask @15550009999 *now*, @" + cw.ann.PN.User),
 			ContextInfo: &waE2E.ContextInfo{MentionedJID: []string{
 				cw.alice.PN.String(), "15550009999@s.whatsapp.net", // the second is no one Ann knows
+				cw.ann.PN.String(), cw.eve.PN.String(), // the owner; and Eve, mentioned but not in the text
 			}},
 		}})
-		if want := "hi @Alice Smith and @155500044449, ask @15550009999 *now*"; ev.Text != want {
+		if want := "hi @Alice Smith and @155500044449, ask @15550009999 *now*, @Ann"; ev.Text != want {
 			t.Errorf("text %q, want %q", ev.Text, want)
+		}
+		// Destinations learn whom each names, the owner as the owner.
+		want := []bridge.Mention{
+			{ID: cw.alice.PN.String(), Name: "Alice Smith", Text: "@Alice Smith"},
+			{ID: "15550009999@s.whatsapp.net", Name: "+15550009999", Text: "@15550009999"},
+			{Owner: true, Name: "Ann", Text: "@Ann"},
+		}
+		if !reflect.DeepEqual(ev.Mentions, want) {
+			t.Errorf("mentions %+v, want %+v", ev.Mentions, want)
 		}
 		if !strings.Contains(ev.HTML, "@Alice Smith") || !strings.Contains(ev.HTML, "<b>now</b>") {
 			t.Errorf("html %q, want the name and the formatting", ev.HTML)

@@ -48,9 +48,24 @@ func locationMessage(l bridge.Location, comment string, quoted *msgRef) *waE2E.M
 }
 
 // withExpiration marks msg as sent into a chat whose messages disappear
-// after seconds, as WhatsApp's apps mark theirs: on the content's context
-// (a plain text becomes an extended one, which has a context).
+// after seconds, as WhatsApp's apps mark theirs.
 func withExpiration(msg *waE2E.Message, seconds uint32) {
+	if ci := makeContext(msg); ci != nil {
+		ci.Expiration = proto.Uint32(seconds)
+	}
+}
+
+// withMentions names the people msg's text @-mentions by their numbers.
+func withMentions(msg *waE2E.Message, jids []string) {
+	if ci := makeContext(msg); ci != nil {
+		ci.MentionedJID = jids
+	}
+}
+
+// makeContext is the context of msg's content, made where it has none (a
+// plain text becomes an extended one, which has a context); nil for
+// content without one.
+func makeContext(msg *waE2E.Message) *waE2E.ContextInfo {
 	if msg.Conversation != nil {
 		msg.ExtendedTextMessage = &waE2E.ExtendedTextMessage{Text: msg.Conversation}
 		msg.Conversation = nil
@@ -72,12 +87,12 @@ func withExpiration(msg *waE2E.Message, seconds uint32) {
 	case msg.LocationMessage != nil:
 		ci = &msg.LocationMessage.ContextInfo
 	default:
-		return
+		return nil
 	}
 	if *ci == nil {
 		*ci = &waE2E.ContextInfo{}
 	}
-	(*ci).Expiration = proto.Uint32(seconds)
+	return *ci
 }
 
 // waBody is html turned into WhatsApp markup when html is set, else text

@@ -61,6 +61,9 @@ func (c *Connector) handle(evt any) bool {
 		c.withSink(func(s bridge.Sink) { s.Resume("") })
 		// Not in wg: Stop may be waiting already. The context ends it.
 		go c.refreshChats(c.runCtx())
+		// Each connection starts unavailable: WhatsApp sends typing
+		// only once told otherwise (presence.go).
+		c.announcePresence()
 	case *events.Disconnected:
 		c.setState(bridge.LinkConnecting, bridge.ReasonConnectionLost, "")
 	case *events.KeepAliveTimeout:
@@ -104,6 +107,7 @@ func (c *Connector) handle(evt any) bool {
 		c.chats.invalidateNames()
 	case *events.PushNameSetting:
 		c.setAccountName(e.Action.GetName())
+		c.announcePresence() // WhatsApp shows contacts the new name
 	case *events.AppStateSyncComplete:
 		// The first sync after linking sets the account's own name without
 		// a PushNameSetting event; whatsmeow set it on this goroutine.
@@ -111,6 +115,8 @@ func (c *Connector) handle(evt any) bool {
 			if dev := c.dev(); dev != nil {
 				c.setAccountName(dev.PushName)
 			}
+			// A new link's first connect had no name to announce with.
+			c.announcePresence()
 		}
 	}
 	return true
@@ -198,41 +204,6 @@ func (c *Connector) submit(ctx context.Context, ev *bridge.Event) bool {
 		c.log.Error("a WhatsApp event was not stored; WhatsApp will deliver it again", "link", c.name, "chat", ev.Chat.ID, "err", err)
 		return false
 	}
-}
-
-// onReceipt relays the owner's own read receipts (read on the phone), so
-// other platforms can mark the chat read.
-func (c *Connector) onReceipt(e *events.Receipt) {
-	if e.IsFromMe {
-		c.heardFromPhone(e.Sender)
-	}
-	if e.Type != types.ReceiptTypeRead || !e.IsFromMe || len(e.MessageIDs) == 0 {
-		return
-	}
-	_, dev := c.current()
-	ev := bridge.Event{
-		Kind:   bridge.KindRead,
-		Chat:   chatRef(c.canonicalJID(c.runCtx(), e.Chat)),
-		Sender: bridge.Sender{ID: ownJID(dev).String(), IsOwner: true},
-		Time:   e.Timestamp,
-		Target: e.MessageIDs[len(e.MessageIDs)-1],
-	}
-	c.submit(c.runCtx(), &ev)
-}
-
-// onPresence relays typing (best effort, never stored).
-func (c *Connector) onPresence(e *events.ChatPresence) {
-	if e.State != types.ChatPresenceComposing {
-		return
-	}
-	ctx := c.runCtx()
-	ev := bridge.Event{
-		Kind:   bridge.KindTyping,
-		Chat:   chatRef(c.canonicalJID(ctx, e.Chat)),
-		Sender: bridge.Sender{ID: c.canonicalJID(ctx, e.Sender).String(), Name: c.chats.senderName(ctx, e.Sender, "", false)},
-		Time:   time.Now(),
-	}
-	c.submit(ctx, &ev)
 }
 
 // onGroupInfo relays joins, leaves and subject changes as notices, and

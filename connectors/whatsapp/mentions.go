@@ -1,6 +1,7 @@
 package whatsapp
 
 import (
+	"cmp"
 	"context"
 	"html"
 	"sort"
@@ -40,16 +41,35 @@ func mentionedJIDs(evt *events.Message) []types.JID {
 	return out
 }
 
-// nameMentions rewrites "@number" in ev's text (and HTML) as "@Name".
+// nameMentions rewrites "@number" in ev's text (and HTML) as "@Name" and
+// says whom each names (ev.Mentions), so destinations can link them.
 func (c *Connector) nameMentions(ctx context.Context, ev *bridge.Event, jids []types.JID) {
 	if len(jids) == 0 {
 		return
 	}
 	names := map[string]string{}
+	_, dev := c.current()
 	for _, j := range jids {
-		if name := c.chats.senderName(ctx, j, "", false); name != "" && name != displayNumber(j) {
-			names[j.User] = name
+		if !mentionsUser(ev.Text, j.User) {
+			continue // not in the text: nothing to link
 		}
+		own := isOwn(dev, j.String())
+		name := c.chats.senderName(ctx, j, "", false)
+		if own {
+			// The owner is in no one's contacts: the account's own name.
+			name = cmp.Or(c.LinkStatus().Account.Name, name)
+		}
+		m := bridge.Mention{Name: name, Text: "@" + j.User}
+		if name != "" && name != displayNumber(j) {
+			names[j.User] = name
+			m.Text = "@" + name
+		}
+		if own {
+			m.Owner = true
+		} else {
+			m.ID = c.canonicalJID(ctx, j).String()
+		}
+		ev.Mentions = append(ev.Mentions, m)
 	}
 	ev.Text = replaceMentions(ev.Text, names, false)
 	ev.HTML = replaceMentions(ev.HTML, names, true)
@@ -96,3 +116,19 @@ func mentionAt(rest string, users []string) (string, bool) {
 }
 
 func isDigit(b byte) bool { return b >= '0' && b <= '9' }
+
+// mentionsUser reports whether text has "@user", not as the start of a
+// longer number.
+func mentionsUser(text, user string) bool {
+	for i := 0; ; {
+		k := strings.Index(text[i:], "@"+user)
+		if k < 0 {
+			return false
+		}
+		end := i + k + 1 + len(user)
+		if end == len(text) || !isDigit(text[end]) {
+			return true
+		}
+		i = end
+	}
+}

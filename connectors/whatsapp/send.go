@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,6 +119,7 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 	if err != nil {
 		return "", err
 	}
+	out, mentioned := waMentions(out, self)
 	var msgs []*waE2E.Message
 	var parts []outPart
 	if out.Location != nil {
@@ -156,6 +158,11 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 		msgs[i] = mediaMessage(p.kind, up, *p.media, waBody(p.text, p.html), q)
 	}
+	if len(mentioned) > 0 {
+		for _, msg := range msgs {
+			withMentions(msg, mentioned)
+		}
+	}
 	// In a disappearing chat what the link sends disappears with the rest.
 	timer, err := c.timer(ctx, chat)
 	if err != nil {
@@ -180,6 +187,37 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 	}
 	return first, nil
+}
+
+// waMentions writes out's mentions as WhatsApp has them: "@" and the
+// person's number in the text, their JIDs beside it. A mention of someone
+// who is not a WhatsApp user stays the words it was.
+func waMentions(out *bridge.Outgoing, self types.JID) (*bridge.Outgoing, []string) {
+	if len(out.Mentions) == 0 {
+		return out, nil
+	}
+	o := *out
+	var jids []string
+	for _, m := range out.Mentions {
+		j := self
+		if !m.Owner {
+			parsed, err := types.ParseJID(m.ID)
+			if err != nil || parsed.User == "" || (parsed.Server != types.DefaultUserServer && parsed.Server != types.HiddenUserServer) {
+				continue
+			}
+			j = parsed.ToNonAD()
+		}
+		if m.Text == "" || !strings.Contains(o.Text, m.Text) || slices.Contains(jids, j.String()) {
+			continue
+		}
+		at := "@" + j.User
+		o.Text = strings.Replace(o.Text, m.Text, at, 1)
+		if o.HTML != "" {
+			o.HTML = strings.Replace(o.HTML, html.EscapeString(m.Text), at, 1)
+		}
+		jids = append(jids, j.String())
+	}
+	return &o, jids
 }
 
 // locationComment is what a place says under it: the event's words with

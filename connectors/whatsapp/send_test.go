@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -374,6 +375,25 @@ func TestSend(t *testing.T) {
 			if n := len(lw.srv.Uploads()) - uploads; n != 0 {
 				t.Errorf("%s: %d uploads, want none", name, n)
 			}
+		}
+	})
+
+	t.Run("mentions", func(t *testing.T) {
+		// Bob and the owner, named by the words of another platform's
+		// text, become WhatsApp @-mentions; a person of another platform
+		// stays words.
+		out := fromCarol(bridge.KindMessage, family, "pb.mention")
+		out.Text, out.HTML = "@Bob (WhatsApp) and @Ann, ask @dave", "<b>@Bob (WhatsApp)</b> and @Ann, ask @dave"
+		out.Mentions = []bridge.Mention{
+			{ID: lw.bob.PN.String(), Name: "Bob", Text: "@Bob (WhatsApp)"},
+			{Owner: true, Name: "Ann", Text: "@Ann"},
+			{ID: "dave@irc", Name: "dave", Text: "@dave"},
+		}
+		lw.send(t, out)
+		m := lw.got(t, lw.eve, family, "pb.mention", 1)[0].Msg.GetExtendedTextMessage()
+		want := "*Carol*: *@" + lw.bob.PN.User + "* and @" + lw.ann.PN.User + ", ask @dave"
+		if m.GetText() != want || !slices.Equal(m.GetContextInfo().GetMentionedJID(), []string{lw.bob.PN.String(), lw.ann.PN.String()}) {
+			t.Errorf("Eve's phone got %q mentioning %v; want %q mentioning Bob and Ann", m.GetText(), m.GetContextInfo().GetMentionedJID(), want)
 		}
 	})
 

@@ -54,6 +54,10 @@ type Options struct {
 	// ("2.3000.1023456789"). Empty: whatsmeow's, and WhatsApp Web's
 	// current one once WhatsApp refuses that as outdated (version.go).
 	Version string `yaml:"version"`
+	// Presence is what the link tells WhatsApp of itself after each
+	// connect: available (WhatsApp then sends it contacts' typing) or
+	// unavailable (no typing; the phone keeps its notifications).
+	Presence string `yaml:"presence"`
 }
 
 // Which name of a person shows.
@@ -82,6 +86,7 @@ func NewOptions() *Options {
 		ReconnectMax:  DefaultReconnectMax,
 		History:       HistoryOptions{Backfill: BackfillRecent, PerChat: DefaultHistoryPerChat},
 		Names:         NamesAddressBook,
+		Presence:      PresenceAvailable,
 	}
 }
 
@@ -94,6 +99,7 @@ func (o *Options) Validate(c *config.Checker) {
 	}
 	o.History.validate(c.At("history"))
 	c.OneOf("names", o.Names, NamesAddressBook, NamesPushName)
+	c.OneOf("presence", o.Presence, PresenceAvailable, PresenceUnavailable)
 	if o.Version != "" {
 		if _, err := parseVersion(o.Version); err != nil {
 			c.Errorf("version", "%s", err)
@@ -380,6 +386,9 @@ func (c *Connector) Stop(ctx context.Context) error {
 	cli, cancel, lock := c.client, c.cancel, c.lock
 	c.client, c.lock = nil, nil
 	c.mu.Unlock()
+	if cli != nil {
+		c.leavePresence(ctx, cli)
+	}
 	if cancel != nil {
 		cancel()
 	}

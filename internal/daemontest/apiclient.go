@@ -28,7 +28,18 @@ type WireEvent struct {
 	TargetReaction string          `json:"target_reaction,omitempty"`
 	Emoji          string          `json:"emoji,omitempty"`
 	Media          []WireMedia     `json:"media,omitempty"`
+	Location       *WireLocation   `json:"location,omitempty"`
+	ExpiresInSec   int64           `json:"expires_in_sec,omitempty"`
 	Origin         json.RawMessage `json:"origin,omitempty"`
+}
+
+// WireLocation is a shared place on the wire.
+type WireLocation struct {
+	Latitude  float64 `json:"latitude"`
+	Longitude float64 `json:"longitude"`
+	Name      string  `json:"name,omitempty"`
+	Address   string  `json:"address,omitempty"`
+	Live      bool    `json:"live,omitempty"`
 }
 
 // WireMedia is an attachment on the wire: Data (base64) going in, URL
@@ -40,6 +51,12 @@ type WireMedia struct {
 	Caption string `json:"caption,omitempty"`
 	URL     string `json:"url,omitempty"`
 	Data    string `json:"data,omitempty"`
+	// How it is shown, its length, size and waveform.
+	Kind       string `json:"kind,omitempty"`
+	DurationMS int64  `json:"duration_ms,omitempty"`
+	Width      int    `json:"width,omitempty"`
+	Height     int    `json:"height,omitempty"`
+	Waveform   []int  `json:"waveform,omitempty"`
 }
 
 // WireSender is an event's sender on the wire.

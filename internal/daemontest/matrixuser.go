@@ -16,17 +16,19 @@ import (
 )
 
 // MatrixUser is a person on a test homeserver whose client syncs in the
-// background and records every timeline event of the rooms it is in, and
-// every invite, for tests to wait on.
+// background and records every timeline event of the rooms it is in, their
+// ephemeral events (typing, receipts), and every invite, for tests to wait
+// on.
 type MatrixUser struct {
 	Client *mautrix.Client
 	ID     id.UserID
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced at each new record
-	events  []*event.Event
-	invites map[id.RoomID]string // room → its name, as the invite shows it
-	err     error                // the last sync error, for failures
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced at each new record
+	events    []*event.Event
+	ephemeral []*event.Event
+	invites   map[id.RoomID]string // room → its name, as the invite shows it
+	err       error                // the last sync error, for failures
 }
 
 // NewMatrixUser registers localpart on hs with displayName and starts its
@@ -88,6 +90,13 @@ func (u *MatrixUser) sync(ctx context.Context, since string, done chan struct{})
 				}
 				u.events = append(u.events, evt)
 			}
+			for _, evt := range jr.Ephemeral.Events {
+				evt.RoomID = room
+				if evt.Content.Parsed == nil {
+					_ = evt.Content.ParseRaw(evt.Type)
+				}
+				u.ephemeral = append(u.ephemeral, evt)
+			}
 		}
 		close(u.changed)
 		u.changed = make(chan struct{})
@@ -108,14 +117,28 @@ func (u *MatrixUser) Events() []*event.Event {
 // saying what it waited for.
 func (u *MatrixUser) Await(t testing.TB, what string, limit time.Duration, match func(*event.Event) bool) *event.Event {
 	t.Helper()
+	return u.await(t, what, limit, func() []*event.Event { return u.events }, match)
+}
+
+// AwaitEphemeral is Await for the rooms' ephemeral events (m.typing,
+// m.receipt), which are not in Events.
+func (u *MatrixUser) AwaitEphemeral(t testing.TB, what string, limit time.Duration, match func(*event.Event) bool) *event.Event {
+	t.Helper()
+	return u.await(t, what, limit, func() []*event.Event { return u.ephemeral }, match)
+}
+
+// await waits for the first of recorded (read under u.mu) that match takes.
+func (u *MatrixUser) await(t testing.TB, what string, limit time.Duration, recorded func() []*event.Event, match func(*event.Event) bool) *event.Event {
+	t.Helper()
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	seen := 0
 	for {
 		u.mu.Lock()
-		for ; seen < len(u.events); seen++ {
-			if match(u.events[seen]) {
-				evt := u.events[seen]
+		evs := recorded()
+		for ; seen < len(evs); seen++ {
+			if match(evs[seen]) {
+				evt := evs[seen]
 				u.mu.Unlock()
 				return evt
 			}

@@ -414,7 +414,11 @@ func (s *Server) handlePresence(c *conn, n *waBinary.Node) {
 	if comp == nil {
 		return
 	}
-	to, _ := n.Attrs["to"].(types.JID)
+	to, hasTo := n.Attrs["to"].(types.JID)
+	if n.Tag == "presence" && !hasTo {
+		s.announced(c, n) // the device's own presence (presence.go)
+		return
+	}
 	s.mu.Lock()
 	p := s.phoneOf(to.ToNonAD())
 	s.mu.Unlock()

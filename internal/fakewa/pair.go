@@ -52,6 +52,9 @@ type companion struct {
 	prekeys  []preKeyPub // uploaded, not yet handed out
 	removed  bool
 	conn     *conn // the logged-in connection, if any
+	// presence is what the device last announced on its current (or
+	// last) connection: "", available or unavailable (presence.go).
+	presence string
 	// pending is WhatsApp's offline queue: stanzas sent to this device
 	// and not yet acknowledged, in order.
 	pending []*pendingStanza
@@ -129,6 +132,7 @@ func (s *Server) accept(c *conn) bool {
 	}
 	old := comp.conn
 	comp.conn, c.comp = c, comp
+	comp.presence = "" // a new connection starts unavailable
 	s.mu.Unlock()
 	if old != nil && old != c {
 		// One session per device: the older connection is replaced.
