@@ -945,3 +945,36 @@ func TestAReadAsTheMessageArrivesFindsIt(t *testing.T) {
 		t.Errorf("a got %+v, want the read of A1", got[0])
 	}
 }
+
+// A poll reaches a destination that asks polls as one, and one that
+// cannot as its question and numbered options; a malformed poll is
+// refused.
+func TestPollsFallBackToText(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	pollCaps := all
+	pollCaps.Polls = true
+	polls := bridgetest.NewFake("polls", pollCaps)
+	plain := bridgetest.NewFake("plain", bridge.Capabilities{})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "polls/y", "plain/z")}, a, polls, plain)
+	p := msg("a", "x", "P1", "")
+	p.Poll = &bridge.Poll{Question: "Lunch?", Options: []string{"Pizza", "Sushi"}, Choices: 1}
+	h.Inject(p)
+	if got := polls.WaitSent(t, 1)[0]; got.Poll == nil || got.Poll.Question != "Lunch?" || len(got.Poll.Options) != 2 {
+		t.Errorf("a destination with polls got %+v", got.Poll)
+	}
+	if got := plain.WaitSent(t, 1)[0]; got.Poll != nil || got.Text != "📊 Lunch?\n1. Pizza\n2. Sushi" {
+		t.Errorf("a destination without polls got %q (%+v)", got.Text, got.Poll)
+	}
+	for _, bad := range []*bridge.Poll{
+		{Question: "", Options: []string{"a", "b"}},
+		{Question: "one?", Options: []string{"a"}},
+		{Question: "blank?", Options: []string{"a", " "}},
+		{Question: "too many picks?", Options: []string{"a", "b"}, Choices: 3},
+	} {
+		ev := msg("a", "x", "P2", "")
+		ev.Poll = bad
+		if err := a.Inject(context.Background(), ev); err == nil {
+			t.Errorf("poll %+v accepted", bad)
+		}
+	}
+}

@@ -66,6 +66,9 @@ type Capabilities struct {
 	// Locations: Send shows Event.Location as a place on a map; others
 	// get it as text with a map link.
 	Locations bool
+	// Polls: Send asks Event.Poll as a poll; others get its question and
+	// numbered options as text.
+	Polls bool
 	// HTML: Send renders Event.HTML; otherwise only Text is meaningful.
 	HTML   bool
 	Typing bool

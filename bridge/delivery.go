@@ -650,6 +650,9 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		if out.Location != nil && !caps.Locations {
 			locationAsText(&out)
 		}
+		if out.Poll != nil && !caps.Polls {
+			pollAsText(&out)
+		}
 		return d.split(r.id, out, st.Msg, 0, caps), nil
 
 	case KindEdit:
@@ -825,7 +828,7 @@ func (d *deliverer) split(rowID int64, out Outgoing, msg int64, part int, caps C
 		if i > 0 {
 			// The attachments and the place go once, with the first part.
 			o.ReplyTo = ""
-			o.Media, o.Location = nil, nil
+			o.Media, o.Location, o.Poll = nil, nil, nil
 		}
 		pt := part
 		if part >= 0 {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -128,6 +129,18 @@ type Mention struct {
 	Text  string `json:"text"`
 }
 
+// Poll is a question with options to vote for.
+type Poll struct {
+	Question string   `json:"question"`
+	Options  []string `json:"options"`
+	// Choices is how many options one may pick: 1 for one, 0 for any.
+	Choices int `json:"choices,omitempty"`
+}
+
+// maxPollOptions is the most options a poll may have (WhatsApp's limit,
+// and more than any client shows well).
+const maxPollOptions = 12
+
 // Location is a place on the map.
 type Location struct {
 	Latitude  float64 `json:"latitude"`
@@ -178,6 +191,8 @@ type Event struct {
 	Location *Location `json:"location,omitempty"`
 	// Mentions are the people the text names, each where Text has them.
 	Mentions []Mention `json:"mentions,omitempty"`
+	// Poll is a poll asked as the message.
+	Poll *Poll `json:"poll,omitempty"`
 	// ExpiresInSec is, for a message of a disappearing chat, how long
 	// after Time it disappears. The core forgets its text then (kept for
 	// quotes); destinations that make messages disappear do.
@@ -219,8 +234,18 @@ func (e *Event) Check() error {
 	}
 	switch e.Kind {
 	case KindMessage:
-		if e.Text == "" && len(e.Media) == 0 && e.Location == nil {
-			return fmt.Errorf("a message needs text, media or a location")
+		if e.Text == "" && len(e.Media) == 0 && e.Location == nil && e.Poll == nil {
+			return fmt.Errorf("a message needs text, media, a location or a poll")
+		}
+		if p := e.Poll; p != nil {
+			if strings.TrimSpace(p.Question) == "" || len(p.Options) < 2 || len(p.Options) > maxPollOptions || p.Choices < 0 || p.Choices > len(p.Options) {
+				return fmt.Errorf("a poll needs a question and 2 to %d options, and choices from 0 (any) to the number of options", maxPollOptions)
+			}
+			for i, o := range p.Options {
+				if strings.TrimSpace(o) == "" {
+					return fmt.Errorf("poll option %d is empty", i+1)
+				}
+			}
 		}
 		for i, m := range e.Mentions {
 			if m.Text == "" || (m.ID == "" && !m.Owner) {

@@ -103,6 +103,21 @@ func locationAsText(out *Outgoing) {
 	out.Location = nil
 }
 
+// pollAsText shows a poll as its question and numbered options, for a
+// destination that cannot ask one.
+func pollAsText(out *Outgoing) {
+	lines := []string{"📊 " + strings.TrimSpace(out.Poll.Question)}
+	for i, o := range out.Poll.Options {
+		lines = append(lines, fmt.Sprintf("%d. %s", i+1, strings.TrimSpace(o)))
+	}
+	if out.Text != "" {
+		lines = append([]string{out.Text}, lines...)
+	}
+	out.Text = strings.Join(lines, "\n")
+	out.HTML = ""
+	out.Poll = nil
+}
+
 // MapLink is a link that shows l on a map in any browser.
 func MapLink(l Location) string {
 	return "https://maps.google.com/?q=" + strconv.FormatFloat(l.Latitude, 'f', -1, 64) + "," + strconv.FormatFloat(l.Longitude, 'f', -1, 64)

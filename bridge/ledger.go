@@ -518,6 +518,9 @@ func messageText(ev *Event) string {
 	if l := ev.Location; l != nil && len(ev.Media) == 0 {
 		return strings.TrimSpace("📍 " + l.Name)
 	}
+	if p := ev.Poll; p != nil {
+		return "📊 " + p.Question
+	}
 	if len(ev.Media) == 0 {
 		return ""
 	}

@@ -74,7 +74,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 func (c *Connector) Capabilities() bridge.Capabilities {
 	return bridge.Capabilities{
 		Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true,
-		Locations: true, HTML: true, Typing: true, Read: true, History: true,
+		Locations: true, Polls: true, HTML: true, Typing: true, Read: true, History: true,
 		MaxTextLength: c.opts.MaxTextLength,
 	}
 }

@@ -389,7 +389,7 @@ func TestPostBadRequests(t *testing.T) {
 		{`{"chat":"general","text":"hi"}`, "kind is required"},
 		{`{"kind":"shout","chat":"general","text":"hi"}`, `kind "shout" is not one of`},
 		{`{"kind":"message","text":"hi"}`, "chat is empty"},
-		{`{"kind":"message","chat":"general"}`, "needs text, media or a location"},
+		{`{"kind":"message","chat":"general"}`, "needs text, media, a location or a poll"},
 		{`{"kind":"edit","chat":"general","text":"x"}`, "needs a target"},
 		{`{"kind":"reaction","chat":"general","target":"m1"}`, "needs an emoji"},
 		{`{"kind":"message","chat":"general","text":"hi","time":"yesterday"}`, "not RFC 3339"},
@@ -910,7 +910,7 @@ func TestCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, Locations: true, HTML: true, Typing: true, Read: true, History: true, MaxTextLength: 4000}
+	want := bridge.Capabilities{Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true, Locations: true, Polls: true, HTML: true, Typing: true, Read: true, History: true, MaxTextLength: 4000}
 	if c.Capabilities() != want {
 		t.Fatalf("capabilities %+v", c.Capabilities())
 	}
@@ -1033,7 +1033,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	body := fmt.Sprintf(`{"id":"v1","kind":"message","chat":"general",
 		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024]}],
 		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true},"expires_in_sec":86400,
-		"text":"for @Bob","mentions":[{"id":"bob@wa","name":"Bob","text":"@Bob"}]}`, data)
+		"text":"for @Bob","mentions":[{"id":"bob@wa","name":"Bob","text":"@Bob"}],
+		"poll":{"question":"Lunch?","options":["Pizza","Sushi"],"choices":1}}`, data)
 	if status, m := h.post(body); status != http.StatusAccepted {
 		t.Fatalf("POST: %d %v", status, m)
 	}
@@ -1053,6 +1054,9 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	}
 	if want := []bridge.Mention{{ID: "bob@wa", Name: "Bob", Text: "@Bob"}}; !reflect.DeepEqual(got[0].Mentions, want) {
 		t.Errorf("inbound mentions %+v", got[0].Mentions)
+	}
+	if p := got[0].Poll; p == nil || p.Question != "Lunch?" || len(p.Options) != 2 || p.Choices != 1 {
+		t.Errorf("inbound poll %+v", got[0].Poll)
 	}
 	for bad, says := range map[string]string{
 		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data): "media[0].kind",

@@ -49,6 +49,12 @@ type wireMention struct {
 	Text  string `json:"text"`
 }
 
+type wirePoll struct {
+	Question string   `json:"question"`
+	Options  []string `json:"options"`
+	Choices  int      `json:"choices,omitempty"`
+}
+
 type wireLocation struct {
 	Latitude  float64 `json:"latitude"`
 	Longitude float64 `json:"longitude"`
@@ -77,6 +83,7 @@ type inEvent struct {
 	Location       *wireLocation `json:"location"`
 	ExpiresInSec   int64         `json:"expires_in_sec"`
 	Mentions       []wireMention `json:"mentions"`
+	Poll           *wirePoll     `json:"poll"`
 }
 
 type outMedia struct {
@@ -115,6 +122,7 @@ type outEvent struct {
 	Location       *wireLocation `json:"location,omitempty"`
 	ExpiresInSec   int64         `json:"expires_in_sec,omitempty"`
 	Mentions       []wireMention `json:"mentions,omitempty"`
+	Poll           *wirePoll     `json:"poll,omitempty"`
 	Origin         *outOrigin    `json:"origin,omitempty"`
 }
 
@@ -280,6 +288,9 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 	for _, m := range in.Mentions {
 		ev.Mentions = append(ev.Mentions, bridge.Mention{ID: m.ID, Name: m.Name, Owner: m.Owner, Text: m.Text})
 	}
+	if p := in.Poll; p != nil {
+		ev.Poll = &bridge.Poll{Question: p.Question, Options: p.Options, Choices: p.Choices}
+	}
 	if err := ev.Check(); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -326,6 +337,9 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 	o.ExpiresInSec = ev.ExpiresInSec
 	for _, m := range ev.Mentions {
 		o.Mentions = append(o.Mentions, wireMention{ID: m.ID, Name: m.Name, Owner: m.Owner, Text: m.Text})
+	}
+	if p := ev.Poll; p != nil {
+		o.Poll = &wirePoll{Question: p.Question, Options: p.Options, Choices: p.Choices}
 	}
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
 		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}

@@ -82,6 +82,8 @@ func FuzzNormalizeHTML(f *testing.F) {
 
 // eventSeeds are events as a homeserver delivers them in a transaction.
 var eventSeeds = []string{
+	`{"type":"org.matrix.msc3381.poll.start","event_id":"$p","room_id":"!r:x","sender":"@ann:x","content":{"org.matrix.msc3381.poll.start":{"kind":"org.matrix.msc3381.poll.disclosed","max_selections":1,"question":{"org.matrix.msc1767.text":"Lunch?"},"answers":[{"id":"1","org.matrix.msc1767.text":"Pizza"},{"id":"2","org.matrix.msc1767.text":"Sushi"}]},"org.matrix.msc1767.text":"Lunch?\n1. Pizza\n2. Sushi"}}`,
+	`{"type":"m.room.message","event_id":"$m","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.text","body":"Bob: hi","format":"org.matrix.custom.html","formatted_body":"<a href=\"https://matrix.to/#/@wa_bob:x\">Bob</a>: hi"}}`,
 	`{"type":"m.room.message","event_id":"$t","room_id":"!r:x","sender":"@ann:x","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hello"}}`,
 	`{"type":"m.room.message","event_id":"$f","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.text","body":"hi","format":"org.matrix.custom.html","formatted_body":"<b>hi</b><script>x</script>"}}`,
 	`{"type":"m.room.message","event_id":"$r","room_id":"!r:x","sender":"@ann:x","content":{"msgtype":"m.notice","body":"> <@b:x> q\n\nanswer","format":"org.matrix.custom.html","formatted_body":"<mx-reply>q</mx-reply>answer","m.relates_to":{"m.in_reply_to":{"event_id":"$o"}}}}`,
@@ -164,8 +166,8 @@ func checkConverted(t *testing.T, evt *event.Event) {
 	}
 	switch ev.Kind {
 	case bridge.KindMessage:
-		if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil {
-			t.Fatalf("a message with neither text, media nor a place: %+v", ev)
+		if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil && ev.Poll == nil {
+			t.Fatalf("a message with neither text, media, a place nor a poll: %+v", ev)
 		}
 		for _, m := range ev.Media {
 			if m.Ref == "" || m.MIME == "" {

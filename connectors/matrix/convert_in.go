@@ -103,6 +103,21 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 		}
 		return ev, ev.Text != ""
 
+	case event.EventUnstablePollStart:
+		ev.Kind = bridge.KindMessage
+		poll, fallback, ok := pollOf(evt.Content.Raw)
+		if !ok {
+			ev.Text = strings.TrimSpace(fallback)
+			return ev, ev.Text != ""
+		}
+		ev.Poll = poll
+		if rel, _ := evt.Content.Raw["m.relates_to"].(map[string]any); rel != nil {
+			if reply, _ := rel["m.in_reply_to"].(map[string]any); reply != nil {
+				ev.ReplyTo, _ = reply["event_id"].(string)
+			}
+		}
+		return ev, true
+
 	case event.EventReaction:
 		rel := evt.Content.AsReaction().RelatesTo
 		if rel.Type != event.RelAnnotation || rel.EventID == "" || rel.Key == "" {

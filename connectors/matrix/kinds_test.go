@@ -134,7 +134,7 @@ func startKindsCore(t *testing.T, o *Options, routes ...config.Route) (*Connecto
 	cfg.Delivery.SendTimeout = 10 * time.Second
 	cfg.Routes = routes
 	caps := bridgetest.AllCaps
-	caps.Locations = true
+	caps.Locations, caps.Polls = true, true
 	src := bridgetest.NewFake("src", caps)
 	b := runCore(t, c, src, &cfg)
 	waitFor(t, "the matrix connector to be connected", func() bool { return b.Status()["mx"].State == bridge.StateConnected })
@@ -353,6 +353,27 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 	}
 	if !k.c.Capabilities().Locations {
 		t.Error("the connector does not say it shows places")
+	}
+
+	// Polls both ways, as MSC3381 poll start events.
+	k.inject(t, bridge.Event{ID: "k-poll", Poll: &bridge.Poll{Question: "Lunch?", Options: []string{"Pizza", "Sushi"}, Choices: 1}})
+	ps := k.next(t, "the poll", event.EventUnstablePollStart)
+	start, _ := ps.Content.Raw["org.matrix.msc3381.poll.start"].(map[string]any)
+	answers, _ := start["answers"].([]any)
+	question, _ := start["question"].(map[string]any)
+	if len(answers) != 2 || start["max_selections"] != float64(1) || !strings.HasSuffix(question["org.matrix.msc1767.text"].(string), "Lunch?") ||
+		answers[1].(map[string]any)["org.matrix.msc1767.text"] != "Sushi" || !strings.Contains(ps.Content.Raw["org.matrix.msc1767.text"].(string), "2. Sushi") {
+		t.Errorf("the poll reached Matrix as %v", ps.Content.Raw)
+	}
+	k.ownerSays(t, event.EventUnstablePollStart, map[string]any{
+		"org.matrix.msc3381.poll.start": map[string]any{"kind": "org.matrix.msc3381.poll.undisclosed", "max_selections": 3,
+			"question": map[string]any{"org.matrix.msc1767.text": "When?"},
+			"answers": []any{map[string]any{"id": "a", "org.matrix.msc1767.text": "7"}, map[string]any{"id": "b", "org.matrix.msc1767.text": "8"},
+				map[string]any{"id": "c", "org.matrix.msc1767.text": "9"}}},
+		"org.matrix.msc1767.text": "When?\n1. 7\n2. 8\n3. 9"})
+	out, _ = k.received(t)
+	if p := out.Poll; p == nil || p.Question != "When?" || len(p.Options) != 3 || p.Options[2] != "9" || p.Choices != 0 {
+		t.Errorf("the owner's poll reached src as %+v (poll %+v)", out.Event, out.Poll)
 	}
 }
 

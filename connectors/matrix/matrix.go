@@ -147,7 +147,7 @@ const maxTextRunes = 15000
 func (c *Connector) Capabilities() bridge.Capabilities {
 	return bridge.Capabilities{
 		Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true,
-		HTML: true, Typing: true, Read: true,
+		Polls: true, HTML: true, Typing: true, Read: true,
 		// m.location, which clients draw on a map.
 		Locations: true,
 		// Only an appservice may date an event in the past.

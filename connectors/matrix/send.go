@@ -89,6 +89,9 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 // first one's caption, each as its own event under its own transaction
 // id.
 func (s *roomSender) message(ctx context.Context, out *bridge.Outgoing) (string, error) {
+	if out.Poll != nil {
+		return s.poll(ctx, out)
+	}
 	if out.Location != nil {
 		return s.location(ctx, out)
 	}

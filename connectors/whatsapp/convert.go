@@ -124,8 +124,8 @@ func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bo
 	if c.media != nil {
 		ev.Media = []bridge.Media{*c.media}
 	}
-	ev.Location = c.location
-	if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil {
+	ev.Location, ev.Poll = c.location, c.poll
+	if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil && ev.Poll == nil {
 		return incoming{}, false
 	}
 	ref := msgRef{Chat: chat, ID: info.ID, Sender: sender, FromMe: info.IsFromMe, Text: c.preview}
@@ -246,6 +246,7 @@ type content struct {
 	text, html string
 	media      *bridge.Media
 	location   *bridge.Location
+	poll       *bridge.Poll
 	expiration uint32 // seconds, in a disappearing chat
 	replyTo    string
 	preview    string // for msgRef.Text
@@ -296,13 +297,13 @@ func messageContent(m *waE2E.Message) (c content, ok bool) {
 	case m.ContactsArrayMessage != nil:
 		c.text, sub = contactsText(m.ContactsArrayMessage), m.ContactsArrayMessage
 	case m.PollCreationMessage != nil:
-		c.text, sub = pollText(m.PollCreationMessage), m.PollCreationMessage
+		c, sub = pollContent(m.PollCreationMessage), m.PollCreationMessage
 	case m.PollCreationMessageV2 != nil:
-		c.text, sub = pollText(m.PollCreationMessageV2), m.PollCreationMessageV2
+		c, sub = pollContent(m.PollCreationMessageV2), m.PollCreationMessageV2
 	case m.PollCreationMessageV3 != nil:
-		c.text, sub = pollText(m.PollCreationMessageV3), m.PollCreationMessageV3
+		c, sub = pollContent(m.PollCreationMessageV3), m.PollCreationMessageV3
 	case m.PollCreationMessageV5 != nil:
-		c.text, sub = pollText(m.PollCreationMessageV5), m.PollCreationMessageV5
+		c, sub = pollContent(m.PollCreationMessageV5), m.PollCreationMessageV5
 	default:
 		name, visible := unknownType(m)
 		if !visible {
@@ -322,7 +323,27 @@ func messageContent(m *waE2E.Message) (c content, ok bool) {
 	if c.preview == "" {
 		c.preview = c.text
 	}
-	return c, c.text != "" || c.media != nil || c.location != nil
+	return c, c.text != "" || c.media != nil || c.location != nil || c.poll != nil
+}
+
+// pollContent is a poll as the neutral model asks it; a poll the core
+// would refuse (no question, fewer than two options, an empty one) is
+// said in words instead.
+func pollContent(p *waE2E.PollCreationMessage) content {
+	poll := &bridge.Poll{Question: strings.TrimSpace(p.GetName()), Choices: int(p.GetSelectableOptionsCount())}
+	for _, o := range p.GetOptions() {
+		if name := strings.TrimSpace(o.GetOptionName()); name != "" {
+			poll.Options = append(poll.Options, name)
+		}
+	}
+	if poll.Choices > len(poll.Options) {
+		poll.Choices = 0
+	}
+	check := bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "-"}, Poll: poll}
+	if check.Check() != nil {
+		return content{text: pollText(p), preview: "📊 " + poll.Question}
+	}
+	return content{poll: poll, preview: "📊 " + poll.Question}
 }
 
 // locationContent is a shared place with its comment as the text. A

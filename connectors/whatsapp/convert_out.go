@@ -86,6 +86,8 @@ func makeContext(msg *waE2E.Message) *waE2E.ContextInfo {
 		ci = &msg.StickerMessage.ContextInfo
 	case msg.LocationMessage != nil:
 		ci = &msg.LocationMessage.ContextInfo
+	case msg.PollCreationMessage != nil:
+		ci = &msg.PollCreationMessage.ContextInfo
 	default:
 		return nil
 	}

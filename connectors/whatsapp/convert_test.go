@@ -526,7 +526,6 @@ func TestConvertIncomingPoll(t *testing.T) {
 		SelectableOptionsCount: proto.Uint32(1),
 		EncKey:                 []byte("0123456789abcdef0123456789abcdef"),
 	}
-	const text = "📊 Lunch?\n1. Pizza\n2. Sushi"
 	for name, msg := range map[string]*waE2E.Message{
 		"v1": {PollCreationMessage: poll},
 		"v2": {PollCreationMessageV2: poll},
@@ -536,10 +535,18 @@ func TestConvertIncomingPoll(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			info := infoGroup(aliceJID, "POLL"+name)
 			want := neutralEvent(info, "Alice")
-			want.Text = text
-			checkIncoming(t, dispatched(info, msg), "Alice", want, msgRefOf(info, text))
+			// An empty option is no option.
+			want.Poll = &bridge.Poll{Question: "Lunch?", Options: []string{"Pizza", "Sushi"}, Choices: 1}
+			checkIncoming(t, dispatched(info, msg), "Alice", want, msgRefOf(info, "📊 Lunch?"))
 		})
 	}
+	// A poll the core would refuse is said in words.
+	lone := &waE2E.Message{PollCreationMessage: &waE2E.PollCreationMessage{Name: proto.String("Just me?"),
+		Options: []*waE2E.PollCreationMessage_Option{{OptionName: proto.String("yes")}}}}
+	info := infoGroup(aliceJID, "POLLONE")
+	want := neutralEvent(info, "Alice")
+	want.Text = "📊 Just me?\n1. yes"
+	checkIncoming(t, dispatched(info, lone), "Alice", want, msgRefOf(info, "📊 Just me?"))
 }
 
 // TestConvertIncomingReplyOnEveryKind: every content message that quotes

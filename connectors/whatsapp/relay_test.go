@@ -483,6 +483,13 @@ func TestReceive(t *testing.T) {
 		if m := ev.Media[0]; m.Kind != bridge.MediaGIF {
 			t.Errorf("a GIF relayed as %+v", m)
 		}
+		ev = lw.fromPhone(t, lw.bob, ann, &waE2E.Message{PollCreationMessageV3: &waE2E.PollCreationMessage{
+			Name:    proto.String("Dinner?"),
+			Options: []*waE2E.PollCreationMessage_Option{{OptionName: proto.String("7")}, {OptionName: proto.String("8")}},
+		}, MessageContextInfo: &waE2E.MessageContextInfo{MessageSecret: bytes.Repeat([]byte{7}, 32)}})
+		if p := ev.Poll; p == nil || p.Question != "Dinner?" || !slices.Equal(p.Options, []string{"7", "8"}) || p.Choices != 0 || ev.Text != "" {
+			t.Errorf("a poll relayed as %+v with text %q", ev.Poll, ev.Text)
+		}
 		ev = lw.fromPhone(t, lw.bob, ann, &waE2E.Message{LocationMessage: &waE2E.LocationMessage{
 			DegreesLatitude: proto.Float64(52.5163), DegreesLongitude: proto.Float64(13.3777),
 			Name: proto.String("Brandenburger Tor"), Comment: proto.String("here at 8"),

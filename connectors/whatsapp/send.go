@@ -3,6 +3,7 @@ package whatsapp
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/phonebridge/phonebridge/bridge"
 )
@@ -112,8 +114,8 @@ func (c *Connector) sendCorrection(ctx context.Context, cli waClient, chat, self
 // returns the first message's id.
 func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self types.JID, out *bridge.Outgoing) (string, error) {
 	// Checked before the sender's name is added, which is not content.
-	if out.Text == "" && len(out.Media) == 0 && out.Location == nil {
-		return "", bridge.Permanentf("nothing to send: the event has neither text, media nor a location")
+	if out.Text == "" && len(out.Media) == 0 && out.Location == nil && out.Poll == nil {
+		return "", bridge.Permanentf("nothing to send: the event has neither text, media, a location nor a poll")
 	}
 	quoted, err := c.lookup(ctx, chat, out.ReplyTo)
 	if err != nil {
@@ -122,7 +124,16 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 	out, mentioned := waMentions(out, self)
 	var msgs []*waE2E.Message
 	var parts []outPart
-	if out.Location != nil {
+	if out.Poll != nil {
+		// The poll asks first, its question naming the sender; words and
+		// attachments with it follow on their own.
+		msgs = append(msgs, c.pollMessage(out, quoted))
+		if out.Text != "" || len(out.Media) > 0 {
+			rest := *out
+			rest.Poll = nil
+			parts = c.planMessage(&rest)
+		}
+	} else if out.Location != nil {
 		// The place goes first with the words as its comment; attachments,
 		// if any, follow on their own.
 		msgs = append(msgs, locationMessage(*out.Location, c.locationComment(out), quoted))
@@ -218,6 +229,29 @@ func waMentions(out *bridge.Outgoing, self types.JID) (*bridge.Outgoing, []strin
 		jids = append(jids, j.String())
 	}
 	return &o, jids
+}
+
+// pollMessage asks out's poll, as whatsmeow's BuildPollCreation does:
+// with a message secret, which votes are encrypted with.
+func (c *Connector) pollMessage(out *bridge.Outgoing, quoted *msgRef) *waE2E.Message {
+	q := *out
+	q.Text, q.HTML, q.Emote = out.Poll.Question, "", false
+	question, _ := c.body(&q)
+	options := make([]*waE2E.PollCreationMessage_Option, len(out.Poll.Options))
+	for i, o := range out.Poll.Options {
+		options[i] = &waE2E.PollCreationMessage_Option{OptionName: proto.String(o)}
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		panic("whatsapp: crypto/rand failed: " + err.Error())
+	}
+	return &waE2E.Message{
+		PollCreationMessage: &waE2E.PollCreationMessage{
+			Name: proto.String(question), Options: options,
+			SelectableOptionsCount: proto.Uint32(uint32(out.Poll.Choices)), ContextInfo: replyContext(quoted),
+		},
+		MessageContextInfo: &waE2E.MessageContextInfo{MessageSecret: secret},
+	}
 }
 
 // locationComment is what a place says under it: the event's words with

@@ -397,6 +397,24 @@ func TestSend(t *testing.T) {
 		}
 	})
 
+	t.Run("a poll", func(t *testing.T) {
+		out := fromCarol(bridge.KindMessage, family, "pb.poll")
+		out.Poll = &bridge.Poll{Question: "Lunch?", Options: []string{"Pizza", "Sushi", "Salad"}, Choices: 1}
+		id := lw.send(t, out)
+		for _, p := range []*fakewa.Phone{lw.eve, lw.bob} {
+			got := lw.got(t, p, family, "pb.poll", 1)[0]
+			pc := got.Msg.GetPollCreationMessage()
+			var options []string
+			for _, o := range pc.GetOptions() {
+				options = append(options, o.GetOptionName())
+			}
+			if pc.GetName() != "*Carol*: Lunch?" || !slices.Equal(options, []string{"Pizza", "Sushi", "Salad"}) || pc.GetSelectableOptionsCount() != 1 ||
+				len(got.Msg.GetMessageContextInfo().GetMessageSecret()) != 32 || got.ID != id {
+				t.Errorf("%s's phone got the poll as %v (secret %d bytes)", p.PushName, got.Msg, len(got.Msg.GetMessageContextInfo().GetMessageSecret()))
+			}
+		}
+	})
+
 	t.Run("a place", func(t *testing.T) {
 		out := fromCarol(bridge.KindMessage, bob, "pb.place")
 		out.Text = "meet here"

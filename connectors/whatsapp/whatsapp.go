@@ -270,7 +270,7 @@ func (c *Connector) prepareSessionStore(ctx context.Context, lockPath string) er
 func (c *Connector) Capabilities() bridge.Capabilities {
 	return bridge.Capabilities{
 		Edits: true, Deletes: true, Reactions: true, Replies: true, Media: true,
-		Locations: true, HTML: true, Typing: true, Read: true,
+		Locations: true, Polls: true, HTML: true, Typing: true, Read: true,
 		MaxTextLength: 65536,
 	}
 }

@@ -238,15 +238,19 @@ func maxWidth(lines [][]rune) int {
 // wrong colours has no finder patterns, so at most one way decodes.
 func decodeBlock(lines [][]rune) (string, error) {
 	ink := inkMatrix(lines)
-	code, err := decodeImage(render(ink, true))
-	if err == nil {
-		return code, nil
+	var errs [2]error
+	for i, inkDark := range []bool{true, false} {
+		for _, s := range scales {
+			code, err := decodeImage(render(ink, inkDark, s))
+			if err == nil {
+				return code, nil
+			}
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
 	}
-	code, err2 := decodeImage(render(ink, false))
-	if err2 == nil {
-		return code, nil
-	}
-	return "", fmt.Errorf("as dark on light: %w; as light on dark: %w", err, err2)
+	return "", fmt.Errorf("as dark on light: %w; as light on dark: %w", errs[0], errs[1])
 }
 
 // inkMatrix turns lines into module rows, two per line. A short line is
@@ -266,18 +270,20 @@ func inkMatrix(lines [][]rune) [][]bool {
 }
 
 // Each module becomes scale×scale pixels, as a camera sees a code on a
-// screen: sharp, but not at one pixel a module, which a detector's
-// sampling does not expect. Around the block go margin modules of the
-// terminal's background, dark on a dark terminal: the code must carry its
-// own light quiet zone, as on the screen, rather than get one from us.
-const (
-	scale  = 4
-	margin = 4
-)
+// screen: sharp, at whatever size the phone holds it. ZXing's detector
+// misjudges the module size of some valid codes at some scales (seen: a
+// code read at 1 and 2 pixels a module, not at 3 to 8), as one camera
+// distance can fail where another reads, so each is tried at a few.
+// Around the block go margin modules of the terminal's background, dark
+// on a dark terminal: the code must carry its own light quiet zone, as on
+// the screen, rather than get one from us.
+var scales = []int{4, 2, 1, 6}
 
-// render draws the modules of ink, inked ones dark if inkDark, the rest
-// and the margin in the other colour.
-func render(ink [][]bool, inkDark bool) image.Image {
+const margin = 4
+
+// render draws the modules of ink at scale, inked ones dark if inkDark,
+// the rest and the margin in the other colour.
+func render(ink [][]bool, inkDark bool, scale int) image.Image {
 	h, w := len(ink), len(ink[0])
 	img := image.NewGray(image.Rect(0, 0, (w+2*margin)*scale, (h+2*margin)*scale))
 	for y := range h + 2*margin {
