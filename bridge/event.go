@@ -119,8 +119,10 @@ const (
 // ("@Ann"); destinations that show mentions natively (a Matrix pill, a
 // WhatsApp @-mention) turn that into one, others show the text as it is.
 type Mention struct {
-	// ID is the person's id as Sender.ID has it on the event's origin;
-	// empty for the owner.
+	// ID is the person's id on their own platform, as Sender.ID carries
+	// it there: a Matrix user's id, or, where a ghost or puppet speaks for
+	// someone of another platform, that person's id there; empty for the
+	// owner.
 	ID   string `json:"id,omitempty"`
 	Name string `json:"name,omitempty"`
 	// Owner marks the bridged account's owner (the phone's user, the

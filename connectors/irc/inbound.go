@@ -282,6 +282,7 @@ func (c *Connector) inbound(cli ircClient, m *ircmsg.Message) *bridge.Event {
 	if h, ok := ircToHTML(text); ok {
 		ev.HTML = h
 	}
+	ev.Mentions = c.puppetMentions(plain)
 	return ev
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"html"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -192,6 +193,56 @@ func (c *Connector) isPuppet(nick string) bool {
 		}
 	}
 	return false
+}
+
+// puppetMentions are the puppets text names by nick ("Bob[wa]: hi",
+// "@Bob[wa]"), each as the person the puppet speaks for, so a platform
+// with mentions (WhatsApp) mentions them.
+func (c *Connector) puppetMentions(text string) []bridge.Mention {
+	if c.opts.Mode != ModePuppet {
+		return nil
+	}
+	c.pups.mu.Lock()
+	defer c.pups.mu.Unlock()
+	var out []bridge.Mention
+	for key, p := range c.pups.by {
+		nick := p.cli.Nick()
+		words, ok := nickIn(text, nick)
+		if !ok {
+			continue
+		}
+		_, sender, _ := strings.Cut(key, "\x00")
+		out = append(out, bridge.Mention{ID: sender, Name: nick, Text: words})
+	}
+	slices.SortFunc(out, func(a, b bridge.Mention) int { return strings.Index(text, a.Text) - strings.Index(text, b.Text) })
+	return out
+}
+
+// nickIn finds nick in text as a word of its own, with its "@" if it has
+// one, and returns the words that name it.
+func nickIn(text, nick string) (string, bool) {
+	if nick == "" {
+		return "", false
+	}
+	for i := 0; ; {
+		k := strings.Index(text[i:], nick)
+		if k < 0 {
+			return "", false
+		}
+		start, end := i+k, i+k+len(nick)
+		if (start == 0 || !isNickByte(text[start-1])) && (end == len(text) || !isNickByte(text[end])) {
+			if start > 0 && text[start-1] == '@' {
+				start--
+			}
+			return text[start:end], true
+		}
+		i = end
+	}
+}
+
+// isNickByte reports whether b can be part of an IRC nick.
+func isNickByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("[]\\`_^{|}-", b) >= 0
 }
 
 // wait waits until ready holds, for at most puppetJoinWait within ctx,

@@ -2,6 +2,7 @@ package irc
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -72,12 +73,20 @@ func TestPuppetsSpeakForTheirSenders(t *testing.T) {
 	if got := r.sink.take(); len(got) != 1 || got[0].Sender.Name != "carol" {
 		t.Errorf("relayed %d events, want carol's only", len(got))
 	}
+	// Naming a puppet names the person it speaks for: WhatsApp can
+	// mention them.
+	r.cli.server(t, ":carol!c@h PRIVMSG #chan :BobSmith[wa]: lunch? and @Ann[wa] too, not Ann[wa]x")
+	got := r.sink.take()
+	want := []bridge.Mention{{ID: "Bob Smith", Name: "BobSmith[wa]", Text: "BobSmith[wa]"}, {ID: "Ann", Name: "Ann[wa]", Text: "@Ann[wa]"}}
+	if len(got) != 1 || !reflect.DeepEqual(got[0].Mentions, want) {
+		t.Errorf("carol's mentions relayed as %+v, want %+v", got, want)
+	}
 	// A private message to a puppet goes where the bot's would: the chat
 	// named after the writer, saying to whom it was written. What the
 	// puppet hears in a channel is the bot's to relay.
 	ann.server(t, ":carol!c@h PRIVMSG Ann[wa] :are you there?")
 	ann.server(t, ":carol!c@h PRIVMSG #chan :heard twice?")
-	got := r.sink.take()
+	got = r.sink.take()
 	if len(got) != 1 || got[0].Chat.ID != "carol" || got[0].Text != "(to Ann[wa]) are you there?" || got[0].Sender.Name != "carol" {
 		t.Errorf("a private message to a puppet relayed as %+v", got)
 	}
@@ -148,4 +157,21 @@ func TestPuppetNicks(t *testing.T) {
 			t.Errorf("%q → %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// nickIn finds a nick only as a word of its own, and what it returns is
+// in the text and ends with the nick.
+func FuzzNickIn(f *testing.F) {
+	f.Add("BobSmith[wa]: lunch?", "BobSmith[wa]")
+	f.Add("@Ann[wa] and Ann[wa]x", "Ann[wa]")
+	f.Add("", "")
+	f.Fuzz(func(t *testing.T, text, nick string) {
+		words, ok := nickIn(text, nick)
+		if !ok {
+			return
+		}
+		if !strings.Contains(text, words) || !strings.HasSuffix(words, nick) || len(words) > len(nick)+1 {
+			t.Fatalf("nickIn(%q, %q) = %q", text, nick, words)
+		}
+	})
 }
