@@ -143,6 +143,19 @@ type Poll struct {
 // and more than any client shows well).
 const maxPollOptions = 12
 
+// Check reports what makes the poll unaskable, or nil.
+func (p *Poll) Check() error {
+	if strings.TrimSpace(p.Question) == "" || len(p.Options) < 2 || len(p.Options) > maxPollOptions || p.Choices < 0 || p.Choices > len(p.Options) {
+		return fmt.Errorf("a poll needs a question and 2 to %d options, and choices from 0 (any) to the number of options", maxPollOptions)
+	}
+	for i, o := range p.Options {
+		if strings.TrimSpace(o) == "" {
+			return fmt.Errorf("poll option %d is empty", i+1)
+		}
+	}
+	return nil
+}
+
 // Location is a place on the map.
 type Location struct {
 	Latitude  float64 `json:"latitude"`
@@ -239,14 +252,9 @@ func (e *Event) Check() error {
 		if e.Text == "" && len(e.Media) == 0 && e.Location == nil && e.Poll == nil {
 			return fmt.Errorf("a message needs text, media, a location or a poll")
 		}
-		if p := e.Poll; p != nil {
-			if strings.TrimSpace(p.Question) == "" || len(p.Options) < 2 || len(p.Options) > maxPollOptions || p.Choices < 0 || p.Choices > len(p.Options) {
-				return fmt.Errorf("a poll needs a question and 2 to %d options, and choices from 0 (any) to the number of options", maxPollOptions)
-			}
-			for i, o := range p.Options {
-				if strings.TrimSpace(o) == "" {
-					return fmt.Errorf("poll option %d is empty", i+1)
-				}
+		if e.Poll != nil {
+			if err := e.Poll.Check(); err != nil {
+				return err
 			}
 		}
 		for i, m := range e.Mentions {

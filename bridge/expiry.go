@@ -37,26 +37,13 @@ func (b *Bridge) startExpiry(ctx context.Context) {
 // forgetExpired clears the text of the messages expired by now, in
 // batches, and returns when the next one expires.
 func (b *Bridge) forgetExpired(ctx context.Context, now time.Time) time.Time {
-	for ctx.Err() == nil {
-		var n int64
-		err := b.store.Write(ctx, func(tx *Tx) error {
-			r, err := tx.Exec(`UPDATE messages SET text = '', expires_at = NULL WHERE id IN
-				(SELECT id FROM messages WHERE expires_at <= ? LIMIT ?)`, now.UnixMilli(), pruneBatch)
-			if err != nil {
-				return err
-			}
-			n, err = r.RowsAffected()
-			return err
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				b.log.Warn("could not forget the text of expired disappearing messages; trying again in a minute", "err", err)
-			}
-			return now.Add(time.Minute)
+	_, err := b.store.ExecBatches(ctx, pruneBatch, `UPDATE messages SET text = '', expires_at = NULL WHERE id IN
+		(SELECT id FROM messages WHERE expires_at <= ? LIMIT ?)`, now.UnixMilli())
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("could not forget the text of expired disappearing messages; trying again in a minute", "err", err)
 		}
-		if n < pruneBatch {
-			break
-		}
+		return now.Add(time.Minute)
 	}
 	next, err := nextExpiry(ctx, b.store)
 	if err != nil && ctx.Err() == nil {

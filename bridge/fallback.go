@@ -123,8 +123,9 @@ func MapLink(l Location) string {
 	return "https://maps.google.com/?q=" + strconv.FormatFloat(l.Latitude, 'f', -1, 64) + "," + strconv.FormatFloat(l.Longitude, 'f', -1, 64)
 }
 
-// mediaWord names an attachment for a destination that carries no media.
-func mediaWord(m Media) string {
+// MediaWord names an attachment in words, for destinations that show
+// it as text: "voice message", "image", "file".
+func MediaWord(m Media) string {
 	switch m.Kind {
 	case MediaVoice:
 		return "voice message"
@@ -164,7 +165,7 @@ func humanSize(n int64) string {
 func mediaPlaceholders(out *Outgoing) {
 	var lines []string
 	for _, m := range out.Media {
-		desc := mediaWord(m)
+		desc := MediaWord(m)
 		details := []string{}
 		if m.Name != "" {
 			details = append(details, m.Name)

@@ -528,7 +528,7 @@ func messageText(ev *Event) string {
 	if m.Caption != "" {
 		return m.Caption
 	}
-	return strings.TrimSpace("[" + mediaWord(m) + "] " + m.Name)
+	return strings.TrimSpace("[" + MediaWord(m) + "] " + m.Name)
 }
 
 func randomHex(n int) string {

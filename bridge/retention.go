@@ -125,27 +125,8 @@ func (b *Bridge) Prune(ctx context.Context) (int, error) {
 // pruneFailed deletes outbox rows that failed before before; they were
 // kept only for inspection.
 func pruneFailed(ctx context.Context, s *Store, before time.Time) (int, error) {
-	total := 0
-	for ctx.Err() == nil {
-		var n int64
-		err := s.Write(ctx, func(tx *Tx) error {
-			r, err := tx.Exec(`DELETE FROM outbox WHERE id IN
-				(SELECT id FROM outbox WHERE failed = 1 AND created_at < ? LIMIT ?)`, before.UnixMilli(), pruneBatch)
-			if err != nil {
-				return err
-			}
-			n, err = r.RowsAffected()
-			return err
-		})
-		if err != nil {
-			return total, err
-		}
-		total += int(n)
-		if n < pruneBatch {
-			break
-		}
-	}
-	return total, nil
+	return s.ExecBatches(ctx, pruneBatch, `DELETE FROM outbox WHERE id IN
+		(SELECT id FROM outbox WHERE failed = 1 AND created_at < ? LIMIT ?)`, before.UnixMilli())
 }
 
 // pruneMessages deletes messages created before before, with every

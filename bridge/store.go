@@ -355,6 +355,34 @@ func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
+// ExecBatches runs query, with args and then limit as its last argument,
+// in write transactions of its own until one changes fewer than limit
+// rows or ctx ends: a large delete or update in steps, so the single
+// writer is never held long. It returns how many rows changed.
+func (s *Store) ExecBatches(ctx context.Context, limit int, query string, args ...any) (int, error) {
+	args = append(args[:len(args):len(args)], limit)
+	total := 0
+	for ctx.Err() == nil {
+		var n int64
+		err := s.Write(ctx, func(tx *Tx) error {
+			r, err := tx.Exec(query, args...)
+			if err != nil {
+				return err
+			}
+			n, err = r.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if n < int64(limit) {
+			break
+		}
+	}
+	return total, nil
+}
+
 // WriteAsync queues fn like Write and returns; done gets the outcome. Done
 // callbacks run one at a time, in commit order, on the store's completion
 // goroutine, so they must not block. Writes queued from one goroutine

@@ -43,22 +43,7 @@ func (c *Connector) mediaLines(ctx context.Context, out *bridge.Outgoing) ([]str
 // describeMedia names an attachment: its kind, file name, length and
 // size.
 func describeMedia(m bridge.Media) string {
-	kind, _, _ := strings.Cut(m.MIME, "/")
-	switch kind {
-	case "image", "video", "audio":
-	default:
-		kind = "file"
-	}
-	switch m.Kind {
-	case bridge.MediaVoice:
-		kind = "voice message"
-	case bridge.MediaSticker:
-		kind = "sticker"
-	case bridge.MediaGIF:
-		kind = "GIF"
-	case bridge.MediaVideoNote:
-		kind = "video message"
-	}
+	kind := bridge.MediaWord(m)
 	var details []string
 	if name := strings.Join(strings.Fields(cleanText(m.Name)), " "); name != "" {
 		details = append(details, name)

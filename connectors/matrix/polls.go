@@ -91,8 +91,7 @@ func pollOf(raw map[string]any) (*bridge.Poll, string, bool) {
 	if n, ok := start["max_selections"].(float64); ok && n == 1 {
 		p.Choices = 1
 	}
-	check := bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "-"}, Poll: p}
-	if check.Check() != nil {
+	if p.Check() != nil {
 		return nil, fallback, false
 	}
 	return p, fallback, true

@@ -339,8 +339,7 @@ func pollContent(p *waE2E.PollCreationMessage) content {
 	if poll.Choices > len(poll.Options) {
 		poll.Choices = 0
 	}
-	check := bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "-"}, Poll: poll}
-	if check.Check() != nil {
+	if poll.Check() != nil {
 		return content{text: pollText(p), preview: "📊 " + poll.Question}
 	}
 	return content{poll: poll, preview: "📊 " + poll.Question}

@@ -18,9 +18,6 @@ import (
 // text, for quotes) is forgotten when the message disappears: one timer,
 // set to the earliest expiry, so nothing runs until one is due.
 
-// expiryBatch bounds one write transaction of forgetExpired.
-const expiryBatch = 500
-
 // setTimer records chat's disappearing-messages timer (0: off).
 func (c *Connector) setTimer(ctx context.Context, chat types.JID, seconds uint32) {
 	err := c.store.Write(ctx, func(tx *bridge.Tx) error {
@@ -51,26 +48,13 @@ func (c *Connector) timer(ctx context.Context, chat types.JID) (uint32, error) {
 // forgetExpired clears the text of the link's messages that disappeared
 // by now and returns when the next one does.
 func (c *Connector) forgetExpired(ctx context.Context, now time.Time) time.Time {
-	for ctx.Err() == nil {
-		var n int64
-		err := c.store.Write(ctx, func(tx *bridge.Tx) error {
-			r, err := tx.Exec(`UPDATE whatsapp_messages SET text = '', expires_at = NULL WHERE (link, chat, id) IN
-				(SELECT link, chat, id FROM whatsapp_messages WHERE expires_at <= ? AND link = ? LIMIT ?)`, now.Unix(), c.name, expiryBatch)
-			if err != nil {
-				return err
-			}
-			n, err = r.RowsAffected()
-			return err
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("could not forget the text of disappeared messages; trying again in a minute", "link", c.name, "err", err)
-			}
-			return now.Add(time.Minute)
+	_, err := c.store.ExecBatches(ctx, pruneBatch, `UPDATE whatsapp_messages SET text = '', expires_at = NULL WHERE (link, chat, id) IN
+		(SELECT link, chat, id FROM whatsapp_messages WHERE expires_at <= ? AND link = ? LIMIT ?)`, now.Unix(), c.name)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("could not forget the text of disappeared messages; trying again in a minute", "link", c.name, "err", err)
 		}
-		if n < expiryBatch {
-			break
-		}
+		return now.Add(time.Minute)
 	}
 	next, err := c.nextExpiry(ctx)
 	if err != nil && ctx.Err() == nil {

@@ -213,23 +213,10 @@ func (c *Connector) Prune(ctx context.Context, before time.Time) (int, error) {
 		`DELETE FROM whatsapp_history WHERE (link, chat, id) IN
 			(SELECT link, chat, id FROM whatsapp_history WHERE link = ? AND done = 1 AND at < ? LIMIT ?)`,
 	} {
-		for ctx.Err() == nil {
-			var n int64
-			err := c.store.Write(ctx, func(tx *bridge.Tx) error {
-				r, err := tx.Exec(q, c.name, before.Unix(), pruneBatch)
-				if err != nil {
-					return err
-				}
-				n, err = r.RowsAffected()
-				return err
-			})
-			if err != nil {
-				return total, fmt.Errorf("prune WhatsApp messages of link %q: %w", c.name, err)
-			}
-			total += int(n)
-			if n < pruneBatch {
-				break
-			}
+		n, err := c.store.ExecBatches(ctx, pruneBatch, q, c.name, before.Unix())
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("prune WhatsApp messages of link %q: %w", c.name, err)
 		}
 	}
 	return total, nil
