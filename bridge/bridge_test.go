@@ -978,3 +978,82 @@ func TestPollsFallBackToText(t *testing.T) {
 		}
 	}
 }
+
+// Votes: a destination with polls gets each vote aimed at its copy of the
+// poll, with the poll's options and the count; one without gets the vote
+// and the count in words answering the poll. A newer vote replaces the
+// voter's earlier one in the count, the owner is one voter whichever
+// platform they vote on, a withdrawn vote leaves the count, and a vote in
+// a poll the bridge never saw asked goes nowhere.
+func TestVotesAreCountedAndShown(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	pollCaps := all
+	pollCaps.Polls = true
+	polls := bridgetest.NewFake("polls", pollCaps)
+	plain := bridgetest.NewFake("plain", bridge.Capabilities{Replies: true})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "polls/y", "plain/z")}, a, polls, plain)
+	p := msg("a", "x", "P1", "")
+	p.Poll = &bridge.Poll{Question: "Lunch?", Options: []string{"Pizza", "Sushi", "Soup"}}
+	h.Inject(p)
+	vote := func(id string, sender bridge.Sender, choices ...int) {
+		v := act(bridge.KindVote, "a", "x", id, "P1")
+		v.Sender, v.Vote = sender, &bridge.Vote{Choices: choices}
+		h.Inject(v)
+	}
+	ann, bob, owner := bridge.Sender{ID: "u-ann", Name: "Ann"}, bridge.Sender{ID: "u-bob", Name: "Bob"}, bridge.Sender{ID: "me", Name: "Me", IsOwner: true}
+	vote("V1", ann, 0)
+	vote("V2", bob, 0, 2)
+	vote("V3", ann, 1) // Ann changes her mind
+	vote("V4", owner, 2)
+	vote("V5", bob) // Bob withdraws
+
+	want := []struct {
+		choices []int
+		tally   []int
+		text    string
+	}{
+		{[]int{0}, []int{1, 0, 0}, "Ann voted for “Pizza” in “Lunch?” (Pizza 1 · Sushi 0 · Soup 0)"},
+		{[]int{0, 2}, []int{2, 0, 1}, "Bob voted for “Pizza”, “Soup” in “Lunch?” (Pizza 2 · Sushi 0 · Soup 1)"},
+		{[]int{1}, []int{1, 1, 1}, "Ann voted for “Sushi” in “Lunch?” (Pizza 1 · Sushi 1 · Soup 1)"},
+		{[]int{2}, []int{1, 1, 2}, "Me voted for “Soup” in “Lunch?” (Pizza 1 · Sushi 1 · Soup 2)"},
+		{nil, []int{0, 1, 1}, "Bob withdrew their vote in “Lunch?” (Pizza 0 · Sushi 1 · Soup 1)"},
+	}
+	got, words := polls.WaitSent(t, 1+len(want))[1:], plain.WaitSent(t, 1+len(want))[1:]
+	for i, w := range want {
+		g := got[i]
+		if g.Kind != bridge.KindVote || g.Target != "polls-1" || g.Vote == nil || !reflect.DeepEqual(g.Vote.Tally, w.tally) ||
+			len(g.Vote.Choices) != len(w.choices) || g.Vote.Question != "Lunch?" || len(g.Vote.Options) != 3 {
+			t.Errorf("vote %d reached the poll destination as %s on %q %+v; want choices %v, tally %v on polls-1", i+1, g.Kind, g.Target, g.Vote, w.choices, w.tally)
+		}
+		if n := words[i]; n.Kind != bridge.KindMessage || !n.Notice || n.Text != w.text || n.ReplyTo != "plain-1" || n.Vote != nil {
+			t.Errorf("vote %d reached the plain destination as %s %q answering %q; want the notice %q answering plain-1", i+1, n.Kind, n.Text, n.ReplyTo, w.text)
+		}
+	}
+
+	// The owner voting under another id (from another device) is still
+	// one voter.
+	v := act(bridge.KindVote, "a", "x", "V7", "P1")
+	v.Sender, v.Vote = bridge.Sender{ID: "@me:b", Name: "Me", IsOwner: true}, &bridge.Vote{Choices: []int{0}}
+	h.Inject(v)
+	if g := polls.WaitSent(t, 7)[6]; g.Vote == nil || !reflect.DeepEqual(g.Vote.Tally, []int{1, 1, 0}) {
+		t.Errorf("the owner's vote from another id counted as %+v, want the owner's earlier vote replaced (tally [1 1 0])", g.Vote)
+	}
+
+	// A vote in a poll never seen asked, or one that is not a poll, goes nowhere.
+	stray := act(bridge.KindVote, "a", "x", "V8", "nope")
+	stray.Vote = &bridge.Vote{Choices: []int{0}}
+	h.Inject(stray)
+	marker := msg("a", "x", "M1", "after")
+	h.Inject(marker)
+	if g := polls.WaitSent(t, 8)[7]; g.Kind != bridge.KindMessage || g.Text != "after" {
+		t.Errorf("after a vote in an unknown poll the destination got %s %q, want only the next message", g.Kind, g.Text)
+	}
+
+	for _, bad := range []*bridge.Vote{nil, {Choices: []int{-1}}, {Choices: []int{1, 1}}, {Choices: []int{12}}} {
+		ev := act(bridge.KindVote, "a", "x", "V9", "P1")
+		ev.Vote = bad
+		if err := a.Inject(context.Background(), ev); err == nil {
+			t.Errorf("vote %+v accepted", bad)
+		}
+	}
+}

@@ -743,6 +743,27 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		// delete this notice.
 		return append(steps, step{out: out, msg: st.Msg, part: 0}), nil
 
+	case KindVote:
+		if st.TargetMsg == 0 || ev.Vote == nil || len(ev.Vote.Options) == 0 {
+			return nil, nil // a vote in a poll the bridge never saw asked
+		}
+		ids, err := d.lookup(ctx, q, st.TargetMsg)
+		if err != nil {
+			return nil, err
+		}
+		if caps.Polls && len(ids) > 0 {
+			out.Target = ids[0]
+			return []step{{out: out, msg: st.Msg, part: 0}}, nil
+		}
+		// No poll there to vote in: the vote and the count as words,
+		// answering the poll's copy where there is one.
+		asNotice(&out, VoteText(&ev))
+		out.Vote = nil
+		if caps.Replies && len(ids) > 0 {
+			out.ReplyTo = ids[0]
+		}
+		return []step{{out: out, msg: st.Msg, part: 0}}, nil
+
 	case KindReactionRemove:
 		ids, err := d.lookup(ctx, q, st.TargetMsg)
 		if err != nil {

@@ -14,8 +14,8 @@ import (
 // Kind is what an event does.
 type Kind string
 
-// The kinds of event the core relays. Message, edit, delete, reaction and
-// reaction removal are durable: they are committed before they are
+// The kinds of event the core relays. Message, edit, delete, reaction,
+// reaction removal and vote are durable: they are committed before they are
 // acknowledged and delivered through the outbox. Typing and read are
 // ephemeral: delivered best effort, never stored.
 const (
@@ -24,12 +24,13 @@ const (
 	KindDelete         Kind = "delete"
 	KindReaction       Kind = "reaction"
 	KindReactionRemove Kind = "reaction_remove"
+	KindVote           Kind = "vote"
 	KindTyping         Kind = "typing"
 	KindRead           Kind = "read"
 )
 
 // Kinds lists every kind, in the order documented to users.
-var Kinds = []Kind{KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove, KindTyping, KindRead}
+var Kinds = []Kind{KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove, KindVote, KindTyping, KindRead}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {
@@ -47,7 +48,7 @@ func (k Kind) Durable() bool { return k != KindTyping && k != KindRead }
 // NeedsTarget reports whether events of this kind act on an earlier message.
 func (k Kind) NeedsTarget() bool {
 	switch k {
-	case KindEdit, KindDelete, KindReaction, KindReactionRemove, KindRead:
+	case KindEdit, KindDelete, KindReaction, KindReactionRemove, KindVote, KindRead:
 		return true
 	}
 	return false
@@ -148,10 +149,43 @@ func (p *Poll) Check() error {
 	if strings.TrimSpace(p.Question) == "" || len(p.Options) < 2 || len(p.Options) > maxPollOptions || p.Choices < 0 || p.Choices > len(p.Options) {
 		return fmt.Errorf("a poll needs a question and 2 to %d options, and choices from 0 (any) to the number of options", maxPollOptions)
 	}
+	seen := make(map[string]bool, len(p.Options))
 	for i, o := range p.Options {
 		if strings.TrimSpace(o) == "" {
 			return fmt.Errorf("poll option %d is empty", i+1)
 		}
+		// WhatsApp tells options apart by their words alone.
+		if seen[o] {
+			return fmt.Errorf("poll option %d repeats an earlier one", i+1)
+		}
+		seen[o] = true
+	}
+	return nil
+}
+
+// Vote is a person's answer to a poll (the event's Target): the options
+// they pick now, which replace any earlier vote of theirs on it.
+type Vote struct {
+	// Choices are indexes into the poll's options, from 0; none withdraws
+	// the vote.
+	Choices []int `json:"choices"`
+
+	// Set by the core on outgoing votes, from the poll as it was asked
+	// (empty where the poll is unknown to it): the question and options,
+	// and the votes per option with this one counted.
+	Question string   `json:"question,omitempty"`
+	Options  []string `json:"options,omitempty"`
+	Tally    []int    `json:"tally,omitempty"`
+}
+
+// Check reports what makes the vote unreadable, or nil.
+func (v *Vote) Check() error {
+	seen := make(map[int]bool, len(v.Choices))
+	for _, c := range v.Choices {
+		if c < 0 || c >= maxPollOptions || seen[c] {
+			return fmt.Errorf("vote choices must be distinct option indexes from 0 to %d", maxPollOptions-1)
+		}
+		seen[c] = true
 	}
 	return nil
 }
@@ -208,6 +242,8 @@ type Event struct {
 	Mentions []Mention `json:"mentions,omitempty"`
 	// Poll is a poll asked as the message.
 	Poll *Poll `json:"poll,omitempty"`
+	// Vote is, for a vote, what the sender picked in the poll Target.
+	Vote *Vote `json:"vote,omitempty"`
 	// ExpiresInSec is, for a message of a disappearing chat, how long
 	// after Time it disappears. The core forgets its text then (kept for
 	// quotes); destinations that make messages disappear do.
@@ -215,8 +251,8 @@ type Event struct {
 
 	// ReplyTo is the message this one answers.
 	ReplyTo string `json:"reply_to,omitempty"`
-	// Target is the message an edit, delete, reaction, reaction removal or
-	// read receipt acts on.
+	// Target is the message an edit, delete, reaction, reaction removal,
+	// vote or read receipt acts on.
 	Target string `json:"target,omitempty"`
 	// TargetReaction is, on an outgoing reaction removal, the destination's
 	// native id of the reaction being removed, where one is known (Matrix
@@ -239,7 +275,7 @@ type Event struct {
 // Check reports what makes an inbound event unacceptable, or nil.
 func (e *Event) Check() error {
 	if !e.Kind.Valid() {
-		return fmt.Errorf("kind %q is not one of message, edit, delete, reaction, reaction_remove, typing, read", e.Kind)
+		return fmt.Errorf("kind %q is not one of message, edit, delete, reaction, reaction_remove, vote, typing, read", e.Kind)
 	}
 	if e.Chat.ID == "" {
 		return fmt.Errorf("chat is empty")
@@ -273,6 +309,11 @@ func (e *Event) Check() error {
 		if e.Emoji == "" {
 			return fmt.Errorf("a reaction needs an emoji")
 		}
+	case KindVote:
+		if e.Vote == nil {
+			return fmt.Errorf("a vote needs its choices (none withdraws it)")
+		}
+		return e.Vote.Check()
 	}
 	return nil
 }

@@ -34,10 +34,10 @@ func (b *Bridge) startExpiry(ctx context.Context) {
 	b.expiry.At(next)
 }
 
-// forgetExpired clears the text of the messages expired by now, in
+// forgetExpired clears the text (and a poll's words) of the messages expired by now, in
 // batches, and returns when the next one expires.
 func (b *Bridge) forgetExpired(ctx context.Context, now time.Time) time.Time {
-	_, err := b.store.ExecBatches(ctx, pruneBatch, `UPDATE messages SET text = '', expires_at = NULL WHERE id IN
+	_, err := b.store.ExecBatches(ctx, pruneBatch, `UPDATE messages SET text = '', poll = NULL, expires_at = NULL WHERE id IN
 		(SELECT id FROM messages WHERE expires_at <= ? LIMIT ?)`, now.UnixMilli())
 	if err != nil {
 		if ctx.Err() == nil {

@@ -118,6 +118,49 @@ func pollAsText(out *Outgoing) {
 	out.Poll = nil
 }
 
+// voteWords names what a vote picked: "“Yes”, “Maybe”", or words for a
+// withdrawn vote; options unknown to the core show as numbers.
+func voteWords(v *Vote) string {
+	if len(v.Choices) == 0 {
+		return "no option"
+	}
+	picked := make([]string, len(v.Choices))
+	for i, c := range v.Choices {
+		if c < len(v.Options) {
+			picked[i] = "“" + strings.TrimSpace(v.Options[c]) + "”"
+		} else {
+			picked[i] = "option " + strconv.Itoa(c+1)
+		}
+	}
+	return strings.Join(picked, ", ")
+}
+
+// VoteText is a vote in words with the poll's count, for a destination
+// that cannot show it as the voter's own: "Ann voted for “Yes” in “Lunch?”
+// (Yes 2 · No 1)". Connectors that show polls but cannot vote as the
+// sender use it too.
+func VoteText(ev *Event) string {
+	v := ev.Vote
+	if v == nil {
+		return senderName(ev.Sender) + " voted"
+	}
+	text := senderName(ev.Sender) + " voted for " + voteWords(v)
+	if len(v.Choices) == 0 {
+		text = senderName(ev.Sender) + " withdrew their vote"
+	}
+	if q := strings.TrimSpace(v.Question); q != "" {
+		text += " in “" + shorten(q, 60) + "”"
+	}
+	if len(v.Tally) == len(v.Options) && len(v.Options) > 0 {
+		counts := make([]string, len(v.Options))
+		for i, o := range v.Options {
+			counts[i] = shorten(o, 30) + " " + strconv.Itoa(v.Tally[i])
+		}
+		text += " (" + strings.Join(counts, " · ") + ")"
+	}
+	return text
+}
+
 // MapLink is a link that shows l on a map in any browser.
 func MapLink(l Location) string {
 	return "https://maps.google.com/?q=" + strconv.FormatFloat(l.Latitude, 'f', -1, 64) + "," + strconv.FormatFloat(l.Longitude, 'f', -1, 64)

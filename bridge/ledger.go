@@ -77,7 +77,16 @@ var coreMigrations = []string{
 	// forgotten (expiry.go).
 	`ALTER TABLE messages ADD COLUMN expires_at INTEGER;
 	CREATE INDEX messages_expiring ON messages (expires_at) WHERE expires_at IS NOT NULL;`,
+	// poll (JSON): a poll's question and options, so votes can be shown
+	// and counted; vote (JSON): a vote's choices, its sender_id the voter
+	// (ownerVoter for the owner), deleted once a newer vote replaces it.
+	`ALTER TABLE messages ADD COLUMN poll TEXT;
+	ALTER TABLE messages ADD COLUMN vote TEXT;`,
 }
+
+// ownerVoter is the voter key of the owner's votes, the same person
+// whichever platform they vote on; no platform's ids look like it.
+const ownerVoter = "(owner)"
 
 // Roles of a native id.
 const (
@@ -199,7 +208,7 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 	// messages; other kinds point at their target, so a reply to an edit
 	// finds the edited message. A conflict means the id was seen before.
 	claim, part, role := st.TargetMsg, partSide, roleAlias
-	if ev.Kind == KindMessage || ev.Kind == KindReaction {
+	if ev.Kind == KindMessage || ev.Kind == KindReaction || ev.Kind == KindVote {
 		l.lastMsg++
 		st.Msg = l.lastMsg
 		claim, part, role = st.Msg, 0, roleOrigin
@@ -258,9 +267,9 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 		}
 	}
 	switch ev.Kind {
-	case KindMessage, KindReaction:
+	case KindMessage, KindReaction, KindVote:
 		var target any
-		if ev.Kind == KindReaction && st.TargetMsg != 0 {
+		if ev.Kind != KindMessage && st.TargetMsg != 0 {
 			target = st.TargetMsg
 		}
 		var expires any
@@ -268,9 +277,25 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 			res.expires = expiresAt(&ev, now)
 			expires = res.expires.UnixMilli()
 		}
-		if _, err := tx.Exec(`INSERT INTO messages (id, kind, origin_connector, origin_chat, origin_native, sender_id, sender_name, text, target_id, emoji, created_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			st.Msg, ev.Kind, origin.Connector, origin.ID, ev.ID, ev.Sender.ID, ev.Sender.Name, snippet(messageText(&ev)), target, ev.Emoji, nowMS, expires); err != nil {
+		senderID, text := ev.Sender.ID, messageText(&ev)
+		var poll, vote any
+		if ev.Poll != nil {
+			if poll, err = json.Marshal(ev.Poll); err != nil {
+				return err
+			}
+		}
+		if ev.Kind == KindVote {
+			if senderID, vote, err = l.countVote(tx, &ev, st.TargetMsg); err != nil {
+				return err
+			}
+			text = voteWords(ev.Vote)
+			if payload, err = json.Marshal(&ev); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(`INSERT INTO messages (id, kind, origin_connector, origin_chat, origin_native, sender_id, sender_name, text, target_id, emoji, created_at, expires_at, poll, vote)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			st.Msg, ev.Kind, origin.Connector, origin.ID, ev.ID, senderID, ev.Sender.Name, snippet(text), target, ev.Emoji, nowMS, expires, poll, vote); err != nil {
 			return err
 		}
 	default:
@@ -507,6 +532,69 @@ func snippet(s string) string {
 		return s
 	}
 	return string(r[:snippetRunes]) + "…"
+}
+
+// countVote records ev's vote on poll in place of the voter's earlier
+// one and fills in the poll and its tally (ev.Vote is replaced, not
+// changed: accept works on a copy). It returns the voter key and the
+// vote's JSON for the vote's messages row.
+func (l *ledger) countVote(tx *Tx, ev *Event, poll int64) (voter string, choices []byte, err error) {
+	v := *ev.Vote
+	v.Question, v.Options, v.Tally = "", nil, nil
+	ev.Vote = &v
+	voter = ev.Sender.ID
+	if ev.Sender.IsOwner {
+		voter = ownerVoter
+	}
+	if choices, err = json.Marshal(v.Choices); err != nil {
+		return "", nil, err
+	}
+	if poll == 0 {
+		return voter, choices, nil
+	}
+	var asked sql.NullString
+	if err := tx.QueryRow(`SELECT poll FROM messages WHERE id = ?`, poll).Scan(&asked); err != nil {
+		return "", nil, err
+	}
+	if !asked.Valid {
+		return voter, choices, nil // not a poll this bridge saw asked
+	}
+	var p Poll
+	if err := json.Unmarshal([]byte(asked.String), &p); err != nil {
+		return "", nil, fmt.Errorf("poll %d is unreadable: %w", poll, err)
+	}
+	if _, err := tx.Exec(`UPDATE messages SET deleted = 1 WHERE target_id = ? AND sender_id = ? AND kind = ? AND deleted = 0`,
+		poll, voter, KindVote); err != nil {
+		return "", nil, err
+	}
+	v.Question, v.Options, v.Tally = p.Question, p.Options, make([]int, len(p.Options))
+	rows, err := tx.Query(`SELECT vote FROM messages WHERE target_id = ? AND kind = ? AND deleted = 0`, poll, KindVote)
+	if err != nil {
+		return "", nil, err
+	}
+	defer rows.Close()
+	earlier := [][]int{v.Choices}
+	for rows.Next() {
+		var raw sql.NullString
+		if err := rows.Scan(&raw); err != nil {
+			return "", nil, err
+		}
+		var picked []int
+		if raw.Valid && json.Unmarshal([]byte(raw.String), &picked) == nil {
+			earlier = append(earlier, picked)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", nil, err
+	}
+	for _, picked := range earlier {
+		for _, c := range picked {
+			if c >= 0 && c < len(v.Tally) {
+				v.Tally[c]++
+			}
+		}
+	}
+	return voter, choices, nil
 }
 
 // messageText is what a message says, for quotes: its text, else its

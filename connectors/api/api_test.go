@@ -1095,3 +1095,46 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 		t.Errorf("outbound mentions %v", ev["mentions"])
 	}
 }
+
+// A vote comes in as its choices and goes out with the poll's options
+// and the count; a vote without its choices, or with repeated ones, is
+// refused naming what is wrong.
+func TestVotesInAndOut(t *testing.T) {
+	h := newHarness(t, nil)
+	if status, m := h.post(`{"id":"v1","kind":"vote","chat":"general","target":"p1","vote":{"choices":[2,0]}}`); status != http.StatusAccepted {
+		t.Fatalf("POST vote: %d %v", status, m)
+	}
+	if status, m := h.post(`{"id":"v2","kind":"vote","chat":"general","target":"p1","vote":{"choices":[]}}`); status != http.StatusAccepted {
+		t.Fatalf("POST withdrawal: %d %v", status, m)
+	}
+	got := h.sink.got()
+	if len(got) != 2 || got[0].Kind != bridge.KindVote || got[0].Target != "p1" || !slices.Equal(got[0].Vote.Choices, []int{2, 0}) ||
+		got[1].Vote == nil || len(got[1].Vote.Choices) != 0 {
+		t.Errorf("sink got %+v", got)
+	}
+	for bad, says := range map[string]string{
+		`{"kind":"vote","chat":"general","target":"p1"}`:                              "needs its choices",
+		`{"kind":"vote","chat":"general","target":"p1","vote":{}}`:                    "vote.choices is required",
+		`{"kind":"vote","chat":"general","target":"p1","vote":{"choices":[1,1]}}`:     "distinct",
+		`{"kind":"vote","chat":"general","vote":{"choices":[1]}}`:                     "needs a target",
+		`{"kind":"vote","chat":"general","target":"p1","vote":{"choices":[0],"x":1}}`: "unknown field",
+	} {
+		if status, m := h.post(bad); status != http.StatusBadRequest || !strings.Contains(m["error"].(string), says) {
+			t.Errorf("%s: %d %v, want 400 naming %s", bad, status, m, says)
+		}
+	}
+
+	ws := h.dial()
+	subscribe(t, ws, "general", nil)
+	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{
+		Event: bridge.Event{Kind: bridge.KindVote, Chat: bridge.ChatRef{ID: "general"}, Sender: bridge.Sender{ID: "bob@wa", Name: "Bob"}, Target: "7",
+			Vote: &bridge.Vote{Choices: []int{1}, Question: "Lunch?", Options: []string{"Pizza", "Sushi"}, Tally: []int{0, 1}}},
+		Key: "pb.vote1",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ev := readFrame(t, ws)["event"].(map[string]any)
+	if ev["kind"] != "vote" || ev["target"] != "7" || fmt.Sprint(ev["vote"]) != "map[choices:[1] options:[Pizza Sushi] question:Lunch? tally:[0 1]]" {
+		t.Errorf("outbound vote %v", ev)
+	}
+}

@@ -55,6 +55,17 @@ type wirePoll struct {
 	Choices  int      `json:"choices,omitempty"`
 }
 
+type inVote struct {
+	Choices []int `json:"choices"`
+}
+
+type outVote struct {
+	Choices  []int    `json:"choices"`
+	Question string   `json:"question,omitempty"`
+	Options  []string `json:"options,omitempty"`
+	Tally    []int    `json:"tally,omitempty"`
+}
+
 type wireLocation struct {
 	Latitude  float64 `json:"latitude"`
 	Longitude float64 `json:"longitude"`
@@ -84,6 +95,7 @@ type inEvent struct {
 	ExpiresInSec   int64         `json:"expires_in_sec"`
 	Mentions       []wireMention `json:"mentions"`
 	Poll           *wirePoll     `json:"poll"`
+	Vote           *inVote       `json:"vote"`
 }
 
 type outMedia struct {
@@ -123,6 +135,7 @@ type outEvent struct {
 	ExpiresInSec   int64         `json:"expires_in_sec,omitempty"`
 	Mentions       []wireMention `json:"mentions,omitempty"`
 	Poll           *wirePoll     `json:"poll,omitempty"`
+	Vote           *outVote      `json:"vote,omitempty"`
 	Origin         *outOrigin    `json:"origin,omitempty"`
 }
 
@@ -222,7 +235,7 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 		return nil, badRequest("id %q starts with %q, which is reserved for ids the bridge assigns", in.ID, bridge.KeyPrefix)
 	}
 	if in.Kind == "" {
-		return nil, badRequest("kind is required: one of message, edit, delete, reaction, reaction_remove, typing, read")
+		return nil, badRequest("kind is required: one of message, edit, delete, reaction, reaction_remove, vote, typing, read")
 	}
 	ev := &bridge.Event{
 		Kind:           bridge.Kind(in.Kind),
@@ -291,6 +304,12 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 	if p := in.Poll; p != nil {
 		ev.Poll = &bridge.Poll{Question: p.Question, Options: p.Options, Choices: p.Choices}
 	}
+	if v := in.Vote; v != nil {
+		if v.Choices == nil {
+			return nil, badRequest("vote.choices is required: the indexes of the options picked, from 0 ([] withdraws the vote)")
+		}
+		ev.Vote = &bridge.Vote{Choices: v.Choices}
+	}
 	if err := ev.Check(); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -340,6 +359,12 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 	}
 	if p := ev.Poll; p != nil {
 		o.Poll = &wirePoll{Question: p.Question, Options: p.Options, Choices: p.Choices}
+	}
+	if v := ev.Vote; v != nil {
+		o.Vote = &outVote{Choices: v.Choices, Question: v.Question, Options: v.Options, Tally: v.Tally}
+		if o.Vote.Choices == nil {
+			o.Vote.Choices = []int{}
+		}
 	}
 	if ev.Origin.Connector != "" || ev.Origin.ID != "" {
 		o.Origin = &outOrigin{Connector: ev.Origin.Connector, Chat: ev.Origin.ID, ChatName: ev.Origin.Name, ChatDirect: ev.Origin.Direct}

@@ -221,7 +221,7 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 		if err := as.joinGhost(ctx, ghost, room); err != nil {
 			return "", classify(err)
 		}
-		s.cli, s.self = as.intent(ghost), ghost
+		s.cli, s.self, s.asSender = as.intent(ghost), ghost, true
 	}
 	native, err := s.send(ctx, out)
 	if err != nil && errors.Is(err, mautrix.MForbidden) && s.self != as.bot && ghostOut(ctx, s.cli, room) {
@@ -266,6 +266,9 @@ func (c *Connector) handleTxn(ctx context.Context, txnID string, events []*event
 			continue
 		}
 		ev, ok := convertEvent(evt)
+		if ok && ev.Kind == bridge.KindVote {
+			ok = c.readVote(ctx, as.botIntent(), evt, ev)
+		}
 		if !ok {
 			c.log.Debug("a Matrix event not relayed", "type", evt.Type.Type, "id", evt.ID)
 			continue

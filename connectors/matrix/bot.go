@@ -455,6 +455,9 @@ func (c *Connector) handleRoom(ctx context.Context, cli *mautrix.Client, since s
 			continue
 		}
 		ev, ok := convertEvent(evt)
+		if ok && ev.Kind == bridge.KindVote {
+			ok = c.readVote(ctx, cli, evt, ev)
+		}
 		if !ok {
 			continue
 		}

@@ -118,6 +118,12 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 		}
 		return ev, true
 
+	case event.EventUnstablePollResponse:
+		// The choices need the poll's answers: readVote fills them in.
+		poll, _, ok := responseOf(evt.Content.Raw)
+		ev.Kind, ev.Target = bridge.KindVote, poll
+		return ev, ok
+
 	case event.EventReaction:
 		rel := evt.Content.AsReaction().RelatesTo
 		if rel.Type != event.RelAnnotation || rel.EventID == "" || rel.Key == "" {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -365,7 +366,24 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 		answers[1].(map[string]any)["org.matrix.msc1767.text"] != "Sushi" || !strings.Contains(ps.Content.Raw["org.matrix.msc1767.text"].(string), "2. Sushi") {
 		t.Errorf("the poll reached Matrix as %v", ps.Content.Raw)
 	}
-	k.ownerSays(t, event.EventUnstablePollStart, map[string]any{
+	// A vote from the platform: the voter's own response where a ghost
+	// speaks for them, else words with the count answering the poll.
+	k.inject(t, bridge.Event{Kind: bridge.KindVote, ID: "k-vote", Target: "k-poll", Vote: &bridge.Vote{Choices: []int{1}}})
+	if k.prefix == "" {
+		vote := k.next(t, "the vote", event.EventUnstablePollResponse)
+		rel, _ := vote.Content.Raw["m.relates_to"].(map[string]any)
+		resp, _ := vote.Content.Raw["org.matrix.msc3381.poll.response"].(map[string]any)
+		if rel["rel_type"] != "m.reference" || rel["event_id"] != string(ps.ID) || fmt.Sprint(resp["answers"]) != "[2]" {
+			t.Errorf("the vote reached Matrix as %v", vote.Content.Raw)
+		}
+	} else {
+		words := k.next(t, "the vote in words", event.EventMessage).Content.AsMessage()
+		if words.MsgType != event.MsgNotice || words.Body != "Carol voted for “Sushi” in “Lunch?” (Pizza 0 · Sushi 1)" ||
+			words.RelatesTo.GetReplyTo() != ps.ID {
+			t.Errorf("the vote reached Matrix as %s %q answering %s", words.MsgType, words.Body, words.RelatesTo.GetReplyTo())
+		}
+	}
+	when := k.ownerSays(t, event.EventUnstablePollStart, map[string]any{
 		"org.matrix.msc3381.poll.start": map[string]any{"kind": "org.matrix.msc3381.poll.undisclosed", "max_selections": 3,
 			"question": map[string]any{"org.matrix.msc1767.text": "When?"},
 			"answers": []any{map[string]any{"id": "a", "org.matrix.msc1767.text": "7"}, map[string]any{"id": "b", "org.matrix.msc1767.text": "8"},
@@ -374,6 +392,15 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 	out, _ = k.received(t)
 	if p := out.Poll; p == nil || p.Question != "When?" || len(p.Options) != 3 || p.Options[2] != "9" || p.Choices != 0 {
 		t.Errorf("the owner's poll reached src as %+v (poll %+v)", out.Event, out.Poll)
+	}
+	// The owner's vote, answers named by id, reaches the platform as
+	// their places in the poll; an answer the poll lacks is left out.
+	k.ownerSays(t, event.EventUnstablePollResponse, map[string]any{
+		"m.relates_to":                     map[string]any{"rel_type": "m.reference", "event_id": string(when)},
+		"org.matrix.msc3381.poll.response": map[string]any{"answers": []any{"c", "zz", "a"}}})
+	out, _ = k.received(t)
+	if out.Kind != bridge.KindVote || out.Target != "src-"+strconv.Itoa(k.got-1) || out.Vote == nil || fmt.Sprint(out.Vote.Choices) != "[2 0]" || out.Sender.IsOwner != (k.prefix == "") {
+		t.Errorf("the owner's vote reached src as %s on %q, %+v from %+v; want choices [2 0] on src-%d", out.Kind, out.Target, out.Vote, out.Sender, k.got-1)
 	}
 }
 

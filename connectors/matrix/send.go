@@ -34,6 +34,9 @@ type roomSender struct {
 	ts int64
 	// pill is the Matrix user a mention points at, "" for none.
 	pill func(bridge.Mention) id.UserID
+	// asSender: the user sending is the sender's own (a ghost), who can
+	// vote as them.
+	asSender bool
 }
 
 // typingTimeout is how long one relayed typing notification lasts: other
@@ -66,6 +69,8 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 			return "", bridge.Permanentf("a reaction needs the message's id and an emoji")
 		}
 		return s.put(ctx, out.Key, event.EventReaction, reactionContent(out.Target, out.Emoji))
+	case bridge.KindVote:
+		return s.vote(ctx, out)
 	case bridge.KindReactionRemove:
 		// Matrix removes a reaction by redacting it; without its id (it
 		// was never relayed here) there is nothing to take back.
