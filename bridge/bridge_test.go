@@ -1057,3 +1057,47 @@ func TestVotesAreCountedAndShown(t *testing.T) {
 		}
 	}
 }
+
+// A live location moves by edits of its message: a destination that
+// shows places and edits gets each move as an edit with the new place,
+// one that edits but shows no places an edit of its text with the new
+// map link, and one that cannot edit keeps the first place alone rather
+// than a line per move.
+func TestLiveLocationMovesByEdits(t *testing.T) {
+	a := bridgetest.NewFake("a", all)
+	mapsCaps := all
+	mapsCaps.Locations = true
+	maps := bridgetest.NewFake("maps", mapsCaps)
+	words := bridgetest.NewFake("words", bridge.Capabilities{Edits: true})
+	lines := bridgetest.NewFake("lines", bridge.Capabilities{})
+	h := bridgetest.New(t, []config.Route{bridgetest.Route("r", "a/x", "maps/y", "words/z", "lines/w")}, a, maps, words, lines)
+	m := msg("a", "x", "L1", "")
+	m.Location = &bridge.Location{Latitude: 1, Longitude: 2, Live: true}
+	h.Inject(m)
+	for i, lat := range []float64{1.5, 2.25} {
+		move := act(bridge.KindEdit, "a", "x", fmt.Sprintf("L1.%d", i), "L1")
+		move.Location = &bridge.Location{Latitude: lat, Longitude: 2, Live: true}
+		h.Inject(move)
+	}
+	h.Inject(msg("a", "x", "M1", "after"))
+
+	got := maps.WaitSent(t, 4)
+	for i, lat := range []float64{1.5, 2.25} {
+		if g := got[1+i]; g.Kind != bridge.KindEdit || g.Target != "maps-1" || g.Location == nil || g.Location.Latitude != lat || !g.Location.Live {
+			t.Errorf("move %d reached the map destination as %s on %q at %+v", i+1, g.Kind, g.Target, g.Location)
+		}
+	}
+	w := words.WaitSent(t, 4)
+	if g := w[2]; g.Kind != bridge.KindEdit || g.Target != "words-1" || g.Location != nil || g.Text != "📍 Live location\nhttps://maps.google.com/?q=2.25,2" {
+		t.Errorf("the last move reached the text destination as %s on %q: %q", g.Kind, g.Target, g.Text)
+	}
+	if l := lines.WaitSent(t, 2); l[0].Location != nil || !strings.Contains(l[0].Text, "q=1,2") || l[1].Text != "after" {
+		t.Errorf("the destination without edits got %q then %q; want the first place, then the next message, no moves", l[0].Text, l[1].Text)
+	}
+
+	bad := act(bridge.KindEdit, "a", "x", "L1.9", "L1")
+	bad.Location = &bridge.Location{Latitude: 91}
+	if err := a.Inject(context.Background(), bad); err == nil {
+		t.Error("a move off the Earth was accepted")
+	}
+}

@@ -660,12 +660,17 @@ func (d *deliverer) plan(ctx context.Context, q *queue, conn Connector, r *pendi
 		if err != nil {
 			return nil, err
 		}
+		if out.Location != nil && !caps.Locations {
+			locationAsText(&out)
+		}
 		fits := caps.MaxTextLength == 0 || len([]rune(out.Text)) <= caps.MaxTextLength
 		if caps.Edits && len(ids) > 0 && fits {
 			out.Target = ids[0]
 			return []step{{out: out, msg: st.Msg, part: partSide}}, nil
 		}
-		if d.relay.Edits == "drop" {
+		if d.relay.Edits == "drop" || ev.Location != nil {
+			// A live location moves every minute or so: where its
+			// message cannot follow, a line per move would drown the chat.
 			return nil, nil
 		}
 		asEditCopy(&out)

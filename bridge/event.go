@@ -236,7 +236,7 @@ type Event struct {
 	History bool    `json:"history,omitempty"`
 	Media   []Media `json:"media,omitempty"`
 	// Location is a place shared as the message; Text, if any, is its
-	// caption.
+	// caption. On an edit it is where a live location has moved to.
 	Location *Location `json:"location,omitempty"`
 	// Mentions are the people the text names, each where Text has them.
 	Mentions []Mention `json:"mentions,omitempty"`
@@ -302,8 +302,12 @@ func (e *Event) Check() error {
 			return fmt.Errorf("location %v,%v is not on Earth (latitude -90 to 90, longitude -180 to 180)", e.Location.Latitude, e.Location.Longitude)
 		}
 	case KindEdit:
-		if e.Text == "" {
-			return fmt.Errorf("an edit needs the new text")
+		// A live location's update is an edit with the new place.
+		if e.Text == "" && e.Location == nil {
+			return fmt.Errorf("an edit needs the new text (or, for a live location, the new place)")
+		}
+		if e.Location != nil && !e.Location.Valid() {
+			return fmt.Errorf("location %v,%v is not on Earth (latitude -90 to 90, longitude -180 to 180)", e.Location.Latitude, e.Location.Longitude)
 		}
 	case KindReaction:
 		if e.Emoji == "" {

@@ -301,7 +301,7 @@ func (l *ledger) accept(tx *Tx, in *Event, payload []byte, dests []Endpoint, now
 	default:
 		switch {
 		case ev.Kind == KindEdit && st.TargetMsg != 0:
-			if _, err := tx.Exec(`UPDATE messages SET text = ? WHERE id = ?`, snippet(ev.Text), st.TargetMsg); err != nil {
+			if _, err := tx.Exec(`UPDATE messages SET text = ? WHERE id = ?`, snippet(messageText(&ev)), st.TargetMsg); err != nil {
 				return err
 			}
 		case ev.Kind == KindDelete && st.TargetMsg != 0:

@@ -1097,7 +1097,8 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 }
 
 // A vote comes in as its choices and goes out with the poll's options
-// and the count; a vote without its choices, or with repeated ones, is
+// and the count (and a live location's move comes in as an edit with a
+// place); a vote without its choices, or with repeated ones, is
 // refused naming what is wrong.
 func TestVotesInAndOut(t *testing.T) {
 	h := newHarness(t, nil)
@@ -1107,8 +1108,15 @@ func TestVotesInAndOut(t *testing.T) {
 	if status, m := h.post(`{"id":"v2","kind":"vote","chat":"general","target":"p1","vote":{"choices":[]}}`); status != http.StatusAccepted {
 		t.Fatalf("POST withdrawal: %d %v", status, m)
 	}
+	// A live location moves by an edit with the new place.
+	if status, m := h.post(`{"id":"l1","kind":"edit","chat":"general","target":"loc","location":{"latitude":1.5,"longitude":2,"live":true}}`); status != http.StatusAccepted {
+		t.Fatalf("POST move: %d %v", status, m)
+	}
 	got := h.sink.got()
-	if len(got) != 2 || got[0].Kind != bridge.KindVote || got[0].Target != "p1" || !slices.Equal(got[0].Vote.Choices, []int{2, 0}) ||
+	if len(got) != 3 || got[2].Kind != bridge.KindEdit || got[2].Location == nil || got[2].Location.Latitude != 1.5 {
+		t.Errorf("the move reached the core as %+v", got[len(got)-1])
+	}
+	if len(got) != 3 || got[0].Kind != bridge.KindVote || got[0].Target != "p1" || !slices.Equal(got[0].Vote.Choices, []int{2, 0}) ||
 		got[1].Vote == nil || len(got[1].Vote.Choices) != 0 {
 		t.Errorf("sink got %+v", got)
 	}

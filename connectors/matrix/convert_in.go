@@ -60,6 +60,15 @@ func convertEvent(evt *event.Event) (*bridge.Event, bool) {
 				newContent.Body = strings.TrimPrefix(newContent.Body, "* ")
 				newContent.FormattedBody = strings.TrimPrefix(newContent.FormattedBody, "* ")
 			}
+			if newContent.MsgType == event.MsgLocation {
+				// A live location that moved.
+				raw, _ := evt.Content.Raw["m.new_content"].(map[string]any)
+				if loc, caption, ok := locationOf(newContent, raw); ok {
+					loc.Live = true // only a live location moves
+					ev.Location, ev.Text = loc, caption
+					return ev, true
+				}
+			}
 			ev.Text, ev.HTML = messageText(newContent)
 			return ev, ev.Text != ""
 		}

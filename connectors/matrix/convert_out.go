@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"html"
+	"maps"
 	"strconv"
 	"strings"
 	"unicode"
@@ -380,6 +381,25 @@ func locationContent(out *bridge.Outgoing, senderFormat string) *event.Content {
 		raw[keyLocationTS] = out.Time.UnixMilli()
 	}
 	return &event.Content{Parsed: content, Raw: raw}
+}
+
+// locationEditContent moves a live location: an edit of out.Target whose
+// new content is the new place, map keys and all.
+func locationEditContent(out *bridge.Outgoing, senderFormat string) (*event.Content, error) {
+	c := locationContent(out, senderFormat)
+	msg := c.Parsed.(*event.MessageEventContent)
+	msg.SetEdit(id.EventID(out.Target))
+	data, err := json.Marshal(msg.NewContent)
+	if err != nil {
+		return nil, err
+	}
+	var moved map[string]any
+	if err := json.Unmarshal(data, &moved); err != nil {
+		return nil, err
+	}
+	maps.Copy(moved, c.Raw)
+	c.Raw["m.new_content"] = moved
+	return c, nil
 }
 
 // reactionContent annotates target with emoji.

@@ -188,6 +188,16 @@ func (k *kindsSide) ownerSays(t *testing.T, typ event.Type, content map[string]a
 	return resp.EventID
 }
 
+// ownerLocation shares a place as the owner and waits for src to get it.
+func (k *kindsSide) ownerLocation(t *testing.T) id.EventID {
+	t.Helper()
+	evt := k.ownerSays(t, event.EventMessage, map[string]any{"msgtype": "m.location", "body": "here", "geo_uri": "geo:1,2"})
+	if out, _ := k.received(t); out.Location == nil {
+		t.Fatalf("the owner's place reached src as %+v", out.Event)
+	}
+	return evt
+}
+
 // upload puts data in the content repository as the owner.
 func (k *kindsSide) upload(t *testing.T, data []byte, mime, name string) string {
 	t.Helper()
@@ -282,6 +292,19 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 		t.Errorf("the place arrived as %v", place.Content.Raw)
 	}
 
+	// A live location moves: an edit whose new content is the new place.
+	k.inject(t, bridge.Event{ID: "k-live", Location: &bridge.Location{Latitude: 10, Longitude: 20, Live: true}})
+	live := k.next(t, "the live location", event.EventMessage)
+	k.inject(t, bridge.Event{Kind: bridge.KindEdit, ID: "k-live.1", Target: "k-live", Location: &bridge.Location{Latitude: 10.5, Longitude: 20.25, Live: true}})
+	moved := k.next(t, "the move", event.EventMessage)
+	rel, _ := moved.Content.Raw["m.relates_to"].(map[string]any)
+	fresh, _ := moved.Content.Raw["m.new_content"].(map[string]any)
+	freshLoc, _ := fresh["org.matrix.msc3488.location"].(map[string]any)
+	if rel["rel_type"] != "m.replace" || rel["event_id"] != string(live.ID) || fresh["msgtype"] != "m.location" ||
+		fresh["geo_uri"] != "geo:10.5,20.25" || freshLoc["uri"] != "geo:10.5,20.25" {
+		t.Errorf("the move arrived as %v", moved.Content.Raw)
+	}
+
 	// The voice note's id was recorded: an edit finds it.
 	k.inject(t, bridge.Event{ID: "k-edit", Kind: bridge.KindEdit, Target: "k-voice", Text: "listen to this"})
 	edit := k.next(t, "the edit", event.EventMessage)
@@ -344,6 +367,16 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 	}
 	if out.ReplyTo != "k-sticker" {
 		t.Errorf("the location replies to %q, want src's id of the sticker, k-sticker", out.ReplyTo)
+	}
+
+	// The owner's live location moves (as bridges that carry live
+	// locations show it): an edit with the new place reaches src.
+	k.ownerSays(t, event.EventMessage, map[string]any{"msgtype": "m.location", "body": "* here now", "geo_uri": "geo:1.5,2.5",
+		"m.new_content": map[string]any{"msgtype": "m.location", "body": "here now", "geo_uri": "geo:1.5,2.5"},
+		"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": string(k.ownerLocation(t))}})
+	out, _ = k.received(t)
+	if l := out.Location; out.Kind != bridge.KindEdit || l == nil || l.Latitude != 1.5 || l.Longitude != 2.5 || !l.Live || out.Target != fmt.Sprintf("src-%d", k.got-1) {
+		t.Errorf("the owner's move reached src as %s on %q at %+v", out.Kind, out.Target, out.Location)
 	}
 
 	// A geo URI off Earth stays text.

@@ -58,6 +58,13 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 		if out.Target == "" {
 			return "", bridge.Permanentf("an edit without the edited message's id")
 		}
+		if out.Location != nil {
+			content, err := locationEditContent(out, s.senderFormat)
+			if err != nil {
+				return "", bridge.Permanentf("cannot encode the moved place: %v", err)
+			}
+			return s.put(ctx, out.Key, event.EventMessage, content)
+		}
 		return s.put(ctx, out.Key, event.EventMessage, editContent(out, s.senderFormat))
 	case bridge.KindDelete:
 		if out.Target == "" {
