@@ -791,16 +791,75 @@ func TestLinkByPairingCodeFromTheCLI(t *testing.T) {
 	}
 }
 
-// TestLinkFromTheMatrixManagementRoom: the README's management room, as
-// its owner uses it: `link` posts a QR image, which the owner's client
-// downloads and a camera would read (qrscan), and the phone scans; the
-// room then says linked. `unlink`, then `link +PHONE` posts a pairing
-// code to type on the phone, which links again.
-func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
+// TestLinkByPairingCodeCancelledWithCtrlC: SIGINT while a pairing code
+// shows ends the command with the README's line and status 1, with or
+// without the daemon. The code is dead then: typed on the phone, it links
+// nothing. The next link by code works.
+func TestLinkByPairingCodeCancelledWithCtrlC(t *testing.T) {
 	t.Parallel()
+	for _, daemon := range []bool{false, true} {
+		t.Run(fmt.Sprintf("daemon=%v", daemon), func(t *testing.T) {
+			w := newLKWorld(t, fakewa.Options{}, "", "")
+			if daemon {
+				w.start(t)
+				w.waitLinks(t, lkUnlinked)
+			}
+			shown := func(c *lkCLI) string {
+				t.Helper()
+				out := c.waitOut("a pairing code", lkWait, func(out string) bool {
+					return lkPairingCode.MatchString(out) && strings.Contains(out, "valid for")
+				})
+				return lkPairingCode.FindStringSubmatch(out)[1]
+			}
+			c := w.runLink(t, true, "--phone", "+1 555 123 4567")
+			code := shown(c)
+			if err := c.cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			lkCheckFailed(t, c, lkCancelled)
+			if daemon {
+				w.waitLinks(t, lkUnlinked)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lkWait)
+			defer cancel()
+			if dev, err := w.ann.EnterPairingCode(ctx, code); err == nil {
+				t.Fatalf("the cancelled code %s linked %v", code, dev)
+			}
+			if devs := w.ann.Companions(); len(devs) != 0 {
+				t.Fatalf("after the cancel, the phone lists the linked devices %v", devs)
+			}
+
+			c = w.runLink(t, false, "--phone", "+1 555 123 4567")
+			if _, err := w.ann.EnterPairingCode(ctx, shown(c)); err != nil {
+				t.Fatalf("the phone took the next code: %v", err)
+			}
+			lkCheckLinked(t, c, false, lkCodeSteps, daemon)
+		})
+	}
+}
+
+// lkRoom is the README's management room on Dendrite: the daemon (its
+// matrix connector in appservice mode) on an lkWorld, and the owner's
+// direct chat with the bridge bot.
+type lkRoom struct {
+	w     *lkWorld
+	d     *daemontest.Daemon
+	owner *daemontest.MatrixUser
+	room  id.RoomID
+	// seen are the events recorded before the last command, which no
+	// wait for what answers it may take.
+	seen map[id.EventID]bool
+}
+
+const lkBot = id.UserID("@phonebridgebot:localhost")
+
+// newLKRoom starts Dendrite and the daemon on a fake WhatsApp with opts,
+// and opens the management room, once the bot has greeted.
+func newLKRoom(t *testing.T, opts fakewa.Options) *lkRoom {
+	t.Helper()
 	asListen := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
 	const noHomeserver = "http://127.0.0.1:1"
-	w := newLKWorld(t, fakewa.Options{}, fmt.Sprintf(`  mx:
+	w := newLKWorld(t, opts, fmt.Sprintf(`  mx:
     type: matrix
     mode: appservice
     homeserver: %s
@@ -823,43 +882,84 @@ func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
 	if err := os.WriteFile(w.cfg, []byte(strings.Replace(string(cfg), noHomeserver, hs.URL(), 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := w.start(t)
-	owner := daemontest.NewMatrixUser(t, hs, "owner", "The Owner")
-	const bot = id.UserID("@phonebridgebot:localhost")
-	dm, err := owner.Client.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{bot}, IsDirect: true})
+	r := &lkRoom{w: w, d: w.start(t), seen: map[id.EventID]bool{}}
+	r.owner = daemontest.NewMatrixUser(t, hs, "owner", "The Owner")
+	dm, err := r.owner.Client.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{lkBot}, IsDirect: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromBot := func(kind event.MessageType, match func(*event.MessageEventContent) bool) func(*event.Event) bool {
-		return func(evt *event.Event) bool {
-			if evt.RoomID != dm.RoomID || evt.Sender != bot || evt.Type != event.EventMessage {
-				return false
-			}
-			msg := evt.Content.AsMessage()
-			return msg.MsgType == kind && match(msg)
-		}
-	}
-	notice := func(what, prefix string) string {
-		t.Helper()
-		evt := owner.Await(t, what, lkWait, fromBot(event.MsgNotice, func(m *event.MessageEventContent) bool { return strings.HasPrefix(m.Body, prefix) }))
-		return evt.Content.AsMessage().Body
-	}
-	say := func(line string) {
-		t.Helper()
-		if _, err := owner.Client.SendText(t.Context(), dm.RoomID, line); err != nil {
-			t.Fatal(err)
-		}
-	}
-	notice("the bot's greeting", "Hello! I am the phonebridge bot.")
+	r.room = dm.RoomID
+	r.notice(t, "the bot's greeting", "Hello! I am the phonebridge bot.")
+	return r
+}
 
-	say("link")
-	notice("the link instructions", "Scan this code with WhatsApp on your phone: Settings → Linked devices → Link a device.")
-	img := owner.Await(t, "the QR image", lkWait, fromBot(event.MsgImage, func(*event.MessageEventContent) bool { return true }))
-	uri, err := img.Content.AsMessage().URL.Parse()
-	if err != nil {
-		t.Fatalf("the QR image's url %q: %v", img.Content.AsMessage().URL, err)
+// say sends line to the bot; what answers it is new from then on.
+func (r *lkRoom) say(t *testing.T, line string) {
+	t.Helper()
+	for _, evt := range r.owner.Events() {
+		r.seen[evt.ID] = true
 	}
-	png, err := owner.Client.DownloadBytes(t.Context(), uri)
+	if _, err := r.owner.Client.SendText(t.Context(), r.room, line); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fromBot matches the bot's new messages of kind in the room that match
+// takes.
+func (r *lkRoom) fromBot(kind event.MessageType, match func(*event.MessageEventContent) bool) func(*event.Event) bool {
+	return func(evt *event.Event) bool {
+		if r.seen[evt.ID] || evt.RoomID != r.room || evt.Sender != lkBot || evt.Type != event.EventMessage {
+			return false
+		}
+		msg := evt.Content.AsMessage()
+		return msg.MsgType == kind && match(msg)
+	}
+}
+
+// notice waits for the bot's new notice that starts with prefix, and
+// returns its body.
+func (r *lkRoom) notice(t *testing.T, what, prefix string) string {
+	t.Helper()
+	evt := r.owner.Await(t, what, lkWait, r.fromBot(event.MsgNotice, func(m *event.MessageEventContent) bool { return strings.HasPrefix(m.Body, prefix) }))
+	return evt.Content.AsMessage().Body
+}
+
+// isEdit says the message replaces another.
+func isEdit(m *event.MessageEventContent) bool {
+	return m.RelatesTo != nil && m.RelatesTo.Type == event.RelReplace
+}
+
+// qrImage waits for the bot's new QR image (the first, not an edit of
+// it) and returns it and the code a camera reads from it.
+func (r *lkRoom) qrImage(t *testing.T, limit time.Duration) (*event.Event, string) {
+	t.Helper()
+	img := r.owner.Await(t, "the QR image", limit, r.fromBot(event.MsgImage, func(m *event.MessageEventContent) bool { return !isEdit(m) }))
+	return img, r.scanImage(t, img.Content.AsMessage())
+}
+
+// replacedQR waits for the edit that replaces the QR image img with a new
+// code, and returns that code.
+func (r *lkRoom) replacedQR(t *testing.T, img *event.Event, limit time.Duration) string {
+	t.Helper()
+	edit := r.owner.Await(t, "the QR image replaced", limit, r.fromBot(event.MsgImage, func(m *event.MessageEventContent) bool {
+		return isEdit(m) && m.RelatesTo.EventID == img.ID
+	}))
+	m := edit.Content.AsMessage()
+	if m.NewContent == nil || m.NewContent.MsgType != event.MsgImage {
+		t.Fatalf("the QR image's edit carries %+v, want a new image", m.NewContent)
+	}
+	return r.scanImage(t, m.NewContent)
+}
+
+// scanImage downloads the image m posts, as the owner's client does, and
+// reads its QR code as a camera would (qrscan).
+func (r *lkRoom) scanImage(t *testing.T, m *event.MessageEventContent) string {
+	t.Helper()
+	uri, err := m.URL.Parse()
+	if err != nil {
+		t.Fatalf("the QR image's url %q: %v", m.URL, err)
+	}
+	png, err := r.owner.Client.DownloadBytes(t.Context(), uri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -867,28 +967,50 @@ func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the posted QR image does not scan: %v", err)
 	}
-	lkScan(t, w.ann, code)
-	// WhatsApp tells a new device its account's push name only later.
-	if got := notice("the link's outcome", "Linked"); got != "Linked phone to +15551234567. Messages are relayed now." {
-		t.Errorf("the room says %q", got)
-	}
-	w.waitLinks(t, lkAnnConnected)
-	w.relays(t, "linked from Matrix")
-	// The spent code is redacted.
+	return code
+}
+
+// redacted waits until the spent QR image evt is redacted.
+func (r *lkRoom) redacted(t *testing.T, evt id.EventID) {
+	t.Helper()
 	deadline := time.Now().Add(lkWait)
 	for {
-		evt, err := owner.Client.GetEvent(t.Context(), dm.RoomID, img.ID)
-		if err == nil && len(evt.Content.Raw) == 0 {
-			break
+		got, err := r.owner.Client.GetEvent(t.Context(), r.room, evt)
+		if err == nil && len(got.Content.Raw) == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the spent QR image is not redacted (%v)", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
 
-	say("unlink")
-	if got := notice("the unlink's outcome", "Unlinked"); got != "Unlinked phone: the device left the phone's linked devices. Send `link phone` to link again." {
+// TestLinkFromTheMatrixManagementRoom: the README's management room, as
+// its owner uses it: `link` posts a QR image, which the owner's client
+// downloads and a camera would read (qrscan), and the phone scans; the
+// room then says linked. `unlink`, then `link +PHONE` posts a pairing
+// code to type on the phone, which links again.
+func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
+	t.Parallel()
+	r := newLKRoom(t, fakewa.Options{})
+	w := r.w
+
+	r.say(t, "link")
+	r.notice(t, "the link instructions", "Scan this code with WhatsApp on your phone: Settings → Linked devices → Link a device.")
+	img, code := r.qrImage(t, lkWait)
+	lkScan(t, w.ann, code)
+	// WhatsApp tells a new device its account's push name only later.
+	if got := r.notice(t, "the link's outcome", "Linked"); got != "Linked phone to +15551234567. Messages are relayed now." {
+		t.Errorf("the room says %q", got)
+	}
+	w.waitLinks(t, lkAnnConnected)
+	w.relays(t, "linked from Matrix")
+	// The spent code is redacted.
+	r.redacted(t, img.ID)
+
+	r.say(t, "unlink")
+	if got := r.notice(t, "the unlink's outcome", "Unlinked"); got != "Unlinked phone: the device left the phone's linked devices. Send `link phone` to link again." {
 		t.Errorf("the room says %q", got)
 	}
 	w.waitLinks(t, regexp.MustCompile("(?m)^phone +- +- +unlinked +\\d+s ago +unlinked with `phonebridge unlink` *$"))
@@ -896,9 +1018,9 @@ func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
 		t.Errorf("the phone still lists the devices %v", w.ann.Companions())
 	}
 
-	say("link +1 555 123 4567")
+	r.say(t, "link +1 555 123 4567")
 	// The body is the Markdown the formatted body is rendered from.
-	body := notice("the pairing code", "Pairing code: ")
+	body := r.notice(t, "the pairing code", "Pairing code: ")
 	m := regexp.MustCompile(`^Pairing code: \*\*([0-9A-Z]{4}-[0-9A-Z]{4})\*\*\n\nOn your phone: WhatsApp → Settings → Linked devices → Link a device → Link with phone number instead, then type the code\.$`).FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("the pairing code came as %q", body)
@@ -906,11 +1028,95 @@ func TestLinkFromTheMatrixManagementRoom(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), lkWait)
 	defer cancel()
 	if _, err := w.ann.EnterPairingCode(ctx, m[1]); err != nil {
-		t.Fatalf("the phone took the code %s: %v\ndaemon:\n%s", m[1], err, d.Logs())
+		t.Fatalf("the phone took the code %s: %v\ndaemon:\n%s", m[1], err, r.d.Logs())
 	}
-	if got := notice("the second link's outcome", "Linked"); got != "Linked phone to +15551234567. Messages are relayed now." {
+	if got := r.notice(t, "the second link's outcome", "Linked"); got != "Linked phone to +15551234567. Messages are relayed now." {
 		t.Errorf("the room says %q", got)
 	}
 	w.waitLinks(t, lkAnnConnected)
 	w.relays(t, "linked again from Matrix, by code")
+}
+
+// TestLinkOutcomesInTheMatrixManagementRoom: the ways linking from the
+// management room ends, on the real client, as the room tells its owner:
+// `cancel` stops it (the code is dead then); a phone without linked-device
+// support that scans ends it with its reason; WhatsApp replaces the code
+// (here every 20 s, two codes) by an edit of the posted image, and when
+// nobody scans, linking times out. Each time the spent image is redacted
+// and the link stays unlinked; after all that, a replaced code links.
+func TestLinkOutcomesInTheMatrixManagementRoom(t *testing.T) {
+	t.Parallel()
+	r := newLKRoom(t, fakewa.Options{QRRefs: 2})
+	w := r.w
+	scan := func(code string) error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), lkWait)
+		defer cancel()
+		_, err := w.ann.ScanQR(ctx, code)
+		return err
+	}
+	linkShown := func() (*event.Event, string) {
+		t.Helper()
+		r.say(t, "link")
+		r.notice(t, "the link instructions", "Scan this code with WhatsApp on your phone")
+		return r.qrImage(t, lkWait)
+	}
+
+	// Cancel.
+	img, code := linkShown()
+	r.say(t, "cancel")
+	if got := r.notice(t, "the cancel's outcome", "Linking"); got != "Linking cancelled." {
+		t.Errorf("after cancel the room says %q, want Linking cancelled.", got)
+	}
+	r.redacted(t, img.ID)
+	w.waitLinks(t, lkUnlinked)
+	if scan(code) == nil {
+		t.Fatal("the cancelled code linked")
+	}
+
+	// A WhatsApp without linked devices scans.
+	img, code = linkShown()
+	w.ann.NoMultidevice = true
+	if scan(code) == nil {
+		t.Fatal("a phone without multi-device linked")
+	}
+	if got, want := r.notice(t, "the outcome of the scan without multi-device", "Linking"), "Linking phone failed: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone"; got != want {
+		t.Errorf("the room says %q, want %q", got, want)
+	}
+	r.redacted(t, img.ID)
+	w.ann.NoMultidevice = false
+	w.waitLinks(t, lkUnlinked)
+
+	// Nobody scans: the code is replaced once by an edit, then linking
+	// times out.
+	img, first := linkShown()
+	start := time.Now()
+	if second := r.replacedQR(t, img, lkWait); second == first {
+		t.Errorf("the edit shows the first code again: %.30q", second)
+	}
+	if got, want := r.notice(t, "the timeout", "Linking"), "Linking phone failed: timed out: no phone scanned the code; try again"; got != want {
+		t.Errorf("the room says %q, want %q", got, want)
+	}
+	if took := time.Since(start); took < 30*time.Second {
+		t.Errorf("timed out after %v, before the two codes' 40 s", took)
+	}
+	r.redacted(t, img.ID)
+	w.waitLinks(t, lkUnlinked)
+	if n := len(w.ann.Companions()); n != 0 {
+		t.Fatalf("the phone lists %d linked devices before any link", n)
+	}
+
+	// The replacing code links.
+	img, first = linkShown()
+	second := r.replacedQR(t, img, lkWait)
+	if second == first {
+		t.Fatalf("the edit shows the first code again: %.30q", second)
+	}
+	lkScan(t, w.ann, second)
+	if got := r.notice(t, "the link's outcome", "Linked"); got != "Linked phone to +15551234567. Messages are relayed now." {
+		t.Errorf("the room says %q", got)
+	}
+	r.redacted(t, img.ID)
+	w.waitLinks(t, lkAnnConnected)
+	w.relays(t, "linked by the replacing code")
 }

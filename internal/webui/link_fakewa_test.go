@@ -201,3 +201,146 @@ routes:
 		}
 	}
 }
+
+// pageOnFake is the real daemon, with the web page on, for the link
+// "phone" on a fake WhatsApp where Ann's account waits to be linked, and a
+// headless browser signed in to its page.
+func pageOnFake(t *testing.T, opts fakewa.Options) (p webui.Tab, ann *fakewa.Phone, d *daemontest.Daemon) {
+	t.Helper()
+	srv, err := fakewa.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ann = srv.NewPhone("15551234567", "100000000000001", "Ann")
+	// Short enough for the control socket.
+	dir, err := os.MkdirTemp("", "pbw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	env, err := srv.Env(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	cfg := filepath.Join(dir, "phonebridge.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`state_dir: ./state
+web: {listen: %s, token: %s}
+connectors:
+  phone:
+    type: whatsapp
+  api:
+    type: api
+    listen: %s
+    token: %s
+routes:
+  - name: whatsapp
+    endpoints:
+      - {connector: phone, chats: all}
+      - {connector: api, chats: all}
+`, webAddr, webToken, apiAddr, daemontest.Token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = daemontest.StartEnv(t, env, daemontest.BinaryWithTags(t, "fakewa"), "run", "-c", cfg)
+	p = webui.NewTab(t)
+	p.Navigate("http://" + webAddr + "/")
+	p.WaitFor("the sign-in form", `document.getElementById("token")`)
+	p.Must(fmt.Sprintf(`document.getElementById("token").value = %q; document.querySelector("form").requestSubmit()`, webToken), nil)
+	return p, ann, d
+}
+
+// waitPage waits up to limit until cond holds on the page.
+func waitPage(t *testing.T, p webui.Tab, what, cond string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		var ok bool
+		if err := p.Eval("!!("+cond+")", &ok); err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var page string
+			p.Eval(`document.body.innerText`, &page)
+			t.Fatalf("waited %v for %s; the page:\n%s", limit, what, page)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// What the page shows of a link that is not linked, with its Link button.
+const phoneUnlinked = `document.querySelector('tr[data-link="phone"] .state')?.textContent === "unlinked" && document.querySelector('tr[data-link="phone"] button')`
+
+// TestLinkOutcomesOnThePageOnTheRealDaemon: the ways linking from the
+// page ends short of a link, on the real client, as the README says:
+// Cancel closes the linking and the code it showed is dead; a code nobody
+// scans times out (here WhatsApp's one code of 20 s) and the page says so
+// with phonebridge link's words; a phone without linked-device support
+// that scans it ends it with its reason. The link stays unlinked through
+// all three, and links at the next try.
+func TestLinkOutcomesOnThePageOnTheRealDaemon(t *testing.T) {
+	p, ann, d := pageOnFake(t, fakewa.Options{QRRefs: 1})
+	link := func() string {
+		t.Helper()
+		waitPage(t, p, "phone's row, unlinked, with a Link button", phoneUnlinked, e2eWait)
+		p.Must(`document.querySelector('tr[data-link="phone"] button').click()`, nil)
+		code, _ := shownQR(t, p, "", e2eWait)
+		return code
+	}
+	result := func(what, text string, limit time.Duration) {
+		t.Helper()
+		waitPage(t, p, what, fmt.Sprintf(`document.getElementById("result").textContent === %q`, text), limit)
+		var shown struct{ Class, QR, Close, Cancel bool }
+		p.Must(`({class: document.getElementById("result").className === "problem",
+  qr: document.getElementById("qr").offsetParent !== null,
+  close: document.getElementById("close").offsetParent !== null,
+  cancel: document.getElementById("cancel").offsetParent !== null})`, &shown)
+		if !shown.Class || shown.QR || !shown.Close || shown.Cancel {
+			t.Errorf("after %s the page shows %+v, want a problem, no QR code, Close and no Cancel", what, shown)
+		}
+		p.Must(`document.getElementById("close").click()`, nil)
+	}
+	scan := func(code string) error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+		defer cancel()
+		_, err := ann.ScanQR(ctx, code)
+		return err
+	}
+
+	// Cancel.
+	cancelled := link()
+	p.Must(`document.getElementById("cancel").click()`, nil)
+	waitPage(t, p, "the linking panel to close", `document.getElementById("linking").hidden`, e2eWait)
+	waitPage(t, p, "phone's row to stay unlinked", phoneUnlinked, e2eWait)
+	if scan(cancelled) == nil {
+		t.Fatal("the cancelled code linked")
+	}
+
+	// Nobody scans: WhatsApp's one code runs out.
+	link()
+	start := time.Now()
+	result("the timeout", "Not linked: timed out: no phone scanned the code; try again", e2eWait)
+	if took := time.Since(start); took < 15*time.Second {
+		t.Errorf("the page said timed out after %v, before the code's 20 s", took)
+	}
+
+	// A WhatsApp without linked devices scans.
+	ann.NoMultidevice = true
+	if scan(link()) == nil {
+		t.Fatal("a phone without multi-device linked")
+	}
+	result("the scan by a phone without multi-device", "Not linked: the code was scanned by a WhatsApp without linked-device support; update WhatsApp on the phone", e2eWait)
+	if devs := ann.Companions(); len(devs) != 0 {
+		t.Fatalf("the phone lists the linked devices %v", devs)
+	}
+
+	// Then it links.
+	ann.NoMultidevice = false
+	if err := scan(link()); err != nil {
+		t.Fatalf("the phone's scan of the page's code: %v\ndaemon:\n%s", err, d.Logs())
+	}
+	waitPage(t, p, "the linked account", `document.getElementById("result").textContent === "Linked to +15551234567. phonebridge is relaying it now."`, e2eWait)
+	waitPage(t, p, "phone's row to say connected", `document.querySelector('tr[data-link="phone"] .state').textContent === "connected"`, e2eWait)
+}
