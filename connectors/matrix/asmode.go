@@ -7,6 +7,7 @@ package matrix
 // but with the ghosts speaking.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -175,7 +176,7 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 			// The origin is asked about its chat once per portal, and again
 			// when it says the chat changed; the name comes with each event.
 			info := portalInfo{Name: origin.Name, Direct: origin.Direct}
-			asked := !ok || as.described.due(chatDescription(origin.Connector, chat))
+			asked := !ok || c.asking(chatDescription(origin.Connector, chat))
 			if asked {
 				info = c.describeChat(ctx, origin)
 			}
@@ -189,18 +190,7 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 				}
 			} else {
 				room = p.room
-				// The chat may have been renamed or given another topic or
-				// picture since; a failed update must not hold the message up.
-				if p.outdated(info) {
-					if err := as.syncPortal(ctx, origin, info); err != nil {
-						c.warnOnce("portal:"+chat, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, chat, oneLine(err)))
-					}
-				}
-				if asked {
-					if now, ok, err := as.portal(ctx, origin); err == nil && ok {
-						as.chatDescribed(origin, info, now)
-					}
-				}
+				c.updatePortal(ctx, origin, p, info)
 			}
 		}
 	}
@@ -233,6 +223,23 @@ func (c *Connector) asSend(ctx context.Context, out *bridge.Outgoing) (string, e
 		return "", fmt.Errorf("send as %s (joining again on the retry): %s", s.self, oneLine(err))
 	}
 	return native, err
+}
+
+// updatePortal brings the portal p of origin up to info: the chat may
+// have been renamed or given another topic or picture since. A failed
+// update is reported once and must not hold a message up.
+func (c *Connector) updatePortal(ctx context.Context, origin bridge.ChatRef, p portalRow, info portalInfo) {
+	as := c.as
+	if p.outdated(info) {
+		if err := as.syncPortal(ctx, origin, info); err != nil {
+			c.warnOnce("portal:"+origin.ID, fmt.Sprintf("matrix connector %s: cannot update the portal of %s (messages still go through): %s", c.name, origin.ID, oneLine(err)))
+		}
+	}
+	if info.asked {
+		if now, ok, err := as.portal(ctx, origin); err == nil && ok {
+			as.chatDescribed(origin, info, now)
+		}
+	}
 }
 
 // ghostOut reports whether the homeserver says cli's user is not in
@@ -415,10 +422,16 @@ func (c *Connector) describeChat(ctx context.Context, origin bridge.ChatRef) por
 // says the sender changed (or a while after it could not answer); a
 // failure is reported once and never holds the message up.
 func (c *Connector) syncGhostAvatar(ctx context.Context, originConnector, chat, sender string, ghost id.UserID) {
-	key := senderDescription(originConnector, sender)
-	if !c.as.described.due(key) {
-		return
+	if c.asking(senderDescription(originConnector, sender)) {
+		c.describeGhost(ctx, originConnector, chat, sender, ghost, false)
 	}
+}
+
+// describeGhost asks the origin about sender and gives the ghost its
+// picture, and with rename its name too (a message names its ghost
+// itself); see syncGhostAvatar.
+func (c *Connector) describeGhost(ctx context.Context, originConnector, chat, sender string, ghost id.UserID, rename bool) {
+	key := senderDescription(originConnector, sender)
 	asked := c.as.described.ask(key)
 	dctx, cancel := context.WithTimeout(ctx, describeTimeout)
 	defer cancel()
@@ -432,12 +445,18 @@ func (c *Connector) syncGhostAvatar(ctx context.Context, originConnector, chat, 
 		c.as.described.done(key, asked, describeRetry)
 		return
 	}
+	after := describeAgain
+	if rename && desc.Name != "" {
+		if err := c.as.ensureGhost(ctx, ghost, desc.Name); err != nil {
+			c.warnOnce("ghost-name:"+string(ghost), fmt.Sprintf("matrix connector %s: cannot rename %s (messages still go through): %s", c.name, ghost, oneLine(err)))
+			after = describeRetry
+		}
+	}
 	if err := c.as.setGhostAvatar(ctx, ghost, desc.AvatarID, desc.Avatar); err != nil {
 		c.warnOnce("ghost-avatar:"+string(ghost), fmt.Sprintf("matrix connector %s: cannot set the picture of %s (messages still go through): %s", c.name, ghost, oneLine(err)))
-		c.as.described.done(key, asked, describeRetry)
-		return
+		after = describeRetry
 	}
-	c.as.described.done(key, asked, describeAgain)
+	c.as.described.done(key, asked, after)
 }
 
 const (
@@ -453,14 +472,142 @@ const (
 var _ bridge.DescriptionWatcher = (*Connector)(nil)
 
 // DescriptionChanged implements bridge.DescriptionWatcher: the portal of
-// origin's chat id, and the ghost of its person id, ask the origin again
-// with their next message.
+// origin's chat id, and the ghost of its person id, where they exist, are
+// described again and updated in the background (refreshLoop), so a new
+// name shows at once; the core calls this from the origin's event path,
+// which must not wait on Matrix.
 func (c *Connector) DescriptionChanged(origin, id string) {
+	keys := []describedKey{chatDescription(origin, id), senderDescription(origin, id)}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	as := c.as
+	if as == nil {
+		return
+	}
+	// Under mu with the queueing, so a message in between either asks
+	// the origin itself or finds the update queued (asking).
+	as.described.forget(keys...)
+	if c.ctx == nil || c.ctx.Err() != nil {
+		return // stopping: the next message asks
+	}
+	q := &c.refresh
+	for _, k := range keys {
+		if q.queued[k] {
+			continue // coalesced with the update already waiting
+		}
+		if q.queued == nil {
+			q.queued, q.running = map[describedKey]bool{}, map[describedKey]bool{}
+		}
+		q.queued[k] = true
+		q.waiting = append(q.waiting, k)
+	}
+	for q.workers < maxRefreshers && q.workers < len(q.waiting) {
+		q.workers++
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.refreshLoop()
+		}()
+	}
+}
+
+// maxRefreshers bounds the updates in flight, so a burst of changes
+// (WhatsApp's names after linking) does not crowd the origin or the
+// homeserver.
+const maxRefreshers = 2
+
+// refreshTimeout bounds one portal's or ghost's update.
+const refreshTimeout = 2 * time.Minute
+
+// refreshQueue is what DescriptionChanged left to update, guarded by
+// Connector.mu. A key is in waiting at most once and updated by one
+// worker at a time, so changes during an update make one more; workers
+// end when nothing waits.
+type refreshQueue struct {
+	waiting []describedKey
+	queued  map[describedKey]bool // in waiting
+	running map[describedKey]bool // being updated
+	workers int
+}
+
+// next takes the first waiting key no worker is updating.
+func (q *refreshQueue) next() (describedKey, bool) {
+	for i, k := range q.waiting {
+		if !q.running[k] {
+			q.waiting = slices.Delete(q.waiting, i, i+1)
+			delete(q.queued, k)
+			q.running[k] = true
+			return k, true
+		}
+	}
+	return describedKey{}, false
+}
+
+// asking reports whether a message should ask the origin about k: it is
+// due, and no update is waiting or under way that will.
+func (c *Connector) asking(k describedKey) bool {
+	c.mu.Lock()
+	busy := c.refresh.queued[k] || c.refresh.running[k]
 	c.mu.Unlock()
-	if as != nil {
-		as.described.forget(chatDescription(origin, id), senderDescription(origin, id))
+	return !busy && c.as.described.due(k)
+}
+
+// refreshLoop updates waiting portals and ghosts until none waits or the
+// connector stops.
+func (c *Connector) refreshLoop() {
+	q := &c.refresh
+	for {
+		c.mu.Lock()
+		ctx := c.ctx
+		k, ok := q.next()
+		if !ok || ctx.Err() != nil {
+			if ok {
+				delete(q.running, k)
+			}
+			if ctx.Err() != nil {
+				q.waiting, q.queued = nil, nil // the next message asks
+			}
+			q.workers--
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		c.refreshOne(ctx, k)
+		c.mu.Lock()
+		delete(q.running, k)
+		c.mu.Unlock()
+	}
+}
+
+// refreshOne describes k again and updates its portal or ghost, if it
+// has one: none is made here. Failures are reported once; the next
+// message tries again (described).
+func (c *Connector) refreshOne(ctx context.Context, k describedKey) {
+	if c.client() == nil {
+		return // the homeserver has not answered yet; the next message asks
+	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	as := c.as
+	if !k.sender {
+		origin := bridge.ChatRef{Connector: k.origin, ID: k.chatID}
+		p, ok, err := as.portal(ctx, origin)
+		if err != nil {
+			c.log.Warn("cannot look up a portal to update", "chat", origin.String(), "err", oneLine(err))
+		}
+		if ok {
+			// No name from an event: the origin's (describeChat) is taken.
+			c.updatePortal(ctx, origin, p, c.describeChat(ctx, origin))
+		}
+		return
+	}
+	ghost := as.ghostID(k.chatID)
+	chat, ok, err := as.ghostChat(ctx, ghost, k.origin)
+	if err != nil {
+		c.log.Warn("cannot look up a ghost to update", "ghost", ghost, "err", oneLine(err))
+	}
+	if ok {
+		c.describeGhost(ctx, k.origin, cmp.Or(chat, k.chatID), k.chatID, ghost, true)
 	}
 }
 

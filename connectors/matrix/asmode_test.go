@@ -865,6 +865,125 @@ func TestAppserviceAsksForDescriptionsOnce(t *testing.T) {
 	}
 }
 
+// TestAppserviceRenamesAtOnce: when the origin says a person or a chat
+// changed, their ghost and portal show the new name at once, with no new
+// message; a change of someone with no ghost, or of a chat with no
+// portal, makes neither.
+func TestAppserviceRenamesAtOnce(t *testing.T) {
+	r := newASRig(t)
+	phone := r.withPhone(t)
+	cfg, err := os.ReadFile(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
+	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const family, bob = "120363000000000001@g.us", "15550002222@s.whatsapp.net"
+	const strangers, stranger = "120363000000000009@g.us", "15550009999@s.whatsapp.net"
+	describe := func(familyName, bobName string) {
+		phone.Describe(bridge.ChatDescription{Name: familyName}, family, bridge.SenderDescription{Name: bobName}, bob, nil)
+		phone.Describe(bridge.ChatDescription{Name: bobName, Direct: true}, bob, bridge.SenderDescription{}, "", nil)
+		phone.Describe(bridge.ChatDescription{Name: "Football friends"}, "120363000000000002@g.us", bridge.SenderDescription{}, "", nil)
+	}
+	describe("Family", "Bob")
+	r.start(t)
+	ctx := t.Context()
+
+	ghost := r.mx.as.ghostID(bob)
+	rooms := map[string]id.RoomID{}
+	portal := func(chat string) {
+		waitFor(t, "the portal of "+chat, func() bool {
+			rooms[chat], _ = r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: chat})
+			return rooms[chat] != ""
+		})
+		if _, err := r.owner.cli.JoinRoomByID(ctx, rooms[chat]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Family's portal is made at start (portals_at_start); Bob writes
+	// after, so his message does not race it to make it.
+	portal(family)
+	for i, chat := range []string{family, bob} {
+		name := map[string]string{family: "Family", bob: "Bob"}[chat]
+		phone.Say(t, bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: chat, Name: name, Direct: chat == bob},
+			ID: fmt.Sprintf("m%d", i), Sender: bridge.Sender{ID: bob, Name: "Bob"}, Time: time.Now(), Text: "hello"})
+	}
+	portal(bob)
+	for _, chat := range []string{family, bob} {
+		waitFor(t, "Bob's message in "+chat, func() bool {
+			got, err := roomBodiesErr(ctx, r.owner.cli, rooms[chat], ghost)
+			return err == nil && len(got) == 1
+		})
+	}
+	memberName := func(room id.RoomID) string {
+		var member event.MemberEventContent
+		if err := r.owner.cli.StateEvent(ctx, room, event.StateMember, ghost.String(), &member); err != nil {
+			return ""
+		}
+		return member.Displayname
+	}
+	roomName := func(room id.RoomID) string {
+		var name event.RoomNameEventContent
+		if err := r.owner.cli.StateEvent(ctx, room, event.StateRoomName, "", &name); err != nil {
+			return ""
+		}
+		return name.Name
+	}
+	if got, want := memberName(rooms[family]), r.mx.as.ghostDisplayName("Bob"); got != want {
+		t.Fatalf("before the change Bob's ghost is %q in Family, want %q", got, want)
+	}
+
+	// Bob renames himself and Family is renamed; no one writes.
+	describe("Family 🏡", "Robert")
+	phone.Describe(bridge.ChatDescription{Name: "Strangers"}, strangers, bridge.SenderDescription{Name: "Stranger"}, stranger, nil)
+	for _, who := range []string{bob, family, stranger, strangers} {
+		phone.Changed(t, who)
+	}
+	robert := r.mx.as.ghostDisplayName("Robert")
+	for _, chat := range []string{family, bob} {
+		waitFor(t, "Bob's ghost to be renamed in "+chat, func() bool { return memberName(rooms[chat]) == robert })
+	}
+	waitFor(t, "Family's portal to be renamed", func() bool { return roomName(rooms[family]) == "Family 🏡" })
+	waitFor(t, "Bob's portal to be renamed", func() bool { return roomName(rooms[bob]) == "Robert" })
+	waitFor(t, "the updates to end", func() bool {
+		r.mx.mu.Lock()
+		defer r.mx.mu.Unlock()
+		return r.mx.refresh.workers == 0
+	})
+	for _, chat := range []string{family, bob} {
+		if got := roomBodies(t, r.owner.cli, rooms[chat], ghost); len(got) != 1 {
+			t.Errorf("%s has Bob's messages %q, want only the first", chat, got)
+		}
+	}
+	// Asked once at the first message (or portal) and once for the change.
+	for _, want := range []struct {
+		id           string
+		chat, sender int
+	}{{family, 2, 0}, {bob, 2, 2}, {strangers, 0, 0}, {stranger, 0, 0}} {
+		if c, s := phone.Asked(want.id); c != want.chat || s != want.sender {
+			t.Errorf("the origin was asked about %s %d times as a chat and %d as a sender, want %d and %d", want.id, c, s, want.chat, want.sender)
+		}
+	}
+
+	// The stranger and their group got neither a ghost nor a portal.
+	for _, chat := range []string{strangers, stranger} {
+		if room, err := r.mx.as.portalRoom(ctx, bridge.ChatRef{Connector: "phone", ID: chat}); err != nil || room != "" {
+			t.Errorf("a change of %s made the portal %q (%v)", chat, room, err)
+		}
+	}
+	strangerGhost := r.mx.as.ghostID(stranger)
+	if _, ok, err := r.mx.as.ghostChat(ctx, strangerGhost, "phone"); err != nil || ok {
+		t.Errorf("a change of a stranger recorded their ghost (%v)", err)
+	}
+	// The homeserver may answer for any ghost (the appservice says they
+	// exist), but not with the name a made ghost would have.
+	if p, err := r.owner.cli.GetProfile(ctx, strangerGhost); err == nil && p.DisplayName != "" {
+		t.Errorf("a change of a stranger named their ghost on the homeserver %q", p.DisplayName)
+	}
+}
+
 // TestDescribedSet: once described, a portal's chat or a ghost's sender is
 // not asked about again until the origin says it changed; a change that
 // comes while the origin is being asked (its answer may predate it) asks

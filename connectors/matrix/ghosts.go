@@ -193,6 +193,27 @@ func (b *asBridge) setGhostAvatar(ctx context.Context, ghost id.UserID, avatarID
 	})
 }
 
+// ghostChat reports whether the ghost was made, and a chat of origin
+// whose portal it is in ("" if none), to ask the origin about its sender
+// in.
+func (b *asBridge) ghostChat(ctx context.Context, ghost id.UserID, origin string) (chat string, ok bool, err error) {
+	var one int
+	err = b.store.QueryRowContext(ctx, `SELECT 1 FROM matrix_ghosts WHERE connector = ? AND user_id = ?`, b.name, ghost.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("look up the ghost %s: %w", ghost, err)
+	}
+	err = b.store.QueryRowContext(ctx, `SELECT p.origin_chat FROM matrix_ghost_rooms g
+		JOIN matrix_portals p ON p.connector = g.connector AND p.room_id = g.room_id
+		WHERE g.connector = ? AND g.user_id = ? AND p.origin_connector = ? LIMIT 1`, b.name, ghost.String(), origin).Scan(&chat)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", true, fmt.Errorf("look up the rooms of %s: %w", ghost, err)
+	}
+	return chat, true, nil
+}
+
 func (b *asBridge) saveGhost(ctx context.Context, ghost id.UserID, displayName string) error {
 	err := b.store.Write(ctx, func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`INSERT INTO matrix_ghosts (connector, user_id, display_name) VALUES (?, ?, ?)

@@ -78,6 +78,9 @@ type Connector struct {
 	// to be made (MirrorChats); mirrorKick wakes mirrorLoop.
 	mirror     map[string][]bridge.ChatInfo
 	mirrorKick chan struct{}
+	// refresh holds the portals and ghosts whose origin said they
+	// changed, updated in the background (asmode.go).
+	refresh refreshQueue
 
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
@@ -203,11 +206,15 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 func (c *Connector) Stop(ctx context.Context) error {
 	c.mu.Lock()
 	cancel := c.cancel
+	if cancel != nil {
+		// Under mu: DescriptionChanged starts no goroutine once this ran,
+		// so none is added to wg while Stop waits on it.
+		cancel()
+	}
 	c.mu.Unlock()
 	if cancel == nil {
 		return nil
 	}
-	cancel()
 	var srvErr error
 	if c.srv != nil {
 		// Transactions in flight finish first: their events reach the core.
