@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -582,14 +583,21 @@ func (w *e2eWorld) pushTransaction(t *testing.T, txnID, body string) {
 	}
 }
 
-// ownerSays has the owner send content in room and returns its event id.
-func (w *e2eWorld) ownerSays(t *testing.T, room id.RoomID, content any) id.EventID {
+// ownerSaysAs has the owner send an event of type typ in room and
+// returns its id.
+func (w *e2eWorld) ownerSaysAs(t *testing.T, room id.RoomID, typ event.Type, content any) id.EventID {
 	t.Helper()
-	resp, err := w.owner.Client.SendMessageEvent(t.Context(), room, event.EventMessage, content)
+	resp, err := w.owner.Client.SendMessageEvent(t.Context(), room, typ, content)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return resp.EventID
+}
+
+// ownerSays has the owner send content in room and returns its event id.
+func (w *e2eWorld) ownerSays(t *testing.T, room id.RoomID, content any) id.EventID {
+	t.Helper()
+	return w.ownerSaysAs(t, room, event.EventMessage, content)
 }
 
 // protocolOf is the protocol message (edit, revoke) a phone received,
@@ -895,6 +903,57 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 		ext := got.Msg.GetExtendedTextMessage()
 		if ext.GetText() != "@"+w.bob.PN.User+": yes" || !slices.Equal(ext.GetContextInfo().GetMentionedJID(), []string{w.bob.PN.String()}) {
 			t.Errorf("Eve's phone got the owner's mention as %q mentioning %v", ext.GetText(), ext.GetContextInfo().GetMentionedJID())
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("polls and votes", func(t *testing.T) {
+		ctx := t.Context()
+		// Bob asks Family a poll: an MSC3381 poll on Matrix, numbered
+		// options on IRC, a poll on the API.
+		pollID := phoneSend(t, w.bob, w.family.JID, &waE2E.Message{
+			PollCreationMessage: &waE2E.PollCreationMessage{Name: proto.String("Lunch?"), SelectableOptionsCount: proto.Uint32(1),
+				Options: []*waE2E.PollCreationMessage_Option{{OptionName: proto.String("Pizza")}, {OptionName: proto.String("Sushi")}}},
+			MessageContextInfo: &waE2E.MessageContextInfo{MessageSecret: bytes.Repeat([]byte{7}, 32)},
+		})
+		poll := w.owner.Await(t, "Bob's poll", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == familyRoom && evt.Sender == bobGhost && evt.Type == event.EventUnstablePollStart
+		})
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#family", "2. Sushi"), w.d)
+		if ev := w.api.await(t, "Bob's poll", familyChat, func(ev *daemontest.WireEvent) bool { return ev.Poll != nil }); ev.Poll.Question != "Lunch?" {
+			t.Errorf("the API got Bob's poll as %+v", ev.Poll)
+		}
+
+		// Eve votes on her phone: her ghost votes on Matrix; IRC and the
+		// API get the vote with the count.
+		if _, err := w.eve.Vote(ctx, w.family.JID, pollID, "Sushi"); err != nil {
+			t.Fatal(err)
+		}
+		vote := w.owner.Await(t, "Eve's vote", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == familyRoom && evt.Sender == eveGhost && evt.Type == event.EventUnstablePollResponse
+		})
+		rel, _ := vote.Content.Raw["m.relates_to"].(map[string]any)
+		resp, _ := vote.Content.Raw["org.matrix.msc3381.poll.response"].(map[string]any)
+		if rel["event_id"] != string(poll.ID) || fmt.Sprint(resp["answers"]) != "[2]" {
+			t.Errorf("Matrix shows Eve's vote as %v", vote.Content.Raw)
+		}
+		w.carol.awaitLine(t, 0, e2eWait, ircLine("#family", "NOTICE #family :E\u200dve voted for “Sushi” in “Lunch?” (Pizza 0 · Sushi 1)"), w.d)
+		if ev := w.api.await(t, "Eve's vote", familyChat, func(ev *daemontest.WireEvent) bool { return ev.Kind == "vote" }); ev.Vote == nil ||
+			fmt.Sprint(ev.Vote.Choices, ev.Vote.Tally) != "[1] [0 1]" {
+			t.Errorf("the API got Eve's vote as %+v", ev.Vote)
+		}
+
+		// The owner votes on Matrix: the account's own vote, sealed with
+		// the poll's secret, which Bob's phone opens.
+		w.ownerSaysAs(t, familyRoom, event.EventUnstablePollResponse, map[string]any{
+			"m.relates_to":                     map[string]any{"rel_type": "m.reference", "event_id": string(poll.ID)},
+			"org.matrix.msc3381.poll.response": map[string]any{"answers": []string{"1"}}})
+		got := w.phoneGets(t, w.bob, "the owner's vote", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.family.JID) && m.Msg.GetPollUpdateMessage() != nil
+		})
+		if picked, err := w.bob.ReadVote(got); err != nil || !slices.Equal(picked, []string{"Pizza"}) {
+			t.Errorf("Bob's phone reads the owner's vote as %v (%v), want [Pizza]", picked, err)
 		}
 	}) {
 		return
@@ -1295,4 +1354,133 @@ func TestWhatsAppEndToEnd(t *testing.T) {
 	w.srv.Quiesce(2 * time.Second)
 	w.d.Stop(5 * time.Second)
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestWhatsAppEndToEndGroupAndCaptions, through the real binary like
+// TestWhatsAppEndToEnd: an attachment the API sends with a caption reaches
+// the phone with that caption (the sender's name in front) and its bytes,
+// in Bob's chat and in Family; and in Family, what a phone edits, deletes
+// and sends as media reaches the group's Matrix portal as an edit, a
+// redaction by the member's ghost, and attachments with their bytes.
+func TestWhatsAppEndToEndGroupAndCaptions(t *testing.T) {
+	w := newE2EWorld(t)
+	w.start(t)
+	w.link(t)
+	w.waitFor(t, "wa connected", func() bool { return strings.Contains(w.links(t), " connected ") })
+	familyRoom := w.owner.AcceptInvite(t, "Family", e2eWait)
+	bobChat, familyChat := w.bob.PN.String(), w.family.JID.String()
+	eveGhost, bobGhost := ghost(w.eve.PN), ghost(w.bob.PN)
+	dana := &daemontest.WireSender{ID: "dana", Name: "Dana"}
+
+	if !t.Run("API attachments with captions", func(t *testing.T) {
+		ctx := t.Context()
+		pic := pngBytes(t)
+		w.api.send(t, daemontest.WireEvent{ID: "cap-1", Kind: "message", Chat: bobChat, Sender: dana, Media: []daemontest.WireMedia{
+			{MIME: "image/png", Name: "view.png", Caption: "the view", Data: base64.StdEncoding.EncodeToString(pic)},
+		}})
+		got := w.phoneGets(t, w.bob, "the API's captioned picture", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.ann.PN) && m.Msg.GetImageMessage() != nil
+		})
+		if c := got.Msg.GetImageMessage().GetCaption(); c != "*Dana*: the view" {
+			t.Errorf("Bob's phone got the API's picture captioned %q, want *Dana*: the view", c)
+		}
+		if data, err := w.srv.DownloadMedia(ctx, got.Attachment()); err != nil || !bytes.Equal(data, pic) {
+			t.Errorf("Bob's phone decrypts %d bytes (%v) of the API's picture, want the %d sent", len(data), err, len(pic))
+		}
+
+		doc := append([]byte("%PDF-1.4\n"), noisyBytes(3000)...)
+		w.api.send(t, daemontest.WireEvent{ID: "cap-2", Kind: "message", Chat: familyChat, Sender: dana, Media: []daemontest.WireMedia{
+			{MIME: "application/pdf", Name: "minutes.pdf", Caption: "the minutes", Data: base64.StdEncoding.EncodeToString(doc)},
+		}})
+		got = w.phoneGets(t, w.eve, "the API's captioned file in Family", func(m fakewa.Message) bool {
+			return w.fromBridge(m, w.family.JID) && m.Msg.GetDocumentMessage() != nil
+		})
+		if dm := got.Msg.GetDocumentMessage(); dm.GetCaption() != "*Dana*: the minutes" || dm.GetFileName() != "minutes.pdf" || dm.GetMimetype() != "application/pdf" {
+			t.Errorf("Eve's phone got the API's file as %q, %q, captioned %q", dm.GetFileName(), dm.GetMimetype(), dm.GetCaption())
+		}
+		if data, err := w.srv.DownloadMedia(ctx, got.Attachment()); err != nil || !bytes.Equal(data, doc) {
+			t.Errorf("Eve's phone decrypts %d bytes (%v) of the API's file, want the %d sent", len(data), err, len(doc))
+		}
+	}) {
+		return
+	}
+
+	t.Run("edits deletes and media from the phone in a group", func(t *testing.T) {
+		ctx := t.Context()
+		// An edit.
+		sevenID := phoneSend(t, w.eve, w.family.JID, text("see you at 7"))
+		seven := w.owner.Await(t, "Eve's message", e2eWait, matrixMsg(familyRoom, eveGhost, "see you at 7")).ID
+		phoneSend(t, w.eve, w.family.JID, &waE2E.Message{EditedMessage: &waE2E.FutureProofMessage{Message: &waE2E.Message{
+			ProtocolMessage: &waE2E.ProtocolMessage{
+				Key:           &waCommon.MessageKey{RemoteJID: proto.String(familyChat), FromMe: proto.Bool(true), ID: proto.String(sevenID)},
+				Type:          waE2E.ProtocolMessage_MESSAGE_EDIT.Enum(),
+				EditedMessage: text("see you at 8"),
+				TimestampMS:   proto.Int64(time.Now().UnixMilli()),
+			}}}})
+		edit := w.owner.Await(t, "Eve's edit", e2eWait, func(evt *event.Event) bool {
+			m := evt.Content.AsMessage()
+			return evt.RoomID == familyRoom && m.NewContent != nil && m.NewContent.Body == "see you at 8"
+		})
+		if rel := edit.Content.AsMessage().RelatesTo; edit.Sender != eveGhost || rel == nil || rel.Type != event.RelReplace || rel.EventID != seven {
+			t.Errorf("Eve's edit reached Matrix from %s relating %+v, want her ghost replacing %s", edit.Sender, rel, seven)
+		}
+
+		// A delete for everyone.
+		oopsID := phoneSend(t, w.eve, w.family.JID, text("oops, wrong chat"))
+		oops := w.owner.Await(t, "Eve's slip", e2eWait, matrixMsg(familyRoom, eveGhost, "oops, wrong chat")).ID
+		phoneSend(t, w.eve, w.family.JID, &waE2E.Message{ProtocolMessage: &waE2E.ProtocolMessage{
+			Type: waE2E.ProtocolMessage_REVOKE.Enum(),
+			Key:  &waCommon.MessageKey{RemoteJID: proto.String(familyChat), FromMe: proto.Bool(true), ID: proto.String(oopsID)},
+		}})
+		red := w.owner.Await(t, "Eve's delete", e2eWait, func(evt *event.Event) bool {
+			return evt.RoomID == familyRoom && evt.Type == event.EventRedaction
+		})
+		if red.Redacts != oops || red.Sender != eveGhost {
+			t.Errorf("Eve's delete redacted %s as %s, want %s as her ghost", red.Redacts, red.Sender, oops)
+		}
+
+		// Media: Eve's picture with a caption, Bob's file.
+		pic := pngBytes(t)
+		info, err := w.srv.EncryptMedia(pic, whatsmeow.MediaImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		phoneSend(t, w.eve, w.family.JID, &waE2E.Message{ImageMessage: info.Image("image/png", "at the lake")})
+		doc := append([]byte("%PDF-1.4\n"), noisyBytes(2500)...)
+		if info, err = w.srv.EncryptMedia(doc, whatsmeow.MediaDocument); err != nil {
+			t.Fatal(err)
+		}
+		phoneSend(t, w.bob, w.family.JID, &waE2E.Message{DocumentMessage: info.Document("application/pdf", "plan.pdf", "")})
+		for _, c := range []struct {
+			who   string
+			ghost id.UserID
+			kind  event.MessageType
+			data  []byte
+			check func(*event.MessageEventContent) bool
+		}{
+			{"Eve's picture", eveGhost, event.MsgImage, pic, func(m *event.MessageEventContent) bool {
+				return m.GetCaption() == "at the lake" && m.Info != nil && m.Info.MimeType == "image/png"
+			}},
+			{"Bob's file", bobGhost, event.MsgFile, doc, func(m *event.MessageEventContent) bool {
+				return m.GetFileName() == "plan.pdf" && m.Info != nil && m.Info.MimeType == "application/pdf"
+			}},
+		} {
+			m := w.owner.Await(t, c.who, e2eWait, func(evt *event.Event) bool {
+				return evt.RoomID == familyRoom && evt.Sender == c.ghost && evt.Type == event.EventMessage && evt.Content.AsMessage().MsgType == c.kind
+			}).Content.AsMessage()
+			if !c.check(m) {
+				t.Errorf("Matrix shows %s as %q (caption %q, file %q) with %+v", c.who, m.Body, m.GetCaption(), m.GetFileName(), m.Info)
+			}
+			uri, err := m.URL.Parse()
+			if err != nil {
+				t.Fatalf("%s's URL %q: %v", c.who, m.URL, err)
+			}
+			if got, err := w.owner.Client.DownloadBytes(ctx, uri); err != nil || !bytes.Equal(got, c.data) {
+				t.Errorf("Matrix serves %d bytes (%v) for %s, want the %d sent", len(got), err, c.who, len(c.data))
+			}
+		}
+	})
+
+	w.srv.Quiesce(2 * time.Second) // see Quiesce: whatsmeow's close races a send
+	w.d.Stop(5 * time.Second)
 }

@@ -48,14 +48,18 @@ type msgRef struct {
 	// Expires is when a disappearing chat's message disappears, and its
 	// text with it; zero for never.
 	Expires time.Time
+	// Options are, for a poll, its option names exactly as WhatsApp has
+	// them (votes name them by hash), one per option of the relayed poll.
+	Options []string
 }
 
 // convertIncoming turns a whatsmeow message event into a neutral event.
 // senderName is the display name to use (the caller resolves push names
 // and contacts). ok is false for what is not relayed: protocol noise,
-// history sync notifications, key distribution, poll votes, encrypted
-// reactions, album headers. A user-visible type it does not know becomes a
-// placeholder text ("[unsupported message: …]") rather than being dropped.
+// history sync notifications, key distribution, poll votes (encrypted:
+// the client decrypts them, votes.go), encrypted reactions, album
+// headers. A user-visible type it does not know becomes a placeholder
+// text ("[unsupported message: …]") rather than being dropped.
 func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bool) {
 	if evt == nil {
 		return incoming{}, false
@@ -128,7 +132,7 @@ func convertIncoming(evt *events.Message, senderName string) (in incoming, ok bo
 	if ev.Text == "" && len(ev.Media) == 0 && ev.Location == nil && ev.Poll == nil {
 		return incoming{}, false
 	}
-	ref := msgRef{Chat: chat, ID: info.ID, Sender: sender, FromMe: info.IsFromMe, Text: c.preview}
+	ref := msgRef{Chat: chat, ID: info.ID, Sender: sender, FromMe: info.IsFromMe, Text: c.preview, Options: c.pollOptions}
 	res := incoming{Event: ev, Ref: ref}
 	if c.expiration > 0 {
 		// Sent into a disappearing chat: it says the chat's timer too.
@@ -247,9 +251,11 @@ type content struct {
 	media      *bridge.Media
 	location   *bridge.Location
 	poll       *bridge.Poll
-	expiration uint32 // seconds, in a disappearing chat
-	replyTo    string
-	preview    string // for msgRef.Text
+	// pollOptions are poll's option names untrimmed, as votes hash them.
+	pollOptions []string
+	expiration  uint32 // seconds, in a disappearing chat
+	replyTo     string
+	preview     string // for msgRef.Text
 }
 
 // withContext is every content message that can quote another.
@@ -331,9 +337,11 @@ func messageContent(m *waE2E.Message) (c content, ok bool) {
 // said in words instead.
 func pollContent(p *waE2E.PollCreationMessage) content {
 	poll := &bridge.Poll{Question: strings.TrimSpace(p.GetName()), Choices: int(p.GetSelectableOptionsCount())}
+	var raw []string
 	for _, o := range p.GetOptions() {
 		if name := strings.TrimSpace(o.GetOptionName()); name != "" {
 			poll.Options = append(poll.Options, name)
+			raw = append(raw, o.GetOptionName())
 		}
 	}
 	if poll.Choices > len(poll.Options) {
@@ -342,7 +350,7 @@ func pollContent(p *waE2E.PollCreationMessage) content {
 	if poll.Check() != nil {
 		return content{text: pollText(p), preview: "📊 " + poll.Question}
 	}
-	return content{poll: poll, preview: "📊 " + poll.Question}
+	return content{poll: poll, pollOptions: raw, preview: "📊 " + poll.Question}
 }
 
 // locationContent is a shared place with its comment as the text. A

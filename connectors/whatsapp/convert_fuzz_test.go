@@ -2,6 +2,7 @@ package whatsapp
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"go.mau.fi/whatsmeow/proto/waCommon"
@@ -72,7 +73,7 @@ func FuzzConvertIncoming(f *testing.F) {
 				t.Fatalf("message %+v is remembered as %+v", ev, in.Ref)
 			}
 		case bridge.KindEdit, bridge.KindDelete, bridge.KindReaction, bridge.KindReactionRemove:
-			if in.Ref != (msgRef{}) {
+			if !reflect.DeepEqual(in.Ref, msgRef{}) {
 				t.Fatalf("%s %+v is remembered as a message: %+v", ev.Kind, ev, in.Ref)
 			}
 		default:

@@ -366,6 +366,27 @@ func (c *Connector) onPicture(e *events.Picture) {
 	c.forgetDescription(jids, descPicture)
 }
 
+// nameChanged says a person's name may have changed (their push name,
+// business name or address book entry): names are looked up again, and
+// destinations that keep the name (a Matrix ghost, a portal of their
+// chat) hear of it now rather than with the person's next message.
+func (c *Connector) nameChanged(jid, alt types.JID) {
+	c.chats.invalidateNames()
+	if jid.IsEmpty() {
+		return
+	}
+	jid = jid.ToNonAD()
+	jids := []types.JID{c.canonicalJID(c.runCtx(), jid)}
+	if !alt.IsEmpty() {
+		jids = append(jids, alt.ToNonAD())
+	} else if dev := c.dev(); dev != nil && dev.LIDs != nil {
+		if a, err := dev.GetAltJID(c.runCtx(), jid); err == nil && !a.IsEmpty() {
+			jids = append(jids, a.ToNonAD())
+		}
+	}
+	c.forgetDescription(append(jids, jid))
+}
+
 // forgetDescription drops what is cached of jids (the whats: descTopic,
 // descPicture), so the next description asks WhatsApp, and tells the core
 // that their descriptions changed: destinations ask once per chat or

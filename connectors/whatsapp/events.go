@@ -32,6 +32,10 @@ func (c *Connector) handle(evt any) bool {
 		return c.onCall(e.BasicCallMeta, e.Data != nil && e.Data.GetChildByTag("video").Tag == "video", false)
 	case *events.CallOfferNotice:
 		return c.onCall(e.BasicCallMeta, e.Media == "video", e.Type == "group")
+	case *events.CallAccept:
+		c.calls.answered(e.CallID)
+	case *events.CallTerminate:
+		return c.onCallEnd(e.BasicCallMeta)
 	case *events.Receipt:
 		c.onReceipt(e)
 	case *events.ChatPresence:
@@ -103,8 +107,12 @@ func (c *Connector) handle(evt any) bool {
 			c.setState(bridge.LinkConnecting, bridge.ReasonRefused, cause)
 			c.reconnectAfter(c.opts.ReconnectMax, bridge.ReasonRefused, cause)
 		}
-	case *events.PushName, *events.Contact:
-		c.chats.invalidateNames()
+	case *events.PushName:
+		c.nameChanged(e.JID, e.JIDAlt)
+	case *events.Contact:
+		c.nameChanged(e.JID, types.EmptyJID)
+	case *events.BusinessName:
+		c.nameChanged(e.JID, types.EmptyJID)
 	case *events.PushNameSetting:
 		c.setAccountName(e.Action.GetName())
 		c.announcePresence() // WhatsApp shows contacts the new name
@@ -152,6 +160,9 @@ func (c *Connector) onMessage(e *events.Message) bool {
 func (c *Connector) relayMessage(ctx context.Context, e *events.Message, history bool) bool {
 	if e.Info.Chat == types.StatusBroadcastJID && !c.opts.StatusBroadcasts {
 		return true
+	}
+	if e.Message.GetPollUpdateMessage() != nil {
+		return c.relayVote(ctx, e, history) // decrypted as it came (votes.go)
 	}
 	e = c.canonical(ctx, e)
 	in, ok := convertIncoming(e, c.chats.senderName(ctx, e.Info.Sender, e.Info.PushName, e.Info.IsFromMe))

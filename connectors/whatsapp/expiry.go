@@ -15,8 +15,9 @@ import (
 // (a message carrying it, the setting changed, a group's info) and put on
 // every message the link sends into the chat, so relayed messages
 // disappear with the rest. What the link keeps of such a message (its
-// text, for quotes) is forgotten when the message disappears: one timer,
-// set to the earliest expiry, so nothing runs until one is due.
+// text, for quotes; a poll's options, for votes) is forgotten when the
+// message disappears: one timer, set to the earliest expiry, so nothing
+// runs until one is due.
 
 // setTimer records chat's disappearing-messages timer (0: off).
 func (c *Connector) setTimer(ctx context.Context, chat types.JID, seconds uint32) {
@@ -48,7 +49,7 @@ func (c *Connector) timer(ctx context.Context, chat types.JID) (uint32, error) {
 // forgetExpired clears the text of the link's messages that disappeared
 // by now and returns when the next one does.
 func (c *Connector) forgetExpired(ctx context.Context, now time.Time) time.Time {
-	_, err := c.store.ExecBatches(ctx, pruneBatch, `UPDATE whatsapp_messages SET text = '', expires_at = NULL WHERE (link, chat, id) IN
+	_, err := c.store.ExecBatches(ctx, pruneBatch, `UPDATE whatsapp_messages SET text = '', poll_options = NULL, expires_at = NULL WHERE (link, chat, id) IN
 		(SELECT link, chat, id FROM whatsapp_messages WHERE expires_at <= ? AND link = ? LIMIT ?)`, now.Unix(), c.name)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -459,6 +459,15 @@ func (cl *fakeClient) ParseWebMessage(chatJID types.JID, webMsg *waWeb.WebMessag
 	return nil, errors.New("the scripted client has no history")
 }
 
+// Votes are encrypted with secrets only a real client keeps.
+func (cl *fakeClient) DecryptPollVote(ctx context.Context, vote *events.Message) (*waE2E.PollVoteMessage, error) {
+	return nil, whatsmeow.ErrOriginalMessageSecretNotFound
+}
+
+func (cl *fakeClient) EncryptPollVote(ctx context.Context, pollInfo *types.MessageInfo, vote *waE2E.PollVoteMessage) (*waE2E.PollUpdateMessage, error) {
+	return nil, whatsmeow.ErrOriginalMessageSecretNotFound
+}
+
 func (cl *fakeClient) GetJoinedGroups(ctx context.Context) ([]*types.GroupInfo, error) {
 	var out []*types.GroupInfo
 	cl.wa.update(func() {

@@ -52,7 +52,7 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 		return c.sendMessage(ctx, cli, chat, self, out)
 	}
 
-	// Edits, deletes and reactions act on a message the link knows.
+	// Edits, deletes, reactions and votes act on a message the link knows.
 	target, err := c.lookup(ctx, chat, out.Target)
 	if err != nil {
 		return "", err
@@ -63,6 +63,12 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	var msg *waE2E.Message
 	switch out.Kind {
 	case bridge.KindEdit:
+		if out.Location != nil {
+			// A live location that moved elsewhere: WhatsApp lets a linked
+			// device neither share a live location nor move one, so the
+			// place sent stays where it was.
+			return "", nil
+		}
 		if !target.FromMe {
 			return "", bridge.Permanentf("WhatsApp lets only the author edit a message")
 		}
@@ -77,6 +83,8 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 		msg = reactionMessage(chat, *target, self, out.Emoji, time.Now())
 	case bridge.KindReactionRemove:
 		msg = reactionMessage(chat, *target, self, "", time.Now())
+	case bridge.KindVote:
+		return c.sendVote(ctx, cli, chat, self, out, target) // votes.go
 	default:
 		return "", bridge.Permanentf("WhatsApp cannot take a %s event", out.Kind)
 	}
@@ -194,7 +202,11 @@ func (c *Connector) sendMessage(ctx context.Context, cli waClient, chat, self ty
 		}
 		if i == 0 {
 			first = id
-			c.rememberNow(ctx, msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out), Expires: expires})
+			ref := msgRef{Chat: chat, ID: id, Sender: self, FromMe: true, Text: preview(out), Expires: expires}
+			if out.Poll != nil {
+				ref.Options = out.Poll.Options // the poll goes first; votes name these
+			}
+			c.rememberNow(ctx, ref)
 		}
 	}
 	return first, nil

@@ -551,6 +551,15 @@ func TestSend(t *testing.T) {
 			t.Errorf("a late edit reached the phone as %v, want the corrected copy answering %s", copyMsg.Msg, oldID)
 		}
 
+		// A live location moved elsewhere: a linked device cannot move a
+		// place on WhatsApp, so nothing goes out, and that is no failure.
+		move := fromCarol(bridge.KindEdit, bob, "pb.move.0")
+		move.Location, move.Target = &bridge.Location{Latitude: 1, Longitude: 2, Live: true}, mineID
+		if id, err := lw.c.Send(ctxFor(t), move); err != nil || id != "" {
+			t.Errorf("a live location's move: %q, %v; want nothing sent and no error", id, err)
+		}
+		lw.got(t, lw.bob, bob, "pb.move.0", 0)
+
 		// Someone else's message, or one the link does not know: for good,
 		// and nothing goes out.
 		for _, target := range []string{bobSaid.ID, "NOSUCH"} {

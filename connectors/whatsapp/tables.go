@@ -3,6 +3,7 @@ package whatsapp
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -16,7 +17,8 @@ import (
 // The connector's own tables, beside whatsmeow's session tables:
 // whatsapp_links says which device each link (connector name) is;
 // whatsapp_messages remembers, per message, what replying to it, reacting
-// to it or revoking it needs (WhatsApp wants the author and a preview);
+// to it, revoking it or voting in it needs (WhatsApp wants the author, a
+// preview, and a poll's option names);
 // whatsapp_chats caches chat names for listing and resolving routes.
 var migrations = []string{
 	`CREATE TABLE whatsapp_links (
@@ -87,6 +89,10 @@ var migrations = []string{
 		seconds INTEGER NOT NULL,
 		PRIMARY KEY (link, chat)
 	) WITHOUT ROWID;`,
+	// A poll's option names as WhatsApp has them (a JSON array, in the
+	// order of the poll's options as relayed), which its votes name by
+	// hash (votes.go); NULL for other messages.
+	`ALTER TABLE whatsapp_messages ADD COLUMN poll_options TEXT;`,
 }
 
 // loadDevice returns the link's device, or nil when it is not linked (or
@@ -180,10 +186,15 @@ func (c *Connector) rememberTx(ref msgRef) func(tx *bridge.Tx) error {
 		expires = ref.Expires.Unix()
 		c.expiry.At(ref.Expires)
 	}
+	var options any
+	if len(ref.Options) > 0 {
+		b, _ := json.Marshal(ref.Options) // strings always marshal
+		options = string(b)
+	}
 	return func(tx *bridge.Tx) error {
-		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (link, chat, id) DO UPDATE SET text = excluded.text`,
-			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix(), expires)
+		_, err := tx.Exec(`INSERT INTO whatsapp_messages (link, chat, id, sender, from_me, text, at, expires_at, poll_options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (link, chat, id) DO UPDATE SET text = excluded.text, poll_options = COALESCE(excluded.poll_options, poll_options)`,
+			c.name, ref.Chat.ToNonAD().String(), ref.ID, ref.Sender.ToNonAD().String(), ref.FromMe, snippet(ref.Text), time.Now().Unix(), expires, options)
 		return err
 	}
 }
@@ -230,8 +241,9 @@ func (c *Connector) lookup(ctx context.Context, chat types.JID, id string) (*msg
 	var sender, text string
 	var fromMe bool
 	var at int64
-	err := c.store.QueryRowContext(ctx, `SELECT sender, from_me, text, at FROM whatsapp_messages WHERE link = ? AND chat = ? AND id = ?`,
-		c.name, chat.ToNonAD().String(), id).Scan(&sender, &fromMe, &text, &at)
+	var options sql.NullString
+	err := c.store.QueryRowContext(ctx, `SELECT sender, from_me, text, at, poll_options FROM whatsapp_messages WHERE link = ? AND chat = ? AND id = ?`,
+		c.name, chat.ToNonAD().String(), id).Scan(&sender, &fromMe, &text, &at, &options)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -239,7 +251,12 @@ func (c *Connector) lookup(ctx context.Context, chat types.JID, id string) (*msg
 		return nil, err
 	}
 	s, _ := types.ParseJID(sender)
-	return &msgRef{Chat: chat, ID: id, Sender: s, FromMe: fromMe, Text: text, At: time.Unix(at, 0)}, nil
+	ref := &msgRef{Chat: chat, ID: id, Sender: s, FromMe: fromMe, Text: text, At: time.Unix(at, 0)}
+	if options.Valid {
+		// A damaged list is as good as none: the poll's votes are dropped.
+		_ = json.Unmarshal([]byte(options.String), &ref.Options)
+	}
+	return ref, nil
 }
 
 // snippet bounds the preview kept per message.

@@ -47,7 +47,7 @@ func (c *Connector) onUndecryptable(e *events.UndecryptableMessage) bool {
 	}
 	ev.Chat.Name = c.chats.chatName(ctx, chat)
 	if e.UnavailableType == events.UnavailableTypeViewOnce {
-		ev.Text = viewOnceText
+		ev.Text, ev.Notice = viewOnceText, true
 		return c.submit(ctx, &ev)
 	}
 	if err := c.store.Write(ctx, func(tx *bridge.Tx) error {
@@ -156,35 +156,145 @@ func (c *Connector) placeholderReplaced(ctx context.Context, chat, id string) {
 	c.notePlaceholder(chat, id, false)
 }
 
-// onCall relays a call's start as a message in the caller's chat (the
+// onCall relays a call's start as a notice in the caller's chat (the
 // group's, for a group call): calls ring only on the phone, and the
 // owner elsewhere would not know one came. The call id makes it once.
+// The call is noted, so that its end, unanswered, is a missed call.
 func (c *Connector) onCall(meta types.BasicCallMeta, video, group bool) bool {
 	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
 	defer cancel()
-	caller := c.canonicalJID(ctx, meta.From)
+	caller, chat := c.callParties(ctx, meta, group)
+	c.calls.rung(meta.CallID, callState{caller: caller, chat: chat, video: video})
+	name := c.chats.senderName(ctx, caller, "", false)
+	ev := c.callEvent(ctx, meta, caller, chat, name)
+	ev.ID = "call." + meta.CallID
+	ev.Text = fmt.Sprintf("📞 %s call from %s: WhatsApp calls ring only on the phone.", capitalized(callKind(video)), displayName(name, caller))
+	return c.submit(ctx, &ev)
+}
+
+// onCallEnd says a call that ended unanswered was missed, as WhatsApp
+// shows it in the chat. One answered on the phone (WhatsApp tells linked
+// devices with an accept) ends with nothing more said: the owner took
+// it. A call whose start this run did not see (a restart while it rang)
+// is missed too, its kind unknown.
+func (c *Connector) onCallEnd(meta types.BasicCallMeta) bool {
+	st, known := c.calls.end(meta.CallID)
+	if st.answered {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx(), acceptTimeout)
+	defer cancel()
+	if !known {
+		st.caller, st.chat = c.callParties(ctx, meta, !meta.GroupJID.IsEmpty())
+	}
+	if isOwn(c.dev(), st.caller.String()) {
+		return true // the owner's own call, placed from the phone
+	}
+	name := c.chats.senderName(ctx, st.caller, "", false)
+	ev := c.callEvent(ctx, meta, st.caller, st.chat, name)
+	ev.ID = "call." + meta.CallID + ".missed"
+	kind := "call"
+	if known {
+		kind = callKind(st.video) + " call"
+	}
+	ev.Text = fmt.Sprintf("📞 Missed %s from %s", kind, displayName(name, st.caller))
+	return c.submit(ctx, &ev)
+}
+
+// callParties is who placed a call and the chat it belongs to.
+func (c *Connector) callParties(ctx context.Context, meta types.BasicCallMeta, group bool) (caller, chat types.JID) {
+	caller = c.canonicalJID(ctx, meta.From)
 	if !meta.CallCreator.IsEmpty() {
 		caller = c.canonicalJID(ctx, meta.CallCreator)
 	}
-	chat := caller
+	chat = caller
 	if group && !meta.GroupJID.IsEmpty() {
 		chat = meta.GroupJID.ToNonAD()
 	}
-	kind := "voice"
-	if video {
-		kind = "video"
-	}
-	name := c.chats.senderName(ctx, caller, "", false)
+	return caller, chat
+}
+
+// callEvent is a call's notice in chat, from its caller.
+func (c *Connector) callEvent(ctx context.Context, meta types.BasicCallMeta, caller, chat types.JID, name string) bridge.Event {
 	ev := bridge.Event{
 		Kind:   bridge.KindMessage,
 		Chat:   chatRef(chat),
-		ID:     "call." + meta.CallID,
 		Sender: bridge.Sender{ID: caller.String(), Name: name},
 		Time:   meta.Timestamp,
-		Text:   fmt.Sprintf("📞 %s call from %s: WhatsApp calls ring only on the phone.", capitalized(kind), displayName(name, caller)),
+		Notice: true,
 	}
 	ev.Chat.Name = c.chats.chatName(ctx, chat)
-	return c.submit(ctx, &ev)
+	return ev
+}
+
+func callKind(video bool) string {
+	if video {
+		return "video"
+	}
+	return "voice"
+}
+
+// callLog remembers the calls rung since the link started, until they
+// end, and a few after (so an end delivered again is not a second missed
+// call). A call that never ends (its end lost) is dropped with the
+// oldest once maxCalls are kept.
+type callLog struct {
+	mu    sync.Mutex
+	calls map[string]*callState
+	order []string // ids, oldest first
+}
+
+type callState struct {
+	caller, chat    types.JID
+	video, answered bool
+	ended           bool
+}
+
+const maxCalls = 256
+
+func (l *callLog) rung(id string, st callState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.calls == nil {
+		l.calls = map[string]*callState{}
+	}
+	if old, ok := l.calls[id]; ok {
+		st.answered, st.ended = old.answered, old.ended
+		*old = st
+		return
+	}
+	if len(l.order) >= maxCalls {
+		delete(l.calls, l.order[0])
+		l.order = l.order[1:]
+	}
+	l.calls[id] = &st
+	l.order = append(l.order, id)
+}
+
+// answered notes that the call was taken on one of the owner's devices.
+func (l *callLog) answered(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st, ok := l.calls[id]; ok {
+		st.answered = true
+	}
+}
+
+// end notes that the call ended and returns what is known of it; an end
+// already seen returns it as answered, so nothing is said twice.
+func (l *callLog) end(id string) (callState, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.calls[id]
+	if !ok {
+		return callState{}, false
+	}
+	out := *st
+	if st.ended {
+		out.answered = true
+	}
+	st.ended = true
+	return out, true
 }
 
 func capitalized(s string) string { return strings.ToUpper(s[:1]) + s[1:] }

@@ -55,25 +55,47 @@ func TestViewOnceIsANotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := lw.s.waitEvent(t, "the view-once notice", func(ev bridge.Event) bool { return ev.ID == id })
-	if ev.Text != viewOnceText || ev.Chat.ID != bobChat || ev.Sender.Name != "Bob" {
+	if ev.Text != viewOnceText || !ev.Notice || ev.Chat.ID != bobChat || ev.Sender.Name != "Bob" {
 		t.Errorf("the view-once message was shown as %+v", ev)
 	}
 }
 
 // TestCallsAreShown: a call rings only on the phone; the caller's chat
-// says one came, with who called and whether it was video, under the
-// call's id (so a call offered again is relayed once).
+// gets a notice that one came, with who called and whether it was video,
+// under the call's id (so a call offered again is relayed once). One
+// that ends unanswered is then a missed call, as WhatsApp shows it; one
+// answered on the phone ends with nothing more said.
 func TestCallsAreShown(t *testing.T) {
 	lw := newLinkedWorld(t, fakewa.Options{}, nil)
 	lw.says(t, lw.bob, lw.ann.PN, "calling you") // his name, from his message
 	voice := lw.bob.Call(lw.ann, false)
 	ev := lw.s.waitEvent(t, "the voice call", func(ev bridge.Event) bool { return ev.ID == "call."+voice })
-	if ev.Chat.ID != bobChat || ev.Sender.ID != bobChat || ev.Text != "📞 Voice call from Bob: WhatsApp calls ring only on the phone." {
+	if ev.Chat.ID != bobChat || ev.Sender.ID != bobChat || !ev.Notice || ev.Text != "📞 Voice call from Bob: WhatsApp calls ring only on the phone." {
 		t.Errorf("the call came as %+v", ev)
 	}
+	lw.bob.EndCall(lw.ann, voice, "timeout")
+	missed := lw.s.waitEvent(t, "the missed voice call", func(ev bridge.Event) bool { return ev.ID == "call."+voice+".missed" })
+	if missed.Chat.ID != bobChat || missed.Sender.ID != bobChat || !missed.Notice || missed.Text != "📞 Missed voice call from Bob" {
+		t.Errorf("the missed call came as %+v", missed)
+	}
+
 	video := lw.bob.Call(lw.ann, true)
-	if ev := lw.s.waitEvent(t, "the video call", func(ev bridge.Event) bool { return ev.ID == "call."+video }); !strings.Contains(ev.Text, "Video call from Bob") {
+	if ev := lw.s.waitEvent(t, "the video call", func(ev bridge.Event) bool { return ev.ID == "call."+video }); !strings.Contains(ev.Text, "Video call from Bob") || !ev.Notice {
 		t.Errorf("the video call came as %+v", ev)
+	}
+	lw.ann.AnswerCall(lw.bob, video)
+	lw.bob.EndCall(lw.ann, video, "")
+	// Call stanzas are handled in order: once a later call's end is
+	// relayed, the answered call's end was handled before it.
+	last := lw.bob.Call(lw.ann, true)
+	lw.bob.EndCall(lw.ann, last, "")
+	if ev := lw.s.waitEvent(t, "the last call missed", func(ev bridge.Event) bool { return ev.ID == "call."+last+".missed" }); ev.Text != "📞 Missed video call from Bob" {
+		t.Errorf("the missed video call came as %+v", ev)
+	}
+	for _, ev := range lw.s.eventList() {
+		if ev.ID == "call."+video+".missed" {
+			t.Errorf("the call answered on the phone was shown as missed: %+v", ev)
+		}
 	}
 }
 

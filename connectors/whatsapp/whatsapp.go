@@ -132,6 +132,7 @@ type Connector struct {
 	history      historyState
 	people       people // who is known by LID for good (people.go)
 	placeholders placeholders
+	calls        callLog // calls rung, until they end (unreadable.go)
 	phone        phoneSeen
 	container    *sqlstore.Container
 	lockPath     string

@@ -30,7 +30,25 @@ type WireEvent struct {
 	Media          []WireMedia     `json:"media,omitempty"`
 	Location       *WireLocation   `json:"location,omitempty"`
 	ExpiresInSec   int64           `json:"expires_in_sec,omitempty"`
+	Poll           *WirePoll       `json:"poll,omitempty"`
+	Vote           *WireVote       `json:"vote,omitempty"`
 	Origin         json.RawMessage `json:"origin,omitempty"`
+}
+
+// WirePoll is a poll on the wire.
+type WirePoll struct {
+	Question string   `json:"question"`
+	Options  []string `json:"options"`
+	Choices  int      `json:"choices,omitempty"`
+}
+
+// WireVote is a vote on the wire: the choices going in; the poll and its
+// count too coming out.
+type WireVote struct {
+	Choices  []int    `json:"choices"`
+	Question string   `json:"question,omitempty"`
+	Options  []string `json:"options,omitempty"`
+	Tally    []int    `json:"tally,omitempty"`
 }
 
 // WireLocation is a shared place on the wire.

@@ -17,16 +17,39 @@ func (p *Phone) Call(to *Phone, video bool) string {
 	if video {
 		media = waBinary.Node{Tag: "video", Attrs: waBinary.Attrs{"enc": "vp8"}}
 	}
+	p.callStanza(to, p, waBinary.Node{Tag: "offer", Attrs: waBinary.Attrs{"call-id": id, "call-creator": p.PN}, Content: []waBinary.Node{media}})
+	return id
+}
+
+// EndCall ends the call id that p placed to to's account (p hung up, or
+// it rang out: reason "timeout"), as WhatsApp tells to's linked devices
+// with a <terminate>; after AnswerCall it is the end of a talk.
+func (p *Phone) EndCall(to *Phone, id, reason string) {
+	attrs := waBinary.Attrs{"call-id": id, "call-creator": p.PN}
+	if reason != "" {
+		attrs["reason"] = reason
+	}
+	p.callStanza(to, p, waBinary.Node{Tag: "terminate", Attrs: attrs})
+}
+
+// AnswerCall has p's phone take the call id from caller: p's linked
+// devices get an <accept> for it, as WhatsApp tells them the call was
+// answered on another device.
+func (p *Phone) AnswerCall(caller *Phone, id string) {
+	p.callStanza(p, p, waBinary.Node{Tag: "accept", Attrs: waBinary.Attrs{"call-id": id, "call-creator": caller.PN}})
+}
+
+// callStanza delivers a <call> from from, holding child, to to's linked
+// devices.
+func (p *Phone) callStanza(to, from *Phone, child waBinary.Node) {
 	s := p.srv
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, comp := range liveCompanions(to) {
-		offer := waBinary.Node{Tag: "offer", Attrs: waBinary.Attrs{"call-id": id, "call-creator": p.PN}, Content: []waBinary.Node{media}}
 		s.deliver(comp, "call", waBinary.Node{Tag: "call", Attrs: waBinary.Attrs{
-			"id": NewMessageID(), "from": p.PN, "t": s.clock().Unix(), "platform": p.platform(), "version": "2.24.1",
-		}, Content: []waBinary.Node{offer}})
+			"id": NewMessageID(), "from": from.PN, "t": s.clock().Unix(), "platform": from.platform(), "version": "2.24.1",
+		}, Content: []waBinary.Node{child}})
 	}
-	return id
 }
 
 // SendViewOnce sends to a view-once photo from p: to's phone has it,

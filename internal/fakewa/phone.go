@@ -35,6 +35,9 @@ type Phone struct {
 	srv      *Server
 	PN, LID  types.JID
 	PushName string
+	// BusinessName, when set, is the verified business name WhatsApp puts
+	// on the phone's 1:1 messages (verifiedname.go).
+	BusinessName string
 	// Platform is what pair-success says the phone runs.
 	Platform string
 	// NoMultidevice makes ScanQR answer as a WhatsApp too old for linked
@@ -383,16 +386,20 @@ func (p *Phone) AddressBy(lid bool) {
 	}
 }
 
-// senderAttrs is how the phone appears as the sender of a 1:1 message.
-func (p *Phone) senderAttrs(attrs waBinary.Attrs) {
-	byLID := p.srv.opts.LIDAddressing
+// lidAddressed says whether the phone's 1:1 messages name it by LID.
+func (p *Phone) lidAddressed() bool {
 	switch p.addressing.Load() {
 	case 1:
-		byLID = true
+		return true
 	case 2:
-		byLID = false
+		return false
 	}
-	if byLID {
+	return p.srv.opts.LIDAddressing
+}
+
+// senderAttrs is how the phone appears as the sender of a 1:1 message.
+func (p *Phone) senderAttrs(attrs waBinary.Attrs) {
+	if p.lidAddressed() {
 		attrs["from"] = p.LID
 		if !p.numberHidden.Load() {
 			attrs["sender_pn"] = p.PN
@@ -451,8 +458,12 @@ func (p *Phone) sendDirect(ctx context.Context, to types.JID, id string, msg *wa
 		}
 		attrs := waBinary.Attrs{"id": id, "t": at.Unix(), "type": msgType(msg), "notify": p.PushName}
 		p.senderAttrs(attrs)
+		content := []waBinary.Node{enc}
+		if vn, ok := p.verifiedName(); ok {
+			content = append(content, vn)
+		}
 		s.mu.Lock()
-		s.deliver(comp, "message", waBinary.Node{Tag: "message", Attrs: attrs, Content: []waBinary.Node{enc}})
+		s.deliver(comp, "message", waBinary.Node{Tag: "message", Attrs: attrs, Content: content})
 		s.mu.Unlock()
 	}
 	dsm, err := proto.Marshal(&waE2E.Message{DeviceSentMessage: &waE2E.DeviceSentMessage{DestinationJID: proto.String(peerJID(peer, s.opts.LIDAddressing).String()), Message: msg}})
