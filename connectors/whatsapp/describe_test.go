@@ -235,6 +235,18 @@ func TestDescribe(t *testing.T) {
 		lw.wantQueries(t, family, 1)
 	})
 
+	t.Run("subject change", func(t *testing.T) {
+		lw.s.update(func() { lw.s.described = nil })
+		evs := lw.watch()
+		lw.family.SetSubject(lw.srv, lw.eve, "Family & friends")
+		evs.wait(t, "the subject change", func(e any) bool { g, ok := e.(*events.GroupInfo); return ok && g.Name != nil })
+		// Portals named after the group hear of it at once.
+		lw.s.waitFor(t, "the core to hear of it", func() bool { return slices.Contains(lw.s.described, family.String()) })
+		if got := lw.chat(t, family); got.Name != "Family & friends" {
+			t.Errorf("after a subject change the name is %q", got.Name)
+		}
+	})
+
 	t.Run("person chat", func(t *testing.T) {
 		lw.eve.SetPicture(jpegOf(t, 9))
 		lw.eve.HidePicture(true) // privacy: nobody

@@ -225,6 +225,8 @@ func (c *Connector) onGroupInfo(e *events.GroupInfo) bool {
 	if e.Name != nil {
 		c.chats.putGroup(ctx, e.JID, e.Name.Name)
 		c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+		// Portals named after the group take the new name now.
+		c.forgetDescription([]types.JID{e.JID})
 	}
 	if e.Topic != nil {
 		c.forgetDescription([]types.JID{e.JID}, descTopic)
