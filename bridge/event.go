@@ -227,6 +227,10 @@ type Event struct {
 	// blockquote, br, p, ul, ol, li).
 	Text string `json:"text,omitempty"`
 	HTML string `json:"html,omitempty"`
+	// StoppedTyping marks a typing event that says the sender stopped
+	// (WhatsApp's "paused", a Matrix user leaving the typing list);
+	// without it a typing event says they type.
+	StoppedTyping bool `json:"stopped_typing,omitempty"`
 	// Emote is a /me action; Notice an automated message (bot output).
 	Emote  bool `json:"emote,omitempty"`
 	Notice bool `json:"notice,omitempty"`

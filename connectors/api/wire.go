@@ -86,6 +86,7 @@ type inEvent struct {
 	HTML           string        `json:"html"`
 	Emote          bool          `json:"emote"`
 	Notice         bool          `json:"notice"`
+	StoppedTyping  bool          `json:"stopped_typing"`
 	ReplyTo        string        `json:"reply_to"`
 	Target         string        `json:"target"`
 	TargetReaction string        `json:"target_reaction"`
@@ -125,6 +126,7 @@ type outEvent struct {
 	HTML           string        `json:"html,omitempty"`
 	Emote          bool          `json:"emote,omitempty"`
 	Notice         bool          `json:"notice,omitempty"`
+	StoppedTyping  bool          `json:"stopped_typing,omitempty"`
 	History        bool          `json:"history,omitempty"`
 	ReplyTo        string        `json:"reply_to,omitempty"`
 	Target         string        `json:"target,omitempty"`
@@ -246,6 +248,7 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 		HTML:           in.HTML,
 		Emote:          in.Emote,
 		Notice:         in.Notice,
+		StoppedTyping:  in.StoppedTyping,
 		ReplyTo:        in.ReplyTo,
 		Target:         in.Target,
 		TargetReaction: in.TargetReaction,
@@ -339,6 +342,7 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 		HTML:           ev.HTML,
 		Emote:          ev.Emote,
 		Notice:         ev.Notice,
+		StoppedTyping:  ev.StoppedTyping,
 		History:        ev.History,
 		ReplyTo:        ev.ReplyTo,
 		Target:         ev.Target,

@@ -466,6 +466,15 @@ func testRelaysBothWays(t *testing.T, hs *testservers.Dendrite) {
 	r.ann.next(t, "the bot typing", func(evt *event.Event) bool {
 		return evt.Type == event.EphemeralEventTyping && evt.RoomID == room && contains(evt.Content.AsTyping().UserIDs, bot)
 	})
+	// Stopping ends it at once, not when typingTimeout runs out.
+	stopped := time.Now()
+	r.send(t, daemontest.WireEvent{ID: "t2", Kind: "typing", StoppedTyping: true})
+	r.ann.next(t, "the bot no longer typing", func(evt *event.Event) bool {
+		return evt.Type == event.EphemeralEventTyping && evt.RoomID == room && !contains(evt.Content.AsTyping().UserIDs, bot)
+	})
+	if waited := time.Since(stopped); waited > typingTimeout*3/4 {
+		t.Errorf("the bot stopped typing after %v, as if by the %v timeout rather than by the stop", waited, typingTimeout)
+	}
 
 	// Matrix → API: the backlog stayed out; formatted text from Ann.
 	h1 := r.annSays(t, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "**hi** from Matrix",

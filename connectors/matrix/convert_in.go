@@ -571,8 +571,8 @@ func safeLink(href string) bool {
 }
 
 // convertEphemeral turns typing and read receipts in room into events:
-// typing for each user who started (Matrix lists who types now), read for
-// each user's receipt. The bot's own are left out.
+// typing for each user who started or stopped (Matrix lists who types
+// now), read for each user's receipt. The bot's own are left out.
 func (c *Connector) convertEphemeral(evt *event.Event) []*bridge.Event {
 	if evt.Content.Parsed == nil {
 		if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) {
@@ -591,16 +591,24 @@ func (c *Connector) convertEphemeral(evt *event.Event) []*bridge.Event {
 		before := c.typing[room]
 		c.typing[room] = now
 		c.mu.Unlock()
-		var started []id.UserID
+		var started, stopped []id.UserID
 		for u := range now {
 			if !before[u] && u != c.self {
 				started = append(started, u)
 			}
 		}
+		for u := range before {
+			if !now[u] && u != c.self {
+				stopped = append(stopped, u)
+			}
+		}
 		slices.Sort(started)
-		for _, u := range started {
-			out = append(out, &bridge.Event{Kind: bridge.KindTyping, Chat: bridge.ChatRef{ID: string(room)},
-				Sender: bridge.Sender{ID: string(u), Name: u.Localpart()}, Time: time.Now()})
+		slices.Sort(stopped)
+		for i, users := range [][]id.UserID{started, stopped} {
+			for _, u := range users {
+				out = append(out, &bridge.Event{Kind: bridge.KindTyping, Chat: bridge.ChatRef{ID: string(room)},
+					Sender: bridge.Sender{ID: string(u), Name: u.Localpart()}, Time: time.Now(), StoppedTyping: i == 1})
+			}
 		}
 	case event.EphemeralEventReceipt:
 		receipts := *evt.Content.AsReceipt()

@@ -257,7 +257,11 @@ func TestConvertEphemeral(t *testing.T) {
 			if ev.Kind != bridge.KindTyping || ev.Chat.ID != inRoom {
 				t.Errorf("got %+v, want a typing event in %s", ev, inRoom)
 			}
-			out = append(out, ev.Sender.ID)
+			if ev.StoppedTyping {
+				out = append(out, "-"+ev.Sender.ID)
+			} else {
+				out = append(out, ev.Sender.ID)
+			}
 		}
 		return out
 	}
@@ -267,8 +271,11 @@ func TestConvertEphemeral(t *testing.T) {
 	if got := typing(`["@ann:example.org","@bob:example.org"]`); !reflect.DeepEqual(got, []string{"@bob:example.org"}) {
 		t.Errorf("second list: %v, want only bob, who started", got)
 	}
+	if got := typing(`[]`); !reflect.DeepEqual(got, []string{"-@ann:example.org", "-@bob:example.org"}) {
+		t.Errorf("empty list: %v, want ann and bob stopped", got)
+	}
 	if got := typing(`[]`); len(got) != 0 {
-		t.Errorf("empty list: %v, want nothing", got)
+		t.Errorf("empty list again: %v, want nothing", got)
 	}
 	if got := typing(`["@ann:example.org"]`); !reflect.DeepEqual(got, []string{"@ann:example.org"}) {
 		t.Errorf("typing again after stopping: %v, want ann", got)

@@ -86,7 +86,7 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 		}
 		return s.redact(ctx, out.Key, out.TargetReaction)
 	case bridge.KindTyping:
-		_, err := s.cli.UserTyping(ctx, s.room, true, typingTimeout)
+		_, err := s.cli.UserTyping(ctx, s.room, !out.StoppedTyping, typingTimeout)
 		return "", classify(err)
 	case bridge.KindRead:
 		if out.Target == "" {

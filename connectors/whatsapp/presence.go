@@ -74,9 +74,9 @@ func (c *Connector) leavePresence(ctx context.Context, cli waClient) {
 	}
 }
 
-// onPresence relays a contact's typing.
+// onPresence relays a contact's typing, and its end.
 func (c *Connector) onPresence(e *events.ChatPresence) {
-	if e.State != types.ChatPresenceComposing || e.IsFromMe {
+	if (e.State != types.ChatPresenceComposing && e.State != types.ChatPresencePaused) || e.IsFromMe {
 		return
 	}
 	ctx := c.runCtx()
@@ -86,10 +86,11 @@ func (c *Connector) onPresence(e *events.ChatPresence) {
 		chat = c.canonicalJID(ctx, e.Chat)
 	}
 	ev := bridge.Event{
-		Kind:   bridge.KindTyping,
-		Chat:   chatRef(chat),
-		Sender: bridge.Sender{ID: sender.String(), Name: c.chats.senderName(ctx, sender, "", false)},
-		Time:   time.Now(),
+		Kind:          bridge.KindTyping,
+		Chat:          chatRef(chat),
+		Sender:        bridge.Sender{ID: sender.String(), Name: c.chats.senderName(ctx, sender, "", false)},
+		Time:          time.Now(),
+		StoppedTyping: e.State == types.ChatPresencePaused,
 	}
 	c.submit(ctx, &ev)
 }

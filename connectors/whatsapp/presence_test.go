@@ -71,6 +71,14 @@ func TestPresenceTypingAndReads(t *testing.T) {
 			t.Fatalf("Eve's typing reached %d devices (%v), want the link", n, err)
 		}
 		lw.s.waitEvent(t, "Eve typing in Family", isKind(bridge.KindTyping, family.String(), lw.eve.PN.String()))
+		// Bob stops: WhatsApp's "paused".
+		if n, err := lw.bob.SendChatState(lw.ann.PN, types.ChatPresencePaused); err != nil || n != 1 {
+			t.Fatalf("Bob's pause reached %d devices (%v), want the link", n, err)
+		}
+		stop := isKind(bridge.KindTyping, bobChat, bobChat)
+		if ev := lw.s.waitEvent(t, "Bob stopping", func(ev bridge.Event) bool { return stop(ev) && ev.StoppedTyping }); ev.Sender.ID != bobChat {
+			t.Errorf("Bob's pause came as %+v", ev)
+		}
 	})
 
 	t.Run("reads", func(t *testing.T) {

@@ -41,7 +41,11 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 
 	switch out.Kind {
 	case bridge.KindTyping:
-		return "", cli.SendChatPresence(ctx, chat, types.ChatPresenceComposing, types.ChatPresenceMediaText)
+		state := types.ChatPresenceComposing
+		if out.StoppedTyping {
+			state = types.ChatPresencePaused
+		}
+		return "", cli.SendChatPresence(ctx, chat, state, types.ChatPresenceMediaText)
 	case bridge.KindRead:
 		target, err := c.lookup(ctx, chat, out.Target)
 		if err != nil || target == nil {

@@ -622,6 +622,17 @@ func TestSend(t *testing.T) {
 		}); err != nil {
 			t.Errorf("Bob's phone saw no typing from Ann: %v", err)
 		}
+		stop := fromCarol(bridge.KindTyping, bob, "")
+		stop.StoppedTyping = true
+		if _, err := lw.c.Send(ctx, stop); err != nil {
+			t.Fatalf("typing stopped: %v", err)
+		}
+		if _, err := lw.bob.WaitPresence(ctx, func(p fakewa.Presence) bool {
+			_, paused := p.Node.GetOptionalChildByTag("paused")
+			return p.Node.Tag == "chatstate" && paused && p.From.User == lw.ann.PN.User
+		}); err != nil {
+			t.Errorf("Bob's phone saw no pause from Ann: %v", err)
+		}
 
 		// A read receipt for an unknown message is dropped quietly; one
 		// for Bob's message reaches his phone.

@@ -23,6 +23,7 @@ type WireEvent struct {
 	Emote          bool            `json:"emote,omitempty"`
 	Notice         bool            `json:"notice,omitempty"`
 	History        bool            `json:"history,omitempty"`
+	StoppedTyping  bool            `json:"stopped_typing,omitempty"`
 	ReplyTo        string          `json:"reply_to,omitempty"`
 	Target         string          `json:"target,omitempty"`
 	TargetReaction string          `json:"target_reaction,omitempty"`
