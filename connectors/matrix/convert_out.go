@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"html"
 	"maps"
 	"strconv"
@@ -400,6 +401,45 @@ func locationEditContent(out *bridge.Outgoing, senderFormat string) (*event.Cont
 	maps.Copy(moved, c.Raw)
 	c.Raw["m.new_content"] = moved
 	return c, nil
+}
+
+// captionEditContent changes the caption of the attachment event orig
+// (its content) to out's text: the new content is the attachment again,
+// so clients keep showing it (a text edit would turn it into words), with
+// the caption as its body (MSC2530) and its file name kept apart.
+func captionEditContent(out *bridge.Outgoing, senderFormat string, orig map[string]any) *event.Content {
+	caption := textContent(out, senderFormat)
+	fresh := maps.Clone(orig)
+	delete(fresh, "m.relates_to")
+	delete(fresh, "m.new_content")
+	delete(fresh, keyField)
+	if _, named := fresh["filename"]; !named {
+		fresh["filename"] = orig["body"]
+	}
+	fresh["body"] = caption.Body
+	delete(fresh, "format")
+	delete(fresh, "formatted_body")
+	if caption.Format == event.FormatHTML && caption.FormattedBody != "" {
+		fresh["format"], fresh["formatted_body"] = caption.Format, caption.FormattedBody
+	}
+	top := maps.Clone(fresh)
+	top["body"] = "* " + caption.Body
+	if f, ok := fresh["formatted_body"].(string); ok {
+		top["formatted_body"] = "* " + f
+	}
+	top["m.new_content"] = fresh
+	top["m.relates_to"] = map[string]any{"rel_type": "m.replace", "event_id": out.Target}
+	return &event.Content{Raw: top}
+}
+
+// isAttachment reports whether content is an attachment's, whose caption
+// an edit changes.
+func isAttachment(content map[string]any) bool {
+	switch event.MessageType(fmt.Sprint(content["msgtype"])) {
+	case event.MsgImage, event.MsgVideo, event.MsgAudio, event.MsgFile:
+		return true
+	}
+	return false
 }
 
 // reactionContent annotates target with emoji.

@@ -308,8 +308,14 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 	// The voice note's id was recorded: an edit finds it.
 	k.inject(t, bridge.Event{ID: "k-edit", Kind: bridge.KindEdit, Target: "k-voice", Text: "listen to this"})
 	edit := k.next(t, "the edit", event.EventMessage)
-	if em := edit.Content.AsMessage(); em.RelatesTo.GetReplaceID() != voice.ID || em.NewContent == nil || em.NewContent.Body != k.prefix+"listen to this" {
-		t.Errorf("the edit arrived as %v, want an m.replace of the voice note %s", edit.Content.Raw, voice.ID)
+	// It changes the caption and keeps the voice note a voice note: a
+	// text edit would turn it into words.
+	if em := edit.Content.AsMessage(); em.RelatesTo.GetReplaceID() != voice.ID || em.NewContent == nil || em.NewContent.Body != k.prefix+"listen to this" ||
+		em.NewContent.MsgType != event.MsgAudio || em.NewContent.URL != voice.Content.AsMessage().URL || em.NewContent.FileName == "" {
+		t.Errorf("the edit arrived as %v, want an m.replace of the voice note %s keeping its audio", edit.Content.Raw, voice.ID)
+	}
+	if fresh, _ := edit.Content.Raw["m.new_content"].(map[string]any); fresh["org.matrix.msc3245.voice"] == nil {
+		t.Errorf("the edited voice note lost its voice flag: %v", fresh)
 	}
 
 	// Matrix → the platform, as Element and mautrix bridges send them.

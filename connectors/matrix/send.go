@@ -3,6 +3,7 @@ package matrix
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -64,6 +65,13 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 				return "", bridge.Permanentf("cannot encode the moved place: %v", err)
 			}
 			return s.put(ctx, out.Key, event.EventMessage, content)
+		}
+		orig, err := s.cli.GetEvent(ctx, s.room, id.EventID(out.Target))
+		if err != nil && !errors.Is(err, mautrix.MNotFound) && !errors.Is(err, mautrix.MForbidden) {
+			return "", classify(err)
+		}
+		if err == nil && orig.Type == event.EventMessage && isAttachment(orig.Content.Raw) {
+			return s.put(ctx, out.Key, event.EventMessage, captionEditContent(out, s.senderFormat, orig.Content.Raw))
 		}
 		return s.put(ctx, out.Key, event.EventMessage, editContent(out, s.senderFormat))
 	case bridge.KindDelete:
