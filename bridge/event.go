@@ -99,10 +99,18 @@ type Media struct {
 	// Waveform is a voice note's loudness over its length, each sample
 	// 0 to 1024 (as Matrix's voice messages carry it), where known.
 	Waveform []int `json:"waveform,omitempty"`
+	// Thumbnail is a small preview image (JPEG, as WhatsApp sends one),
+	// which clients show while the file itself loads; at most
+	// MaxThumbnailBytes.
+	Thumbnail []byte `json:"thumbnail,omitempty"`
 
 	// Open is set by the core on outgoing events; nil on inbound ones.
 	Open func(ctx context.Context) (io.ReadCloser, error) `json:"-"`
 }
+
+// MaxThumbnailBytes bounds a preview carried in the event itself (and so
+// in every outbox row for it); WhatsApp's are a few kilobytes.
+const MaxThumbnailBytes = 64 << 10
 
 // MediaKind is how an attachment is meant to be shown.
 type MediaKind string
@@ -295,6 +303,11 @@ func (e *Event) Check() error {
 		if e.Poll != nil {
 			if err := e.Poll.Check(); err != nil {
 				return err
+			}
+		}
+		for i, m := range e.Media {
+			if len(m.Thumbnail) > MaxThumbnailBytes {
+				return fmt.Errorf("media %d's thumbnail is %d bytes; at most %d", i, len(m.Thumbnail), MaxThumbnailBytes)
 			}
 		}
 		for i, m := range e.Mentions {

@@ -1031,7 +1031,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	h := newHarness(t, nil)
 	data := base64.StdEncoding.EncodeToString([]byte("OggS voice"))
 	body := fmt.Sprintf(`{"id":"v1","kind":"message","chat":"general",
-		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024]}],
+		"media":[{"mime":"audio/ogg","name":"v.ogg","data":%q,"kind":"voice","duration_ms":4200,"waveform":[0,512,1024],"thumbnail":"/9j/AA=="}],
 		"location":{"latitude":48.8584,"longitude":2.2945,"name":"Tour Eiffel","live":true},"expires_in_sec":86400,
 		"text":"for @Bob","mentions":[{"id":"bob@wa","name":"Bob","text":"@Bob"}],
 		"poll":{"question":"Lunch?","options":["Pizza","Sushi"],"choices":1}}`, data)
@@ -1043,7 +1043,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 		t.Fatalf("sink got %+v", got)
 	}
 	m, l := got[0].Media[0], got[0].Location
-	if m.Kind != bridge.MediaVoice || m.DurationMS != 4200 || !slices.Equal(m.Waveform, []int{0, 512, 1024}) {
+	if m.Kind != bridge.MediaVoice || m.DurationMS != 4200 || !slices.Equal(m.Waveform, []int{0, 512, 1024}) || !bytes.Equal(m.Thumbnail, []byte{0xFF, 0xD8, 0xFF, 0}) {
 		t.Errorf("inbound media %+v", m)
 	}
 	if l == nil || *l != (bridge.Location{Latitude: 48.8584, Longitude: 2.2945, Name: "Tour Eiffel", Live: true}) {
@@ -1059,9 +1059,10 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 		t.Errorf("inbound poll %+v", got[0].Poll)
 	}
 	for bad, says := range map[string]string{
-		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data): "media[0].kind",
-		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"waveform":[2000]}]}`, data): "media[0].waveform",
-		`{"kind":"message","chat":"general","location":{"latitude":123,"longitude":0}}`:                  "not on Earth",
+		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"kind":"hologram"}]}`, data):                                                                           "media[0].kind",
+		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"waveform":[2000]}]}`, data):                                                                           "media[0].waveform",
+		`{"kind":"message","chat":"general","location":{"latitude":123,"longitude":0}}`:                                                                                            "not on Earth",
+		fmt.Sprintf(`{"kind":"message","chat":"general","media":[{"data":%q,"thumbnail":%q}]}`, data, base64.StdEncoding.EncodeToString(make([]byte, bridge.MaxThumbnailBytes+1))): "thumbnail",
 	} {
 		if status, m := h.post(bad); status != http.StatusBadRequest || !strings.Contains(m["error"].(string), says) {
 			t.Errorf("%s: %d %v, want 400 naming %s", bad, status, m, says)
@@ -1073,7 +1074,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	open := func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("webp")), nil }
 	if _, err := h.c.Send(context.Background(), &bridge.Outgoing{
 		Event: bridge.Event{Kind: bridge.KindMessage, Chat: bridge.ChatRef{ID: "general"},
-			Media:    []bridge.Media{{MIME: "image/webp", Name: "s.webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: open}},
+			Media:    []bridge.Media{{MIME: "image/webp", Name: "s.webp", Kind: bridge.MediaSticker, Width: 512, Height: 512, Open: open, Thumbnail: []byte{1, 2}}},
 			Location: &bridge.Location{Latitude: -1.5, Longitude: 2.25, Address: "somewhere"}, ExpiresInSec: 3600,
 			Text: "@Ann", Mentions: []bridge.Mention{{Owner: true, Name: "Ann", Text: "@Ann"}}},
 		Key: "pb.v1",
@@ -1082,7 +1083,7 @@ func TestVoiceNotesAndPlacesInAndOut(t *testing.T) {
 	}
 	ev := readFrame(t, ws)["event"].(map[string]any)
 	media := ev["media"].([]any)[0].(map[string]any)
-	if media["kind"] != "sticker" || media["width"] != float64(512) || media["height"] != float64(512) {
+	if media["kind"] != "sticker" || media["width"] != float64(512) || media["height"] != float64(512) || media["thumbnail"] != "AQI=" {
 		t.Errorf("outbound media %v", media)
 	}
 	if loc, _ := ev["location"].(map[string]any); loc["latitude"] != -1.5 || loc["longitude"] != 2.25 || loc["address"] != "somewhere" {

@@ -31,6 +31,8 @@ type wireMediaShape struct {
 	Width      int    `json:"width,omitempty"`
 	Height     int    `json:"height,omitempty"`
 	Waveform   []int  `json:"waveform,omitempty"`
+	// Thumbnail is a small preview image, base64 in JSON.
+	Thumbnail []byte `json:"thumbnail,omitempty"`
 }
 
 type inMedia struct {
@@ -291,7 +293,7 @@ func (c *Connector) parseEvent(data []byte, what string) (*inbound, *apiError) {
 			}
 		}
 		ev.Media = append(ev.Media, bridge.Media{MIME: m.MIME, Name: m.Name, Size: int64(len(b)), Caption: m.Caption,
-			Kind: bridge.MediaKind(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform})
+			Kind: bridge.MediaKind(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform, Thumbnail: m.Thumbnail})
 		res.media = append(res.media, b)
 	}
 	if l := in.Location; l != nil {
@@ -352,7 +354,7 @@ func encodeOutgoing(out *bridge.Outgoing, id string, media []storedMedia) ([]byt
 	for i, s := range media {
 		m := ev.Media[i]
 		o.Media = append(o.Media, outMedia{MIME: s.mime, Name: m.Name, Size: s.size, Caption: m.Caption, URL: mediaPath + s.digest,
-			wireMediaShape: wireMediaShape{Kind: string(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform}})
+			wireMediaShape: wireMediaShape{Kind: string(m.Kind), DurationMS: m.DurationMS, Width: m.Width, Height: m.Height, Waveform: m.Waveform, Thumbnail: m.Thumbnail}})
 	}
 	if l := ev.Location; l != nil {
 		o.Location = &wireLocation{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, Live: l.Live}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"image"
+	"image/jpeg"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -274,10 +276,20 @@ func (k *kindsSide) relayBothWays(t *testing.T) {
 
 	square := grayPNG(t, 16)
 	k.src.SetMedia("square", string(square))
-	k.inject(t, bridge.Event{ID: "k-image", Media: []bridge.Media{{MIME: "image/png", Name: "square.png", Ref: "square", Width: 16, Height: 16}}})
+	var preview bytes.Buffer
+	if err := jpeg.Encode(&preview, image.NewGray(image.Rect(0, 0, 4, 4)), nil); err != nil {
+		t.Fatal(err)
+	}
+	k.inject(t, bridge.Event{ID: "k-image", Media: []bridge.Media{{MIME: "image/png", Name: "square.png", Ref: "square", Width: 16, Height: 16, Thumbnail: preview.Bytes()}}})
 	img := k.next(t, "the image", event.EventMessage)
-	if im := img.Content.AsMessage(); im.MsgType != event.MsgImage || im.Info == nil || im.Info.Width != 16 || im.Info.Height != 16 || info(img)["fi.mau.gif"] != nil {
+	im := img.Content.AsMessage()
+	if im.MsgType != event.MsgImage || im.Info == nil || im.Info.Width != 16 || im.Info.Height != 16 || info(img)["fi.mau.gif"] != nil {
 		t.Errorf("the image arrived as %v", img.Content.Raw)
+	}
+	// Its preview is in the content repository for clients to show first.
+	if im.Info == nil || im.Info.ThumbnailInfo == nil || im.Info.ThumbnailInfo.MimeType != "image/jpeg" || im.Info.ThumbnailInfo.Width != 4 ||
+		!bytes.Equal(downloadURI(t, k.owner, im.Info.ThumbnailURL), preview.Bytes()) {
+		t.Errorf("the image's preview arrived as %+v", im.Info)
 	}
 
 	k.inject(t, bridge.Event{ID: "k-place", Text: "meet here", ReplyTo: "k-sticker",

@@ -1,10 +1,14 @@
 package matrix
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	_ "image/jpeg" // WhatsApp's previews
+	_ "image/png"
 	"strconv"
 	"sync"
 	"time"
@@ -168,6 +172,7 @@ func (s *roomSender) attachments(ctx context.Context, out *bridge.Outgoing, skip
 			capOut.Text = cmp.Or(m.Name, mediaName(m))
 		}
 		content := mediaContent(m, uri, size, textContent(&capOut, s.senderFormat))
+		s.withThumbnail(ctx, content, m.Thumbnail)
 		fitContent(content)
 		if i == 0 {
 			withReply(content, out.ReplyTo)
@@ -181,6 +186,26 @@ func (s *roomSender) attachments(ctx context.Context, out *bridge.Outgoing, skip
 		}
 	}
 	return first, nil
+}
+
+// withThumbnail uploads an attachment's preview and names it in content,
+// for clients to show while the file loads. A preview that cannot be
+// uploaded or read is left out: the attachment goes without it.
+func (s *roomSender) withThumbnail(ctx context.Context, content *event.MessageEventContent, thumb []byte) {
+	if len(thumb) == 0 || content.Info == nil {
+		return
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(thumb))
+	if err != nil {
+		return
+	}
+	mime := "image/" + format
+	up, err := s.cli.UploadBytesWithName(ctx, thumb, mime, "thumbnail."+format)
+	if err != nil {
+		return
+	}
+	content.Info.ThumbnailURL = up.ContentURI.CUString()
+	content.Info.ThumbnailInfo = &event.FileInfo{MimeType: mime, Size: len(thumb), Width: cfg.Width, Height: cfg.Height}
 }
 
 // mediaKey is the transaction id of attachment i of a delivery.

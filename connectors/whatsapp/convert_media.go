@@ -89,7 +89,7 @@ func (r mediaRef) mediaType() whatsmeow.MediaType {
 func imageMedia(m *waE2E.ImageMessage) (bridge.Media, string) {
 	md := attachment(mediaImage, m.GetMimetype(), "image/jpeg", "image", m.GetCaption(), m.GetFileLength(),
 		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
-	md.Width, md.Height = int(m.GetWidth()), int(m.GetHeight())
+	md.Width, md.Height, md.Thumbnail = int(m.GetWidth()), int(m.GetHeight()), thumbnailFromWA(m.GetJPEGThumbnail())
 	return md, "Photo"
 }
 
@@ -97,6 +97,7 @@ func videoMedia(m *waE2E.VideoMessage, note bool) (bridge.Media, string) {
 	md := attachment(mediaVideo, m.GetMimetype(), "video/mp4", "video", m.GetCaption(), m.GetFileLength(),
 		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
 	md.Width, md.Height, md.DurationMS = int(m.GetWidth()), int(m.GetHeight()), int64(m.GetSeconds())*1000
+	md.Thumbnail = thumbnailFromWA(m.GetJPEGThumbnail())
 	label := "Video"
 	switch {
 	case note:
@@ -161,9 +162,30 @@ func waveformToWA(w []int) []byte {
 	return out
 }
 
+// thumbnailFromWA is a message's JPEG preview, if it is one the core
+// carries.
+func thumbnailFromWA(jpeg []byte) []byte {
+	if !isJPEG(jpeg) || len(jpeg) > bridge.MaxThumbnailBytes {
+		return nil
+	}
+	return jpeg
+}
+
+// thumbnailToWA is the preview WhatsApp's apps show while they download:
+// a JPEG, or none.
+func thumbnailToWA(m bridge.Media) []byte {
+	if !isJPEG(m.Thumbnail) {
+		return nil
+	}
+	return m.Thumbnail
+}
+
+func isJPEG(b []byte) bool { return len(b) > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF }
+
 func documentMedia(m *waE2E.DocumentMessage) (bridge.Media, string) {
 	md := attachment(mediaDocument, m.GetMimetype(), "application/octet-stream", "document", m.GetCaption(), m.GetFileLength(),
 		m.GetDirectPath(), m.GetURL(), m.GetMediaKey(), m.GetFileEncSHA256(), m.GetFileSHA256())
+	md.Thumbnail = thumbnailFromWA(m.GetJPEGThumbnail())
 	for _, n := range []string{m.GetFileName(), m.GetTitle()} {
 		if n = cleanFileName(n); n != "" {
 			md.Name = n
@@ -330,7 +352,7 @@ func mediaMessage(kind string, up whatsmeow.UploadResponse, m bridge.Media, capt
 			URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 			Mimetype: proto.String(orDefault(mimeType, "image/jpeg")), Caption: opt(caption), ContextInfo: ctx,
-			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)),
+			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)), JPEGThumbnail: thumbnailToWA(m),
 		}}
 	case mediaVideo:
 		var gif *bool
@@ -342,6 +364,7 @@ func mediaMessage(kind string, up whatsmeow.UploadResponse, m bridge.Media, capt
 			FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 			Mimetype: proto.String(orDefault(mimeType, "video/mp4")), Caption: opt(caption), ContextInfo: ctx,
 			Width: u32(int64(m.Width)), Height: u32(int64(m.Height)), Seconds: seconds, GifPlayback: gif,
+			JPEGThumbnail: thumbnailToWA(m),
 		}}
 	case mediaAudio:
 		t := orDefault(mimeType, "audio/mpeg")
@@ -372,6 +395,7 @@ func mediaMessage(kind string, up whatsmeow.UploadResponse, m bridge.Media, capt
 		FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
 		Mimetype: proto.String(orDefault(mimeType, "application/octet-stream")),
 		FileName: proto.String(fileName), Title: proto.String(fileName), Caption: opt(caption), ContextInfo: ctx,
+		JPEGThumbnail: thumbnailToWA(m),
 	}}
 }
 

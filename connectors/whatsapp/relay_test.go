@@ -279,12 +279,17 @@ func TestRelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := rr.bob.Send(ctx, rr.ann.PN, &waE2E.Message{ImageMessage: mi.Image("image/jpeg", "look")}); err != nil {
+		im := mi.Image("image/jpeg", "look")
+		im.JPEGThumbnail = jpegOf(t, 5)
+		if _, err := rr.bob.Send(ctx, rr.ann.PN, &waE2E.Message{ImageMessage: im}); err != nil {
 			t.Fatal(err)
 		}
 		f := rr.event(t, "bob")
 		if len(f.Event.Media) != 1 || f.Event.Text != "look" || f.Event.Media[0].MIME != "image/jpeg" {
 			t.Fatalf("the API got %+v, want the photo with its caption", f.Event)
+		}
+		if !bytes.Equal(f.Event.Media[0].Thumbnail, im.JPEGThumbnail) {
+			t.Errorf("the API got the photo's preview as %d bytes, want the phone's %d", len(f.Event.Media[0].Thumbnail), len(im.JPEGThumbnail))
 		}
 		sum := sha256.Sum256(photo)
 		if url := f.Event.Media[0].URL; url != "/v1/media/"+hex.EncodeToString(sum[:]) || string(rr.mediaBytes(t, url)) != string(photo) {

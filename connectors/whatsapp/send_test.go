@@ -269,6 +269,7 @@ func TestSend(t *testing.T) {
 	})
 
 	t.Run("media", func(t *testing.T) {
+		thumb := jpegOf(t, 3)
 		for _, tc := range []struct {
 			name, file, mime string
 			as               bridge.Media // its kind, length, size and waveform
@@ -277,9 +278,10 @@ func TestSend(t *testing.T) {
 			check   func(m *waE2E.Message) string
 			caption bool // the text goes as the caption, not a message of its own
 		}{
-			{"photo", "photo.jpg", "image/jpeg", bridge.Media{Width: 800, Height: 600}, whatsmeow.MediaImage, func(m *waE2E.Message) string {
+			{"photo", "photo.jpg", "image/jpeg", bridge.Media{Width: 800, Height: 600, Thumbnail: thumb}, whatsmeow.MediaImage, func(m *waE2E.Message) string {
 				i := m.GetImageMessage()
-				return want(i != nil && i.GetMimetype() == "image/jpeg" && i.GetWidth() == 800 && i.GetHeight() == 600, "an image/jpeg image of 800x600")
+				return want(i != nil && i.GetMimetype() == "image/jpeg" && i.GetWidth() == 800 && i.GetHeight() == 600 && bytes.Equal(i.GetJPEGThumbnail(), thumb),
+					"an image/jpeg image of 800x600 with its preview")
 			}, true},
 			{"video", "clip.mp4", "video/mp4", bridge.Media{DurationMS: 61_400}, whatsmeow.MediaVideo, func(m *waE2E.Message) string {
 				v := m.GetVideoMessage()
@@ -324,7 +326,7 @@ func TestSend(t *testing.T) {
 				out := fromCarol(bridge.KindMessage, bob, key)
 				out.Text = "look"
 				m := mediaOf(tc.file, tc.mime, data)
-				m.Kind, m.DurationMS, m.Width, m.Height, m.Waveform = tc.as.Kind, tc.as.DurationMS, tc.as.Width, tc.as.Height, tc.as.Waveform
+				m.Kind, m.DurationMS, m.Width, m.Height, m.Waveform, m.Thumbnail = tc.as.Kind, tc.as.DurationMS, tc.as.Width, tc.as.Height, tc.as.Waveform, tc.as.Thumbnail
 				out.Media = []bridge.Media{m}
 				uploads := len(lw.srv.Uploads())
 				id := lw.send(t, out)

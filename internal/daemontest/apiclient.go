@@ -70,12 +70,13 @@ type WireMedia struct {
 	Caption string `json:"caption,omitempty"`
 	URL     string `json:"url,omitempty"`
 	Data    string `json:"data,omitempty"`
-	// How it is shown, its length, size and waveform.
+	// How it is shown, its length, size, waveform and preview.
 	Kind       string `json:"kind,omitempty"`
 	DurationMS int64  `json:"duration_ms,omitempty"`
 	Width      int    `json:"width,omitempty"`
 	Height     int    `json:"height,omitempty"`
 	Waveform   []int  `json:"waveform,omitempty"`
+	Thumbnail  []byte `json:"thumbnail,omitempty"`
 }
 
 // WireSender is an event's sender on the wire.
