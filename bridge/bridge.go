@@ -47,6 +47,7 @@ type Bridge struct {
 	// chat names resolved to ids.
 	routes    []config.Route
 	resolveMu sync.Mutex // one resolution at a time
+	moveMu    sync.Mutex // one move of chats at a time (chatmove.go)
 	// noticesTo is where Sink.Notice posts; zero when not configured.
 	noticesTo atomic.Pointer[Endpoint]
 

@@ -19,6 +19,7 @@ type ChatMove struct{ From, To string }
 // ids it no longer uses (WhatsApp people recorded by LID whose id is now
 // their number). Before any connector starts, the core asks for the moves
 // and rewrites everything kept under the old ids in one transaction.
+// While it runs, its Sink is a ChatMoveSink for the moves it finds then.
 type ChatMoveSource interface {
 	// ChatMoves returns the moves to make now. seen lists the ids the core
 	// and the connectors mirroring this one's chats have recorded for its
@@ -31,9 +32,40 @@ type ChatMoveSource interface {
 // own, or those of a connector it mirrors with `chats: all`). MoveChats
 // rewrites them in tx; reports are lines for the operator, as when one
 // person had two rooms that cannot be merged. It may run more than once
-// (see Store.Write) and must not act outside tx.
+// (see Store.Write) and must not act outside tx. It runs before the
+// connectors start, or while they run (ChatMoveSink): what it keeps in
+// memory of the moved chats it updates when told (ChatsMovedWatcher).
 type ChatMover interface {
 	MoveChats(tx *Tx, origin string, moves []ChatMove) (reports []string, err error)
+}
+
+// ChatMoveSink is the Sink the core hands a ChatMoveSource: it makes
+// moves while the bridge runs, as when a person seen as two chats turns
+// out to be one (WhatsApp telling the pair of a number and a LID).
+type ChatMoveSink interface {
+	// MoveChatsNow rewrites what is kept under each move's From, as the
+	// start-time moves do, without a restart: deliveries to the moved
+	// chats (on the connector and its mirrors) pause after their send in
+	// flight, the move commits, ChatsMovedWatchers are told, and the
+	// chats' queues start again from the outbox, where rows queued under
+	// From wait under To; the operator gets the movers' reports. On error
+	// nothing moved and delivery goes on as before.
+	MoveChatsNow(ctx context.Context, moves []ChatMove) error
+}
+
+// ChatsMovedWatcher is a connector keeping in memory something of the
+// chats of origin (its own, or those it mirrors) that MoveChatsNow moved:
+// told after the move committed and before delivery to them goes on.
+// It must not block.
+type ChatsMovedWatcher interface {
+	ChatsMoved(origin string, moves []ChatMove)
+}
+
+var _ ChatMoveSink = sink{}
+
+// MoveChatsNow implements ChatMoveSink.
+func (s sink) MoveChatsNow(ctx context.Context, moves []ChatMove) error {
+	return s.b.moveChatsNow(ctx, s.name, moves)
 }
 
 // moveChats asks every ChatMoveSource for its moves and makes them. It
@@ -53,34 +85,95 @@ func (b *Bridge) moveChats(ctx context.Context) (notices []movedNotice, err erro
 		if len(moves) == 0 {
 			continue
 		}
-		var reports []string
-		err = b.store.Write(ctx, func(tx *Tx) error {
-			reports = nil
-			if err := moveCoreChats(tx, name, peers, moves); err != nil {
-				return err
-			}
-			for _, c := range append([]string{name}, peers...) {
-				m, ok := cs.conns[c].(ChatMover)
-				if !ok {
-					continue
-				}
-				r, err := m.MoveChats(tx, name, moves)
-				if err != nil {
-					return fmt.Errorf("connector %s: %w", c, err)
-				}
-				reports = append(reports, r...)
-			}
-			return nil
-		})
+		reports, err := b.moveTx(ctx, cs, name, peers, moves)
 		if err != nil {
-			return nil, fmt.Errorf("connector %s: move chats to their new ids: %w", name, err)
+			return nil, err
 		}
-		b.log.Info("moved chats recorded under old ids", "connector", name, "moves", len(moves))
 		for _, r := range reports {
 			notices = append(notices, movedNotice{name, r})
 		}
 	}
 	return notices, nil
+}
+
+// moveTx makes origin's moves in the core's tables and every mover's, in
+// one transaction, and returns the movers' reports.
+func (b *Bridge) moveTx(ctx context.Context, cs *connSet, origin string, peers []string, moves []ChatMove) (reports []string, err error) {
+	err = b.store.Write(ctx, func(tx *Tx) error {
+		reports = nil
+		if err := moveCoreChats(tx, origin, peers, moves); err != nil {
+			return err
+		}
+		for _, c := range append([]string{origin}, peers...) {
+			m, ok := cs.conns[c].(ChatMover)
+			if !ok {
+				continue
+			}
+			r, err := m.MoveChats(tx, origin, moves)
+			if err != nil {
+				return fmt.Errorf("connector %s: %w", c, err)
+			}
+			reports = append(reports, r...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connector %s: move chats to their new ids: %w", origin, err)
+	}
+	b.log.Info("moved chats recorded under old ids", "connector", origin, "moves", len(moves))
+	return reports, nil
+}
+
+// moveChatsNow makes origin's moves while delivery runs (ChatMoveSink).
+// Queues of the moved chats, on origin and on its mirrors, are held
+// first: a worker holds rows of its chat in memory and records what it
+// sends under its chat, so one still running on From after the move
+// would send to the old chat and leave ids under it, while To's would
+// read the moved rows again. Other chats' queues go on: their rows keep
+// their destination, and one sent during the move goes out as it was
+// accepted, as if just before.
+func (b *Bridge) moveChatsNow(ctx context.Context, origin string, moves []ChatMove) error {
+	if len(moves) == 0 {
+		return nil
+	}
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	cs := b.conns()
+	peers := b.mirrorPeers(origin)
+	conns := append([]string{origin}, peers...)
+	var dests []Endpoint
+	for _, c := range conns {
+		for _, m := range moves {
+			dests = append(dests, Endpoint{c, m.From}, Endpoint{c, m.To})
+		}
+	}
+	if err := b.del.hold(ctx, dests); err != nil {
+		return fmt.Errorf("pause deliveries to the chats to move: %w", err)
+	}
+	// The held workers' records commit before the move, so it moves
+	// what they delivered and leaves what they did not in the outbox.
+	// Waited for past ctx: a write given up on may still commit, and the
+	// queues must not go on as before a move that committed.
+	wctx := context.WithoutCancel(ctx)
+	if err := b.store.Write(wctx, func(*Tx) error { return nil }); err != nil {
+		b.del.release(dests, false)
+		return fmt.Errorf("record deliveries before a move: %w", err)
+	}
+	reports, err := b.moveTx(wctx, cs, origin, peers, moves)
+	if err != nil {
+		b.del.release(dests, false)
+		return err
+	}
+	for _, c := range conns {
+		if w, ok := cs.conns[c].(ChatsMovedWatcher); ok {
+			w.ChatsMoved(origin, moves)
+		}
+	}
+	b.del.release(dests, true)
+	for _, r := range reports {
+		b.notice(origin, r)
+	}
+	return nil
 }
 
 type movedNotice struct{ from, text string }

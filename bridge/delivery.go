@@ -51,6 +51,13 @@ type queue struct {
 	// Guarded by deliverer.mu.
 	running bool
 	resume  bool // skip the current backoff (Sink.Resume)
+	// exited is closed once the last worker started has ended, its
+	// deliveries' records queued; nil before the first.
+	exited chan struct{}
+	// paused holds the queue for a move of its chat (hold): no worker
+	// starts, and a running one ends after its send in flight. Set under
+	// deliverer.mu; read by the worker without it.
+	paused atomic.Bool
 
 	// Rows accepted since the worker last read the outbox, handed over in
 	// memory so the worker need not read back what was just written.
@@ -138,13 +145,14 @@ func (d *deliverer) queueLocked(dest Endpoint) *queue {
 }
 
 func (d *deliverer) kickLocked(q *queue) {
-	if d.closed {
+	if d.closed || q.paused.Load() {
 		return
 	}
 	if !q.running {
 		q.running = true
+		q.exited = make(chan struct{})
 		d.wg.Add(1)
-		go d.work(q)
+		go d.work(q, q.exited)
 		return
 	}
 	select {
@@ -209,11 +217,89 @@ func (d *deliverer) stopping() bool {
 	}
 }
 
-func (d *deliverer) work(q *queue) {
+// halted says q's worker is to end between sends: shutdown, or a hold.
+func (d *deliverer) halted(q *queue) bool {
+	return q.paused.Load() || d.stopping()
+}
+
+// hold pauses the queues of dests for a move of their chats: it waits,
+// within ctx, until their workers have finished the send in flight and
+// queued the records of what they delivered. Until release, rows offered
+// to them wait in the outbox.
+func (d *deliverer) hold(ctx context.Context, dests []Endpoint) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return errors.New("delivery is stopping")
+	}
+	var exits []chan struct{}
+	for _, dest := range dests {
+		q := d.queueLocked(dest)
+		q.paused.Store(true)
+		if q.exited != nil {
+			exits = append(exits, q.exited)
+		}
+		select {
+		case q.wake <- struct{}{}: // out of a backoff
+		default:
+		}
+	}
+	d.mu.Unlock()
+	if heldHook != nil {
+		heldHook()
+	}
+	for _, ch := range exits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			d.release(dests, false)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// heldHook, when set by a test, runs once hold has paused its queues,
+// before it waits for their sends in flight.
+var heldHook func()
+
+// release ends a hold. When the held chats moved, their queues are made
+// anew from the outbox: rows moved between them (a worker's place, after,
+// is only good for its own chat's rows) and what their memory holds names
+// the old ids. Rows that may have been delivered unrecorded stay flagged
+// MaybeSent. Otherwise the queues go on where they stopped.
+func (d *deliverer) release(dests []Endpoint, moved bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var maybeSent int64
+	if moved {
+		for _, dest := range dests {
+			q := d.queues[dest]
+			if q == nil {
+				continue
+			}
+			maybeSent = max(maybeSent, q.maybeSentThrough)
+			if q.redo.Load() {
+				maybeSent = max(maybeSent, q.redoThrough, q.after)
+			}
+			delete(d.queues, dest)
+		}
+	}
+	for _, dest := range dests {
+		q := d.queueLocked(dest)
+		q.paused.Store(false)
+		// No worker runs on a held or new queue: this is not racing one.
+		q.maybeSentThrough = max(q.maybeSentThrough, maybeSent)
+		d.kickLocked(q)
+	}
+}
+
+func (d *deliverer) work(q *queue, exited chan struct{}) {
+	defer close(exited)
 	defer d.wg.Done()
 	var done completions
 	defer d.flush(q, &done)
-	for !d.stopping() {
+	for !d.halted(q) {
 		if !d.rewind(q, &done) {
 			break
 		}
@@ -262,6 +348,11 @@ func (d *deliverer) work(q *queue) {
 	}
 	d.mu.Lock()
 	q.running = false
+	if !q.paused.Load() && !d.stopping() {
+		// Released (a hold given up) while this one was ending, which
+		// that release took for a running worker: go on.
+		d.kickLocked(q)
+	}
 	d.mu.Unlock()
 }
 
@@ -414,7 +505,7 @@ func (d *deliverer) flush(q *queue, done *completions) {
 	})
 }
 
-// sleep waits for wait, a Resume, or shutdown; false on shutdown.
+// sleep waits for wait, a Resume, shutdown or a hold; false for the last two.
 func (d *deliverer) sleep(q *queue, wait time.Duration) bool {
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -425,6 +516,9 @@ func (d *deliverer) sleep(q *queue, wait time.Duration) bool {
 		case <-t.C:
 			return true
 		case <-q.wake:
+			if q.paused.Load() {
+				return false
+			}
 			// New events for this chat do not shorten a backoff; a Resume does.
 			d.mu.Lock()
 			r := q.resume
@@ -443,7 +537,7 @@ func (d *deliverer) deliverRow(q *queue, r *pendingRow, done *completions) bool 
 	var sent []createdCopy // parts already sent, kept across retries
 	mark := d.store.FailedWrites()
 	for {
-		if d.stopping() {
+		if d.halted(q) {
 			return false
 		}
 		if wait := time.Until(r.nextAt); wait > 0 {

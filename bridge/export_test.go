@@ -9,3 +9,11 @@ func SetPruneFirstAfter(d time.Duration) (restore func()) {
 	pruneFirstAfter = d
 	return func() { pruneFirstAfter = old }
 }
+
+// SetHeldHook makes fn run each time a live move of chats has paused the
+// moved chats' queues, before it waits for their sends in flight.
+func SetHeldHook(fn func()) (restore func()) {
+	old := heldHook
+	heldHook = fn
+	return func() { heldHook = old }
+}

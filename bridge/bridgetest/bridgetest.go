@@ -51,6 +51,8 @@ type Fake struct {
 	seen  []string
 	// moved is each origin's moves as MoveChats last made them.
 	moved map[string][]bridge.ChatMove
+	// movedLive is each ChatsMoved call, as "origin: from>to ...".
+	movedLive []string
 }
 
 // NewFake returns a fake connector called name with caps.
@@ -105,6 +107,37 @@ func (f *Fake) MoveChats(tx *bridge.Tx, origin string, moves []bridge.ChatMove) 
 	}
 	f.moved[origin] = moves
 	return []string{fmt.Sprintf("%s moved %d chats of %s", f.name, len(moves), origin)}, nil
+}
+
+// ChatsMoved implements bridge.ChatsMovedWatcher, recording each call.
+func (f *Fake) ChatsMoved(origin string, moves []bridge.ChatMove) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	call := origin + ":"
+	for _, m := range moves {
+		call += " " + m.From + ">" + m.To
+	}
+	f.movedLive = append(f.movedLive, call)
+}
+
+// MovedLive is what each ChatsMoved call said, as "origin: from>to ...".
+func (f *Fake) MovedLive() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.movedLive...)
+}
+
+// MoveChatsNow asks the core, through the fake's sink, to move its chats
+// now (bridge.ChatMoveSink), as a connector that learnt them does.
+func (f *Fake) MoveChatsNow(ctx context.Context, moves []bridge.ChatMove) error {
+	f.mu.Lock()
+	sink := f.sink
+	f.mu.Unlock()
+	ms, ok := sink.(bridge.ChatMoveSink)
+	if !ok {
+		return fmt.Errorf("%s: the sink %T moves no chats while running", f.name, sink)
+	}
+	return ms.MoveChatsNow(ctx, moves)
 }
 
 // Moved is the moves MoveChats last made for origin's chats.

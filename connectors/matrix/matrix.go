@@ -86,6 +86,8 @@ type Connector struct {
 	ctx      context.Context // lives from Start to Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// retiredMu: one tellRetired at a time, so a room is told once.
+	retiredMu sync.Mutex
 }
 
 var (

@@ -20,8 +20,8 @@ var _ bridge.ChatMover = (*Connector)(nil)
 // id is kept under its new one. When both ids have a portal (one person
 // who had two rooms), rooms cannot be merged: the new id's room stays the
 // portal, the other keeps its older messages, and the operator is told
-// both. It runs before Start, so the tables may predate this release or
-// not exist at all.
+// both. It may run before Start, so the tables may predate this release
+// or not exist at all.
 func (c *Connector) MoveChats(tx *bridge.Tx, origin string, moves []bridge.ChatMove) ([]string, error) {
 	if c.opts.Mode != ModeAppservice {
 		return nil, nil
@@ -113,9 +113,34 @@ const retiredTable = `CREATE TABLE IF NOT EXISTS matrix_portals_retired (
 	PRIMARY KEY (connector, room_id)
 ) WITHOUT ROWID`
 
+var _ bridge.ChatsMovedWatcher = (*Connector)(nil)
+
+// ChatsMoved implements bridge.ChatsMovedWatcher: portals are read from
+// the store, which MoveChats rewrote, so what is left is to tell a room
+// that stopped being a portal where its chat went on, as at start.
+func (c *Connector) ChatsMoved(origin string, moves []bridge.ChatMove) {
+	if c.opts.Mode != ModeAppservice {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Under mu, as Stop cancels: no goroutine is added once it waits.
+	if c.ctx == nil || c.ctx.Err() != nil || c.as == nil {
+		return
+	}
+	ctx := c.ctx
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.tellRetired(ctx)
+	}()
+}
+
 // tellRetired posts, once, in each retired portal where its chat went on.
 // A room it cannot post in is tried again at the next start.
 func (c *Connector) tellRetired(ctx context.Context) {
+	c.retiredMu.Lock()
+	defer c.retiredMu.Unlock()
 	rows, err := c.store.QueryContext(ctx, `SELECT room_id, successor FROM matrix_portals_retired WHERE connector = ? AND told = 0`, c.name)
 	if err != nil {
 		c.log.Warn("cannot read the rooms that stopped being portals", "err", err)

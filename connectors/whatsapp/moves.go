@@ -24,7 +24,9 @@ import (
 //     number's rows move to the LID once the pair is known.
 //
 // whatsapp_links.people_settled says it is done; canonicalJID clears it
-// when a LID person's number turns up, so the next start merges.
+// when a LID person's number turns up, and merges the number's chat at
+// once through the core (people.go, mergeNumber); should that not happen
+// (a crash first), the next start merges.
 
 var _ bridge.ChatMoveSource = (*Connector)(nil)
 var _ bridge.ChatMover = (*Connector)(nil)
@@ -108,6 +110,7 @@ func (c *Connector) ChatMoves(ctx context.Context, seen func() ([]string, error)
 	if err != nil {
 		return nil, fmt.Errorf("record the people known by LID: %w", err)
 	}
+	c.people.settling.Store(len(moves) > 0)
 	if len(lone) > 0 {
 		c.log.Info("people recorded by LID before keep it as their id", "link", c.name, "people", len(lone))
 	}
@@ -173,8 +176,34 @@ func (c *Connector) MoveChats(tx *bridge.Tx, origin string, moves []bridge.ChatM
 			}
 		}
 	}
+	if !c.people.settling.Load() {
+		// A merge while running (mergeNumber) is one person's: another's
+		// that could not be made now still waits for the next start.
+		return nil, nil
+	}
 	_, err := tx.Exec(`UPDATE whatsapp_links SET people_settled = 1 WHERE link = ?`, c.name)
 	return nil, err
+}
+
+var _ bridge.ChatsMovedWatcher = (*Connector)(nil)
+
+// ChatsMoved implements bridge.ChatsMovedWatcher: history waiting under a
+// moved chat waits under its new id, where MoveChats put its rows, and
+// the chat list (one chat fewer) is read again by routes and mirrors.
+func (c *Connector) ChatsMoved(origin string, moves []bridge.ChatMove) {
+	if origin != c.name {
+		return
+	}
+	c.history.mu.Lock()
+	for _, m := range moves {
+		if n := c.history.pending[m.From]; n > 0 {
+			c.history.pending[m.To] += n
+			delete(c.history.pending, m.From)
+		}
+	}
+	c.history.mu.Unlock()
+	c.kickBackfill()
+	c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
 }
 
 func sortedKeys(set map[string]bool) []string {

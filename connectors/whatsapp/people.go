@@ -3,6 +3,8 @@ package whatsapp
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
@@ -27,6 +29,9 @@ type people struct {
 	// aliased are those whose number has since come to name their LID:
 	// routes naming the number are resolved again, once.
 	aliased map[types.JID]bool
+	// settling says the moves MoveChats makes are the ones ChatMoves
+	// found at start, all there are: once made, people are settled.
+	settling atomic.Bool
 }
 
 // canonicalJID is jid's person's id (see people), without device;
@@ -55,25 +60,25 @@ func (c *Connector) canonicalJID(ctx context.Context, jid types.JID) types.JID {
 		}
 		lid = lid.ToNonAD()
 		p.mu.Lock()
-		known, first := p.lids[lid], !p.aliased[lid]
-		if known {
-			p.aliased[lid] = true
-		}
+		known := p.lids[lid]
 		p.mu.Unlock()
 		if !known {
 			return jid
 		}
-		if first {
-			// Routes that named the number name the LID's chat now.
-			c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
-			c.numberSeen(ctx, lid)
-		}
+		c.numberPaired(ctx, lid, jid)
 		return lid
 	}
 	p.mu.Lock()
-	known := p.lids[jid]
+	known, paired := p.lids[jid], p.aliased[jid]
 	p.mu.Unlock()
 	if known {
+		// WhatsApp may tell the number now (beside the LID, in a usync
+		// answer) without using it: a chat kept under it merges as well.
+		if !paired && dev.LIDs != nil {
+			if pn, err := dev.LIDs.GetPNForLID(ctx, jid); err == nil && !pn.IsEmpty() {
+				c.numberPaired(ctx, jid, pn.ToNonAD())
+			}
+		}
 		return jid
 	}
 	if dev.LIDs != nil {
@@ -94,23 +99,77 @@ func (c *Connector) canonicalJID(ctx context.Context, jid types.JID) types.JID {
 	return jid
 }
 
-// numberSeen records that the number of lid, a LID person, turned up:
-// if it was a chat of its own before the pair was known, the next start
-// merges it into the LID's (moves.go).
-func (c *Connector) numberSeen(ctx context.Context, lid types.JID) {
+// numberPaired notes, once a run, that pn is the number of lid, a LID
+// person: routes naming the number are resolved again, and the number's
+// chat, if it was one before the pair was known, merges into the LID's.
+func (c *Connector) numberPaired(ctx context.Context, lid, pn types.JID) {
+	p := &c.people
+	p.mu.Lock()
+	first := !p.aliased[lid]
+	p.aliased[lid] = true
+	p.mu.Unlock()
+	if !first {
+		return
+	}
+	// Routes that named the number name the LID's chat now.
+	c.withSink(func(s bridge.Sink) { s.ChatsChanged() })
+	c.numberSeen(ctx, lid, pn)
+}
+
+// numberSeen records that pn, the number of lid, a LID person, turned
+// up, and the first time merges what was kept under the number into the
+// LID's chat: now, through the core (mergeNumber), and should that not
+// happen (a crash, a core that cannot), at the next start (moves.go).
+func (c *Connector) numberSeen(ctx context.Context, lid, pn types.JID) {
+	first := false
 	err := c.store.Write(ctx, func(tx *bridge.Tx) error {
+		first = false
 		r, err := tx.Exec(`UPDATE whatsapp_lid_people SET number_seen = 1 WHERE link = ? AND lid = ? AND number_seen = 0`, c.name, lid.String())
 		if err != nil {
 			return err
 		}
 		if n, _ := r.RowsAffected(); n > 0 {
+			first = true
 			_, err = tx.Exec(`UPDATE whatsapp_links SET people_settled = 0 WHERE link = ?`, c.name)
 		}
 		return err
 	})
 	if err != nil {
 		c.log.Warn("could not record that a LID person's number turned up; a chat under the number is not merged into theirs", "link", c.name, "lid", lid.String(), "err", err)
+		return
 	}
+	if first {
+		// Not on this goroutine: it may be the backfill's, holding the
+		// turn mergeNumber takes, or whatsmeow's, which the move would
+		// hold up while deliveries finish.
+		c.spawn(func(ctx context.Context) { c.mergeNumber(ctx, lid, pn) })
+	}
+}
+
+// mergeTimeout bounds a live merge: the sends in flight to the chats it
+// moves finish first.
+const mergeTimeout = 2 * time.Minute
+
+// mergeNumber moves what was kept under pn, a LID person's number seen as
+// a chat before WhatsApp told the pair, into the LID's chat, while the
+// link runs (bridge.ChatMoveSink). The backfill waits meanwhile: it marks
+// what it relayed under the chat id it read, which the move rewrites.
+func (c *Connector) mergeNumber(ctx context.Context, lid, pn types.JID) {
+	var live bridge.ChatMoveSink
+	c.withSink(func(s bridge.Sink) { live, _ = s.(bridge.ChatMoveSink) })
+	if live == nil {
+		return // the next start merges (people_settled is 0)
+	}
+	c.history.turn.Lock()
+	defer c.history.turn.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, mergeTimeout)
+	defer cancel()
+	c.people.settling.Store(false)
+	if err := live.MoveChatsNow(ctx, []bridge.ChatMove{{From: pn.String(), To: lid.String()}}); err != nil {
+		c.log.Warn("could not merge a person's chat under their number into their chat now; the next start does", "link", c.name, "lid", lid.String(), "err", err)
+		return
+	}
+	c.log.Info("merged a person's chat under their number into their chat", "link", c.name, "lid", lid.String())
 }
 
 // loadPeople reads the people known by LID, once.

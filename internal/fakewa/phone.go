@@ -46,6 +46,9 @@ type Phone struct {
 	// numberHidden: WhatsApp gives others this person's LID without the
 	// phone number beside it (HideNumber).
 	numberHidden atomic.Bool
+	// lidUnpaired: WhatsApp sends this person's number-addressed 1:1
+	// messages without the LID beside (WithoutLID).
+	lidUnpaired atomic.Bool
 	// addressing overrides the server's LIDAddressing for this phone's
 	// 1:1 messages (AddressBy): 0 as the server, 1 by LID, 2 by number.
 	addressing atomic.Int32
@@ -73,6 +76,9 @@ type Phone struct {
 	sent    map[string]sentRecord            // what it sent, for retries
 	skSent  map[types.JID]map[types.JID]bool // group → devices that have its sender key
 	greeted map[uint16]bool                  // devices sent their link-time sync (history.go)
+	// sentAs is the sender form ("from") each companion last got a 1:1
+	// message under.
+	sentAs map[*companion]string
 
 	// HistoryOnLink is what the phone sends each newly linked device, in
 	// order, once it is first online, as WhatsApp sends INITIAL_BOOTSTRAP,
@@ -157,6 +163,7 @@ func (s *Server) NewPhone(pn, lid, pushName string) *Phone {
 		companions: map[uint16]*companion{}, nextDevice: 10,
 		answerRetries: true, deliveryReceipts: true,
 		sent:   map[string]sentRecord{},
+		sentAs: map[*companion]string{},
 		skSent: map[types.JID]map[types.JID]bool{},
 		inbox:  newMailbox[Message](), receipts: newMailbox[Receipt](), presences: newMailbox[Presence](),
 	}
@@ -374,6 +381,11 @@ func unpad(b []byte) ([]byte, error) {
 // history syncs.
 func (p *Phone) HideNumber(hidden bool) { p.numberHidden.Store(hidden) }
 
+// WithoutLID makes this phone's 1:1 messages addressed by number come
+// without its LID beside (sender_lid), as before WhatsApp paired the two
+// for a contact, until called with false.
+func (p *Phone) WithoutLID(without bool) { p.lidUnpaired.Store(without) }
+
 // AddressBy makes WhatsApp address this phone's next 1:1 messages by
 // LID (with the number beside) or by number (with the LID beside),
 // whatever the server's LIDAddressing: WhatsApp moves chats between the
@@ -405,7 +417,10 @@ func (p *Phone) senderAttrs(attrs waBinary.Attrs) {
 			attrs["sender_pn"] = p.PN
 		}
 	} else {
-		attrs["from"], attrs["sender_lid"] = p.PN, p.LID
+		attrs["from"] = p.PN
+		if !p.lidUnpaired.Load() {
+			attrs["sender_lid"] = p.LID
+		}
 	}
 }
 
@@ -449,15 +464,24 @@ func (p *Phone) sendDirect(ctx context.Context, to types.JID, id string, msg *wa
 		if only != nil && comp != only {
 			continue
 		}
-		enc, err := p.encryptFor(ctx, comp, plain, retry > 0)
+		attrs := waBinary.Attrs{"id": id, "t": at.Unix(), "type": msgType(msg), "notify": p.PushName}
+		p.senderAttrs(attrs)
+		// The client keeps a session per sender address (and moves the
+		// number's onto the LID's once it learns the pair): under another
+		// form than the last, the phone starts one anew, as WhatsApp's
+		// sessions per address do, rather than go on with one the client
+		// filed elsewhere.
+		from := fmt.Sprint(attrs["from"])
+		last, ok := p.sentAs[comp]
+		p.sentAs[comp] = from
+		fresh := retry > 0 || (ok && last != from)
+		enc, err := p.encryptFor(ctx, comp, plain, fresh)
 		if err != nil {
 			return err
 		}
 		if retry > 0 {
 			enc.Attrs["count"] = retry
 		}
-		attrs := waBinary.Attrs{"id": id, "t": at.Unix(), "type": msgType(msg), "notify": p.PushName}
-		p.senderAttrs(attrs)
 		content := []waBinary.Node{enc}
 		if vn, ok := p.verifiedName(); ok {
 			content = append(content, vn)
