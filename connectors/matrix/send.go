@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	_ "image/jpeg" // WhatsApp's previews
@@ -70,8 +69,10 @@ func (s *roomSender) send(ctx context.Context, out *bridge.Outgoing) (string, er
 			}
 			return s.put(ctx, out.Key, event.EventMessage, content)
 		}
+		// What is edited decides the new content; a homeserver that will
+		// not say (refused, unknown) gets a text edit.
 		orig, err := s.cli.GetEvent(ctx, s.room, id.EventID(out.Target))
-		if err != nil && !errors.Is(err, mautrix.MNotFound) && !errors.Is(err, mautrix.MForbidden) {
+		if err != nil && !bridge.IsPermanent(classify(err)) {
 			return "", classify(err)
 		}
 		if err == nil && orig.Type == event.EventMessage && isAttachment(orig.Content.Raw) {

@@ -229,6 +229,8 @@ func refusedThenRestarted(t *testing.T, r *rig, w *waWorld, c *Connector, s *rec
 	if got := s.lastState(); got.State != coreState(state) || !strings.Contains(got.Detail, todo) {
 		t.Errorf("the core was told %+v, want it to say to %s", got, todo)
 	}
+	// The notice follows the state (both from the link's goroutine).
+	s.waitFor(t, "the notice", func() bool { return len(s.notices) > 0 })
 	if notices := s.noticeList(); len(notices) != 1 || !strings.Contains(notices[0], notice) {
 		t.Errorf("notices %q, want one saying %q", notices, notice)
 	}
