@@ -18,6 +18,10 @@ type ircClient interface {
 	Run(ctx context.Context) error
 	// Send writes m and returns once the server has processed it.
 	Send(ctx context.Context, m *ircmsg.Message) error
+	// SendBatch writes msgs and confirms them together; it returns how
+	// many, from the first, the server processed, and the error of the
+	// first it did not.
+	SendBatch(ctx context.Context, msgs []*ircmsg.Message) (int, error)
 	Nick() string
 	// Prefix is nick!user@host as others see it (overestimated until
 	// known), for splitting text under 512 bytes.
@@ -60,7 +64,11 @@ func (c *Connector) dialClient(cfg clientConfig, h ircconn.Handler) (ircClient, 
 		FloodRate:        o.Flood.Rate,
 		PingInterval:     o.PingInterval,
 		PingTimeout:      o.PingTimeout,
-		Logger:           c.log,
+		// Which connection a line is about: the bot's, or a puppet's.
+		Logger: c.log.With("connection", "bot"),
+	}
+	if cfg.puppet {
+		ic.Logger = c.log.With("connection", "puppet "+cfg.nick)
 	}
 	if ic.User == "" {
 		ic.User = strings.ToLower(o.Nick)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,30 @@ type e2e struct {
 	obs     *observer
 	// gate, while open, holds the bridge's dials to the IRC server.
 	gate atomic.Pointer[chan struct{}]
+	// pings and privmsgs count the barrier PINGs and the PRIVMSGs the
+	// bridge's connections wrote.
+	pings, privmsgs atomic.Int64
+	// puppetDial, when set, dials the puppets' connections instead.
+	puppetDial atomic.Pointer[func(ctx context.Context, network, addr string) (net.Conn, error)]
+}
+
+// countingConn counts the lines the bridge writes. The client writes
+// whole lines in each Write.
+type countingConn struct {
+	net.Conn
+	r *e2e
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	for line := range strings.SplitSeq(string(p), "\r\n") {
+		switch {
+		case strings.HasPrefix(line, "PING pb"):
+			c.r.pings.Add(1)
+		case strings.HasPrefix(line, "PRIVMSG "):
+			c.r.privmsgs.Add(1)
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 // newE2E starts ngIRCd, an observer in the channels, and the bridge with
@@ -346,14 +371,22 @@ func (r *e2e) start(t testing.TB) {
 	r.b, r.irc = b, l.(*Connector)
 	r.irc.tune = func(c *ircconn.Config) {
 		c.ReconnectMin, c.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
+		puppet := strings.HasPrefix(c.RealName, "relayed by")
 		c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if d := r.puppetDial.Load(); puppet && d != nil {
+				return (*d)(ctx, network, addr)
+			}
 			select {
 			case <-*r.gate.Load():
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{conn, r}, nil
 		}
 	}
 	if err := b.Start(t.Context()); err != nil {
@@ -603,6 +636,67 @@ func TestFloodPacing(t *testing.T) {
 	t.Logf("%d lines in %v under ngIRCd's penalties", chans*each, elapsed.Round(time.Millisecond))
 }
 
+// TestBarriersAreSharedUnderPenalties runs ngIRCd with its flood
+// penalties, where every PING the bridge writes counts against what the
+// server lets through. The lines of a message go out and are confirmed
+// together (one barrier per flood.burst lines), so N lines take far fewer
+// than N PING round trips: at most one per batch, however the chats
+// interleave. Every line arrives, in order.
+func TestBarriersAreSharedUnderPenalties(t *testing.T) {
+	const chans, each, lines, burst = 2, 4, 5, 5
+	r := newE2E(t, true, chans, fmt.Sprintf("    flood:\n      burst: %d\n      rate: 10\n", burst))
+	for i := 0; i < each; i++ {
+		for c := 1; c <= chans; c++ {
+			var text []string
+			for l := 0; l < lines; l++ {
+				text = append(text, fmt.Sprintf("c%d m%d l%d", c, i, l))
+			}
+			r.api.sendAsync(t, apiEvent{ID: fmt.Sprintf("b%d-%d", c, i), Chat: fmt.Sprintf("c%d", c), Text: strings.Join(text, "\n")})
+		}
+	}
+	// Then one line per chat: once it arrives, every Send before it on
+	// its chat has returned, so every barrier it needed was written.
+	for c := 1; c <= chans; c++ {
+		r.api.sendAsync(t, apiEvent{ID: fmt.Sprintf("end%d", c), Chat: fmt.Sprintf("c%d", c), Text: "end"})
+	}
+	for i := 0; i < chans*(each+1); i++ {
+		if f := r.api.reply(t); f.Type != "ack" {
+			t.Fatalf("send: %+v", f)
+		}
+	}
+	got := map[string][]string{}
+	for ended := 0; ended < chans; {
+		m := r.obs.expect(t, "the next line", func(m *ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Nick() == "wabridge" })
+		body := strings.TrimPrefix(m.Trailing(), "<A\u200dnn> ")
+		if body == "end" {
+			ended++
+			continue
+		}
+		got[m.Param(0)] = append(got[m.Param(0)], body)
+	}
+	for c := 1; c <= chans; c++ {
+		var want []string
+		for i := 0; i < each; i++ {
+			for l := 0; l < lines; l++ {
+				want = append(want, fmt.Sprintf("c%d m%d l%d", c, i, l))
+			}
+		}
+		if ch := fmt.Sprintf("#c%d", c); !slices.Equal(got[ch], want) {
+			t.Errorf("%s got %q, want %q", ch, got[ch], want)
+		}
+	}
+	total := chans * (each*lines + 1)
+	batches := chans * (each*((lines+burst-1)/burst) + 1)
+	pings, privmsgs := r.pings.Load(), r.privmsgs.Load()
+	if privmsgs != int64(total) {
+		t.Errorf("the bridge wrote %d PRIVMSGs for %d lines", privmsgs, total)
+	}
+	if pings > int64(batches) {
+		t.Errorf("%d PING barriers for %d lines in %d batches: more than one a batch", pings, total, batches)
+	}
+	t.Logf("%d lines confirmed by %d PINGs under ngIRCd's penalties", total, pings)
+}
+
 // TestPuppetsEndToEnd: in puppet mode two WhatsApp senders appear on IRC
 // as two nicks, and what they say is not relayed back.
 func TestPuppetsEndToEnd(t *testing.T) {
@@ -625,5 +719,128 @@ func TestPuppetsEndToEnd(t *testing.T) {
 	r.obs.raw(t, "PRIVMSG #c1 :hello puppets")
 	if ev := r.api.event(t, "c1"); ev.Text != "hello puppets" || ev.Sender.Name != "watcher" {
 		t.Errorf("API got %+v from %+v, want the watcher's line first", ev, ev.Sender)
+	}
+}
+
+// refuser is a network that refuses every connection as ngIRCd does past
+// MaxConnectionsIP, counting them.
+type refuser struct {
+	ln    net.Listener
+	count atomic.Int64
+}
+
+func newRefuser(t testing.TB) *refuser {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	rf := &refuser{ln: ln}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rf.count.Add(1)
+			fmt.Fprintf(conn, "ERROR :Connection refused, too many connections from your IP address\r\n")
+			conn.Close()
+		}
+	}()
+	return rf
+}
+
+func (rf *refuser) dial(ctx context.Context, network, _ string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, rf.ln.Addr().String())
+}
+
+// eventually waits for cond, polling: what it watches sends no signal.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(e2eWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRefusedPuppetsNeverStallAChat: when the network refuses puppet
+// connections, the first sender's message does not wait for a puppet that
+// will not come, new senders are spoken for by the bot at once without a
+// dial each, and puppets try again only after a backoff that doubles per
+// refusal, one at a time; once one gets in, senders speak as themselves
+// again.
+func TestRefusedPuppetsNeverStallAChat(t *testing.T) {
+	r := newE2E(t, false, 1, noFlood+"    mode: puppet\n")
+	rf := newRefuser(t)
+	dial := rf.dial
+	r.puppetDial.Store(&dial)
+	pups := &r.irc.pups
+	pups.mu.Lock()
+	pups.retryMin, pups.retryMax = time.Hour, 4*time.Hour
+	pups.mu.Unlock()
+	backoffPassed := func() {
+		pups.mu.Lock()
+		pups.retryAt = time.Time{}
+		pups.mu.Unlock()
+	}
+	refusals := func() int {
+		pups.mu.Lock()
+		defer pups.mu.Unlock()
+		return pups.refusals
+	}
+	n := 0
+	say := func(sender, text, wantNick string) {
+		t.Helper()
+		n++
+		r.api.send(t, apiEvent{ID: fmt.Sprintf("r%d", n), Chat: "c1", Sender: &daemontest.WireSender{ID: strings.ToLower(sender), Name: sender}, Text: text})
+		m := r.obs.expect(t, sender+"'s "+text, func(m *ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Param(0) == "#c1" })
+		if m.Nick() != wantNick || !strings.HasSuffix(m.Trailing(), text) {
+			t.Errorf("%s's %q came as %s: %q, want from %s", sender, text, m.Nick(), m.Trailing(), wantNick)
+		}
+	}
+
+	start := time.Now()
+	say("Ann", "first", "wabridge")
+	if took := time.Since(start); took > puppetJoinWait/3 {
+		t.Errorf("the first message took %v: it waited for the refused puppet", took)
+	}
+	for _, who := range []string{"Bob", "Cid", "Dee"} {
+		say(who, "hello", "wabridge")
+	}
+	if got := rf.count.Load(); got != 1 {
+		t.Errorf("%d puppet connections while the network refuses, want 1", got)
+	}
+
+	// The backoff passes: one puppet tries again, the bot speaking for
+	// its message meanwhile; refused, it doubles the wait.
+	backoffPassed()
+	say("Eve", "probe", "wabridge")
+	say("Fay", "while Eve's puppet tries", "wabridge")
+	eventually(t, "the second refusal", func() bool { return refusals() == 2 })
+	pups.mu.Lock()
+	wait := time.Until(pups.retryAt)
+	pups.mu.Unlock()
+	if wait < 2*time.Hour-time.Minute {
+		t.Errorf("after two refusals in a row puppets wait %v, want twice the first wait (2h)", wait)
+	}
+	say("Gus", "hello", "wabridge")
+	if got := rf.count.Load(); got != 2 {
+		t.Errorf("%d puppet connections after one retry, want 2", got)
+	}
+
+	// The network lets puppets in again: the next try gets through, and
+	// its sender then speaks as himself, as do new senders.
+	r.puppetDial.Store(nil)
+	backoffPassed()
+	say("Hal", "probe", "wabridge")
+	eventually(t, "the puppet to get in", func() bool { return refusals() == 0 })
+	say("Hal", "as himself", "Hal[wa]")
+	say("Ida", "as herself", "Ida[wa]")
+	if got := rf.count.Load(); got != 2 {
+		t.Errorf("the refusing network saw %d connections, want 2", got)
 	}
 }

@@ -29,6 +29,8 @@ type fakeClient struct {
 	parts  []string
 	joined []string
 	sends  int
+	// batches are the sizes of the SendBatch calls.
+	batches []int
 	// fail, if set, may fail the n-th Send (counting from 1) with an error.
 	fail func(n int, m *ircmsg.Message) error
 	// autoJoin: the server lets it in at once (puppets): its channels
@@ -38,6 +40,17 @@ type fakeClient struct {
 	refuseJoins bool
 	initial     []string
 	stopped     chan struct{}
+	// disconnected: the connection is down (State says so).
+	disconnected bool
+}
+
+func (f *fakeClient) State() ircconn.State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.disconnected {
+		return ircconn.StateDisconnected
+	}
+	return ircconn.StateRegistered
 }
 
 func (f *fakeClient) Run(ctx context.Context) error {
@@ -66,6 +79,19 @@ func (f *fakeClient) Send(ctx context.Context, m *ircmsg.Message) error {
 	}
 	f.sent = append(f.sent, m)
 	return nil
+}
+
+// SendBatch is Send line by line: the lines before a failing one count.
+func (f *fakeClient) SendBatch(ctx context.Context, msgs []*ircmsg.Message) (int, error) {
+	f.mu.Lock()
+	f.batches = append(f.batches, len(msgs))
+	f.mu.Unlock()
+	for i, m := range msgs {
+		if err := f.Send(ctx, m); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
 }
 
 func (f *fakeClient) Nick() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -89,7 +90,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		sent:    newProgress(env.Store, env.Name, log),
 		refused: map[string]string{},
 		kicked:  map[string]time.Time{},
-		pups:    puppets{by: map[string]*puppet{}},
+		pups:    puppets{by: map[string]*puppet{}, retryMin: puppetRetryMin, retryMax: puppetRetryMax},
 		warned:  map[string]bool{},
 	}
 	c.newClient = c.dialClient
@@ -142,7 +143,8 @@ func (c *Connector) Start(ctx context.Context, sink bridge.Sink) error {
 	for _, chat := range late {
 		cli.Join(chat, c.opts.channelKey(chat, foldEqual(cli)))
 	}
-	if !c.opts.TLS {
+	// On this machine clear text crosses no network.
+	if host, _, _ := net.SplitHostPort(c.opts.Server); !c.opts.TLS && !isLoopback(host) {
 		c.log.Warn("the IRC connection is not encrypted; set tls: true unless the server is on this machine", "server", c.opts.Server)
 	}
 	sink.SetState(bridge.StateConnecting, "connecting to "+c.opts.Server+" as "+c.opts.Nick)

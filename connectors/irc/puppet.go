@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"html"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,16 @@ const maxNickLen = 16
 // connect and join; past it the bot speaks instead.
 const puppetJoinWait = 15 * time.Second
 
+// After the network refuses a puppet connection (a per-address limit,
+// connect throttling), no puppet dials for puppetRetryMin, doubled with
+// each refusal in a row up to puppetRetryMax: a throttle that counts
+// attempts is re-armed by every one, and the usual ones forget after a
+// minute.
+const (
+	puppetRetryMin = time.Minute
+	puppetRetryMax = 30 * time.Minute
+)
+
 // puppet is one sender's connection.
 type puppet struct {
 	key  string
@@ -41,8 +52,11 @@ type puppet struct {
 	// stuck: it did not get ready in time once; sends do not wait for
 	// it again until it is ready.
 	stuck bool
-	// refused: the server refused a join since the last wait.
+	// refused: the server refused a join, or the connection, since the
+	// last wait.
 	refused bool
+	// registered: the current connection attempt got through.
+	registered bool
 }
 
 // puppets are the open puppet connections, by sender.
@@ -50,6 +64,16 @@ type puppets struct {
 	mu sync.Mutex
 	by map[string]*puppet
 	wg sync.WaitGroup
+	// refusals counts the network's refusals of puppet connections since
+	// one last got through. While there are any, the bot speaks for new
+	// senders at once; after retryAt one new puppet (probe) dials, and
+	// the others wait for its outcome.
+	refusals int
+	retryAt  time.Time
+	probe    *puppet
+	// retryMin and retryMax are puppetRetryMin and puppetRetryMax; tests
+	// shorten them.
+	retryMin, retryMax time.Duration
 }
 
 // puppetKey is who a puppet speaks for: a sender of one origin.
@@ -76,8 +100,15 @@ func (c *Connector) puppetFor(ctx context.Context, out *bridge.Outgoing) (*puppe
 	key := puppetKey(out)
 	c.pups.mu.Lock()
 	p := c.pups.by[key]
+	probing := false
 	if p == nil {
 		if len(c.pups.by) >= c.opts.Puppets.Max {
+			c.pups.mu.Unlock()
+			return nil, nil
+		}
+		if c.pups.refusals > 0 && (c.pups.probe != nil || time.Now().Before(c.pups.retryAt)) {
+			// The network refuses puppets: the bot speaks, and no
+			// dial re-arms its throttle.
 			c.pups.mu.Unlock()
 			return nil, nil
 		}
@@ -87,6 +118,9 @@ func (c *Connector) puppetFor(ctx context.Context, out *bridge.Outgoing) (*puppe
 			return nil, err
 		}
 		c.pups.by[key] = p
+		if c.pups.refusals > 0 {
+			c.pups.probe, probing = p, true
+		}
 	}
 	c.pups.mu.Unlock()
 	p.mu.Lock()
@@ -100,6 +134,11 @@ func (c *Connector) puppetFor(ctx context.Context, out *bridge.Outgoing) (*puppe
 		if !ready() {
 			p.cli.Join(target, c.opts.channelKey(target, foldEqual(c.client())))
 		}
+	}
+	if probing {
+		// It may well be refused again: the bot speaks for this
+		// message rather than wait to see.
+		return nil, nil
 	}
 	if p.wait(ctx, ready) {
 		return p, nil
@@ -145,11 +184,67 @@ func (c *Connector) openPuppet(key string, out *bridge.Outgoing) (*puppet, error
 	return p, nil
 }
 
+// puppetState follows a puppet's connection: one that ends before it
+// registered was refused by the network.
+func (c *Connector) puppetState(p *puppet, st ircconn.State, detail string) {
+	p.mu.Lock()
+	switch st {
+	case ircconn.StateConnecting:
+		p.registered = false
+	case ircconn.StateRegistered:
+		p.registered = true
+	}
+	refused := st == ircconn.StateDisconnected && !p.registered
+	if refused {
+		p.refused = true
+	}
+	p.mu.Unlock()
+	switch {
+	case st == ircconn.StateRegistered:
+		c.pups.mu.Lock()
+		c.pups.refusals = 0
+		if c.pups.probe == p {
+			c.pups.probe = nil
+		}
+		c.pups.mu.Unlock()
+	case refused:
+		c.puppetRefused(p, detail)
+	}
+	p.signal()
+}
+
+// puppetRefused retires a puppet the network did not let in, rather than
+// let it redial every few seconds, and holds new puppets back.
+func (c *Connector) puppetRefused(p *puppet, detail string) {
+	c.pups.mu.Lock()
+	c.pups.refusals++
+	wait := c.pups.retryMax
+	if n := c.pups.refusals - 1; n < 30 && c.pups.retryMin<<n < wait {
+		wait = c.pups.retryMin << n
+	}
+	// Jittered up, never down: the wait is what the throttle needs.
+	wait += rand.N(wait/4 + 1)
+	c.pups.retryAt = time.Now().Add(wait)
+	if c.pups.probe == p {
+		c.pups.probe = nil
+	}
+	c.pups.mu.Unlock()
+	// detail ends with ircconn's own "; retrying in ...", which no
+	// longer holds.
+	why, _, _ := strings.Cut(detail, "; retrying in")
+	c.log.Warn("the IRC network refused a puppet connection; the bot relays for new senders until a puppet gets in",
+		"nick", p.cli.Nick(), "reason", why, "next_puppet_in", wait.Round(time.Second))
+	c.retirePuppet(p, "refused")
+}
+
 // retirePuppet closes p (it sends QUIT) and forgets it.
 func (c *Connector) retirePuppet(p *puppet, why string) {
 	c.pups.mu.Lock()
 	if c.pups.by[p.key] == p {
 		delete(c.pups.by, p.key)
+	}
+	if c.pups.probe == p {
+		c.pups.probe = nil
 	}
 	c.pups.mu.Unlock()
 	p.mu.Lock()
@@ -319,7 +414,7 @@ func (h puppetHandler) Message(m *ircmsg.Message) {
 	}
 }
 
-func (h puppetHandler) State(ircconn.State, string) { h.p.signal() }
+func (h puppetHandler) State(st ircconn.State, detail string) { h.c.puppetState(h.p, st, detail) }
 
 // puppetNick makes a nick from a sender's name: the characters a nick may
 // hold, cut so that with suffix it fits maxNickLen.

@@ -15,8 +15,14 @@ import (
 // resumes the chat's deliveries.
 var errNotJoined = errors.New("the bot has not joined the channel yet")
 
+// errDisconnected is transient: the client reconnects on its own, and
+// its registration resumes the chats' deliveries.
+var errDisconnected = fmt.Errorf("the bot is disconnected from the IRC server; the message waits until it is back: %w", ircconn.ErrNotConnected)
+
 // Send implements bridge.Connector: a message becomes one or more lines,
-// each sent only after the one before was confirmed by the server.
+// sent in batches of at most flood.burst lines, each batch confirmed by
+// the server with one barrier and recorded before the next is sent, so a
+// crash repeats at most the lines of the batch in flight.
 func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, error) {
 	if out.Kind != bridge.KindMessage {
 		// Capabilities claim no edits, deletes or reactions, so the core
@@ -47,10 +53,15 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	if err != nil {
 		return "", err
 	}
-	for i := done; i < len(lines); i++ {
-		if err := cli.Send(ctx, lines[i]); err != nil {
-			c.sent.failed(ctx, out.Key, lines, i, i > done)
+	for i := done; i < len(lines); {
+		j := min(i+c.batchLines(), len(lines))
+		n, err := cli.SendBatch(ctx, lines[i:j])
+		if err != nil {
+			c.sent.failed(ctx, out.Key, lines, i+n, i+n > done)
 			return "", sendError(target, err)
+		}
+		if i = j; i < len(lines) {
+			c.sent.confirmed(ctx, out.Key, lines, i)
 		}
 	}
 	c.sent.confirmed(ctx, out.Key, lines, len(lines))
@@ -62,8 +73,16 @@ func (c *Connector) Send(ctx context.Context, out *bridge.Outgoing) (string, err
 	return "", nil
 }
 
+// batchLines is how many lines go out before one confirmation: what the
+// flood bucket lets out at once. More would not leave sooner, and would
+// be more to repeat after a crash.
+func (c *Connector) batchLines() int { return max(c.opts.Flood.Burst, 1) }
+
 // canSend says whether the bot can speak to target now.
 func (c *Connector) canSend(bot ircClient, target string) error {
+	if !registered(bot) {
+		return errDisconnected
+	}
 	if !isChannel(target) {
 		if !validNick(target) {
 			return bridge.Permanentf("%q is neither an IRC channel (#name) nor a nick", target)

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/phonebridge/phonebridge/bridge"
 	"github.com/phonebridge/phonebridge/connectors/irc/ircconn"
@@ -166,6 +169,64 @@ func TestPartialSendResumesWithoutDuplicates(t *testing.T) {
 	}
 	if got := r2.cli.lines(); len(got) != 2 || !strings.HasSuffix(got[0], "> c") || !strings.HasSuffix(got[1], "> d") {
 		t.Errorf("after the restart sent %q, want c and d only", got)
+	}
+}
+
+// TestLinesGoInBatchesOfTheFloodBurst: a long message leaves in batches
+// of flood.burst lines, each confirmed together; a crash in the second
+// batch repeats that batch only, never the first, which was recorded
+// once confirmed.
+func TestLinesGoInBatchesOfTheFloodBurst(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	tune := func(o *Options) { o.MaxLines, o.Flood.Burst = 0, 3 }
+	r := newRig(t, store, tune)
+	var text []string
+	for i := range 8 {
+		text = append(text, fmt.Sprintf("line %d", i))
+	}
+	if _, err := r.c.Send(t.Context(), message("pb.b1", "#chan", "Ann", strings.Join(text, "\n"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cli.batches; !slices.Equal(got, []int{3, 3, 2}) {
+		t.Errorf("batches of %v lines, want [3 3 2]", got)
+	}
+
+	// While the second batch is in flight the first is on record: a
+	// crash then would repeat the second batch only. The connection then
+	// drops before the server confirmed any of it.
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	r.cli.fail = func(n int, m *ircmsg.Message) error {
+		if strings.HasSuffix(m.Params[1], "line 3") {
+			close(inFlight)
+			<-release
+			return ircconn.ErrConnectionLost
+		}
+		return nil
+	}
+	failed := make(chan error, 1)
+	go func() {
+		_, err := r.c.Send(t.Context(), message("pb.b2", "#chan", "Ann", strings.Join(text, "\n")))
+		failed <- err
+	}()
+	<-inFlight
+	var recorded int
+	if err := store.QueryRowContext(t.Context(), `SELECT lines FROM irc_sent WHERE key = 'pb.b2'`).Scan(&recorded); err != nil || recorded != 3 {
+		t.Errorf("with the second batch in flight the record says %d lines (%v), want 3", recorded, err)
+	}
+	close(release)
+	if err := <-failed; err == nil {
+		t.Fatal("no failure")
+	}
+	r.flush(t)
+	r2 := newRig(t, store, tune)
+	again := message("pb.b2", "#chan", "Ann", strings.Join(text, "\n"))
+	again.MaybeSent = true
+	if _, err := r2.c.Send(t.Context(), again); err != nil {
+		t.Fatal(err)
+	}
+	got := r2.cli.lines()
+	if len(got) != 5 || !strings.HasSuffix(got[0], "> line 3") {
+		t.Errorf("after the restart sent %q, want lines 3 to 7 (the batch in flight and the rest)", got)
 	}
 }
 
@@ -341,4 +402,102 @@ func TestRepeatAfterAnUnrecordedDeliverySendsNothing(t *testing.T) {
 	if got := r.cli.lines(); len(got) != 2 {
 		t.Errorf("sent %q, want x and y once", got)
 	}
+}
+
+// TestOperatorMessages: what the operator reads says what happened.
+func TestOperatorMessages(t *testing.T) {
+	t.Run("a send while disconnected says so", func(t *testing.T) {
+		r := newRig(t, nil, nil)
+		r.cli.mu.Lock()
+		r.cli.disconnected = true
+		r.cli.mu.Unlock()
+		_, err := r.c.Send(t.Context(), message("pb.d", "#chan", "Ann", "hi"))
+		if !errors.Is(err, ircconn.ErrNotConnected) || errors.Is(err, errNotJoined) || bridge.IsPermanent(err) ||
+			!strings.Contains(err.Error(), "disconnected") {
+			t.Errorf("Send while disconnected: %v; want a transient error saying the bot is disconnected", err)
+		}
+	})
+
+	t.Run("clear text is warned about off this machine only", func(t *testing.T) {
+		for server, warn := range map[string]bool{"127.0.0.1:6667": false, "[::1]:6667": false, "localhost:6667": false, "irc.example.org:6667": true} {
+			var logs strings.Builder
+			o := NewOptions()
+			o.Server, o.Nick, o.TLS = server, "bridge", false
+			c, err := New(bridge.Env{Name: "irc", Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil)), Store: openStore(t, t.TempDir())}, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.newClient = func(cfg clientConfig, h ircconn.Handler) (ircClient, error) {
+				return &fakeClient{h: h, nick: cfg.nick, stopped: make(chan struct{})}, nil
+			}
+			if err := c.Start(t.Context(), &recordingSink{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Stop(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "not encrypted"); got != warn {
+				t.Errorf("server %s: warned %v, want %v; logs: %s", server, got, warn, logs.String())
+			}
+		}
+	})
+
+	t.Run("a connection that ends is named", func(t *testing.T) {
+		for _, tc := range []struct {
+			cfg  clientConfig
+			want string
+		}{
+			{clientConfig{nick: "bridge"}, "connection=bot"},
+			{clientConfig{nick: "Ann[wa]", puppet: true}, `connection="puppet Ann[wa]"`},
+		} {
+			var logs strings.Builder
+			w := &syncWriter{w: &logs}
+			o := NewOptions()
+			o.Server, o.Nick = "127.0.0.1:1", "bridge" // nothing listens there
+			c, err := New(bridge.Env{Name: "irc", Logger: slog.New(slog.NewTextHandler(w, nil)), Store: openStore(t, t.TempDir())}, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cli, err := c.dialClient(tc.cfg, handler{c})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- cli.Run(ctx) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(w.String(), "IRC connection ended") && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			<-done
+			var line string
+			for l := range strings.SplitSeq(w.String(), "\n") {
+				if strings.Contains(l, "IRC connection ended") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, tc.want) {
+				t.Errorf("the log line %q does not name the connection (%s)", line, tc.want)
+			}
+		}
+	})
+}
+
+// syncWriter is a strings.Builder safe for the client's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }

@@ -241,7 +241,7 @@ func New(cfg Config, h Handler) (*Client, error) {
 		if cfg.TLSInsecure && c.pin == nil {
 			c.log.Warn("IRC: TLS certificate verification is off (insecure flag)", "server", cfg.Addr)
 		}
-	} else if cfg.SASL == SASLPlain || cfg.ServerPassword != "" || cfg.NickServPassword != "" {
+	} else if (cfg.SASL == SASLPlain || cfg.ServerPassword != "" || cfg.NickServPassword != "") && !loopback(host) {
 		c.log.Warn("IRC passwords will cross the network unencrypted: TLS is off", "server", cfg.Addr)
 	}
 	for name, key := range cfg.Channels {
@@ -255,6 +255,13 @@ func New(cfg Config, h Handler) (*Client, error) {
 	}
 	c.bucket = bucket{burst: float64(c.cfg.FloodBurst), rate: c.cfg.FloodRate, tokens: float64(c.cfg.FloodBurst)}
 	return c, nil
+}
+
+// loopback reports whether host is this machine, where passwords cross
+// no network.
+func loopback(host string) bool {
+	ip := net.ParseIP(host)
+	return strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback()
 }
 
 func (c *Client) applyDefaults() error {

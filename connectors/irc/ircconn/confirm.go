@@ -27,34 +27,113 @@ var managed = map[string]bool{
 // connection dropped before the confirmation, and ctx's error when ctx
 // ended first (the line may have been written).
 func (c *Client) Send(ctx context.Context, m *ircmsg.Message) error {
+	_, err := c.SendBatch(ctx, []*ircmsg.Message{m})
+	return err
+}
+
+// SendBatch writes msgs in order, each once a flood token is free, and
+// confirms them together: one PING barrier after the last rather than
+// one per line, so that a server which counts commands against its flood
+// limit spends its allowance on the lines. It returns how many of msgs,
+// from the first, the server confirmed, and the error of the first line
+// that was not confirmed (as Send's). A line that cannot be sent
+// (ErrInvalidLine) fails the batch before anything is written.
+func (c *Client) SendBatch(ctx context.Context, msgs []*ircmsg.Message) (int, error) {
+	outs := make([]*ircmsg.Message, len(msgs))
+	for i, m := range msgs {
+		out, err := checkSend(m)
+		if err != nil {
+			return 0, err
+		}
+		outs[i] = out
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s == nil {
+		return 0, ErrNotConnected
+	}
+	var ps []*pending
+	var werr error
+	for i, out := range outs {
+		p, err := c.writePaced(ctx, s, out, i == 0)
+		if err != nil {
+			werr = err
+			break
+		}
+		ps = append(ps, p)
+	}
+	// The lines written are confirmed even when the batch was cut short,
+	// so that none waits for a barrier nobody asks for.
+	var last uint64
+	for _, p := range ps {
+		if p.mode == byBarrier {
+			last = p.seq
+		}
+	}
+	if last > 0 {
+		c.mu.Lock()
+		if c.sess == s && !s.closing {
+			s.confirm.barrier(s, last)
+		}
+		c.mu.Unlock()
+	}
+	for i, p := range ps {
+		select {
+		case <-p.done:
+			if p.err != nil {
+				return i, p.err
+			}
+		case <-ctx.Done():
+			return i, fmt.Errorf("ircconn: %s written but not yet confirmed: %w", p.cmd, ctx.Err())
+		}
+	}
+	return len(ps), werr
+}
+
+// checkSend returns the line Send writes for m, or why it cannot.
+func checkSend(m *ircmsg.Message) (*ircmsg.Message, error) {
 	if m == nil {
-		return fmt.Errorf("%w: no message", ErrInvalidLine)
+		return nil, fmt.Errorf("%w: no message", ErrInvalidLine)
 	}
 	out := &ircmsg.Message{Tags: maps.Clone(m.Tags), Command: strings.ToUpper(m.Command), Params: slices.Clone(m.Params)}
 	if err := out.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidLine, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidLine, err)
 	}
 	if managed[out.Command] {
-		return fmt.Errorf("%w: %s is managed by the connection", ErrInvalidLine, out.Command)
+		return nil, fmt.Errorf("%w: %s is managed by the connection", ErrInvalidLine, out.Command)
 	}
 	switch out.Command {
 	case "PRIVMSG", "NOTICE":
 		if len(out.Params) != 2 || out.Params[1] == "" {
-			return fmt.Errorf("%w: %s needs a target and text", ErrInvalidLine, out.Command)
+			return nil, fmt.Errorf("%w: %s needs a target and text", ErrInvalidLine, out.Command)
 		}
 	case "TAGMSG":
 		if len(out.Params) != 1 {
-			return fmt.Errorf("%w: TAGMSG needs a target", ErrInvalidLine)
+			return nil, fmt.Errorf("%w: TAGMSG needs a target", ErrInvalidLine)
 		}
 	}
+	return out, nil
+}
+
+// writePaced writes out on s once a flood token is free and registers it
+// for confirmation, without asking for a barrier. Before the first line
+// of a batch (first), a connection that is not registered is
+// ErrNotConnected: nothing was sent; later it is ErrConnectionLost.
+func (c *Client) writePaced(ctx context.Context, s *session, out *ircmsg.Message, first bool) (*pending, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	c.mu.Lock()
-	s := c.sess
-	if s == nil || !s.registered || s.closing {
+	if c.sess != s || !s.registered || s.closing {
 		c.mu.Unlock()
-		return ErrNotConnected
+		if first {
+			return nil, ErrNotConnected
+		}
+		return nil, ErrConnectionLost
 	}
 	wait := c.bucket.reserve(time.Now())
 	c.mu.Unlock()
@@ -67,28 +146,18 @@ func (c *Client) Send(ctx context.Context, m *ircmsg.Message) error {
 			c.mu.Lock()
 			c.bucket.unreserve()
 			c.mu.Unlock()
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-s.stop:
 			t.Stop()
-			return ErrConnectionLost
+			return nil, ErrConnectionLost
 		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.sess != s || s.closing {
-		c.mu.Unlock()
-		return ErrConnectionLost
+		return nil, ErrConnectionLost
 	}
-	p, err := s.confirm.add(s, out)
-	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-ctx.Done():
-		return fmt.Errorf("ircconn: %s written but not yet confirmed: %w", out.Command, ctx.Err())
-	}
+	return s.confirm.add(s, out)
 }
 
 type confirmMode int
@@ -120,13 +189,17 @@ type confirmer struct {
 	labels  map[string]*pending
 	batches map[string]*pending
 	// The barrier: at most one PING out, covering the lines up to covers.
+	// want is the last line a barrier was asked for: a PONG that does not
+	// cover it sends the next PING.
 	pingN   uint64
 	pingOut bool
 	pingTok string
 	covers  uint64
+	want    uint64
 }
 
-// add writes m and registers it for confirmation.
+// add writes m and registers it for confirmation; a line confirmed by a
+// barrier waits for one until barrier is called.
 func (cf *confirmer) add(s *session, m *ircmsg.Message) (*pending, error) {
 	c := s.c
 	p := &pending{cmd: m.Command, done: make(chan struct{})}
@@ -164,12 +237,18 @@ func (cf *confirmer) add(s *session, m *ircmsg.Message) (*pending, error) {
 			cf.labels, cf.batches = map[string]*pending{}, map[string]*pending{}
 		}
 		cf.labels[p.label] = p
-	case byBarrier:
-		if !cf.pingOut {
-			cf.ping(s)
-		}
 	}
 	return p, nil
+}
+
+// barrier asks for a PING covering the lines written up to seq: at once
+// if none is out, else after the PONG of the one out, which lines written
+// meanwhile share.
+func (cf *confirmer) barrier(s *session, seq uint64) {
+	cf.want = max(cf.want, seq)
+	if !cf.pingOut && cf.want > cf.covers {
+		cf.ping(s)
+	}
 }
 
 func isText(cmd string) bool { return cmd == "PRIVMSG" || cmd == "NOTICE" || cmd == "TAGMSG" }
@@ -198,18 +277,12 @@ func (cf *confirmer) pong(s *session, tok string) {
 		return
 	}
 	cf.pingOut = false
-	more := false
 	for _, p := range slices.Clone(cf.pending) {
-		if p.mode != byBarrier {
-			continue
-		}
-		if p.seq <= cf.covers {
+		if p.mode == byBarrier && p.seq <= cf.covers {
 			cf.settle(p, nil)
-		} else {
-			more = true
 		}
 	}
-	if more {
+	if cf.want > cf.covers {
 		cf.ping(s)
 	}
 }

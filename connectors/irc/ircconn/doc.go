@@ -41,10 +41,13 @@
 //     they are matched in that order, on command, target and text.
 //   - Otherwise by a PING barrier. A server processes one client's lines in
 //     order, so the PONG to a PING written after a line proves the line
-//     was processed. At most one barrier PING is outstanding: lines written
-//     while one is out share the next one, so the barrier adds at most one
-//     line per round trip, however many Sends are in flight. The same PING
-//     serves as the keep-alive.
+//     was processed. SendBatch writes all its lines before asking for one
+//     barrier after the last, so a server that counts commands against
+//     its flood limit (the PING is one) spends it on the lines. At most
+//     one barrier PING is outstanding: lines written while one is out
+//     share the next one, so the barrier adds at most one line per round
+//     trip, however many Sends are in flight. The same PING serves as the
+//     keep-alive.
 //
 // An error numeric naming the line's target (404, 401, ...) arrives before
 // the PONG and fails the Send with ErrRejected instead. If the connection

@@ -375,6 +375,80 @@ func TestPingBarrierIsShared(t *testing.T) {
 	}
 }
 
+// TestBatchSharesOneBarrier: the lines of a batch are written first and
+// confirmed by one PING after the last, and a line the server refuses
+// ends the batch's confirmed lines there.
+func TestBatchSharesOneBarrier(t *testing.T) {
+	t.Parallel()
+	f := registeredFake(t, nil)
+	c, fc := f.c, f.fc
+	ctx := context.Background()
+	type res struct {
+		n   int
+		err error
+	}
+	batch := func(msgs ...*ircmsg.Message) <-chan res {
+		ch := make(chan res, 1)
+		go func() {
+			n, err := c.SendBatch(ctx, msgs)
+			ch <- res{n, err}
+		}()
+		return ch
+	}
+	wait := func(ch <-chan res) res {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(waitFor):
+			t.Fatal("SendBatch did not return")
+			return res{}
+		}
+	}
+
+	done := batch(privmsg("#c", "one"), privmsg("#c", "two"), privmsg("#c", "three"))
+	for range 3 {
+		fc.expect(t, "PRIVMSG", "#c")
+	}
+	ping := fc.expect(t, "PING")
+	select {
+	case r := <-done:
+		t.Fatalf("SendBatch returned %+v before the PONG", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	fc.send(":srv PONG srv :" + ping.Param(0))
+	if r := wait(done); r.n != 3 || r.err != nil {
+		t.Errorf("SendBatch = %d, %v; want 3, nil", r.n, r.err)
+	}
+	pings := 0
+	for _, l := range fc.written() {
+		if strings.HasPrefix(l, "PING") {
+			pings++
+		}
+	}
+	if pings != 1 {
+		t.Errorf("%d PINGs for a batch of three lines, want 1", pings)
+	}
+
+	// The server refuses the second line: the first counts, the batch
+	// fails with the refusal.
+	done = batch(privmsg("#c", "ok"), privmsg("#m", "refused"), privmsg("#m", "after"))
+	fc.expect(t, "PRIVMSG", "#c")
+	fc.expect(t, "PRIVMSG", "#m")
+	fc.expect(t, "PRIVMSG", "#m")
+	ping = fc.expect(t, "PING")
+	fc.send(":srv 404 pb #m :Cannot send to channel", ":srv 404 pb #m :Cannot send to channel", ":srv PONG srv :"+ping.Param(0))
+	if r := wait(done); r.n != 1 || !errors.Is(r.err, ErrRejected) {
+		t.Errorf("SendBatch with a refused second line = %d, %v; want 1, ErrRejected", r.n, r.err)
+	}
+
+	// An invalid line fails the batch before anything is written.
+	if n, err := c.SendBatch(ctx, []*ircmsg.Message{privmsg("#c", "fine"), {Command: "PING", Params: []string{"x"}}}); n != 0 || !errors.Is(err, ErrInvalidLine) {
+		t.Errorf("SendBatch with a managed command = %d, %v; want 0, ErrInvalidLine", n, err)
+	}
+	fc.quiet(t, 50*time.Millisecond, "PRIVMSG")
+}
+
 func TestSendErrors(t *testing.T) {
 	t.Parallel()
 	c, err := New(Config{Addr: "127.0.0.1:1", Nick: "pb"}, newRecorder(t))

@@ -104,8 +104,9 @@ func FuzzMarshal(f *testing.F) {
 	})
 }
 
-// FuzzSplitText checks SplitText's promises (see checkSplit) for arbitrary
-// text, targets, prefix lengths and line limits up to MaxLineLen.
+// FuzzSplitText checks SplitText's promises (see checkSplit: among them,
+// no grapheme cluster is cut unless it alone is longer than a message) for
+// arbitrary text, targets, prefix lengths and line limits up to MaxLineLen.
 func FuzzSplitText(f *testing.F) {
 	f.Add(uint16(60), "#chan", "hello world", uint16(0))
 	f.Add(uint16(0), "#c", strings.Repeat("\U0001F600", 200), uint16(100))
@@ -115,6 +116,12 @@ func FuzzSplitText(f *testing.F) {
 	f.Add(uint16(10), "#c", "\x01"+strings.Repeat("C", 40)+" x\x01", uint16(60))
 	f.Add(uint16(0), "#c", "\xf0\x9f\x98abc\xff\xfe  \t\x00x", uint16(20))
 	f.Add(uint16(500), "#c", "no room", uint16(0))
+	// Grapheme clusters: none may be cut (families, skin tones, flags,
+	// variation selectors, a space carrying a combining mark).
+	f.Add(uint16(0), "#c", strings.Repeat("\U0001f468\u200d\U0001f469\u200d\U0001f467", 30), uint16(60))
+	f.Add(uint16(0), "#c", strings.Repeat("\U0001f44b\U0001f3fd\U0001f1eb\U0001f1f7\u2764\ufe0f", 30), uint16(50))
+	f.Add(uint16(0), "#c", "abc \u0301def "+strings.Repeat("e\u0301", 40), uint16(40))
+	f.Add(uint16(0), "#c", strings.Repeat("\U0001f1e6", 41), uint16(30))
 	f.Fuzz(func(t *testing.T, prefixLen uint16, target, text string, maxLine uint16) {
 		p, limit := int(prefixLen%600), int(maxLine%(MaxLineLen+1))
 		got := SplitText(p, target, text, limit)

@@ -2,6 +2,7 @@ package ircmsg
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -22,8 +23,10 @@ const splitOverhead = len(":") + len(" PRIVMSG ") + len(" :") + len("\r\n")
 // lines holding only spaces and tabs are dropped, and NUL bytes, which IRC
 // cannot carry, are removed. A line too long for one message is cut at the
 // last space or tab that fits, the run of blanks there being dropped; a word
-// longer than a whole message is cut at the last UTF-8 character boundary
-// that fits. No chunk is empty or blank, none holds CR, LF or NUL, and a
+// longer than a whole message is cut at the last grapheme cluster boundary
+// that fits (see graphemeBoundary: an emoji sequence, a flag or a letter
+// with its accents stays whole), or, for a single cluster longer than a
+// message, at the last UTF-8 character boundary. No chunk is empty or blank, none holds CR, LF or NUL, and a
 // chunk of valid UTF-8 input is valid UTF-8.
 //
 // A CTCP message (see ParseCTCP), such as Action's output, has its
@@ -94,7 +97,12 @@ func splitLine(out []string, s string, budget int) []string {
 		if chunk := trimRightBlanks(s[:cut]); chunk != "" {
 			out = append(out, chunk)
 		}
-		s = trimLeftBlanks(s[cut:])
+		// The blanks after the cut go, unless a mark attaches to the
+		// last of them.
+		s = s[cut:]
+		if rest := trimLeftBlanks(s); graphemeBoundary(s, len(s)-len(rest)) {
+			s = rest
+		}
 	}
 	if s != "" {
 		out = append(out, s)
@@ -103,14 +111,17 @@ func splitLine(out []string, s string, budget int) []string {
 }
 
 // breakAt returns where to cut s, which is longer than budget: at the last
-// blank that leaves at most budget bytes before it, else at the last
-// character boundary within budget. The result is at least 1, since budget
-// is at least utf8.UTFMax.
+// blank that leaves at most budget bytes before it and does not start a
+// cluster (a space carrying a combining mark), else at the last cluster
+// boundary within budget, else at the last character boundary. The
+// result is at least 1, since budget is at least utf8.UTFMax.
 func breakAt(s string, budget int) int {
 	// s[budget] exists; a blank there means s[:budget] fits whole.
 	for i := budget; i > 0; i-- {
 		if s[i] == ' ' || s[i] == '\t' {
-			return i
+			if graphemeBoundary(s, len(s)-len(trimLeftBlanks(s[i:]))) {
+				return i
+			}
 		}
 	}
 	// Decode forward: an invalid byte counts as one character, so invalid
@@ -120,10 +131,85 @@ func breakAt(s string, budget int) int {
 	for {
 		_, n := utf8.DecodeRuneInString(s[cut:])
 		if cut+n > budget {
-			return cut
+			break
 		}
 		cut += n
 	}
+	for c := cut; c > 0; {
+		if graphemeBoundary(s, c) {
+			return c
+		}
+		_, n := utf8.DecodeLastRuneInString(s[:c])
+		c -= n
+	}
+	return cut // one cluster longer than a whole message
+}
+
+// graphemeBoundary reports whether s may be cut at byte i without
+// splitting a user-perceived character, after Unicode's extended grapheme
+// cluster rules (UAX #29) for what chat text holds: nothing attaches to a
+// control character; combining and spacing marks, ZWJ, variation
+// selectors, emoji skin-tone modifiers and tag characters attach to what
+// precedes them; a pictograph after a ZWJ joins its sequence (families,
+// professions); regional indicators pair up into flags. Hangul jamo and
+// prepended concatenation marks are not handled: chat text holds
+// precomposed syllables, and the marks are rare. i must be a character
+// boundary.
+func graphemeBoundary(s string, i int) bool {
+	if i <= 0 || i >= len(s) {
+		return true
+	}
+	r1, _ := utf8.DecodeLastRuneInString(s[:i])
+	r2, _ := utf8.DecodeRuneInString(s[i:])
+	switch {
+	case isControl(r1) || isControl(r2):
+		return true
+	case isExtend(r2):
+		return false
+	case r1 == zwj && isPictographic(r2):
+		return false
+	case isRegionalIndicator(r1) && isRegionalIndicator(r2):
+		// Inside a run of indicators, a cut may fall only between pairs.
+		n := 0
+		for j := i; j > 0; {
+			r, size := utf8.DecodeLastRuneInString(s[:j])
+			if !isRegionalIndicator(r) {
+				break
+			}
+			n++
+			j -= size
+		}
+		return n%2 == 0
+	}
+	return true
+}
+
+const zwj = '\u200d'
+
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
+
+// isExtend reports whether r attaches to the character before it.
+func isExtend(r rune) bool {
+	switch {
+	case r < 0x300:
+		return false
+	case r == zwj, r == '\u200c', // joiners
+		r >= 0xfe00 && r <= 0xfe0f, r >= 0xe0100 && r <= 0xe01ef, // variation selectors
+		r >= 0x1f3fb && r <= 0x1f3ff, // skin tones
+		r >= 0xe0020 && r <= 0xe007f: // tags (subdivision flags)
+		return true
+	}
+	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Mc)
+}
+
+func isRegionalIndicator(r rune) bool { return r >= 0x1f1e6 && r <= 0x1f1ff }
+
+// isPictographic approximates Extended_Pictographic: the emoji blocks and
+// the older symbol blocks emoji come from.
+func isPictographic(r rune) bool {
+	return r >= 0x1f000 && r <= 0x1faff || r >= 0x2190 && r <= 0x2bff ||
+		r == 0xa9 || r == 0xae || r == 0x203c || r == 0x2049 || r == 0x2122 || r == 0x2139 ||
+		r == 0x3030 || r == 0x303d || r == 0x3297 || r == 0x3299
 }
 
 func isBlank(s string) bool { return trimLeftBlanks(s) == "" }

@@ -3,6 +3,7 @@ package ircmsg
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -201,13 +202,29 @@ func checkSplit(t *testing.T, prefixLen int, target, text string, maxLine int, g
 		if !strings.HasPrefix(src[pos:], piece) {
 			t.Fatalf("chunk %d %q is not the next piece of the text at %d: %q", i, c, pos, clip(src[pos:]))
 		}
+		// No grapheme cluster is cut, at either end of the chunk, unless
+		// the cluster alone is longer than a whole message. (A chunk
+		// that keeps its line's indentation starts at a line start.)
+		start := pos
 		pos += len(piece)
+		for _, at := range []int{start, pos} {
+			if at == start && len(piece) != len(c) {
+				continue
+			}
+			if !graphemeBoundary(src, at) && clusterEnd(src, at)-clusterStart(src, at) <= budget {
+				t.Fatalf("chunk %d %q cuts a grapheme cluster at %d: %q|%q", i, c, at, clip(src[clusterStart(src, at):at]), clip(src[at:clusterEnd(src, at)]))
+			}
+		}
 		// A cut inside a word only happens when the chunk is one word that
-		// fills the budget.
+		// fills the budget: it had no blank to cut at, and the next
+		// cluster did not fit.
 		if pos < len(src) && strings.IndexByte(" \t\r\n", src[pos]) < 0 && pos > 0 &&
 			strings.IndexByte(" \t\r\n", src[pos-1]) < 0 {
-			_, next := utf8.DecodeRuneInString(src[pos:])
-			if strings.ContainsAny(piece, " \t") || len(c)+next <= budget {
+			next := clusterEnd(src, pos) - pos
+			if !graphemeBoundary(src, pos) {
+				next = utf8.RuneLen(firstRune(src[pos:]))
+			}
+			if usableBlank(src, start, pos) || len(c)+next <= budget {
 				t.Fatalf("chunk %q cut a word though it had a blank or room (budget %d)", c, budget)
 			}
 		}
@@ -215,6 +232,52 @@ func checkSplit(t *testing.T, prefixLen int, target, text string, maxLine int, g
 	if rest := src[pos:]; hasContent(rest) {
 		t.Fatalf("text lost after the last chunk: %q", clip(rest))
 	}
+}
+
+// clusterStart and clusterEnd are the boundaries around byte at of s.
+func clusterStart(s string, at int) int {
+	for at > 0 && !graphemeBoundary(s, at) {
+		_, n := utf8.DecodeLastRuneInString(s[:at])
+		at -= n
+	}
+	return at
+}
+
+func clusterEnd(s string, at int) int {
+	for at < len(s) {
+		_, n := utf8.DecodeRuneInString(s[at:])
+		at += n
+		if graphemeBoundary(s, at) {
+			break
+		}
+	}
+	return at
+}
+
+func firstRune(s string) rune {
+	r, n := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError && n <= 1 {
+		return 'x' // an invalid byte: one byte
+	}
+	return r
+}
+
+// usableBlank reports whether s[from:to] holds, after its first byte, a
+// run of blanks a chunk could end at: one not followed by a mark that
+// attaches to the blank.
+func usableBlank(s string, from, to int) bool {
+	for i := from + 1; i < to; i++ {
+		if s[i] == ' ' || s[i] == '\t' {
+			j := i
+			for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
+				j++
+			}
+			if graphemeBoundary(s, j) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func hasContent(s string) bool { return strings.Trim(s, " \t\r\n\x00") != "" }
@@ -307,4 +370,63 @@ func ExampleSplitText() {
 	// "\x01ACTION waves at\x01"
 	// "\x01ACTION everyone\x01"
 	// "\x01ACTION and smiles\x01"
+}
+
+func TestGraphemeBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		clusters   []string
+	}{
+		{"ascii", "ab", []string{"a", "b"}},
+		{"combining marks", "e\u0301\u0308x", []string{"e\u0301\u0308", "x"}},
+		{"spacing mark", "\u0915\u093f", []string{"\u0915\u093f"}},
+		{"variation selector", "\u2764\ufe0f!", []string{"\u2764\ufe0f", "!"}},
+		{"skin tone", "\U0001f44d\U0001f3fd\U0001f44d", []string{"\U0001f44d\U0001f3fd", "\U0001f44d"}},
+		{"ZWJ family", "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466a", []string{"\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466", "a"}},
+		{"ZWJ with skin tone", "\U0001f469\U0001f3fe\u200d\U0001f4bb", []string{"\U0001f469\U0001f3fe\u200d\U0001f4bb"}},
+		{"flags", "\U0001f1eb\U0001f1f7\U0001f1e9\U0001f1ea\U0001f1ee", []string{"\U0001f1eb\U0001f1f7", "\U0001f1e9\U0001f1ea", "\U0001f1ee"}},
+		{"subdivision flag", "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007fx", []string{"\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f", "x"}},
+		{"keycap", "1\ufe0f\u20e3", []string{"1\ufe0f\u20e3"}},
+		{"nothing attaches to a control", "\x02\u0301", []string{"\x02", "\u0301"}},
+		{"a zero-width name", "A\u200dnn", []string{"A\u200d", "n", "n"}},
+	} {
+		var got []string
+		last := 0
+		for i := 1; i <= len(tc.text); i++ {
+			if i < len(tc.text) && !utf8.RuneStart(tc.text[i]) {
+				continue
+			}
+			if graphemeBoundary(tc.text, i) {
+				got = append(got, tc.text[last:i])
+				last = i
+			}
+		}
+		if !slices.Equal(got, tc.clusters) {
+			t.Errorf("%s: clusters %q, want %q", tc.name, got, tc.clusters)
+		}
+	}
+}
+
+// TestSplitKeepsEmojiWhole: a message of emoji sequences longer than a
+// line is cut between sequences, never inside one.
+func TestSplitKeepsEmojiWhole(t *testing.T) {
+	for _, seq := range []string{
+		"\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466", // family
+		"\U0001f44b\U0001f3fd", // waving hand, medium skin tone
+		"\U0001f1e7\U0001f1f7", // flag
+		"\u2764\ufe0f",         // red heart
+		"e\u0301",              // e with a combining acute
+	} {
+		text := strings.Repeat(seq, 200)
+		got := SplitText(0, "#c", text, 100)
+		if len(got) < 2 {
+			t.Fatalf("%q×200 in %d chunks", seq, len(got))
+		}
+		for _, c := range got {
+			if strings.Repeat(seq, len(c)/len(seq)) != c {
+				t.Errorf("a chunk of %q×200 cuts a sequence: %q", seq, c)
+			}
+		}
+		checkSplit(t, 0, "#c", text, 100, got)
+	}
 }
