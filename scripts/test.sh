@@ -25,5 +25,5 @@ export PHONEBRIDGE_TEST_RACE=1
 # The soak (bench: TestSoak) runs last, alone too: it keeps both cores
 # busy for half a minute, which would skew every timed test beside it.
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v -e '/cmd/phonebridge$' -e '/bench$')
-go test -race -count=1 -timeout 20m ./cmd/phonebridge
+go test -race -count=1 -timeout 30m ./cmd/phonebridge
 go test -race -count=1 -timeout 20m ./bench
