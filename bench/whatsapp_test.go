@@ -11,7 +11,8 @@ package bench
 //
 //	go test -run '^$' -bench 'WhatsAppToAPI' -benchtime 3000x -timeout 30m ./bench/
 //	go test -run '^$' -bench 'WhatsAppToMatrix' -benchtime 1000x -timeout 30m ./bench/
-//	go test -run '^$' -bench 'IdleLinks' -benchtime 1x -timeout 30m ./bench/
+//	go test -run '^$' -bench 'WhatsAppToIRC' -benchtime 1000x -timeout 30m ./bench/
+//	go test -run '^$' -bench 'IdleLinks' -benchtime 1x -timeout 60m ./bench/
 //
 // None of them runs without -bench, and `make bench` (-bench Relay) and
 // `make soak` (-bench Soak) do not match them.
@@ -169,6 +170,7 @@ type tally struct {
 	mu      sync.Mutex
 	seen    map[int]bool
 	lat     []time.Duration // send to arrival, in arrival order
+	order   []int           // message numbers in arrival order
 	changed chan struct{}
 }
 
@@ -203,6 +205,7 @@ func (r *waRig) arrive(text string, at time.Time) {
 	}
 	t.seen[n] = true
 	t.lat = append(t.lat, at.Sub(time.Unix(0, sent)))
+	t.order = append(t.order, n)
 	select {
 	case <-t.window:
 	default:
@@ -244,6 +247,28 @@ func (t *tally) missing(n int, g *load) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// reordered counts the messages that arrived after a later one of the
+// same chat (with chats chats, message n is in chat n mod chats): what a
+// reader of that chat sees out of order.
+func (t *tally) reordered(chats int) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	latest := make([]int, chats)
+	for i := range latest {
+		latest[i] = -1
+	}
+	out := 0
+	for _, n := range t.order {
+		c := n % chats
+		if n < latest[c] {
+			out++
+			continue
+		}
+		latest[c] = n
+	}
+	return out
 }
 
 // latencies is the tally's send-to-arrival times, sorted.
@@ -345,6 +370,7 @@ func (r *waRig) throughput(b *testing.B) {
 	cpu, self := cpuTime(b, pid)-cpu0, selfCPU()-self0
 	r.d.Signal(syscall.SIGUSR2) // stop it and write it
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(t.reordered(len(r.chats))), "reordered")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/msg")
 	// The fake phones encrypt in this process, with the server and the
 	// receiver: none of it is the daemon's.
@@ -364,6 +390,8 @@ func (r *waRig) steady(b *testing.B, rate int) {
 	g := r.newLoad(t)
 	defer g.stop()
 	interval := time.Second / time.Duration(rate)
+	os.Remove(r.profile)
+	r.d.Signal(syscall.SIGUSR2) // start the daemon's CPU profile
 	cpu0 := cpuTime(b, pid)
 	var start time.Time
 	n := 0
@@ -382,14 +410,42 @@ func (r *waRig) steady(b *testing.B, rate int) {
 		b.Fatalf("%v\n%s", err, r.d.Logs())
 	}
 	cpu := cpuTime(b, pid) - cpu0
+	r.d.Signal(syscall.SIGUSR2) // stop it and write it
 	lat := t.latencies()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(float64(n)/sent.Seconds(), "msgs/s")
+	b.ReportMetric(float64(t.reordered(len(r.chats))), "reordered")
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
 	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/msg")
 	b.ReportMetric(rssNow(b, pid), "rss-MB")
+	p := readProfile(b, r.profile)
+	b.ReportMetric(100*p.share(p.signal), "decrypt-%")
+	b.ReportMetric(100*p.share(p.signalSQL), "decrypt-sqlite-%")
+	b.Logf("daemon CPU profile of %d messages at %d msgs/s: %s", n, rate, p)
+}
+
+// burst has the first chat's contact write b.N messages as fast as the
+// phone sends, none waiting for another to arrive (issue 17: one contact
+// into its portal), and reports msgs/s from the first send to the last
+// arrival and how many arrived after a later one.
+func (r *waRig) burst(b *testing.B) {
+	pid := r.d.Pid()
+	t := r.newTally(1 << 20)
+	one := r.chats[:1]
+	g := newLoad(t, one)
+	defer g.stop()
+	cpu0 := cpuTime(b, pid)
+	n, start := g.flood(b)
+	if err := t.wait(n, waWait, g); err != nil {
+		b.Fatalf("%v\n%s", err, r.d.Logs())
+	}
+	elapsed := time.Since(start)
+	cpu := cpuTime(b, pid) - cpu0
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(t.reordered(1)), "reordered")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/msg")
 }
 
 // BenchmarkWhatsAppToAPI: fake phones write to the linked account, in 8
@@ -495,7 +551,69 @@ routes:
 	r.warmUp(b)
 	b.Run("throughput", r.throughput)
 	b.Run("rate=10", func(b *testing.B) { r.steady(b, 10) })
-	b.Run("dendrite-floor", func(b *testing.B) { dendriteFloor(b, hs, owner, r) })
+	b.Run("dendrite-floor", func(b *testing.B) { dendriteFloor(b, hs, owner, r, len(r.chats)) })
+	// One contact's burst into its portal, against what one client gets
+	// into one room writing one message at a time: Dendrite's
+	// single-sender rate, the ceiling for one portal.
+	b.Run("burst-one-contact", r.burst)
+	b.Run("dendrite-floor-one-sender", func(b *testing.B) { dendriteFloor(b, hs, owner, r, 1) })
+}
+
+// BenchmarkWhatsAppToIRC: the same chats relayed to IRC, each to a
+// channel of its own on ngIRCd (flood penalties and the bridge's flood
+// control off, as in the other IRC benchmarks), where a person joined to
+// every channel counts arrivals. ngIRCd has no echo-message, so the
+// relay bot confirms its lines with PING barriers: one channel's rate is
+// bounded by round trips to the server.
+func BenchmarkWhatsAppToIRC(b *testing.B) {
+	onlyByName(b, "WhatsAppToIRC", "make bench-whatsapp")
+	r := newWARig(b)
+	ngircd := testservers.StartNgircd(b, testservers.NgircdOptions{})
+	var routes strings.Builder
+	for i, c := range r.chats {
+		fmt.Fprintf(&routes, "  - name: chat%d\n    endpoints:\n      - {connector: wa, chat: %q}\n      - {connector: irc, chat: \"#c%d\"}\n", i, c.name, i)
+	}
+	cfg := fmt.Sprintf(`state_dir: ./state
+connectors:
+  wa:
+    type: whatsapp
+  irc:
+    type: irc
+    server: %s
+    tls: false
+    nick: wabridge
+    flood: {burst: 5, rate: -1}
+    max_lines: 0
+routes:
+%s`, ngircd.Addr(), routes.String())
+	if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	watcher := daemontest.DialIRC(b, ngircd.Addr(), "watcher", "#c0")
+	for i := 1; i < len(r.chats); i++ {
+		watcher.Send(fmt.Sprintf("JOIN #c%d", i))
+		watcher.Await(b, func(line string) bool { return strings.Contains(line, " JOIN ") })
+	}
+	r.start(b)
+	// The bot joins the channels the routes name once connected.
+	joined := 0
+	for joined < len(r.chats) {
+		watcher.Await(b, func(line string) bool {
+			return strings.HasPrefix(line, ":wabridge!") && strings.Contains(line, " JOIN ")
+		})
+		joined++
+	}
+	go func() {
+		for line := range watcher.Lines() {
+			if strings.Contains(line, " PRIVMSG ") {
+				r.arrive(line, time.Now())
+			}
+		}
+	}()
+	r.warmUp(b)
+	b.Run("throughput", r.throughput)
+	b.Run("rate=100", func(b *testing.B) { r.steady(b, 100) })
+	b.Run("burst-one-contact", r.burst)
 }
 
 // followAsOwner registers localpart on hs and follows its /sync: it joins
@@ -570,12 +688,13 @@ func followAsOwner(b *testing.B, hs *testservers.Dendrite, localpart string, arr
 	return cli
 }
 
-// dendriteFloor is Dendrite alone: one user per room, as many rooms as
-// the rig has chats, each writing one message at a time, seen by the
-// owner's /sync as the bridge's messages are.
-func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, r *waRig) {
+// dendriteFloor is Dendrite alone: one user per room, in rooms rooms
+// (as many as the rig has chats, or one for a single sender's rate), each
+// writing one message at a time, seen by the owner's /sync as the
+// bridge's messages are.
+func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, r *waRig, rooms int) {
 	var chats []loadChat
-	for i := range r.chats {
+	for i := range rooms {
 		userID, token := hs.Register(b, fmt.Sprintf("floor%d-%d", r.runs, i), "floor-password", false)
 		cli, err := mautrix.NewClient(hs.URL(), id.UserID(userID), token)
 		if err != nil {
@@ -609,18 +728,22 @@ func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(t.reordered(len(chats))), "reordered")
 }
 
-// BenchmarkIdleLinks: one daemon holding 1, 10 and 100 linked accounts
-// (100 phones on one fake WhatsApp, a whatsapp connector each), linked by
-// pairing code through `phonebridge link`, then left alone: its resident
-// set, and over waIdleWindow its CPU, its context switches (how often its
-// threads wake) and what it sends to WhatsApp (keep-alives: whatsmeow
-// pings every 20–30 s per connection). b.N does not matter: the figures
-// come from one idle window.
+// BenchmarkIdleLinks: one daemon holding 1, 10, 100 and 1,000 linked
+// accounts (as many phones on one fake WhatsApp, a whatsapp connector
+// each), linked by pairing code through `phonebridge link`, then left
+// alone: its resident set, its live heap and goroutines, and over
+// waIdleWindow its CPU, its context switches (how often its threads wake)
+// and what it sends to WhatsApp (keep-alives: whatsmeow pings every
+// 20–30 s per connection). Then the daemon is restarted: the time until
+// every link is connected again, and the same memory figures once it has
+// settled, without what linking left behind (issue 17). b.N does not
+// matter: the figures come from one idle window.
 func BenchmarkIdleLinks(b *testing.B) {
 	onlyByName(b, "IdleLinks", "make bench-whatsapp")
-	for _, links := range []int{1, 10, 100} {
+	for _, links := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("links=%d", links), func(b *testing.B) { idleLinks(b, links) })
 	}
 }
@@ -650,8 +773,15 @@ func idleLinks(b *testing.B, links int) {
 		b.Fatal(err)
 	}
 	bin := daemontest.BinaryWithTags(b, "fakewa")
+	// SIGUSR1 makes the daemon write its live heap here (-tags fakewa).
+	heap := filepath.Join(dir, "heap.pprof")
+	env = append(env, "PHONEBRIDGE_HEAPPROFILE="+heap)
 	d := daemontest.StartEnv(b, env, bin, "run", "-c", cfg)
-	b.Cleanup(func() { d.Stop(30 * time.Second) })
+	b.Cleanup(func() {
+		if done, _ := d.Exited(); !done {
+			d.Stop(30 * time.Second)
+		}
+	})
 	pid := d.Pid()
 
 	// Link them all, a few at a time, as a script would.
@@ -681,23 +811,7 @@ func idleLinks(b *testing.B, links int) {
 	}
 	waitConnected(b, bin, cfg, d, names...)
 	linked := time.Since(linkStart)
-
-	// Settled: a 5 s window in which the daemon used at most 1% of a CPU
-	// (whatever linking set off, app state and group lists, is done).
-	settleStart := time.Now()
-	for prev := cpuTime(b, pid); ; {
-		time.Sleep(5 * time.Second)
-		now := cpuTime(b, pid)
-		if now-prev <= 50*time.Millisecond {
-			break
-		}
-		if time.Since(settleStart) > 5*time.Minute {
-			b.Logf("the daemon did not settle within 5 minutes: %v CPU in the last 5 s", now-prev)
-			break
-		}
-		prev = now
-	}
-	settled := time.Since(settleStart)
+	settled := settle(b, pid, links)
 
 	measured := false
 	for b.Loop() {
@@ -738,8 +852,108 @@ func idleLinks(b *testing.B, links int) {
 		b.ReportMetric(float64(stanzas.Load())/wall.Seconds(), "stanzas/s")
 		b.ReportMetric(float64(pings.Load())/wall.Seconds(), "pings/s")
 		b.ReportMetric(linked.Seconds()/float64(links), "link-s/link")
-		b.Logf("%d links: linked in %v (4 at a time), settled in %v; over %v idle: %v CPU, %d context switches (%d by thread %s of %d, %d threads), %d stanzas to WhatsApp of which %d keep-alive pings",
-			links, linked.Round(time.Millisecond), settled.Round(time.Second), wall.Round(time.Millisecond), cpu, sw, most, busiest, pid, len(sw1), stanzas.Load(), pings.Load())
+		ms := heapDump(b, d, heap)
+		b.ReportMetric(float64(ms["HeapInuse"])/(1<<20), "heap-MB")
+		b.ReportMetric(float64(ms["NumGoroutine"]), "goroutines")
+		b.Logf("%d links: linked in %v (4 at a time), settled in %v; over %v idle: %v CPU, %d context switches (%d by thread %s of %d, %d threads), %d stanzas to WhatsApp of which %d keep-alive pings; %s",
+			links, linked.Round(time.Millisecond), settled.Round(time.Second), wall.Round(time.Millisecond), cpu, sw, most, busiest, pid, len(sw1), stanzas.Load(), pings.Load(), memLine(b, pid, ms))
+		keepProfile(b, heap, "linked")
+
+		// A restart, as after an upgrade: the time from starting the
+		// process until every link shows connected again, then memory
+		// once settled, which no longer holds what linking left.
+		d.Stop(60 * time.Second)
+		restart := time.Now()
+		d = daemontest.StartEnv(b, env, bin, "run", "-c", cfg)
+		pid = d.Pid()
+		waitConnected(b, bin, cfg, d, names...)
+		reconnected := time.Since(restart)
+		settle(b, pid, links)
+		// The resident set before heapDump, whose collection gives memory
+		// back to the system at once (memLine's figures come after it).
+		b.ReportMetric(rssNow(b, pid), "restart-rss-MB")
+		ms = heapDump(b, d, heap)
+		b.ReportMetric(reconnected.Seconds(), "reconnect-s")
+		b.ReportMetric(float64(ms["HeapInuse"])/(1<<20), "restart-heap-MB")
+		b.Logf("%d links: after a restart all connected in %v; settled: %s", links, reconnected.Round(time.Millisecond), memLine(b, pid, ms))
+		keepProfile(b, heap, "restarted")
+	}
+}
+
+// settle waits for a 5 s window in which the daemon used at most 1% of a
+// CPU, plus what the links' keep-alives cost (about 0.2 ms a link in 5 s:
+// 1,000 links never go below 1%), so whatever linking or connecting set
+// off, app state and group lists, is done; it says how long that took.
+func settle(b *testing.B, pid, links int) time.Duration {
+	limit := 50*time.Millisecond + time.Duration(links)*250*time.Microsecond
+	start := time.Now()
+	for prev := cpuTime(b, pid); ; {
+		time.Sleep(5 * time.Second)
+		now := cpuTime(b, pid)
+		if now-prev <= limit {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			b.Logf("the daemon did not settle within 5 minutes: %v CPU in the last 5 s", now-prev)
+			break
+		}
+		prev = now
+	}
+	return time.Since(start)
+}
+
+// heapDump has the daemon (-tags fakewa, PHONEBRIDGE_HEAPPROFILE=path)
+// collect garbage and write its live heap to path and its
+// runtime.MemStats to path.memstats, and returns the latter.
+func heapDump(b *testing.B, d *daemontest.Daemon, path string) map[string]float64 {
+	b.Helper()
+	os.Remove(path + ".memstats")
+	d.Signal(syscall.SIGUSR1)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, err := os.ReadFile(path + ".memstats")
+		if err == nil {
+			if _, err := os.Stat(path); err == nil {
+				ms := map[string]float64{}
+				for _, l := range strings.Split(string(data), "\n") {
+					if f := strings.Fields(l); len(f) == 2 {
+						ms[f[0]], _ = strconv.ParseFloat(f[1], 64)
+					}
+				}
+				return ms
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the daemon wrote no heap profile at %s within 30 s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// memLine says where the resident set goes: anonymous memory (heap,
+// stacks, SQLite's page caches) against pages of the binary, and the Go
+// runtime's accounting after a collection.
+func memLine(b *testing.B, pid int, ms map[string]float64) string {
+	mb := func(v float64) string { return fmt.Sprintf("%.1f MB", v/(1<<20)) }
+	return fmt.Sprintf("RSS %.1f MB (anonymous %.1f MB, file %.1f MB); Go heap in use %s (%0.f objects), stacks %s, runtime metadata %s, %0.f goroutines",
+		rssNow(b, pid), procStatusMB(b, pid, "RssAnon:"), procStatusMB(b, pid, "RssFile:"),
+		mb(ms["HeapInuse"]), ms["HeapObjects"], mb(ms["StackInuse"]), mb(ms["MSpanInuse"]+ms["GCSys"]+ms["OtherSys"]), ms["NumGoroutine"])
+}
+
+// keepProfile copies a heap profile to PHONEBRIDGE_BENCH_PROFILES, if
+// set, as <benchmark>_<what>.heap.pprof (go tool pprof -sample_index
+// inuse_space -top FILE).
+func keepProfile(b *testing.B, path, what string) {
+	keep := os.Getenv("PHONEBRIDGE_BENCH_PROFILES")
+	if keep == "" {
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(keep, strings.ReplaceAll(b.Name(), "/", "_")+"_"+what+".heap.pprof"), data, 0o644)
+	}
+	if err != nil {
+		b.Fatalf("PHONEBRIDGE_BENCH_PROFILES: %v", err)
 	}
 }
 

@@ -31,6 +31,9 @@ type Store struct {
 	checkpointer *sql.DB
 	checkpoint   chan struct{} // capacity 1: "the WAL has grown"
 	sinceCkpt    int           // writes since the last signal; writer goroutine only
+	// shared is SharedPool's pool, made on first use.
+	sharedMu sync.Mutex
+	shared   *sql.DB
 
 	// Prepared statements. SQLite spends longer parsing these small
 	// statements than running them, so each query is prepared once.
@@ -197,7 +200,11 @@ func OpenStore(path, sync string) (*Store, error) {
 		writer.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	reader, err := sql.Open("sqlite", dsn("query_only(1)"))
+	// Readers keep a small page cache (the default is 2 MB each): in WAL
+	// mode a read transaction after any other connection's commit starts
+	// with its cache emptied, so under load a larger one holds nothing
+	// useful, and idle it holds memory (issue 17).
+	reader, err := sql.Open("sqlite", dsn("query_only(1)", "cache_size(-512)"))
 	if err != nil {
 		writer.Close()
 		return nil, err
@@ -205,7 +212,9 @@ func OpenStore(path, sync string) (*Store, error) {
 	reader.SetMaxOpenConns(4)
 	reader.SetMaxIdleConns(4)
 	reader.SetConnMaxLifetime(0)
-	checkpointer, err := sql.Open("sqlite", dsn())
+	// A checkpoint copies WAL frames to the database without the page
+	// cache: the smallest one will do.
+	checkpointer, err := sql.Open("sqlite", dsn("cache_size(-64)"))
 	if err != nil {
 		writer.Close()
 		reader.Close()
@@ -261,12 +270,46 @@ func dsnFor(path, sync string) func(extra ...string) string {
 // a transaction take the lock as they start, so busy_timeout covers them.
 // Read-only transactions (sql.TxOptions.ReadOnly) stay deferred.
 func (s *Store) OpenPool(maxConns int) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", s.dsn()+"&_txlock=immediate")
+	return s.openPool(maxConns)
+}
+
+func (s *Store) openPool(maxConns int, pragmas ...string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", s.dsn(pragmas...)+"&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(maxConns)
 	return db, nil
+}
+
+// sharedPoolConns bounds SharedPool. whatsmeow's writes (a decryption
+// and its buffered plaintext) take SQLite's one write lock in turn
+// whatever the pool's size; the spare connections let reads go beside.
+const sharedPoolConns = 4
+
+// SharedPool is a pool like OpenPool's, one for the whole process: every
+// WhatsApp link keeps its session store on it. Each SQLite connection
+// holds its own parsed schema, lookaside and page cache, and the driver
+// does not give that memory back when a connection closes, so a pool per
+// link made each linked account cost about 500 KB (issue 17). Its
+// connections keep a small page cache: a read transaction after another
+// connection's commit starts with an empty cache in WAL mode anyway, and
+// commits alternate here between whatsmeow and the store's writer. It is
+// made on first use and closed by Close; callers must not close it.
+func (s *Store) SharedPool() (*sql.DB, error) {
+	s.sharedMu.Lock()
+	defer s.sharedMu.Unlock()
+	if s.shared == nil {
+		db, err := s.openPool(sharedPoolConns, "cache_size(-512)")
+		if err != nil {
+			return nil, err
+		}
+		// Connections stay open once made: closing one would free nothing
+		// (see above) and the next would parse the schema again.
+		db.SetMaxIdleConns(sharedPoolConns)
+		s.shared = db
+	}
+	return s.shared, nil
 }
 
 // checkpointEvery is how many writes pass between checkpoints: often
@@ -610,5 +653,12 @@ func (s *Store) closeDBs() error {
 	s.readStmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	// Checkpoint so the WAL does not outgrow the database between runs.
 	s.writer.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return errors.Join(s.reader.Close(), s.checkpointer.Close(), s.writer.Close())
+	s.sharedMu.Lock()
+	shared := s.shared
+	s.sharedMu.Unlock()
+	var sharedErr error
+	if shared != nil {
+		sharedErr = shared.Close()
+	}
+	return errors.Join(sharedErr, s.reader.Close(), s.checkpointer.Close(), s.writer.Close())
 }

@@ -168,3 +168,33 @@ func TestMigrateConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedPoolIsOnePerStore: every caller (each WhatsApp link) gets the
+// same pool, so the links' session stores do not each hold SQLite
+// connections of their own (issue 17), and Close closes it with the store.
+func TestSharedPoolIsOnePerStore(t *testing.T) {
+	st, err := bridge.OpenStore(filepath.Join(t.TempDir(), "phonebridge.db"), "normal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := st.SharedPool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.SharedPool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatal("two callers got two pools")
+	}
+	if _, err := a.Exec(`CREATE TABLE t (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ping(); err == nil {
+		t.Fatal("the shared pool still answers after the store closed")
+	}
+}

@@ -7,20 +7,39 @@ package main
 // the daemon's CPU spent decrypting: with PHONEBRIDGE_CPUPROFILE=path set,
 // SIGUSR2 starts a CPU profile and the next SIGUSR2 stops it and writes
 // it to path (through path.tmp, renamed once complete), so the profile
-// covers the measured load and not the start or the pairing. A normal
-// build has none of this.
+// covers the measured load and not the start or the pairing. With
+// PHONEBRIDGE_HEAPPROFILE=path set, SIGUSR1 collects garbage and writes
+// the live heap (inuse_space) to path and runtime.MemStats to
+// path.memstats, for the idle-memory figures (issue 17). A normal build
+// has none of this.
 
 import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 )
 
-const envCPUProfile = "PHONEBRIDGE_CPUPROFILE"
+const (
+	envCPUProfile  = "PHONEBRIDGE_CPUPROFILE"
+	envHeapProfile = "PHONEBRIDGE_HEAPPROFILE"
+)
 
 func init() {
+	if path := os.Getenv(envHeapProfile); path != "" {
+		dump := make(chan os.Signal, 1)
+		signal.Notify(dump, syscall.SIGUSR1)
+		go func() {
+			for range dump {
+				if err := writeHeapProfile(path); err != nil {
+					fmt.Fprintf(os.Stderr, "phonebridge: %s: cannot write the heap profile: %v\n", envHeapProfile, err)
+				}
+			}
+		}()
+	}
 	path := os.Getenv(envCPUProfile)
 	if path == "" {
 		return
@@ -51,4 +70,35 @@ func init() {
 			}
 		}
 	}()
+}
+
+// writeHeapProfile writes the live heap after a collection to path and
+// the runtime's own accounting to path.memstats, each through a .tmp
+// file renamed once complete.
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var buf []byte
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	buf = fmt.Appendf(buf, "HeapInuse %d\nHeapIdle %d\nHeapReleased %d\nHeapAlloc %d\nHeapObjects %d\nStackInuse %d\nMSpanInuse %d\nMCacheInuse %d\nBuckHashSys %d\nGCSys %d\nOtherSys %d\nSys %d\nNumGC %d\nGCCPUFraction %g\nNumGoroutine %d\n",
+		ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.HeapAlloc, ms.HeapObjects, ms.StackInuse, ms.MSpanInuse, ms.MCacheInuse, ms.BuckHashSys, ms.GCSys, ms.OtherSys, ms.Sys, ms.NumGC, ms.GCCPUFraction, runtime.NumGoroutine())
+	if err := os.WriteFile(path+".memstats.tmp", buf, 0o600); err != nil {
+		return err
+	}
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("heap").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(path+".memstats.tmp", path+".memstats"); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }

@@ -2,6 +2,7 @@ package whatsapp
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -25,12 +26,11 @@ func prepareInProcess(dir string) {
 	}
 	fmt.Println("ready")
 	bufio.NewReader(os.Stdin).ReadString('\n')
-	c, err := New(bridge.Env{Name: "me", Logger: quietLog(), StateDir: dir, Store: st}, rigOptions())
-	if err != nil {
+	// The connector's session pool is the store's, closed with it.
+	if _, err := New(bridge.Env{Name: "me", Logger: quietLog(), StateDir: dir, Store: st}, rigOptions()); err != nil {
 		fmt.Println("error:", strings.ReplaceAll(err.Error(), "\n", " "))
 		os.Exit(1)
 	}
-	c.db.Close()
 	st.Close()
 	fmt.Println("ok")
 	os.Exit(0)
@@ -136,4 +136,32 @@ func TestSessionStoreConcurrently(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestLinksShareOneSessionPool: two links on one store keep their session
+// stores on one pool (a pool per link cost each account about 500 KB,
+// issue 17), and stopping one leaves the other's working.
+func TestLinksShareOneSessionPool(t *testing.T) {
+	dir := t.TempDir()
+	st, err := bridge.OpenStore(filepath.Join(dir, "phonebridge.db"), "normal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a, err := New(bridge.Env{Name: "a", Logger: quietLog(), StateDir: dir, Store: st}, rigOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(bridge.Env{Name: "b", Logger: quietLog(), StateDir: dir, Store: st}, rigOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.db != b.db {
+		t.Fatal("each link opened a session pool of its own")
+	}
+	stopWithin(t, a)
+	if _, err := b.container.GetAllDevices(context.Background()); err != nil {
+		t.Fatalf("the other link's session store after one link stopped: %v", err)
+	}
+	stopWithin(t, b)
 }

@@ -123,9 +123,9 @@ type Connector struct {
 	log   *slog.Logger
 	opts  Options
 	store *bridge.Store
-	db    *sql.DB // whatsmeow's own pool on the bridge's database
-	// closed is set when Stop closes db: whatsmeow's goroutines that
-	// outlive Disconnect (an app state fetch) then fail, harmlessly.
+	db    *sql.DB // whatsmeow's pool on the bridge's database, shared by every link (the store closes it)
+	// closed is set when Stop returns: errors of whatsmeow's goroutines
+	// that outlive Disconnect (an app state fetch) are then its leftovers.
 	closed *atomic.Bool
 	// backfillKick wakes the history backfill (history.go).
 	backfillKick chan struct{}
@@ -217,19 +217,20 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	if err := env.Store.Migrate(ctx, "whatsapp", migrations); err != nil {
 		return nil, err
 	}
-	db, err := env.Store.OpenPool(2)
+	// One pool for every link in the process: a pool per link cost each
+	// linked account about 500 KB of SQLite connections (issue 17). The
+	// container (whatsmeow's caches and locks) stays per link.
+	db, err := env.Store.SharedPool()
 	if err != nil {
 		return nil, err
 	}
 	c.db = db
 	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log, c.closed))
 	if err := c.prepareSessionStore(ctx, filepath.Join(env.StateDir, "whatsapp-store.lock")); err != nil {
-		db.Close()
 		return nil, err
 	}
 	dev, err := c.loadDevice(ctx)
 	if err != nil {
-		db.Close()
 		return nil, err
 	}
 	guardContacts(dev)
@@ -407,7 +408,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	c.setState(bridge.LinkStopped, bridge.ReasonNone, "")
 	lock.release()
 	c.closed.Store(true)
-	return c.db.Close()
+	return nil
 }
 
 // LinkStatus implements bridge.Linker.
@@ -561,8 +562,8 @@ func (w walog) Errorf(msg string, args ...any) {
 		// The link reports this itself, with what to do (update).
 		w.l.Debug(line)
 	case w.closed.Load():
-		// A request whatsmeow began before the stop, failing on the
-		// closed database: nothing for an operator to do.
+		// A request whatsmeow began before the stop, failing now that
+		// the link stopped: nothing for an operator to do.
 		w.l.Debug(line + " (after the link stopped)")
 	default:
 		w.l.Error(line)
