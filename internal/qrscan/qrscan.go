@@ -70,10 +70,38 @@ func FromImage(data []byte) (string, error) {
 		return "", fmt.Errorf("qrscan: %w", err)
 	}
 	code, err := decodeImage(img)
-	if err != nil {
-		return "", fmt.Errorf("qrscan: image does not scan: %w", err)
+	if err == nil {
+		return code, nil
 	}
-	return code, nil
+	// ZXing misjudges some valid codes at some sizes (see scales): seen
+	// as a camera from nearer or farther, the image is read at others.
+	for _, r := range resizes {
+		if c, rerr := decodeImage(resized(img, r[0], r[1])); rerr == nil {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("qrscan: image does not scan: %w", err)
+}
+
+// resizes are the sizes, as num/den of the image's, an image is read at
+// when it does not scan as it is.
+var resizes = [][2]int{{1, 2}, {1, 3}, {2, 1}, {1, 4}, {2, 3}}
+
+// resized is img scaled by num/den, nearest pixel, in grey.
+func resized(img image.Image, num, den int) image.Image {
+	b := img.Bounds()
+	w, h := max(1, b.Dx()*num/den), max(1, b.Dy()*num/den)
+	out := image.NewGray(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			c := img.At(b.Min.X+(x*den+den/2)/num, b.Min.Y+(y*den+den/2)/num)
+			if _, _, _, a := c.RGBA(); a == 0 {
+				c = color.White // transparency counts as white
+			}
+			out.Set(x, y, c)
+		}
+	}
+	return out
 }
 
 // A terminal draws a half-block character's glyph (its "ink") in the
