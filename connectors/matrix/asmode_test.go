@@ -465,16 +465,16 @@ func TestAppserviceOnDendrite(t *testing.T) {
 		}
 	}
 	sayRange(0, 5)
-	// Killed between sends: Dendrite killed while it writes can lose its
-	// embedded NATS output stream, and its sync API then skips the
-	// room's next ~100 events (its bug, not the bridge's; see
+	// Stopped, not killed: Dendrite 0.13.8 SIGKILLed can lose its
+	// embedded NATS output stream, and then skips events accepted after
+	// the restart (its bug, not the bridge's; CI saw it here; see
 	// cmd/phonebridge TestHomeserverRestartedMidStream); a send whose
 	// answer is lost is covered by TestRetryFindsWhatAnUnansweredSendCreated.
 	waitFor(t, "api 04 in the portal", func() bool {
 		got, err := roomBodiesErr(ctx, owner.cli, room, ghost)
 		return err == nil && len(got) > 0 && got[len(got)-1] == "api 04"
 	})
-	r.hs.Kill()
+	r.hs.Stop()
 	sayRange(5, 10)
 	r.hs.Restart(t)
 	sayRange(10, 11)
