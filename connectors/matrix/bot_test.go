@@ -827,7 +827,7 @@ func testKicked(t *testing.T, hs *testservers.Dendrite) {
 	}
 }
 
-// testHomeserverRestart stops the homeserver with events in flight both
+// testHomeserverRestart kills the homeserver with events in flight both
 // ways and restarts it: every event arrives once, in order.
 func testHomeserverRestart(t *testing.T, hs *testservers.Dendrite) {
 	r := newBotRig(t, hs)
@@ -844,9 +844,7 @@ func testHomeserverRestart(t *testing.T, hs *testservers.Dendrite) {
 	}
 	apiSays(0, 10)
 	annSays(0, 5)
-	// Stopped, not killed: Dendrite 0.13.8 SIGKILLed can lose its NATS
-	// output stream and skip events accepted after the restart (its bug).
-	hs.Stop()
+	hs.Kill()
 	apiSays(10, 20) // accepted by the core while the homeserver is down
 	hs.Restart(t)
 	annSays(5, 10)
