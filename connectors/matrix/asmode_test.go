@@ -756,15 +756,7 @@ func (h *human) acceptInvite(t *testing.T, name string) id.RoomID {
 // every message cost WhatsApp a profile-picture query per message.
 func TestAppserviceAsksForDescriptionsOnce(t *testing.T) {
 	r := newASRig(t)
-	phone := r.withPhone(t)
-	cfg, err := os.ReadFile(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
-	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	phone := r.withRoutedPhone(t)
 	const family, bob, eve = "120363000000000001@g.us", "15550002222@s.whatsapp.net", "15550006666@s.whatsapp.net"
 	pic := func(ref string) *bridge.Media { return &bridge.Media{MIME: "image/png", Name: ref + ".png", Ref: ref} }
 	describe := func(topic, bobPic string, picture []byte) {
@@ -871,15 +863,7 @@ func TestAppserviceAsksForDescriptionsOnce(t *testing.T) {
 // portal, makes neither.
 func TestAppserviceRenamesAtOnce(t *testing.T) {
 	r := newASRig(t)
-	phone := r.withPhone(t)
-	cfg, err := os.ReadFile(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
-	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	phone := r.withRoutedPhone(t)
 	const family, bob = "120363000000000001@g.us", "15550002222@s.whatsapp.net"
 	const strangers, stranger = "120363000000000009@g.us", "15550009999@s.whatsapp.net"
 	describe := func(familyName, bobName string) {

@@ -34,6 +34,22 @@ func (r *asRig) withPhone(t *testing.T) *fakephone.Phone {
 	return p
 }
 
+// withRoutedPhone adds the fakephone connector "phone", as withPhone,
+// and a route of all its chats to mx.
+func (r *asRig) withRoutedPhone(t *testing.T) *fakephone.Phone {
+	t.Helper()
+	p := r.withPhone(t)
+	cfg, err := os.ReadFile(r.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
+	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // notice waits for the bot's next notice in room and returns its body.
 func (h *human) notice(t *testing.T, room id.RoomID, bot id.UserID, what string) string {
 	t.Helper()
@@ -227,15 +243,7 @@ func (r *asRig) stopAndStart(t *testing.T) {
 // the sender's picture, all through the real core.
 func TestPortalShowsTheOriginsDescription(t *testing.T) {
 	r := newASRig(t)
-	phone := r.withPhone(t)
-	cfg, err := os.ReadFile(r.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	routed := string(cfg) + "  - name: phone\n    endpoints:\n      - {connector: phone, chats: all}\n      - {connector: mx, chats: all}\n"
-	if err := os.WriteFile(r.cfgPath, []byte(routed), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	phone := r.withRoutedPhone(t)
 	const group, bob = "120363000000000001@g.us", "15550002222@s.whatsapp.net"
 	picture := grayPNG(t, 5)
 	phone.Describe(

@@ -11,7 +11,6 @@ package whatsapp
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -45,30 +44,11 @@ type lostRig struct {
 func newLostRig(t *testing.T) *lostRig {
 	t.Helper()
 	w := newWAWorld(t, fakewa.Options{})
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-state_dir: ./state
-delivery:
-  retry_min: 10ms
-  retry_max: 200ms
-connectors:
-  me:
-    type: whatsapp
-    reconnect_max: 1s
-  api:
-    type: api
-    listen: %s
-    token: %s
-routes:
-  - name: all
+	cfg, addr := rigConfig(t, "", `  - name: all
     endpoints:
       - {connector: me, chats: all}
       - {connector: api, chats: all}
-`, addr, daemontest.Token)), filepath.Join(dir, "phonebridge.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	r := &lostRig{waWorld: w, t: t, cfg: cfg, addr: addr}
 	t.Cleanup(func() {
 		if r.b != nil {

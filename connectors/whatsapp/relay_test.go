@@ -49,26 +49,10 @@ type relayRig struct {
 func newRelayRig(t *testing.T) *relayRig {
 	t.Helper()
 	w := newWAWorld(t, fakewa.Options{})
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-state_dir: ./state
-delivery:
-  retry_min: 10ms
-  retry_max: 200ms
-notices:
+	cfg, addr := rigConfig(t, `notices:
   connector: api
   chat: notices
-connectors:
-  me:
-    type: whatsapp
-    reconnect_max: 1s
-  api:
-    type: api
-    listen: %s
-    token: %s
-routes:
-  - name: bob
+`, fmt.Sprintf(`  - name: bob
     endpoints:
       - {connector: me, chat: "%s"}
       - {connector: api, chat: bob}
@@ -76,11 +60,9 @@ routes:
     endpoints:
       - {connector: me, chat: Family}
       - {connector: api, chat: family}
-`, addr, daemontest.Token, bobChat)), filepath.Join(dir, "phonebridge.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, bobChat))
 	rr := &relayRig{waWorld: w, addr: addr}
+	var err error
 	rr.b, err = bridge.Open(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +99,34 @@ routes:
 		}
 	}
 	return rr
+}
+
+// rigConfig is the config of a real bridge with the WhatsApp link "me"
+// and an api connector listening at addr; notices (YAML at the top level)
+// and routes (YAML under routes:) are what rigs differ in.
+func rigConfig(t *testing.T, notices, routes string) (cfg *config.Config, addr string) {
+	t.Helper()
+	dir := t.TempDir()
+	addr = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+state_dir: ./state
+delivery:
+  retry_min: 10ms
+  retry_max: 200ms
+%sconnectors:
+  me:
+    type: whatsapp
+    reconnect_max: 1s
+  api:
+    type: api
+    listen: %s
+    token: %s
+routes:
+%s`, notices, addr, daemontest.Token, routes)), filepath.Join(dir, "phonebridge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, addr
 }
 
 // event waits for the next event the API client is delivered in chat,

@@ -95,15 +95,22 @@ func TestPairByWrongCodeFails(t *testing.T) {
 	}
 }
 
+// groupOfThree is a server, addressing by LID or by number, where Alice,
+// Bob and Carol are in a group, and a client linked as Alice.
+func groupOfThree(t *testing.T, lid bool) (srv *Server, alice, bob, carol *Phone, g *Group, cl *client) {
+	t.Helper()
+	srv = newServer(t, Options{LIDAddressing: lid})
+	alice = srv.NewPhone("15550001111", "100000000000001", "Alice")
+	bob = srv.NewPhone("15550002222", "100000000000002", "Bob")
+	carol = srv.NewPhone("15550003333", "100000000000003", "Carol")
+	g = srv.NewGroup("120363000000000001", "Test group", alice, bob, carol)
+	return srv, alice, bob, carol, g, link(t, srv, alice)
+}
+
 func TestGroupMessagesBothWays(t *testing.T) {
 	for _, lid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pn", true: "lid"}[lid], func(t *testing.T) {
-			srv := newServer(t, Options{LIDAddressing: lid})
-			alice := srv.NewPhone("15550001111", "100000000000001", "Alice")
-			bob := srv.NewPhone("15550002222", "100000000000002", "Bob")
-			carol := srv.NewPhone("15550003333", "100000000000003", "Carol")
-			g := srv.NewGroup("120363000000000001", "Test group", alice, bob, carol)
-			cl := link(t, srv, alice)
+			srv, alice, bob, carol, g, cl := groupOfThree(t, lid)
 			ctx := ctxT(t)
 			info, err := cl.GetGroupInfo(ctx, g.JID)
 			if err != nil || info.Name != "Test group" || len(info.Participants) != 3 {

@@ -21,12 +21,7 @@ import (
 func TestPollVotesBothWays(t *testing.T) {
 	for _, lid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pn", true: "lid"}[lid], func(t *testing.T) {
-			srv := newServer(t, Options{LIDAddressing: lid})
-			alice := srv.NewPhone("15550001111", "100000000000001", "Alice")
-			bob := srv.NewPhone("15550002222", "100000000000002", "Bob")
-			carol := srv.NewPhone("15550003333", "100000000000003", "Carol")
-			g := srv.NewGroup("120363000000000001", "Test group", alice, bob, carol)
-			cl := link(t, srv, alice)
+			_, alice, bob, carol, g, cl := groupOfThree(t, lid)
 			ctx := ctxT(t)
 			poll := func(options ...string) *waE2E.Message {
 				m := &waE2E.Message{PollCreationMessage: &waE2E.PollCreationMessage{Name: proto.String("Lunch?")},

@@ -101,44 +101,7 @@ func TestLinkFromThePageOnTheRealDaemon(t *testing.T) {
 	if err := ann.SetPushName(t.Context(), "Ann"); err != nil {
 		t.Fatal(err)
 	}
-	// Short enough for the control socket.
-	dir, err := os.MkdirTemp("", "pbw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	env, err := srv.Env(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
-	cfg := filepath.Join(dir, "phonebridge.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`state_dir: ./state
-web: {listen: %s, token: %s}
-connectors:
-  phone:
-    type: whatsapp
-  work:
-    type: whatsapp
-  api:
-    type: api
-    listen: %s
-    token: %s
-routes:
-  - name: whatsapp
-    endpoints:
-      - {connector: phone, chats: all}
-      - {connector: api, chats: all}
-`, webAddr, webToken, apiAddr, daemontest.Token)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := daemontest.StartEnv(t, env, daemontest.BinaryWithTags(t, "fakewa"), "run", "-c", cfg)
-
-	p := webui.NewTab(t)
-	p.Navigate("http://" + webAddr + "/")
-	p.WaitFor("the sign-in form", `document.getElementById("token")`)
-	p.Must(fmt.Sprintf(`document.getElementById("token").value = %q; document.querySelector("form").requestSubmit()`, webToken), nil)
+	p, apiAddr, d := daemonOnFake(t, srv, "  work:\n    type: whatsapp\n")
 	p.WaitFor("phone's row, unlinked, with a Link button",
 		`document.querySelector('tr[data-link="phone"] .state')?.textContent === "unlinked" && document.querySelector('tr[data-link="phone"] button')`)
 	p.Must(`document.querySelector('tr[data-link="phone"] button').click()`, nil)
@@ -213,6 +176,16 @@ func pageOnFake(t *testing.T, opts fakewa.Options) (p webui.Tab, ann *fakewa.Pho
 	}
 	t.Cleanup(func() { srv.Close() })
 	ann = srv.NewPhone("15551234567", "100000000000001", "Ann")
+	p, _, d = daemonOnFake(t, srv, "")
+	return p, ann, d
+}
+
+// daemonOnFake starts the real daemon on srv, with the web page on, the
+// link "phone", the links in more (YAML under connectors:) and an api
+// connector relaying phone at apiAddr; p is a headless browser signed in
+// to its page.
+func daemonOnFake(t *testing.T, srv *fakewa.Server, more string) (p webui.Tab, apiAddr string, d *daemontest.Daemon) {
+	t.Helper()
 	// Short enough for the control socket.
 	dir, err := os.MkdirTemp("", "pbw")
 	if err != nil {
@@ -224,14 +197,14 @@ func pageOnFake(t *testing.T, opts fakewa.Options) (p webui.Tab, ann *fakewa.Pho
 		t.Fatal(err)
 	}
 	webAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
+	apiAddr = fmt.Sprintf("127.0.0.1:%d", daemontest.FreePort(t))
 	cfg := filepath.Join(dir, "phonebridge.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`state_dir: ./state
 web: {listen: %s, token: %s}
 connectors:
   phone:
     type: whatsapp
-  api:
+%s  api:
     type: api
     listen: %s
     token: %s
@@ -240,7 +213,7 @@ routes:
     endpoints:
       - {connector: phone, chats: all}
       - {connector: api, chats: all}
-`, webAddr, webToken, apiAddr, daemontest.Token)), 0o600); err != nil {
+`, webAddr, webToken, more, apiAddr, daemontest.Token)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d = daemontest.StartEnv(t, env, daemontest.BinaryWithTags(t, "fakewa"), "run", "-c", cfg)
@@ -248,7 +221,7 @@ routes:
 	p.Navigate("http://" + webAddr + "/")
 	p.WaitFor("the sign-in form", `document.getElementById("token")`)
 	p.Must(fmt.Sprintf(`document.getElementById("token").value = %q; document.querySelector("form").requestSubmit()`, webToken), nil)
-	return p, ann, d
+	return p, apiAddr, d
 }
 
 // waitPage waits up to limit until cond holds on the page.
