@@ -70,8 +70,13 @@ type waRig struct {
 	d             *daemontest.Daemon
 
 	chats []loadChat // every chat the phones write in
-	cur   atomic.Pointer[tally]
-	runs  int // load runs so far, to tell their messages apart
+	tallies
+}
+
+// tallies hands arrivals to the current load run's tally.
+type tallies struct {
+	cur  atomic.Pointer[tally]
+	runs int // load runs so far, to tell their messages apart
 }
 
 // loadChat is one chat a load generator writes in, one message at a
@@ -174,7 +179,7 @@ type tally struct {
 	changed chan struct{}
 }
 
-func (r *waRig) newTally(window int) *tally {
+func (r *tallies) newTally(window int) *tally {
 	r.runs++
 	t := &tally{run: r.runs, window: make(chan struct{}, max(window, 1)), seen: map[int]bool{}, changed: make(chan struct{})}
 	r.cur.Store(t)
@@ -182,7 +187,7 @@ func (r *waRig) newTally(window int) *tally {
 }
 
 // arrive records a message's text as it reached the destination at at.
-func (r *waRig) arrive(text string, at time.Time) {
+func (r *tallies) arrive(text string, at time.Time) {
 	t := r.cur.Load()
 	i := strings.Index(text, "wabench ")
 	if t == nil || i < 0 {
@@ -551,12 +556,12 @@ routes:
 	r.warmUp(b)
 	b.Run("throughput", r.throughput)
 	b.Run("rate=10", func(b *testing.B) { r.steady(b, 10) })
-	b.Run("dendrite-floor", func(b *testing.B) { dendriteFloor(b, hs, owner, r, len(r.chats)) })
+	b.Run("dendrite-floor", func(b *testing.B) { dendriteFloor(b, hs, owner, &r.tallies, len(r.chats)) })
 	// One contact's burst into its portal, against what one client gets
 	// into one room writing one message at a time: Dendrite's
 	// single-sender rate, the ceiling for one portal.
 	b.Run("burst-one-contact", r.burst)
-	b.Run("dendrite-floor-one-sender", func(b *testing.B) { dendriteFloor(b, hs, owner, r, 1) })
+	b.Run("dendrite-floor-one-sender", func(b *testing.B) { dendriteFloor(b, hs, owner, &r.tallies, 1) })
 }
 
 // BenchmarkWhatsAppToIRC: the same chats relayed to IRC, each to a
@@ -692,22 +697,10 @@ func followAsOwner(b *testing.B, hs *testservers.Dendrite, localpart string, arr
 // (as many as the rig has chats, or one for a single sender's rate), each
 // writing one message at a time, seen by the owner's /sync as the
 // bridge's messages are.
-func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, r *waRig, rooms int) {
+func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, r *tallies, rooms int) {
 	var chats []loadChat
 	for i := range rooms {
-		userID, token := hs.Register(b, fmt.Sprintf("floor%d-%d", r.runs, i), "floor-password", false)
-		cli, err := mautrix.NewClient(hs.URL(), id.UserID(userID), token)
-		if err != nil {
-			b.Fatal(err)
-		}
-		room, err := cli.CreateRoom(b.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{owner.UserID}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		chats = append(chats, loadChat{name: string(room.RoomID), send: func(ctx context.Context, _ int, text string) error {
-			_, err := cli.SendText(ctx, room.RoomID, text)
-			return err
-		}})
+		chats = append(chats, matrixFloorChat(b, hs, owner, fmt.Sprintf("floor%d-%d", r.runs, i)))
 	}
 	// The owner joins each room, then sees one message in each.
 	t := r.newTally(0)
@@ -729,6 +722,26 @@ func dendriteFloor(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
 	b.ReportMetric(float64(t.reordered(len(chats))), "reordered")
+}
+
+// matrixFloorChat registers localpart on hs and has it make a room with
+// owner invited (followAsOwner joins it): a chat the bridge is not in,
+// written one message at a time.
+func matrixFloorChat(b *testing.B, hs *testservers.Dendrite, owner *mautrix.Client, localpart string) loadChat {
+	b.Helper()
+	userID, token := hs.Register(b, localpart, "floor-password", false)
+	cli, err := mautrix.NewClient(hs.URL(), id.UserID(userID), token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	room, err := cli.CreateRoom(b.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{owner.UserID}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return loadChat{name: string(room.RoomID), send: func(ctx context.Context, _ int, text string) error {
+		_, err := cli.SendText(ctx, room.RoomID, text)
+		return err
+	}}
 }
 
 // BenchmarkIdleLinks: one daemon holding 1, 10, 100 and 1,000 linked
