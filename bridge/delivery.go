@@ -83,6 +83,9 @@ type queue struct {
 	maybeSentThrough int64
 	// lastKey is the key of the last send (Outgoing.After of the next).
 	lastKey string
+	// ahead is the outbox read of the batch after the one being sent,
+	// started so the chat's next send need not wait for it; nil when none.
+	ahead *readAhead
 
 	// created holds ids this queue made whose bookkeeping is not yet
 	// committed, so an edit right behind its message still finds it.
@@ -91,6 +94,18 @@ type queue struct {
 }
 
 const batchSize = 128
+
+// readAhead is an outbox read running beside the sends: its goroutine
+// sets rows and err, then closes done; only after that may they be read.
+type readAhead struct {
+	after int64 // the read is of the rows after this id
+	done  chan struct{}
+	rows  []pendingRow
+	err   error
+}
+
+// readPending reads a chat's next rows from the outbox (tests watch it).
+var readPending = pending
 
 func newDeliverer(store *Store, log *slog.Logger, d config.Delivery, r config.Relay, conns func(string) (Connector, bool)) *deliverer {
 	sends, abort := context.WithCancel(context.Background())
@@ -346,6 +361,9 @@ func (d *deliverer) work(q *queue, exited chan struct{}) {
 		}
 		d.flush(q, &done)
 	}
+	// Before the next worker may start, and before shutdown returns and
+	// the store may close.
+	d.dropReadAhead(q)
 	d.mu.Lock()
 	q.running = false
 	if !q.paused.Load() && !d.stopping() {
@@ -370,23 +388,64 @@ func (d *deliverer) next(q *queue) ([]pendingRow, error) {
 		return rows, nil
 	}
 	d.mu.Unlock()
-	rows, err := pending(context.Background(), d.store, q.dest, q.after, batchSize)
+	rows, err := d.takeReadAhead(q)
 	if err != nil || len(rows) > 0 {
+		d.startReadAhead(q, rows)
 		return rows, err
 	}
 	d.mu.Lock()
 	q.spilled = false
 	q.buffered = nil
 	d.mu.Unlock()
-	rows, err = pending(context.Background(), d.store, q.dest, q.after, batchSize)
+	// Read now, not ahead: only a read begun after spilled was cleared
+	// sees every row that memory did not get.
+	rows, err = readPending(context.Background(), d.store, q.dest, q.after, batchSize)
 	if err != nil || len(rows) == batchSize {
 		// More may wait in the outbox that memory never got: keep reading it.
 		d.mu.Lock()
 		q.spilled = true
 		q.buffered = nil
 		d.mu.Unlock()
+		d.startReadAhead(q, rows)
 	}
 	return rows, err
+}
+
+// takeReadAhead returns the rows after q.after: the read-ahead's, when it
+// was begun from there and succeeded (a rewind or a send cut short moves
+// q.after elsewhere), else read now.
+func (d *deliverer) takeReadAhead(q *queue) ([]pendingRow, error) {
+	if ra := q.ahead; ra != nil {
+		q.ahead = nil
+		<-ra.done
+		if ra.after == q.after && ra.err == nil {
+			return ra.rows, nil
+		}
+	}
+	return readPending(context.Background(), d.store, q.dest, q.after, batchSize)
+}
+
+// startReadAhead begins reading the batch after rows, a full batch just
+// read from the outbox, so it is there when their last send is answered.
+func (d *deliverer) startReadAhead(q *queue, rows []pendingRow) {
+	if len(rows) != batchSize {
+		return // the outbox had no more, or the read failed
+	}
+	ra := &readAhead{after: rows[len(rows)-1].id, done: make(chan struct{})}
+	q.ahead = ra
+	go func() {
+		defer close(ra.done)
+		ra.rows, ra.err = readPending(context.Background(), d.store, q.dest, ra.after, batchSize)
+	}()
+}
+
+// dropReadAhead waits for a read-ahead still running and forgets it: a
+// worker ending leaves no read behind.
+func (d *deliverer) dropReadAhead(q *queue) {
+	if ra := q.ahead; ra != nil {
+		q.ahead = nil
+		<-ra.done
+	}
 }
 
 // rewind sends again, after a backoff, the rows whose record did not
@@ -464,7 +523,9 @@ type completions struct {
 // of their outbox rows, in one write. Every row between the first and the
 // last that is not marked failed was delivered: the worker goes in order
 // and marks a row failed (through the same ordered writer) before it
-// moves past it.
+// moves past it. Nothing waits for the record (the ids are cached in
+// q.created meanwhile), so it is a lazy write, sharing the next commit:
+// a crash before that sends these again, flagged MaybeSent.
 func (d *deliverer) flush(q *queue, done *completions) {
 	if len(done.rows) == 0 {
 		return
@@ -474,7 +535,7 @@ func (d *deliverer) flush(q *queue, done *completions) {
 	*done = completions{}
 	dest := q.dest
 	unconfirmed := false
-	d.store.WriteAsync(func(tx *Tx) error {
+	d.store.WriteLazy(func(tx *Tx) error {
 		// A write that failed since these sends began may be one a
 		// destination queued without waiting (the api connector logs what
 		// it is sent that way): then recording them could lose them.

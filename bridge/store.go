@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"modernc.org/sqlite" // pure Go driver "sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -19,7 +21,8 @@ import (
 // Store is the bridge's SQLite database. All writes go through one writer
 // goroutine that commits whatever is queued in one transaction (group
 // commit): a burst of events costs one commit, a lone event is committed
-// at once, and nothing waits on a timer.
+// at once, and only records nobody waits for (WriteLazy) wait, briefly,
+// to share a later commit.
 type Store struct {
 	path   string
 	dsn    func(extra ...string) string
@@ -63,6 +66,9 @@ type Store struct {
 type writeOp struct {
 	fn   func(tx *Tx) error
 	done func(error)
+	// lazy ops may wait up to lazyWait for another write to share their
+	// commit (WriteLazy).
+	lazy bool
 }
 
 type doneCall struct {
@@ -440,15 +446,49 @@ func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
 	s.ops <- writeOp{fn: fn, done: done}
 }
 
+// WriteLazy is WriteAsync for a write nobody waits for (a record of what
+// is done already, a position to resume from): it waits up to lazyWait
+// for another write to commit with, so a steady trickle of messages
+// costs one commit each rather than two or three. A later Write, or
+// Close, commits it at once; writes still commit in queue order.
+func (s *Store) WriteLazy(fn func(tx *Tx) error, done func(error)) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		done(ErrStoreClosed)
+		return
+	}
+	s.ops <- writeOp{fn: fn, done: done, lazy: true}
+}
+
+// lazyWait bounds how long a lazy write waits for company: what a crash
+// can leave unrecorded beyond the writes in flight, all of it redone
+// safely (deliveries go again with their keys, positions are read again).
+const lazyWait = 500 * time.Millisecond
+
 func (s *Store) writeLoop() {
 	defer close(s.dones)
 	batch := make([]writeOp, 0, maxBatch)
+	// held are lazy ops queued first, waiting (until due) for company.
+	held := make([]writeOp, 0, maxBatch)
+	timer := time.NewTimer(lazyWait)
+	timer.Stop()
+	var due <-chan time.Time
 	for {
 		var first writeOp
 		select {
 		case first = <-s.ops:
+		case <-due:
+			due = nil
+			batch = append(batch[:0], held...)
+			held = held[:0]
+			s.commit(batch)
+			continue
 		case <-s.closing:
 			// Close holds closeMu, so nothing more is queued: drain.
+			if len(held) > 0 {
+				s.commit(held)
+			}
 			for {
 				select {
 				case op := <-s.ops:
@@ -458,7 +498,8 @@ func (s *Store) writeLoop() {
 				}
 			}
 		}
-		batch = append(batch[:0], first)
+		batch = append(append(batch[:0], held...), first)
+		held = held[:0]
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -467,6 +508,18 @@ func (s *Store) writeLoop() {
 			default:
 				break fill
 			}
+		}
+		if len(batch) < maxBatch && !slices.ContainsFunc(batch, func(op writeOp) bool { return !op.lazy }) {
+			held = append(held, batch...)
+			if due == nil {
+				timer.Reset(lazyWait)
+				due = timer.C
+			}
+			continue
+		}
+		if due != nil {
+			timer.Stop()
+			due = nil
 		}
 		s.commit(batch)
 	}

@@ -70,7 +70,11 @@ func (c *Connector) saveLogin(ctx context.Context, device id.DeviceID, token str
 
 // saveSince records the /sync position.
 func (c *Connector) saveSince(ctx context.Context, since string) error {
-	return c.store.Write(ctx, func(tx *bridge.Tx) error {
+	return c.store.Write(ctx, c.sinceWrite(since))
+}
+
+func (c *Connector) sinceWrite(since string) func(tx *bridge.Tx) error {
+	return func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`INSERT INTO matrix_bot_sessions (connector, user_id, since) VALUES (?, ?, ?)
 			ON CONFLICT (connector) DO UPDATE SET
 				device_id = CASE WHEN user_id = excluded.user_id THEN device_id ELSE '' END,
@@ -78,7 +82,7 @@ func (c *Connector) saveSince(ctx context.Context, since string) error {
 				user_id = excluded.user_id, since = excluded.since`,
 			c.name, c.opts.UserID, since)
 		return err
-	})
+	}
 }
 
 // loginTimeout bounds one login attempt.
@@ -395,8 +399,12 @@ func (c *Connector) handleSync(ctx context.Context, cli *mautrix.Client, since s
 	for room := range resp.Rooms.Invite {
 		c.handleInvite(room)
 	}
+	quiet := len(resp.Rooms.Leave) == 0 && len(resp.Rooms.Invite) == 0
 	for _, room := range sortedRooms(resp.Rooms.Join) {
 		jr := resp.Rooms.Join[room]
+		c.mu.Lock()
+		quiet = quiet && c.joined[room]
+		c.mu.Unlock()
 		c.rooms.learn(room, jr.State.Events)
 		if err := c.handleRoom(ctx, cli, since, room, jr, submit); err != nil {
 			return err
@@ -415,8 +423,29 @@ func (c *Connector) handleSync(ctx context.Context, cli *mautrix.Client, since s
 	if resp.NextBatch == since {
 		return nil
 	}
-	return c.saveSince(ctx, resp.NextBatch)
+	// A batch that relayed nothing and changed no membership (mostly the
+	// bot's own messages coming back) relays nothing either when read
+	// again after a crash: its position is saved at most every
+	// quietSaveEvery.
+	if quiet && len(dones) == 0 && time.Since(c.sinceSaved) < quietSaveEvery {
+		return nil
+	}
+	// The batch's events are committed: the position need not be saved
+	// before the next batch is read, so it shares the next commit (a
+	// crash before that reads the batch again, and the core drops what
+	// it has).
+	c.sinceSaved = time.Now()
+	c.store.WriteLazy(c.sinceWrite(resp.NextBatch), func(err error) {
+		if err != nil && !errors.Is(err, bridge.ErrStoreClosed) {
+			c.log.Warn("cannot save the Matrix /sync position; after a restart some events are read again, and not relayed twice", "err", err)
+		}
+	})
+	return nil
 }
+
+// quietSaveEvery bounds how stale the saved /sync position may be after
+// batches with nothing to relay: a restart reads at most that much again.
+const quietSaveEvery = 10 * time.Second
 
 // handleRoom converts one joined room's part of a batch.
 func (c *Connector) handleRoom(ctx context.Context, cli *mautrix.Client, since string, room id.RoomID, jr *mautrix.SyncJoinedRoom, submit func(*bridge.Event)) error {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -37,8 +38,36 @@ func senderName(s bridge.Sender) string {
 }
 
 // senderPrefix renders format ({name} = the sender's name, HTML-escaped)
-// as HTML and as plain text.
+// as HTML and as plain text. Rendering HTML as text takes a parse, and
+// the same few senders speak again and again: renders are kept.
 func senderPrefix(format, name string) (plain, htmlText string) {
+	k := prefixKey{format, name}
+	prefixes.Lock()
+	p, ok := prefixes.m[k]
+	prefixes.Unlock()
+	if ok {
+		return p[0], p[1]
+	}
+	plain, htmlText = renderPrefix(format, name)
+	prefixes.Lock()
+	if len(prefixes.m) >= maxPrefixes {
+		clear(prefixes.m) // bounded; cheap to rebuild
+	}
+	prefixes.m[k] = [2]string{plain, htmlText}
+	prefixes.Unlock()
+	return plain, htmlText
+}
+
+type prefixKey struct{ format, name string }
+
+const maxPrefixes = 1024
+
+var prefixes = struct {
+	sync.Mutex
+	m map[prefixKey][2]string
+}{m: map[prefixKey][2]string{}}
+
+func renderPrefix(format, name string) (plain, htmlText string) {
 	htmlText = strings.ReplaceAll(format, "{name}", html.EscapeString(name))
 	plain = htmlToText(htmlText)
 	// HTML rendering drops trailing space, which separates the name.
@@ -142,7 +171,7 @@ const maxContentBytes = 60000
 // is what lets the text through, and if that is not enough, cuts the
 // text, marked. An edit carries its text twice, so both are cut.
 func fitContent(content *event.MessageEventContent) {
-	if contentSize(content) <= maxContentBytes {
+	if surelyFits(content) || contentSize(content) <= maxContentBytes {
 		return
 	}
 	content.Format, content.FormattedBody = "", ""
@@ -164,6 +193,21 @@ func fitContent(content *event.MessageEventContent) {
 			return // what is left over is not text; the homeserver decides
 		}
 	}
+}
+
+// surelyFits says, without encoding, that content is far below the
+// limit: a text byte takes at most 6 bytes of JSON ("\u00XX"), and
+// what else a message carries (type, relation, a few mentions) stays
+// well within the rest.
+func surelyFits(content *event.MessageEventContent) bool {
+	if content.Mentions != nil && len(content.Mentions.UserIDs) > 16 {
+		return false
+	}
+	text := len(content.Body) + len(content.FormattedBody)
+	if nc := content.NewContent; nc != nil {
+		text += len(nc.Body) + len(nc.FormattedBody)
+	}
+	return 6*text < maxContentBytes/2
 }
 
 // contentSize is the length of content as JSON.
@@ -447,18 +491,29 @@ func reactionContent(target, emoji string) *event.ReactionEventContent {
 	return &event.ReactionEventContent{RelatesTo: *(&event.RelatesTo{}).SetAnnotation(id.EventID(target), emoji)}
 }
 
-// withKey wraps content with the delivery key. Content already wrapped
-// (with keys mautrix's types lack in Raw) gets it added.
-func withKey(content any, key string) *event.Content {
-	c, ok := content.(*event.Content)
-	if !ok {
-		c = &event.Content{Parsed: content}
+// withKey is content as JSON with the delivery key added. The key is
+// spliced into the encoded object: wrapping it in an event.Content with
+// Raw would have mautrix encode the content, decode it into a map and
+// encode that again, for every message.
+func withKey(content any, key string) any {
+	if key == "" {
+		return content
 	}
-	if key != "" {
-		if c.Raw == nil {
-			c.Raw = map[string]any{}
-		}
-		c.Raw[keyField] = key
+	data, err := json.Marshal(content)
+	if err != nil || len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+		// Not an object: let the send report what is wrong with it.
+		return content
 	}
-	return c
+	quoted, _ := json.Marshal(key)
+	out := make([]byte, 0, len(data)+len(keyField)+len(quoted)+4)
+	out = append(out, data[:len(data)-1]...)
+	if len(data) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, '"')
+	out = append(out, keyField...)
+	out = append(out, '"', ':')
+	out = append(out, quoted...)
+	out = append(out, '}')
+	return json.RawMessage(out)
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -81,6 +82,9 @@ type Connector struct {
 	// refresh holds the portals and ghosts whose origin said they
 	// changed, updated in the background (asmode.go).
 	refresh refreshQueue
+
+	// sinceSaved is when the sync loop last saved its position.
+	sinceSaved time.Time
 
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
