@@ -10,8 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1044,4 +1046,51 @@ func testNewRoutes(t *testing.T, hs *testservers.Dendrite) {
 	if f := r.event(t, "secret"); f.Event.Text != "in the new room" {
 		t.Errorf("the new route carried %+v", f.Event)
 	}
+}
+
+// TestQuietBatchesSaveTheirPositionLater: a batch with nothing to relay
+// (the bot's own message coming back) does not move the saved /sync
+// position within quietSaveEvery of the last save, so a relayed message
+// costs no commit for its echo; the next batch with news saves it.
+func TestQuietBatchesSaveTheirPositionLater(t *testing.T) {
+	f := newFakeHS(t)
+	room := func(next, id, sender string) string {
+		return `{"next_batch":"` + next + `","rooms":{"join":{"!r:example.org":{"timeline":{"events":[
+			{"type":"m.room.message","event_id":"` + id + `","sender":"` + sender + `","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}}]}}}}}`
+	}
+	release := make(chan struct{})
+	f.syncAnswer = func(since string) (int, string) {
+		switch since {
+		case "s1":
+			return 200, room("s2", "$news1", "@ann:example.org")
+		case "s2":
+			return 200, room("s3", "$echo", fakeUser)
+		case "s3":
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second): // the test failed before its release
+			}
+			return 200, room("s4", "$news2", "@ann:example.org")
+		}
+		return 0, ""
+	}
+	c, _ := startFakeBotWith(t, f, &recordingSink{})
+	saved := func() string {
+		var since string
+		c.store.QueryRowContext(t.Context(), `SELECT since FROM matrix_bot_sessions WHERE connector = 'mx'`).Scan(&since)
+		return since
+	}
+	waitFor(t, "the first batch's position to be saved", func() bool { return saved() == "s2" })
+	waitFor(t, "the quiet batch to be handled", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.ContainsFunc(f.syncs, func(q url.Values) bool { return q.Get("since") == "s3" })
+	})
+	// A lazy write would have committed by now.
+	time.Sleep(time.Second)
+	if got := saved(); got != "s2" {
+		t.Errorf("saved position %q after a batch of the bot's own message, want s2 still", got)
+	}
+	close(release)
+	waitFor(t, "the next batch with news to save its position", func() bool { return saved() == "s4" })
 }

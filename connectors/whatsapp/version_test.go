@@ -171,6 +171,8 @@ func TestOutdatedRefusedAgain(t *testing.T) {
 		t.Errorf("status %+v, want it to say WhatsApp Web's current %s was refused too", st, current)
 	}
 	want := "WhatsApp refused link 'me' because this phonebridge is outdated; update phonebridge."
+	// The notice follows the state (both from the link's goroutine).
+	s.waitFor(t, "the notice", func() bool { return len(s.notices) > 0 })
 	if notices := s.noticeList(); len(notices) != 1 || notices[0] != want {
 		t.Errorf("notices %q, want %q", notices, want)
 	}
@@ -204,6 +206,8 @@ func TestPinnedVersion(t *testing.T) {
 		t.Errorf("status %+v, want client outdated, saying the pinned version was refused", st)
 	}
 	want := "WhatsApp refused link 'me' because its pinned version 2.3000.1023456789 (`version` in its config) is outdated; set a newer version or remove the setting, then reload phonebridge."
+	// The notice follows the state (both from the link's goroutine).
+	s.waitFor(t, "the notice", func() bool { return len(s.notices) > 0 })
 	if notices := s.noticeList(); len(notices) != 1 || notices[0] != want {
 		t.Errorf("notices %q, want %q", notices, want)
 	}
