@@ -568,8 +568,9 @@ routes:
 // channel of its own on ngIRCd (flood penalties and the bridge's flood
 // control off, as in the other IRC benchmarks), where a person joined to
 // every channel counts arrivals. ngIRCd has no echo-message, so the
-// relay bot confirms its lines with PING barriers: one channel's rate is
-// bounded by round trips to the server.
+// relay bot confirms each message's lines with a PING barrier (one per
+// flood.burst lines) before the chat's next message: one channel's rate
+// is bounded by round trips to the server.
 func BenchmarkWhatsAppToIRC(b *testing.B) {
 	onlyByName(b, "WhatsAppToIRC", "make bench-whatsapp")
 	r := newWARig(b)
