@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -245,10 +246,48 @@ func (c *Connector) run(cli *mautrix.Client) {
 
 // syncFilter asks for the timeline, typing and read receipts of joined
 // rooms, and member events only for the senders shown.
-func (c *Connector) syncFilter() string {
+func (c *Connector) syncFilter() string { return c.filterWith("") }
+
+// leanSyncFilter is syncFilter without the bot's own events in timelines:
+// every message it relays into Matrix would otherwise come back through
+// /sync, a quarter of its CPU per message and work for the homeserver.
+// Its own joins go too, which tell history from news in a room it has
+// just joined: a batch with a room not seen yet is read again whole
+// (syncLoop).
+func (c *Connector) leanSyncFilter() string {
+	self, _ := json.Marshal(c.self)
+	return c.filterWith(`,"not_senders":[` + string(self) + `]`)
+}
+
+func (c *Connector) filterWith(timeline string) string {
 	return fmt.Sprintf(`{"presence":{"not_types":["*"]},"account_data":{"not_types":["*"]},`+
-		`"room":{"timeline":{"limit":%d},"state":{"lazy_load_members":true},`+
-		`"ephemeral":{"types":["m.typing","m.receipt"]},"account_data":{"not_types":["*"]}}}`, c.timelineLimit)
+		`"room":{"timeline":{"limit":%d%s},"state":{"lazy_load_members":true},`+
+		`"ephemeral":{"types":["m.typing","m.receipt"]},"account_data":{"not_types":["*"]}}}`, c.timelineLimit, timeline)
+}
+
+// needsWholeBatch says whether a lean batch may hide the bot's own
+// membership: a room whose join the sync has not shown yet (just joined,
+// or joined while a batch was unread), or a room left.
+func (c *Connector) needsWholeBatch(resp *mautrix.RespSync) bool {
+	if len(resp.Rooms.Leave) > 0 {
+		return true
+	}
+	for room := range resp.Rooms.Join {
+		if !c.syncSeen[room] {
+			return true
+		}
+	}
+	return false
+}
+
+// noteSeen records which rooms a whole batch showed the bot in.
+func (c *Connector) noteSeen(resp *mautrix.RespSync) {
+	for room := range resp.Rooms.Join {
+		c.syncSeen[room] = true
+	}
+	for room := range resp.Rooms.Leave {
+		delete(c.syncSeen, room)
+	}
 }
 
 // batchTimeout bounds relaying one /sync batch: looking up names, reading
@@ -278,9 +317,23 @@ func (c *Connector) syncLoop(cli *mautrix.Client, late bool) {
 	// Aliases in routes wait for a reachable homeserver; once is enough.
 	c.sink.ChatsChanged()
 	timeout := c.opts.SyncTimeout
+	lean := c.leanSyncFilter()
+	// The first batch after a start is read whole: the last run may have
+	// joined a room and stopped before its join was read.
+	whole := true
 	for c.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(c.ctx, timeout+30*time.Second)
-		resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: int(timeout.Milliseconds()), Since: since, FilterID: filter})
+		using := lean
+		if whole {
+			using = filter
+		}
+		resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: int(timeout.Milliseconds()), Since: since, FilterID: using})
+		if err == nil && !whole && c.needsWholeBatch(resp) {
+			// The same position again, whole: at least what the lean
+			// batch had, with the bot's own events.
+			whole = true
+			resp, err = cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0, Since: since, FilterID: filter})
+		}
 		cancel()
 		if err == nil && resp.NextBatch == "" {
 			err = errors.New("the homeserver's /sync answer has no next_batch")
@@ -307,6 +360,14 @@ func (c *Connector) syncLoop(cli *mautrix.Client, late bool) {
 		}
 		if r.ok() {
 			c.connected(cli, true)
+		}
+		if whole {
+			c.noteSeen(resp)
+			whole = false
+		} else {
+			for room := range resp.Rooms.Leave {
+				delete(c.syncSeen, room)
+			}
 		}
 		since = resp.NextBatch
 	}
@@ -348,6 +409,7 @@ func (c *Connector) prepare(cli *mautrix.Client, since string) (string, error) {
 	c.mu.Lock()
 	for _, room := range joined.JoinedRooms {
 		c.joined[room] = true
+		c.syncSeen[room] = true
 	}
 	c.mu.Unlock()
 	if since != "" {

@@ -83,8 +83,11 @@ type Connector struct {
 	// changed, updated in the background (asmode.go).
 	refresh refreshQueue
 
-	// sinceSaved is when the sync loop last saved its position.
+	// sinceSaved is when the sync loop last saved its position;
+	// syncSeen are the rooms whose joins it has seen (bot.go). Only the
+	// sync loop touches them.
 	sinceSaved time.Time
+	syncSeen   map[id.RoomID]bool
 
 	joinKick chan struct{}
 	ctx      context.Context // lives from Start to Stop
@@ -133,6 +136,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 		self:          id.UserID(opts.UserID),
 		timelineLimit: defaultTimelineLimit,
 		joined:        map[id.RoomID]bool{},
+		syncSeen:      map[id.RoomID]bool{},
 		aliases:       map[string]id.RoomID{},
 		unjoinable:    map[string]bool{},
 		removed:       map[id.RoomID]bool{},
