@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +43,7 @@ const (
 // on ngIRCd and a room of its own on Dendrite.
 type ircMatrixRig struct {
 	tallies
+	hs            *testservers.Dendrite
 	d             *daemontest.Daemon
 	profile, heap string
 
@@ -55,6 +57,55 @@ type ircMatrixRig struct {
 type hopFloor struct {
 	p50, p99 time.Duration
 	ingest   float64 // msgs/s
+	use      machineUse
+}
+
+// machineUse is what a run cost Dendrite and how busy the machine was:
+// the servers, the daemon and the clients share its cores.
+type machineUse struct {
+	dendrite time.Duration // Dendrite's CPU
+	busy     float64       // share of all cores' time not idle
+}
+
+// measureUse runs f and says what it cost Dendrite and the machine.
+func (r *ircMatrixRig) measureUse(b *testing.B, f func()) machineUse {
+	pid := r.hs.Pid()
+	cpu0 := cpuTime(b, pid)
+	busy0, total0 := hostTicks(b)
+	f()
+	busy1, total1 := hostTicks(b)
+	return machineUse{dendrite: cpuTime(b, pid) - cpu0, busy: (busy1 - busy0) / (total1 - total0)}
+}
+
+// report adds a run's machine figures for n messages.
+func (u machineUse) report(b *testing.B, prefix string, n int) {
+	b.ReportMetric(u.dendrite.Seconds()*1000/float64(n), prefix+"dendrite-cpu-s/1k-msgs")
+	b.ReportMetric(100*u.busy, prefix+"host-busy-%")
+}
+
+// hostTicks is the machine's busy and total CPU time so far, in ticks,
+// from /proc/stat (idle and iowait count as not busy).
+func hostTicks(b *testing.B) (busy, total float64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat starts %q", line)
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %v", err)
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
 
 func newIRCMatrixRig(b *testing.B) *ircMatrixRig {
@@ -62,7 +113,7 @@ func newIRCMatrixRig(b *testing.B) *ircMatrixRig {
 	bin := daemontest.BinaryWithTags(b, "fakewa") // for its profiles on signals
 	ngircd := testservers.StartNgircd(b, testservers.NgircdOptions{})
 	hs := testservers.StartDendrite(b, testservers.DendriteOptions{})
-	r := &ircMatrixRig{}
+	r := &ircMatrixRig{hs: hs}
 	dir := shortDir(b)
 	r.profile, r.heap = filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "heap.pprof")
 
@@ -203,7 +254,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // measureFloor measures one server alone.
 func (r *ircMatrixRig) measureFloor(b *testing.B, chat loadChat, n int) hopFloor {
 	lat := r.steady(b, chat, ircMatrixSteady)
-	return hopFloor{p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], ingest: r.burst(b, chat, n)}
+	h := hopFloor{p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
+	h.use = r.measureUse(b, func() { h.ingest = r.burst(b, chat, n) })
+	return h
 }
 
 // direction measures the bridge from one side to the other: latency at
@@ -229,7 +282,8 @@ func (r *ircMatrixRig) direction(b *testing.B, from loadChat, src, dst hopFloor)
 	os.Remove(r.profile)
 	r.d.Signal(syscall.SIGUSR2) // start the daemon's CPU profile
 	cpu0 := cpuTime(b, pid)
-	rate := r.burst(b, from, n)
+	var rate float64
+	use := r.measureUse(b, func() { rate = r.burst(b, from, n) })
 	cpu := cpuTime(b, pid) - cpu0
 	r.d.Signal(syscall.SIGUSR2) // stop it and write it
 	ceiling := min(src.ingest, dst.ingest)
@@ -240,6 +294,7 @@ func (r *ircMatrixRig) direction(b *testing.B, from loadChat, src, dst hopFloor)
 	b.ReportMetric(cpu.Seconds()*1000/float64(n), "cpu-s/1k-msgs")
 	b.ReportMetric(rssNow(b, pid), "rss-MB")
 	b.ReportMetric(peakRSS(b, pid), "peak-rss-MB")
+	use.report(b, "", n)
 	p := readProfile(b, r.profile)
 	b.Logf("daemon CPU profile of the %d-message burst: %v sampled; phonebridge's SQLite %.1f%%, other SQLite %.1f%%, GC %.1f%%",
 		n, p.total, 100*p.share(p.bridgeSQL), 100*p.share(p.otherSQL), 100*p.share(p.gc))
@@ -263,6 +318,7 @@ func BenchmarkIRCMatrix(b *testing.B) {
 			b.ReportMetric(ms(f.hop.p99), f.name+"-p99-ms")
 			b.ReportMetric(f.hop.ingest, f.name+"-ingest-msgs/s")
 		}
+		r.matrix.use.report(b, "matrix-ingest-", n)
 	})
 	b.Run("irc-to-matrix", func(b *testing.B) { r.direction(b, r.fromIRC, r.irc, r.matrix) })
 	b.Run("matrix-to-irc", func(b *testing.B) { r.direction(b, r.fromMatrix, r.matrix, r.irc) })

@@ -223,6 +223,15 @@ func (s *server) exited() bool {
 	return p == nil || p.exited()
 }
 
+// Pid is the server's current process id, 0 when it is not running:
+// benchmarks read its CPU time from /proc.
+func (s *server) Pid() int {
+	if p := s.current(); p != nil && !p.exited() {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
 // Stop ends the server with SIGTERM (SIGKILL after a grace period).
 func (s *server) Stop() {
 	if p := s.current(); p != nil {
