@@ -437,13 +437,17 @@ func (s *Store) ExecBatches(ctx context.Context, limit int, query string, args .
 // goroutine, so they must not block. Writes queued from one goroutine
 // commit in queue order.
 func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
+	s.enqueue(writeOp{fn: fn, done: done})
+}
+
+func (s *Store) enqueue(op writeOp) {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
-		done(ErrStoreClosed)
+		op.done(ErrStoreClosed)
 		return
 	}
-	s.ops <- writeOp{fn: fn, done: done}
+	s.ops <- op
 }
 
 // WriteLazy is WriteAsync for a write nobody waits for (a record of what
@@ -452,13 +456,7 @@ func (s *Store) WriteAsync(fn func(tx *Tx) error, done func(error)) {
 // costs one commit each rather than two or three. A later Write, or
 // Close, commits it at once; writes still commit in queue order.
 func (s *Store) WriteLazy(fn func(tx *Tx) error, done func(error)) {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		done(ErrStoreClosed)
-		return
-	}
-	s.ops <- writeOp{fn: fn, done: done, lazy: true}
+	s.enqueue(writeOp{fn: fn, done: done, lazy: true})
 }
 
 // lazyWait bounds how long a lazy write waits for company: what a crash

@@ -362,12 +362,10 @@ func (c *Connector) syncLoop(cli *mautrix.Client, late bool) {
 			c.connected(cli, true)
 		}
 		if whole {
+			// A lean batch with a leave is always read whole: only these
+			// change what the sync has seen.
 			c.noteSeen(resp)
 			whole = false
-		} else {
-			for room := range resp.Rooms.Leave {
-				delete(c.syncSeen, room)
-			}
 		}
 		since = resp.NextBatch
 	}
