@@ -69,7 +69,12 @@ type machineUse struct {
 
 // measureUse runs f and says what it cost Dendrite and the machine.
 func (r *ircMatrixRig) measureUse(b *testing.B, f func()) machineUse {
-	pid := r.hs.Pid()
+	return measureUse(b, r.hs, f)
+}
+
+// measureUse runs f and says what it cost hs and the machine.
+func measureUse(b *testing.B, hs *testservers.Dendrite, f func()) machineUse {
+	pid := hs.Pid()
 	cpu0 := cpuTime(b, pid)
 	busy0, total0 := hostTicks(b)
 	f()

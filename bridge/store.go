@@ -280,10 +280,7 @@ func (s *Store) OpenPool(maxConns int) (*sql.DB, error) {
 }
 
 func (s *Store) openPool(maxConns int, pragmas ...string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", s.dsn(pragmas...)+"&_txlock=immediate")
-	if err != nil {
-		return nil, err
-	}
+	db := openCachingPool(s.dsn(pragmas...) + "&_txlock=immediate")
 	db.SetMaxOpenConns(maxConns)
 	return db, nil
 }
