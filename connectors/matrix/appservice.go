@@ -356,6 +356,13 @@ func (s *asServer) transaction(w http.ResponseWriter, r *http.Request) {
 		txn.Events = append(txn.Events, evt)
 	}
 
+	if onlyEchoes(s.b, txn.Events) {
+		// The bridge's own messages coming back (most transactions while
+		// relaying to Matrix): nothing to apply, so nothing to record, and
+		// a retry is as harmless. Recording them cost a commit a message.
+		asWriteJSON(w, http.StatusOK, struct{}{})
+		return
+	}
 	ctx := r.Context()
 	select {
 	case s.txn <- struct{}{}:
@@ -417,6 +424,18 @@ func (s *asServer) txnDone(ctx context.Context, txnID, digest string) (bool, err
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// onlyEchoes says whether events are all messages the bridge's own users
+// sent, which handling skips (handleTxn): state and ephemeral events are
+// followed whoever sends them.
+func onlyEchoes(b *asBridge, events []*event.Event) bool {
+	for _, evt := range events {
+		if evt.StateKey != nil || evt.Type.Class == event.EphemeralEventType || !b.isBridgeUser(evt.Sender) {
+			return false
+		}
+	}
+	return true
 }
 
 // txnDigest identifies a transaction's body.

@@ -443,3 +443,46 @@ func TestASServerListenInUse(t *testing.T) {
 		t.Errorf("start on a used port = %v, want a hint to change connectors.mx.listen", err)
 	}
 }
+
+// TestASServerSkipsEchoes: a transaction holding only the bridge's own
+// messages coming back is answered without being handled or recorded
+// (a commit a relayed message, issue 17); one with anything else, a
+// ghost's membership included, is handled and recorded as before.
+func TestASServerSkipsEchoes(t *testing.T) {
+	o := asOptions()
+	reg := testRegistration(o)
+	store := openTestStore(t)
+	b := newTestASBridge(t, "mx", store, o, reg)
+	var handled atomic.Int32
+	_, base := startServer(t, b, func(context.Context, string, []*event.Event) error {
+		handled.Add(1)
+		return nil
+	})
+	recorded := func() int {
+		var n int
+		if err := store.QueryRow(`SELECT COUNT(*) FROM matrix_as_txns WHERE connector = 'mx'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ghost, bot := "@"+o.GhostPrefix+"1:"+o.Domain, "@"+o.BotLocalpart+":"+o.Domain
+	echoes := fmt.Sprintf(`{"events":[
+		{"type":"m.room.message","event_id":"$g","room_id":"!r:example.org","sender":%q,"origin_server_ts":1,"content":{"msgtype":"m.text","body":"from the phone"}},
+		{"type":"m.room.message","event_id":"$b","room_id":"!r:example.org","sender":%q,"origin_server_ts":2,"content":{"msgtype":"m.notice","body":"a notice"}}]}`, ghost, bot)
+	if r := call(t, "PUT", base+"/_matrix/app/v1/transactions/1", reg.ServerToken, echoes); r.status != 200 || r.body != "{}\n" {
+		t.Fatalf("echoes: %d %s", r.status, r.body)
+	}
+	if n, rows := handled.Load(), recorded(); n != 0 || rows != 0 {
+		t.Fatalf("echoes: handled %d times, %d transactions recorded; want neither", n, rows)
+	}
+	joined := fmt.Sprintf(`{"events":[{"type":"m.room.member","state_key":%q,"event_id":"$j","room_id":"!r:example.org","sender":%q,"origin_server_ts":3,"content":{"membership":"leave"}}]}`, ghost, ghost)
+	for i, body := range []string{joined, txnBody} {
+		path := fmt.Sprintf("/_matrix/app/v1/transactions/%d", i+2)
+		if r := call(t, "PUT", base+path, reg.ServerToken, body); r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+	if n, rows := handled.Load(), recorded(); n != 2 || rows != 2 {
+		t.Fatalf("a ghost's membership and the owner's message: handled %d times, %d transactions recorded; want 2 and 2", n, rows)
+	}
+}
