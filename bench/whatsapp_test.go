@@ -639,9 +639,20 @@ func appserviceFloorChat(b *testing.B, hs *testservers.Dendrite, owner *mautrix.
 	if _, _, err := cli.Register(b.Context(), &mautrix.ReqRegister{Username: "wa_" + localpart, Type: mautrix.AuthTypeAppservice, InhibitLogin: true}); err != nil {
 		b.Fatalf("register the appservice ghost %s: %v", ghost, err)
 	}
-	room, err := cli.CreateRoom(b.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{owner.UserID}})
+	// A portal's three members: the ghost, the owner and the bridge's bot
+	// (joining a public room, so the daemon sees no invite of its bot to
+	// a room it does not know).
+	room, err := cli.CreateRoom(b.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", Invite: []id.UserID{owner.UserID}})
 	if err != nil {
 		b.Fatal(err)
+	}
+	bot, err := mautrix.NewClient(hs.URL(), id.NewUserID(reg.SenderLocalpart, "localhost"), reg.AppToken)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bot.SetAppServiceUserID = true
+	if _, err := bot.JoinRoomByID(b.Context(), room.RoomID); err != nil {
+		b.Fatalf("the bot joins the appservice floor's room: %v", err)
 	}
 	return loadChat{name: string(room.RoomID), send: func(ctx context.Context, _ int, text string) error {
 		_, err := cli.SendText(ctx, room.RoomID, text)
