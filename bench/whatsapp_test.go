@@ -745,8 +745,12 @@ func followAsOwner(b *testing.B, hs *testservers.Dendrite, localpart string, arr
 	b.Cleanup(func() {
 		cancel()
 		<-done
+		// A skipped message never arrives, and the run waiting for it
+		// fails; Dendrite also marks a timeline limited now and then with
+		// nothing missing (seen once in about 20 runs), so this only says
+		// why a run may have failed.
 		if n := gaps.Load(); n > 0 {
-			b.Errorf("%d of the owner's syncs skipped events (timeline limited): the figures may count messages as lost", n)
+			b.Logf("%d of the owner's syncs skipped events (timeline limited): a message missing from a run may be one of them", n)
 		}
 	})
 	go func() {
