@@ -12,6 +12,12 @@ import (
 // onePoolConn is a pool of one connection on a fresh store, with a table
 // t holding ('a', 1) and ('b', 2).
 func onePoolConn(t testing.TB) *sql.DB {
+	_, db := storeAndPoolConn(t)
+	return db
+}
+
+// storeAndPoolConn is onePoolConn and its store.
+func storeAndPoolConn(t testing.TB) (*Store, *sql.DB) {
 	t.Helper()
 	st, err := OpenStore(filepath.Join(t.TempDir(), "phonebridge.db"), "normal")
 	if err != nil {
@@ -29,7 +35,7 @@ func onePoolConn(t testing.TB) *sql.DB {
 	if _, err := db.Exec(`INSERT INTO t (k, v) VALUES ('a', 1), ('b', 2)`); err != nil {
 		t.Fatal(err)
 	}
-	return db
+	return st, db
 }
 
 // cached is the connection's cached statement for query, or nil.
@@ -87,6 +93,30 @@ func TestPoolKeepsStatementsPrepared(t *testing.T) {
 	}
 	if err := db.QueryRow(query, "b").Scan(&v); err != nil || v != 4 {
 		t.Fatalf("after two updates: got %d, %v; want 4", v, err)
+	}
+}
+
+// TestCachedQueryHoldsNoSnapshot: a statement kept prepared is reset after
+// each use, so it holds no read transaction: the next use sees what the
+// store's writer committed meanwhile, and a checkpoint can copy it all.
+func TestCachedQueryHoldsNoSnapshot(t *testing.T) {
+	st, db := storeAndPoolConn(t)
+	const query = `SELECT v FROM t WHERE k = 'a'`
+	for want := 1; want <= 3; want++ {
+		var v int
+		if err := db.QueryRow(query).Scan(&v); err != nil || v != want {
+			t.Fatalf("got %d, %v; want %d", v, err, want)
+		}
+		if err := st.Write(context.Background(), func(tx *Tx) error {
+			_, err := tx.Exec(`UPDATE t SET v = v + 1 WHERE k = 'a'`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var busy, logFrames, copied int
+	if err := db.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &copied); err != nil || busy != 0 {
+		t.Fatalf("checkpoint: busy %d, %v: a reader holds a snapshot", busy, err)
 	}
 }
 
