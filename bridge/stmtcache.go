@@ -62,12 +62,15 @@ type sqliteConn interface {
 	driver.Validator
 }
 
+// sqliteStmt is what the driver's statements do and the cache relies on.
+type sqliteStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
+}
+
 type cachedStmt struct {
-	stmt interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	}
+	stmt sqliteStmt
 	busy bool // rows from it are open
 }
 
@@ -102,16 +105,12 @@ func (c *cachingConn) prepared(ctx context.Context, query string) *cachedStmt {
 	if err != nil {
 		return nil
 	}
-	cs := &cachedStmt{}
-	var ok bool
-	if cs.stmt, ok = st.(interface {
-		driver.Stmt
-		driver.StmtExecContext
-		driver.StmtQueryContext
-	}); !ok {
+	stmt, ok := st.(sqliteStmt)
+	if !ok {
 		st.Close()
 		return nil
 	}
+	cs := &cachedStmt{stmt: stmt}
 	c.stmts[query] = cs
 	return cs
 }

@@ -24,10 +24,7 @@ func storeAndPoolConn(t testing.TB) (*Store, *sql.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	db, err := st.OpenPool(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := st.OpenPool(1)
 	t.Cleanup(func() { db.Close() })
 	if _, err := db.Exec(`CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER, b BLOB)`); err != nil {
 		t.Fatal(err)

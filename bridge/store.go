@@ -275,14 +275,14 @@ func dsnFor(path, sync string) func(extra ...string) string {
 // whatsmeow then loses the message it was decrypting. Statements outside
 // a transaction take the lock as they start, so busy_timeout covers them.
 // Read-only transactions (sql.TxOptions.ReadOnly) stay deferred.
-func (s *Store) OpenPool(maxConns int) (*sql.DB, error) {
+func (s *Store) OpenPool(maxConns int) *sql.DB {
 	return s.openPool(maxConns)
 }
 
-func (s *Store) openPool(maxConns int, pragmas ...string) (*sql.DB, error) {
+func (s *Store) openPool(maxConns int, pragmas ...string) *sql.DB {
 	db := openCachingPool(s.dsn(pragmas...) + "&_txlock=immediate")
 	db.SetMaxOpenConns(maxConns)
-	return db, nil
+	return db
 }
 
 // sharedPoolConns bounds SharedPool. whatsmeow's writes (a decryption
@@ -299,20 +299,17 @@ const sharedPoolConns = 4
 // connection's commit starts with an empty cache in WAL mode anyway, and
 // commits alternate here between whatsmeow and the store's writer. It is
 // made on first use and closed by Close; callers must not close it.
-func (s *Store) SharedPool() (*sql.DB, error) {
+func (s *Store) SharedPool() *sql.DB {
 	s.sharedMu.Lock()
 	defer s.sharedMu.Unlock()
 	if s.shared == nil {
-		db, err := s.openPool(sharedPoolConns, "cache_size(-512)")
-		if err != nil {
-			return nil, err
-		}
+		db := s.openPool(sharedPoolConns, "cache_size(-512)")
 		// Connections stay open once made: closing one would free nothing
 		// (see above) and the next would parse the schema again.
 		db.SetMaxIdleConns(sharedPoolConns)
 		s.shared = db
 	}
-	return s.shared, nil
+	return s.shared
 }
 
 // checkpointEvery is how many writes pass between checkpoints: often

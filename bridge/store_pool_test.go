@@ -19,10 +19,7 @@ func openPoolStore(t *testing.T) (*bridge.Store, *sql.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	db, err := st.OpenPool(2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := st.OpenPool(2)
 	t.Cleanup(func() { db.Close() })
 	if err := st.Write(context.Background(), func(tx *bridge.Tx) error {
 		_, err := tx.Exec(`CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL); INSERT INTO t VALUES ('a', 1)`)
@@ -177,14 +174,7 @@ func TestSharedPoolIsOnePerStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := st.SharedPool()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := st.SharedPool()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := st.SharedPool(), st.SharedPool()
 	if a != b {
 		t.Fatal("two callers got two pools")
 	}

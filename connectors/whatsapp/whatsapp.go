@@ -220,10 +220,7 @@ func New(env bridge.Env, opts *Options) (*Connector, error) {
 	// One pool for every link in the process: a pool per link cost each
 	// linked account about 500 KB of SQLite connections (issue 17). The
 	// container (whatsmeow's caches and locks) stays per link.
-	db, err := env.Store.SharedPool()
-	if err != nil {
-		return nil, err
-	}
+	db := env.Store.SharedPool()
 	c.db = db
 	c.container = sqlstore.NewWithDB(db, "sqlite3", newWALogger(c.log, c.closed))
 	if err := c.prepareSessionStore(ctx, filepath.Join(env.StateDir, "whatsapp-store.lock")); err != nil {
