@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -745,4 +746,22 @@ func TestShutdownSendsQuit(t *testing.T) {
 	if c.State() != StateStopped {
 		t.Errorf("State() = %s", c.State())
 	}
+}
+
+// TestStrayConnectionsAreNotTheClients: the fake server hands a test only
+// connections that speak. Another test's client dialing a port this
+// listener reused, and hanging up, was once taken for the client's
+// reconnection (TestSendErrors failed in CI with "the client hung up").
+func TestStrayConnectionsAreNotTheClients(t *testing.T) {
+	t.Parallel()
+	fs := newFakeServer(t, nil)
+	stray, err := net.Dial("tcp", fs.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray.Close()
+	r := newRecorder(t)
+	startClient(t, fakeConfig(t, fs.addr()), r)
+	fs.accept(t).register(t, "pb")
+	r.waitState(t, StateRegistered, "registered as pb")
 }

@@ -245,7 +245,7 @@ func newFakeServer(t testing.TB, tlsConf *tls.Config) *fakeServer {
 		ln = tls.NewListener(ln, tlsConf)
 	}
 	fs := &fakeServer{ln: ln, conns: make(chan *fakeConn, 16)}
-	accepted := make(chan struct{})
+	accepted, closed := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(accepted)
 		for {
@@ -257,10 +257,24 @@ func newFakeServer(t testing.TB, tlsConf *tls.Config) *fakeServer {
 			fs.mu.Lock()
 			fs.all = append(fs.all, fc)
 			fs.mu.Unlock()
-			fs.conns <- fc
+			// The client speaks first. A connection that hangs up without
+			// a line is a stray: tests in parallel (other packages too)
+			// dial ports they were given, which this listener may reuse
+			// once they are free; a test took one for its client's once.
+			go func() {
+				<-fc.spoke
+				if fc.silent() {
+					return
+				}
+				select {
+				case fs.conns <- fc:
+				case <-closed:
+				}
+			}()
 		}
 	}()
 	t.Cleanup(func() {
+		close(closed)
 		ln.Close()
 		<-accepted
 		fs.mu.Lock()
@@ -299,6 +313,7 @@ func (fs *fakeServer) noConnection(t testing.TB, d time.Duration) {
 type fakeConn struct {
 	c        net.Conn
 	lines    chan string
+	spoke    chan struct{} // closed at the first line, or at the end without one
 	autoPong atomic.Bool
 	mu       sync.Mutex
 	log      []string // every line the client wrote
@@ -306,7 +321,7 @@ type fakeConn struct {
 }
 
 func newFakeConn(c net.Conn) *fakeConn {
-	fc := &fakeConn{c: c, lines: make(chan string, 1024)}
+	fc := &fakeConn{c: c, lines: make(chan string, 1024), spoke: make(chan struct{})}
 	go fc.read()
 	return fc
 }
@@ -315,6 +330,8 @@ func newFakeConn(c net.Conn) *fakeConn {
 // autoPong is on and hangs up after QUIT.
 func (fc *fakeConn) read() {
 	defer close(fc.lines)
+	var spoke sync.Once
+	defer spoke.Do(func() { close(fc.spoke) })
 	sc := bufio.NewScanner(fc.c)
 	for sc.Scan() {
 		line := sc.Text()
@@ -322,6 +339,7 @@ func (fc *fakeConn) read() {
 		fc.log = append(fc.log, line)
 		fc.arrivals = append(fc.arrivals, time.Now())
 		fc.mu.Unlock()
+		spoke.Do(func() { close(fc.spoke) })
 		m, err := ircmsg.Parse(line)
 		if err == nil && m.Command == "PING" && fc.autoPong.Load() {
 			fc.send("PONG srv :" + m.Trailing())
@@ -343,6 +361,14 @@ func (fc *fakeConn) send(lines ...string) {
 }
 
 func (fc *fakeConn) close() { fc.c.Close() }
+
+// silent says whether the connection ended without a line; only once
+// spoke is closed.
+func (fc *fakeConn) silent() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return len(fc.log) == 0
+}
 
 // next returns the client's next line, skipping none.
 func (fc *fakeConn) next(t testing.TB) *ircmsg.Message {
